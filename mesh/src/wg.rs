@@ -1,0 +1,524 @@
+//! The WireGuard data plane for many peers over one UDP socket.
+//!
+//! [`Mesh`] wraps boringtun's sans-IO `noise::Tunn`, one per peer, and adds
+//! what boringtun leaves to its caller: finding the peer a datagram belongs
+//! to, cryptokey routing in both directions, endpoint roaming and a timer
+//! schedule. It owns no socket. The daemon feeds it datagrams and packets and
+//! drains [`Mesh::poll_output`]; it calls [`Mesh::handle_timeout`] when
+//! [`Mesh::poll_timeout`] is due.
+//!
+//! boringtun reads the monotonic clock itself; `now` arguments here only drive
+//! our own schedule (when to tick the noise timers).
+
+use crate::allowed_ips::AllowedIps;
+use crate::keys::{PresharedKey, PrivateKey, PublicKey};
+use boringtun::noise::errors::WireGuardError;
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::noise::{Packet, Tunn, TunnResult};
+use boringtun::x25519;
+use ipnet::IpNet;
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often boringtun's timers are ticked (its own device uses 250 ms).
+pub const TIMER_TICK: Duration = Duration::from_millis(250);
+/// Handshakes allowed per second before cookies are demanded.
+const HANDSHAKE_RATE_LIMIT: u64 = 100;
+/// Room for the largest packet plus WireGuard overhead.
+const BUF_LEN: usize = 65535 + 64;
+
+/// A peer's index in the mesh (stable for the peer's lifetime).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub u32);
+
+/// One peer as configured.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// Human name ("laptop").
+    pub name: String,
+    /// The peer's public key.
+    pub public_key: PublicKey,
+    /// Optional preshared key.
+    pub preshared_key: Option<PresharedKey>,
+    /// Where to send until the peer roams.
+    pub endpoint: Option<SocketAddr>,
+    /// Networks this peer may send from and that are routed to it.
+    pub allowed_ips: Vec<IpNet>,
+    /// Keepalive interval in seconds.
+    pub persistent_keepalive: Option<u16>,
+}
+
+/// What the mesh hands back to the daemon.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Send this datagram on the UDP socket.
+    Datagram(SocketAddr, Vec<u8>),
+    /// A decrypted IP packet from `peer`, whose source is inside the peer's allowed IPs.
+    Packet(PeerId, Vec<u8>),
+}
+
+/// Why a datagram or packet was dropped. Counted in [`MeshStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MeshDrop {
+    /// Not a WireGuard message, or one that failed authentication.
+    Invalid,
+    /// A handshake from a key we don't know, or an index that is no peer of ours.
+    UnknownPeer,
+    /// A decrypted packet whose source is outside the peer's allowed IPs.
+    SourceNotAllowed,
+    /// A packet to a peer that has no endpoint yet.
+    NoEndpoint,
+}
+
+/// Counters for the status page and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MeshStats {
+    /// Datagrams received.
+    pub datagrams_in: u64,
+    /// Datagrams that were not valid WireGuard or failed authentication.
+    pub invalid: u64,
+    /// Datagrams for no known peer.
+    pub unknown_peer: u64,
+    /// Decrypted packets dropped by cryptokey routing.
+    pub source_not_allowed: u64,
+    /// Packets dropped because the peer has no endpoint.
+    pub no_endpoint: u64,
+}
+
+/// A peer's live state, for status output.
+#[derive(Debug, Clone)]
+pub struct PeerStatus {
+    /// Id.
+    pub id: PeerId,
+    /// Name from config.
+    pub name: String,
+    /// Public key.
+    pub public_key: PublicKey,
+    /// Current endpoint (after roaming).
+    pub endpoint: Option<SocketAddr>,
+    /// Allowed IPs.
+    pub allowed_ips: Vec<IpNet>,
+    /// Time since the last completed handshake, if a session exists.
+    pub last_handshake: Option<Duration>,
+    /// Payload bytes sent.
+    pub tx_bytes: u64,
+    /// Payload bytes received.
+    pub rx_bytes: u64,
+}
+
+struct Peer {
+    config: PeerConfig,
+    tunn: Tunn,
+    endpoint: Option<SocketAddr>,
+    allowed: AllowedIps<()>,
+}
+
+/// All peers of the box and the routing between them.
+pub struct Mesh {
+    private: x25519::StaticSecret,
+    public: x25519::PublicKey,
+    rate_limiter: Arc<RateLimiter>,
+    peers: Vec<Option<Peer>>,
+    routes: AllowedIps<PeerId>,
+    out: VecDeque<Output>,
+    buf: Vec<u8>,
+    next_tick: Option<Instant>,
+    stats: MeshStats,
+}
+
+impl Mesh {
+    /// A mesh with our private key and no peers.
+    pub fn new(private_key: &PrivateKey) -> Self {
+        let private = private_key.secret();
+        let public = x25519::PublicKey::from(&private);
+        Mesh {
+            rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
+            private,
+            public,
+            peers: Vec::new(),
+            routes: AllowedIps::new(),
+            out: VecDeque::new(),
+            buf: vec![0; BUF_LEN],
+            next_tick: None,
+            stats: MeshStats::default(),
+        }
+    }
+
+    /// Our public key.
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey(self.public.to_bytes())
+    }
+
+    /// Add a peer. If it has an endpoint and a keepalive, the handshake
+    /// starts right away, as with `wg set … persistent-keepalive`.
+    pub fn add_peer(&mut self, now: Instant, config: PeerConfig) -> PeerId {
+        let slot = self.peers.iter().position(Option::is_none).unwrap_or(self.peers.len());
+        let id = PeerId(slot as u32);
+        let tunn = Tunn::new(
+            self.private.clone(),
+            x25519::PublicKey::from(config.public_key.0),
+            config.preshared_key.as_ref().map(|k| k.0),
+            config.persistent_keepalive,
+            id.0,
+            Some(self.rate_limiter.clone()),
+        );
+        let mut allowed = AllowedIps::new();
+        for net in &config.allowed_ips {
+            allowed.insert(*net, ());
+            self.routes.insert(*net, id);
+        }
+        let peer = Peer { endpoint: config.endpoint, config, tunn, allowed };
+        if slot == self.peers.len() {
+            self.peers.push(Some(peer));
+        } else {
+            self.peers[slot] = Some(peer);
+        }
+        self.next_tick.get_or_insert(now);
+        let wants_handshake = self.peer(id).is_some_and(|p| p.endpoint.is_some() && p.config.persistent_keepalive.is_some());
+        if wants_handshake {
+            self.initiate(id);
+        }
+        id
+    }
+
+    /// Remove a peer and its routes.
+    pub fn remove_peer(&mut self, id: PeerId) {
+        if let Some(slot) = self.peers.get_mut(id.0 as usize) {
+            *slot = None;
+        }
+        self.routes.remove_value(id);
+    }
+
+    fn peer(&self, id: PeerId) -> Option<&Peer> {
+        self.peers.get(id.0 as usize).and_then(Option::as_ref)
+    }
+
+    /// The peer that `dst` is routed to (cryptokey routing, longest prefix).
+    pub fn route(&self, dst: IpAddr) -> Option<PeerId> {
+        self.routes.lookup(dst)
+    }
+
+    /// The peer with this name.
+    pub fn peer_by_name(&self, name: &str) -> Option<PeerId> {
+        self.peers
+            .iter()
+            .flatten()
+            .zip(0u32..)
+            .find(|(p, _)| p.config.name == name)
+            .map(|(_, i)| PeerId(i))
+    }
+
+    /// The routing table: every allowed network and its peer.
+    pub fn routes(&self) -> impl Iterator<Item = &(IpNet, PeerId)> {
+        self.routes.iter()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> MeshStats {
+        self.stats
+    }
+
+    /// Status of every peer.
+    pub fn peer_status(&self) -> Vec<PeerStatus> {
+        self.peers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.as_ref().map(|p| (i, p)))
+            .map(|(i, p)| {
+                let (last_handshake, tx, rx, _, _) = p.tunn.stats();
+                PeerStatus {
+                    id: PeerId(i as u32),
+                    name: p.config.name.clone(),
+                    public_key: p.config.public_key,
+                    endpoint: p.endpoint,
+                    allowed_ips: p.config.allowed_ips.clone(),
+                    last_handshake,
+                    tx_bytes: tx as u64,
+                    rx_bytes: rx as u64,
+                }
+            })
+            .collect()
+    }
+
+    /// Time since the last handshake with `id`, if it has a session.
+    pub fn last_handshake(&self, id: PeerId) -> Option<Duration> {
+        self.peer(id).and_then(|p| p.tunn.time_since_last_handshake())
+    }
+
+    fn initiate(&mut self, id: PeerId) {
+        let Some(peer) = self.peers.get_mut(id.0 as usize).and_then(Option::as_mut) else { return };
+        if let TunnResult::WriteToNetwork(b) = peer.tunn.format_handshake_initiation(&mut self.buf, false) {
+            if let Some(ep) = peer.endpoint {
+                self.out.push_back(Output::Datagram(ep, b.to_vec()));
+            }
+        }
+    }
+
+    /// Encrypt an IP packet for `peer`. Without a session the packet is queued
+    /// inside boringtun and a handshake starts.
+    pub fn send(&mut self, peer: PeerId, packet: &[u8]) -> Result<(), MeshDrop> {
+        let Some(p) = self.peers.get_mut(peer.0 as usize).and_then(Option::as_mut) else {
+            return Err(MeshDrop::UnknownPeer);
+        };
+        let Some(ep) = p.endpoint else {
+            self.stats.no_endpoint += 1;
+            return Err(MeshDrop::NoEndpoint);
+        };
+        match p.tunn.encapsulate(packet, &mut self.buf) {
+            TunnResult::WriteToNetwork(b) => self.out.push_back(Output::Datagram(ep, b.to_vec())),
+            TunnResult::Err(_) => {
+                self.stats.invalid += 1;
+                return Err(MeshDrop::Invalid);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Which peer a datagram is for: by receiver index, or for a handshake
+    /// initiation by the initiator's static key.
+    fn classify(&self, datagram: &[u8]) -> Result<PeerId, MeshDrop> {
+        let packet = Tunn::parse_incoming_packet(datagram).map_err(|_| MeshDrop::Invalid)?;
+        let index = match packet {
+            Packet::HandshakeInit(ref init) => {
+                let half = parse_handshake_anon(&self.private, &self.public, init).map_err(|e| match e {
+                    WireGuardError::WrongKey => MeshDrop::UnknownPeer,
+                    _ => MeshDrop::Invalid,
+                })?;
+                let key = PublicKey(half.peer_static_public);
+                return self
+                    .peers
+                    .iter()
+                    .position(|p| p.as_ref().is_some_and(|p| p.config.public_key == key))
+                    .map(|i| PeerId(i as u32))
+                    .ok_or(MeshDrop::UnknownPeer);
+            }
+            Packet::HandshakeResponse(r) => r.receiver_idx,
+            Packet::PacketCookieReply(c) => c.receiver_idx,
+            Packet::PacketData(d) => d.receiver_idx,
+        };
+        let id = PeerId(index >> 8);
+        self.peer(id).map(|_| id).ok_or(MeshDrop::UnknownPeer)
+    }
+
+    /// A datagram arrived on the UDP socket from `src`.
+    pub fn handle_datagram(&mut self, src: SocketAddr, datagram: &[u8]) -> Result<(), MeshDrop> {
+        self.stats.datagrams_in += 1;
+        let id = match self.classify(datagram) {
+            Ok(id) => id,
+            Err(e) => {
+                match e {
+                    MeshDrop::UnknownPeer => self.stats.unknown_peer += 1,
+                    _ => self.stats.invalid += 1,
+                }
+                return Err(e);
+            }
+        };
+        let Some(peer) = self.peers.get_mut(id.0 as usize).and_then(Option::as_mut) else {
+            return Err(MeshDrop::UnknownPeer);
+        };
+        let mut first = true;
+        loop {
+            let input: &[u8] = if first { datagram } else { &[] };
+            let result = peer.tunn.decapsulate(Some(src.ip()), input, &mut self.buf);
+            match result {
+                TunnResult::Done => {
+                    if first {
+                        // A keepalive: authenticated, so roaming applies.
+                        peer.endpoint = Some(src);
+                    }
+                    break;
+                }
+                TunnResult::Err(_) => {
+                    if first {
+                        self.stats.invalid += 1;
+                        return Err(MeshDrop::Invalid);
+                    }
+                    break;
+                }
+                TunnResult::WriteToNetwork(b) => {
+                    // Handshake responses, cookies and queued packets: after
+                    // authentication the peer's endpoint is where it sent from.
+                    peer.endpoint = Some(src);
+                    self.out.push_back(Output::Datagram(src, b.to_vec()));
+                    // Keep calling with an empty datagram to flush the queue.
+                }
+                TunnResult::WriteToTunnelV4(b, addr) => {
+                    peer.endpoint = Some(src);
+                    if peer.allowed.lookup(IpAddr::V4(addr)).is_some() {
+                        self.out.push_back(Output::Packet(id, b.to_vec()));
+                    } else {
+                        self.stats.source_not_allowed += 1;
+                    }
+                    break;
+                }
+                TunnResult::WriteToTunnelV6(b, addr) => {
+                    peer.endpoint = Some(src);
+                    if peer.allowed.lookup(IpAddr::V6(addr)).is_some() {
+                        self.out.push_back(Output::Packet(id, b.to_vec()));
+                    } else {
+                        self.stats.source_not_allowed += 1;
+                    }
+                    break;
+                }
+            }
+            first = false;
+        }
+        Ok(())
+    }
+
+    /// When [`Mesh::handle_timeout`] wants to run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_tick
+    }
+
+    /// Tick every peer's timers: handshake retries, rekeys, keepalives.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.next_tick.is_none_or(|t| t > now) {
+            return;
+        }
+        self.rate_limiter.reset_count();
+        for peer in self.peers.iter_mut().flatten() {
+            match peer.tunn.update_timers(&mut self.buf) {
+                TunnResult::WriteToNetwork(b) => {
+                    if let Some(ep) = peer.endpoint {
+                        self.out.push_back(Output::Datagram(ep, b.to_vec()));
+                    }
+                }
+                TunnResult::Err(WireGuardError::ConnectionExpired) => {}
+                _ => {}
+            }
+        }
+        self.next_tick = if self.peers.iter().any(Option::is_some) { Some(now + TIMER_TICK) } else { None };
+    }
+
+    /// The next thing to send or deliver.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ipv4_packet(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+        // A minimal valid IPv4 header with a 4-byte payload; boringtun only
+        // reads the version, length and addresses.
+        let mut p = vec![0x45, 0, 0, 24, 0, 0, 0x40, 0, 64, 17, 0, 0];
+        p.extend_from_slice(&src);
+        p.extend_from_slice(&dst);
+        p.extend_from_slice(&[1, 2, 3, 4]);
+        p
+    }
+
+    fn pair() -> (Mesh, Mesh, PeerId, PeerId, SocketAddr, SocketAddr) {
+        let ka = PrivateKey::generate();
+        let kb = PrivateKey::generate();
+        let a_addr: SocketAddr = "198.51.100.1:51820".parse().unwrap();
+        let b_addr: SocketAddr = "198.51.100.2:51820".parse().unwrap();
+        let now = Instant::now();
+        let mut a = Mesh::new(&ka);
+        let mut b = Mesh::new(&kb);
+        let pb = a.add_peer(now, PeerConfig {
+            name: "b".into(),
+            public_key: kb.public_key(),
+            preshared_key: None,
+            endpoint: Some(b_addr),
+            allowed_ips: vec!["10.77.0.2/32".parse().unwrap()],
+            persistent_keepalive: None,
+        });
+        let pa = b.add_peer(now, PeerConfig {
+            name: "a".into(),
+            public_key: ka.public_key(),
+            preshared_key: None,
+            endpoint: None,
+            allowed_ips: vec!["10.77.0.1/32".parse().unwrap(), "10.77.1.0/24".parse().unwrap()],
+            persistent_keepalive: None,
+        });
+        (a, b, pb, pa, a_addr, b_addr)
+    }
+
+    /// Deliver every datagram between the two until both are quiet; return delivered packets.
+    fn pump(a: &mut Mesh, b: &mut Mesh, a_addr: SocketAddr, b_addr: SocketAddr) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        let (mut at_a, mut at_b) = (Vec::new(), Vec::new());
+        for _ in 0..20 {
+            let mut moved = false;
+            while let Some(o) = a.poll_output() {
+                moved = true;
+                match o {
+                    Output::Datagram(to, d) => {
+                        assert_eq!(to, b_addr);
+                        let _ = b.handle_datagram(a_addr, &d);
+                    }
+                    Output::Packet(_, p) => at_a.push(p),
+                }
+            }
+            while let Some(o) = b.poll_output() {
+                moved = true;
+                match o {
+                    Output::Datagram(to, d) => {
+                        assert_eq!(to, a_addr);
+                        let _ = a.handle_datagram(b_addr, &d);
+                    }
+                    Output::Packet(_, p) => at_b.push(p),
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        (at_a, at_b)
+    }
+
+    #[test]
+    fn handshake_then_data_both_ways_and_roaming_learns_endpoint() {
+        let (mut a, mut b, pb, pa, a_addr, b_addr) = pair();
+        let pkt = ipv4_packet([10, 77, 1, 100], [10, 77, 0, 2]);
+        a.send(pb, &pkt).unwrap();
+        let (_, at_b) = pump(&mut a, &mut b, a_addr, b_addr);
+        assert_eq!(at_b, vec![pkt.clone()], "queued packet delivered after handshake");
+        // b had no endpoint for a; it learned it from the handshake.
+        let back = ipv4_packet([10, 77, 0, 2], [10, 77, 1, 100]);
+        b.send(pa, &back).unwrap();
+        let (at_a, _) = pump(&mut a, &mut b, a_addr, b_addr);
+        assert_eq!(at_a, vec![back]);
+        assert!(a.last_handshake(pb).is_some());
+        assert_eq!(a.route("10.77.0.2".parse().unwrap()), Some(pb));
+        assert_eq!(b.route("10.77.1.7".parse().unwrap()), Some(pa));
+    }
+
+    #[test]
+    fn source_outside_allowed_ips_is_dropped() {
+        let (mut a, mut b, pb, _pa, a_addr, b_addr) = pair();
+        // b only allows 10.77.0.1 and 10.77.1.0/24 from a.
+        a.send(pb, &ipv4_packet([10, 99, 0, 1], [10, 77, 0, 2])).unwrap();
+        let (_, at_b) = pump(&mut a, &mut b, a_addr, b_addr);
+        assert!(at_b.is_empty());
+        assert_eq!(b.stats().source_not_allowed, 1);
+    }
+
+    #[test]
+    fn unknown_key_and_garbage_are_counted() {
+        let (mut a, _b, _pb, _pa, _a_addr, b_addr) = pair();
+        let mut stranger = Mesh::new(&PrivateKey::generate());
+        let sp = stranger.add_peer(Instant::now(), PeerConfig {
+            name: "x".into(),
+            public_key: a.public_key(),
+            preshared_key: None,
+            endpoint: Some("198.51.100.1:51820".parse().unwrap()),
+            allowed_ips: vec![],
+            persistent_keepalive: None,
+        });
+        stranger.send(sp, &ipv4_packet([1, 1, 1, 1], [2, 2, 2, 2])).unwrap();
+        let Some(Output::Datagram(_, init)) = stranger.poll_output() else { panic!("no handshake") };
+        assert_eq!(a.handle_datagram(b_addr, &init), Err(MeshDrop::UnknownPeer));
+        assert_eq!(a.handle_datagram(b_addr, b"hello"), Err(MeshDrop::Invalid));
+        assert_eq!(a.handle_datagram(b_addr, &[4, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]), Err(MeshDrop::Invalid));
+        assert_eq!(a.stats().unknown_peer, 1);
+        assert_eq!(a.stats().invalid, 2);
+    }
+}
