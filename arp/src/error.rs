@@ -20,13 +20,13 @@ pub enum ArpError {
         required: usize,
     },
 
-    /// The Ethernet header carries another EtherType than ARP (0x0806).
+    /// The Ethernet header carries another `EtherType` than ARP (0x0806).
     ///
     /// The caller should only hand ARP frames to the responder; VLAN-tagged
     /// frames are not accepted either.
     #[error("frame has EtherType {ether_type:#06x}, not ARP (0x0806); frame dropped")]
     NotArp {
-        /// The EtherType found in the frame.
+        /// The `EtherType` found in the frame.
         ether_type: u16,
     },
 

@@ -38,18 +38,19 @@ pub(crate) struct ArpFrame {
 
 /// True for a MAC address a single host can own: not all zeros and without
 /// the group bit (multicast and broadcast).
-pub(crate) fn is_unicast_mac(mac: &Mac) -> bool {
-    mac[0] & 0x01 == 0 && *mac != [0; 6]
+pub(crate) fn is_unicast_mac(mac: Mac) -> bool {
+    mac[0] & 0x01 == 0 && mac != [0; 6]
 }
 
 impl ArpFrame {
     /// Parses a whole Ethernet II frame. Trailing bytes after the ARP packet
     /// (Ethernet padding) are ignored.
     pub fn parse(frame: &[u8]) -> Result<Self, ArpError> {
-        let (eth, payload) = Ethernet2Header::from_slice(frame).map_err(|e| ArpError::Truncated {
-            len: frame.len(),
-            required: e.required_len,
-        })?;
+        let (eth, payload) =
+            Ethernet2Header::from_slice(frame).map_err(|e| ArpError::Truncated {
+                len: frame.len(),
+                required: e.required_len,
+            })?;
         if eth.ether_type != EtherType::ARP {
             return Err(ArpError::NotArp {
                 ether_type: eth.ether_type.0,
@@ -73,7 +74,7 @@ impl ArpFrame {
             ArpOperation::REPLY => Operation::Reply,
             ArpOperation(other) => return Err(ArpError::UnknownOperation(other)),
         };
-        if !is_unicast_mac(&arp.sender_mac) {
+        if !is_unicast_mac(arp.sender_mac) {
             return Err(ArpError::InvalidSenderMac);
         }
         Ok(Self {
@@ -146,7 +147,10 @@ mod tests {
         let bytes = sample().emit();
         for len in 0..42 {
             assert!(
-                matches!(ArpFrame::parse(&bytes[..len]), Err(ArpError::Truncated { .. })),
+                matches!(
+                    ArpFrame::parse(&bytes[..len]),
+                    Err(ArpError::Truncated { .. })
+                ),
                 "length {len}"
             );
         }
@@ -154,9 +158,9 @@ mod tests {
 
     #[test]
     fn unicast_mac() {
-        assert!(is_unicast_mac(&A));
-        assert!(!is_unicast_mac(&BROADCAST));
-        assert!(!is_unicast_mac(&[0; 6]));
-        assert!(!is_unicast_mac(&[0x01, 0x00, 0x5e, 0, 0, 1]));
+        assert!(is_unicast_mac(A));
+        assert!(!is_unicast_mac(BROADCAST));
+        assert!(!is_unicast_mac([0; 6]));
+        assert!(!is_unicast_mac([0x01, 0x00, 0x5e, 0, 0, 1]));
     }
 }

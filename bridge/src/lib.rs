@@ -1,1 +1,17 @@
-//! placeholder
+//! The meshbridge daemon: configuration, the engine that joins the bridge,
+//! the host and the mesh, and the I/O shell around it.
+//!
+//! * [`config`] reads and validates the TOML file (and wg-quick files).
+//! * [`engine`] is sans-IO: frames, packets and datagrams in; frames,
+//!   packets and datagrams out; it owns the DHCP server, the ARP responder
+//!   and the WireGuard mesh.
+//! * [`daemon`] owns the file descriptors (TAP, TUN, UDP socket), the clock
+//!   and the signals, and drives the engine.
+//! * [`os`] installs and removes kernel state (bridge, ports, routes).
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod daemon;
+pub mod engine;
+pub mod os;
+pub mod persist;

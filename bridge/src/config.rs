@@ -1,0 +1,603 @@
+//! Configuration in two layers: [`raw`] mirrors the TOML file (serde,
+//! unknown keys rejected), [`Config`] is the validated form the daemon runs
+//! on. Every error names the key and says what is wrong with it.
+
+use ipnet::{IpNet, Ipv4Net};
+use meshbridge_mesh::wgquick;
+use meshbridge_mesh::{PresharedKey, PrivateKey, PublicKey};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default place for leases and other state.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/meshbridge";
+
+/// A configuration problem: which key, and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {problem}")]
+pub struct ConfigError {
+    /// The TOML key path, e.g. `mesh.peers[0].public_key`.
+    pub key: String,
+    /// What is wrong, and what to do about it.
+    pub problem: String,
+}
+
+fn bad(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError { key: key.into(), problem: problem.into() }
+}
+
+/// The file as written. Field names are the contract with users: add, never rename.
+pub mod raw {
+    use serde::Deserialize;
+
+    /// The whole file.
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct File {
+        /// Where leases and other state live.
+        pub state_dir: Option<String>,
+        /// `[mesh]`.
+        #[serde(default)]
+        pub mesh: Mesh,
+        /// `[bridge]`.
+        #[serde(default)]
+        pub bridge: Bridge,
+        /// `[dhcp]`.
+        #[serde(default)]
+        pub dhcp: Dhcp,
+    }
+
+    /// `[mesh]`.
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Mesh {
+        pub private_key: Option<String>,
+        pub private_key_file: Option<String>,
+        pub wireguard_config: Option<String>,
+        pub listen_port: Option<u16>,
+        pub address: Option<String>,
+        pub mtu: Option<u16>,
+        /// Name of the host-side TUN device.
+        pub tun: Option<String>,
+        #[serde(default)]
+        pub peers: Vec<Peer>,
+    }
+
+    /// `[[mesh.peers]]`.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Peer {
+        pub name: String,
+        pub public_key: String,
+        pub preshared_key: Option<String>,
+        pub endpoint: Option<String>,
+        #[serde(default)]
+        pub allowed_ips: Vec<String>,
+        pub persistent_keepalive: Option<u16>,
+    }
+
+    /// `[bridge]`.
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Bridge {
+        pub name: Option<String>,
+        #[serde(default)]
+        pub ports: Vec<String>,
+        /// Name of the daemon's TAP device in the bridge.
+        pub tap: Option<String>,
+        /// The box's gateway address on the bridge, with prefix.
+        pub address: Option<String>,
+    }
+
+    /// `[dhcp]`.
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Dhcp {
+        pub enabled: Option<bool>,
+        pub range: Option<String>,
+        pub lease_time: Option<String>,
+        pub dns: Option<Vec<String>>,
+        pub domain: Option<String>,
+        /// How often to look for another DHCP server on the bridge ("0" turns it off).
+        pub probe_interval: Option<String>,
+        #[serde(default)]
+        pub reservations: Vec<Reservation>,
+    }
+
+    /// `[[dhcp.reservations]]`.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Reservation {
+        pub mac: String,
+        pub ip: String,
+    }
+}
+
+/// A peer endpoint: an address, or a name resolved when the daemon starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Literal address.
+    Addr(SocketAddr),
+    /// `host:port` to resolve.
+    Name(String),
+}
+
+impl Endpoint {
+    fn parse(key: &str, s: &str) -> Result<Self, ConfigError> {
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            return Ok(Endpoint::Addr(a));
+        }
+        match s.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() && !host.contains(['[', ']', ' ']) => {
+                Ok(Endpoint::Name(s.to_string()))
+            }
+            _ => Err(bad(key, format!("{s:?} is not host:port (e.g. 198.51.100.2:51820 or vpn.example.org:51820)"))),
+        }
+    }
+
+    /// The address to use now (resolving a name, preferring IPv4).
+    pub fn resolve(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            Endpoint::Addr(a) => Ok(*a),
+            Endpoint::Name(n) => {
+                let addrs: Vec<SocketAddr> = n.to_socket_addrs()?.collect();
+                addrs
+                    .iter()
+                    .find(|a| a.is_ipv4())
+                    .or(addrs.first())
+                    .copied()
+                    .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{n} has no address")))
+            }
+        }
+    }
+}
+
+/// A validated peer.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Name (unique).
+    pub name: String,
+    /// Public key.
+    pub public_key: PublicKey,
+    /// Optional preshared key.
+    pub preshared_key: Option<PresharedKey>,
+    /// Optional endpoint.
+    pub endpoint: Option<Endpoint>,
+    /// Allowed IPs.
+    pub allowed_ips: Vec<IpNet>,
+    /// Keepalive seconds.
+    pub persistent_keepalive: Option<u16>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Our private key.
+    pub private_key: PrivateKey,
+    /// UDP port for WireGuard.
+    pub listen_port: u16,
+    /// The box's own mesh address and the mesh prefix.
+    pub mesh_address: Ipv4Net,
+    /// Mesh MTU (inner packets).
+    pub mtu: u16,
+    /// Host-side TUN name.
+    pub tun_name: String,
+    /// Peers.
+    pub peers: Vec<Peer>,
+    /// Kernel bridge name.
+    pub bridge_name: String,
+    /// Ports to enslave.
+    pub bridge_ports: Vec<String>,
+    /// Our TAP name.
+    pub tap_name: String,
+    /// The box's gateway address on the bridge, and the bridge subnet.
+    pub bridge_address: Ipv4Net,
+    /// DHCP server on/off.
+    pub dhcp_enabled: bool,
+    /// Pool start (inclusive).
+    pub dhcp_range: (Ipv4Addr, Ipv4Addr),
+    /// Lease time.
+    pub lease_time: Duration,
+    /// DNS servers handed out.
+    pub dns: Vec<Ipv4Addr>,
+    /// Domain handed out.
+    pub domain: String,
+    /// Rogue DHCP server probe interval.
+    pub probe_interval: Option<Duration>,
+    /// MAC → address reservations.
+    pub reservations: Vec<([u8; 6], Ipv4Addr)>,
+    /// wg-quick keys we read but ignore (logged at start).
+    pub ignored_wg_keys: Vec<String>,
+}
+
+fn ifname(key: &str, name: &str) -> Result<String, ConfigError> {
+    if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0', ':']) || name == "." || name == ".." {
+        return Err(bad(key, format!("{name:?} is not a valid interface name (1 to 15 characters, no '/', ':' or spaces)")));
+    }
+    Ok(name.to_string())
+}
+
+fn duration(key: &str, s: &str) -> Result<Duration, ConfigError> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| bad(key, format!("{s:?} is not a duration like \"1h\", \"30m\" or \"3600s\" ({e})")))
+}
+
+/// Parse `aa:bb:cc:dd:ee:ff` (or with `-`).
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    let mut mac = [0u8; 6];
+    for (b, p) in mac.iter_mut().zip(parts) {
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    Some(mac)
+}
+
+fn ipv4(key: &str, s: &str) -> Result<Ipv4Addr, ConfigError> {
+    s.trim().parse().map_err(|_| bad(key, format!("{s:?} is not an IPv4 address")))
+}
+
+fn net(key: &str, s: &str) -> Result<IpNet, ConfigError> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| bad(key, format!("{s:?} is not an address or prefix like 10.77.0.2/32")))
+}
+
+fn resolve_path(base: Option<&Path>, p: &str) -> PathBuf {
+    let path = PathBuf::from(p);
+    match base {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path,
+    }
+}
+
+impl Config {
+    /// Read and validate a config file. Relative paths inside it are relative to its folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| bad("config", format!("cannot read {}: {e}", path.display())))?;
+        Self::from_toml(&text, path.parent())
+    }
+
+    /// Parse and validate TOML text; `base` is the folder relative paths are taken from.
+    pub fn from_toml(text: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
+        let raw: raw::File = toml::from_str(text).map_err(|e| {
+            let msg = e.message().to_string();
+            let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            bad("config", match line {
+                Some(l) => format!("line {l}: {msg}"),
+                None => msg,
+            })
+        })?;
+        Self::validate(raw, base)
+    }
+
+    /// Turn the raw file into a validated config.
+    pub fn validate(raw: raw::File, base: Option<&Path>) -> Result<Config, ConfigError> {
+        let m = raw.mesh;
+        // The mesh part may come from a wg-quick file.
+        let wg = match &m.wireguard_config {
+            Some(p) => {
+                let path = resolve_path(base, p);
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| bad("mesh.wireguard_config", format!("cannot read {}: {e}", path.display())))?;
+                let parsed = wgquick::parse(&text)
+                    .map_err(|e| bad("mesh.wireguard_config", format!("{}: {e}", path.display())))?;
+                if m.private_key.is_some() || m.private_key_file.is_some() {
+                    return Err(bad("mesh.private_key", "set either mesh.wireguard_config or a private key, not both"));
+                }
+                Some(parsed)
+            }
+            None => None,
+        };
+
+        let private_key = match (&wg, &m.private_key, &m.private_key_file) {
+            (Some(wg), _, _) => wg.private_key.clone(),
+            (None, Some(_), Some(_)) => {
+                return Err(bad("mesh.private_key", "set either private_key or private_key_file, not both"))
+            }
+            (None, Some(k), None) => k.parse().map_err(|e| bad("mesh.private_key", format!("{e}")))?,
+            (None, None, Some(f)) => {
+                let path = resolve_path(base, f);
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| bad("mesh.private_key_file", format!("cannot read {}: {e}", path.display())))?;
+                text.trim().parse().map_err(|e| bad("mesh.private_key_file", format!("{}: {e}", path.display())))?
+            }
+            (None, None, None) => {
+                return Err(bad(
+                    "mesh.private_key",
+                    "missing: set mesh.private_key (from `meshbridge genkey`), mesh.private_key_file or mesh.wireguard_config",
+                ))
+            }
+        };
+
+        let listen_port = m.listen_port.or(wg.as_ref().and_then(|w| w.listen_port)).unwrap_or(51820);
+
+        let mesh_address: Ipv4Net = match (&m.address, &wg) {
+            (Some(a), _) => a
+                .parse()
+                .map_err(|_| bad("mesh.address", format!("{a:?} is not an IPv4 address with prefix, like 10.77.0.1/24")))?,
+            (None, Some(wg)) => wg
+                .addresses
+                .iter()
+                .find_map(|n| match n {
+                    IpNet::V4(v) => Some(*v),
+                    _ => None,
+                })
+                .ok_or_else(|| bad("mesh.address", "missing: the wg-quick file has no IPv4 Address and mesh.address is not set"))?,
+            (None, None) => return Err(bad("mesh.address", "missing: the box's mesh address, like \"10.77.0.1/24\"")),
+        };
+        if mesh_address.addr() == mesh_address.network() && mesh_address.prefix_len() < 31 {
+            return Err(bad("mesh.address", format!("{mesh_address} is a network address; use a host address like {}/{}", mesh_address.hosts().next().unwrap_or(mesh_address.addr()), mesh_address.prefix_len())));
+        }
+
+        let mtu = m.mtu.or(wg.as_ref().and_then(|w| w.mtu)).unwrap_or(1420);
+        if !(576..=9000).contains(&mtu) {
+            return Err(bad("mesh.mtu", format!("{mtu} is outside 576..=9000 (WireGuard's usual value is 1420)")));
+        }
+        let tun_name = ifname("mesh.tun", m.tun.as_deref().unwrap_or("mb-host0"))?;
+
+        let mut peers = Vec::new();
+        if let Some(wg) = &wg {
+            if !m.peers.is_empty() {
+                return Err(bad("mesh.peers", "peers come from mesh.wireguard_config; remove [[mesh.peers]] or the wg-quick file"));
+            }
+            for (i, p) in wg.peers.iter().enumerate() {
+                let key = format!("mesh.wireguard_config peer {}", i + 1);
+                peers.push(Peer {
+                    name: p.name.clone().unwrap_or_else(|| format!("peer{}", i + 1)),
+                    public_key: p.public_key,
+                    preshared_key: p.preshared_key.clone(),
+                    endpoint: p.endpoint.as_deref().map(|e| Endpoint::parse(&key, e)).transpose()?,
+                    allowed_ips: p.allowed_ips.clone(),
+                    persistent_keepalive: p.persistent_keepalive,
+                });
+            }
+        }
+        for (i, p) in m.peers.iter().enumerate() {
+            let k = |f: &str| format!("mesh.peers[{i}].{f}");
+            if p.name.trim().is_empty() {
+                return Err(bad(k("name"), "must not be empty"));
+            }
+            let allowed_ips = p
+                .allowed_ips
+                .iter()
+                .map(|s| net(&k("allowed_ips"), s))
+                .collect::<Result<Vec<_>, _>>()?;
+            peers.push(Peer {
+                name: p.name.trim().to_string(),
+                public_key: p.public_key.parse().map_err(|e| bad(k("public_key"), format!("{e}")))?,
+                preshared_key: p
+                    .preshared_key
+                    .as_deref()
+                    .map(|s| s.parse().map_err(|e| bad(k("preshared_key"), format!("{e}"))))
+                    .transpose()?,
+                endpoint: p.endpoint.as_deref().map(|e| Endpoint::parse(&k("endpoint"), e)).transpose()?,
+                allowed_ips,
+                persistent_keepalive: p.persistent_keepalive.filter(|&k| k > 0),
+            });
+        }
+        let own_public = private_key.public_key();
+        for (i, p) in peers.iter().enumerate() {
+            if peers[..i].iter().any(|q| q.name == p.name) {
+                return Err(bad(format!("mesh.peers[{i}].name"), format!("{:?} is used by another peer", p.name)));
+            }
+            if peers[..i].iter().any(|q| q.public_key == p.public_key) {
+                return Err(bad(format!("mesh.peers[{i}].public_key"), "the same key is listed for two peers"));
+            }
+            if p.public_key == own_public {
+                return Err(bad(format!("mesh.peers[{i}].public_key"), "this is the box's own public key"));
+            }
+        }
+
+        let b = raw.bridge;
+        let bridge_name = ifname("bridge.name", b.name.as_deref().unwrap_or("br-mesh"))?;
+        let bridge_ports = b
+            .ports
+            .iter()
+            .map(|p| ifname("bridge.ports", p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tap_name = ifname("bridge.tap", b.tap.as_deref().unwrap_or("mb-tap0"))?;
+        let mut names = vec![("bridge.name", &bridge_name), ("bridge.tap", &tap_name), ("mesh.tun", &tun_name)];
+        names.extend(bridge_ports.iter().map(|p| ("bridge.ports", p)));
+        for (i, (k, n)) in names.iter().enumerate() {
+            if names[..i].iter().any(|(_, m)| m == n) {
+                return Err(bad(*k, format!("interface name {n:?} is used twice")));
+            }
+        }
+
+        let d = raw.dhcp;
+        let (start, end) = match &d.range {
+            Some(r) => {
+                let (a, z) = r
+                    .split_once('-')
+                    .ok_or_else(|| bad("dhcp.range", format!("{r:?} is not a range like \"10.77.1.100-10.77.1.200\"")))?;
+                (ipv4("dhcp.range", a)?, ipv4("dhcp.range", z)?)
+            }
+            None => return Err(bad("dhcp.range", "missing: the mesh addresses for bridged devices, like \"10.77.1.100-10.77.1.200\"")),
+        };
+        if u32::from(start) > u32::from(end) {
+            return Err(bad("dhcp.range", format!("{start} comes after {end}")));
+        }
+        let bridge_address: Ipv4Net = match &b.address {
+            Some(a) => a
+                .parse()
+                .map_err(|_| bad("bridge.address", format!("{a:?} is not an IPv4 address with prefix, like 10.77.1.1/24")))?,
+            None => {
+                // The /24 that holds the range, with its first host as the gateway.
+                let net = Ipv4Net::new(start, 24).map_err(|e| bad("dhcp.range", e.to_string()))?.trunc();
+                let gw = net.hosts().next().ok_or_else(|| bad("bridge.address", "no room for a gateway address"))?;
+                Ipv4Net::new(gw, 24).map_err(|e| bad("bridge.address", e.to_string()))?
+            }
+        };
+        let subnet = bridge_address.trunc();
+        if !subnet.contains(&start) || !subnet.contains(&end) {
+            return Err(bad("dhcp.range", format!("{start}-{end} is not inside the bridge subnet {subnet} (set bridge.address)")));
+        }
+        if (u32::from(start)..=u32::from(end)).contains(&u32::from(bridge_address.addr())) {
+            return Err(bad("dhcp.range", format!("the range contains the box's own bridge address {}", bridge_address.addr())));
+        }
+        if start == subnet.network() || end == subnet.broadcast() {
+            return Err(bad("dhcp.range", format!("the range must not include the network or broadcast address of {subnet}")));
+        }
+        let mesh_net = mesh_address.trunc();
+        if mesh_net.contains(&subnet.network()) || subnet.contains(&mesh_net.network()) {
+            return Err(bad(
+                "bridge.address",
+                format!("the bridge subnet {subnet} overlaps the mesh subnet {mesh_net}; give bridged devices their own prefix (e.g. 10.77.1.0/24 next to 10.77.0.0/24)"),
+            ));
+        }
+        let lease_time = duration("dhcp.lease_time", d.lease_time.as_deref().unwrap_or("1h"))?;
+        if lease_time < Duration::from_secs(60) || lease_time > Duration::from_secs(365 * 86400) {
+            return Err(bad("dhcp.lease_time", "must be between 1 minute and 1 year"));
+        }
+        let dns = match &d.dns {
+            Some(list) => list.iter().map(|s| ipv4("dhcp.dns", s)).collect::<Result<Vec<_>, _>>()?,
+            None => vec![bridge_address.addr()],
+        };
+        let domain = d.domain.clone().unwrap_or_else(|| "mesh.home.arpa".to_string());
+        let label_ok = |l: &str| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') && !l.starts_with('-') && !l.ends_with('-');
+        if domain.len() > 253 || !domain.split('.').all(label_ok) {
+            return Err(bad("dhcp.domain", format!("{domain:?} is not a valid domain name")));
+        }
+        let probe_interval = match duration("dhcp.probe_interval", d.probe_interval.as_deref().unwrap_or("60s"))? {
+            z if z.is_zero() => None,
+            p if p < Duration::from_secs(5) => return Err(bad("dhcp.probe_interval", "must be 0 (off) or at least 5s")),
+            p => Some(p),
+        };
+        let mut reservations = Vec::new();
+        for (i, r) in d.reservations.iter().enumerate() {
+            let mac = parse_mac(&r.mac)
+                .ok_or_else(|| bad(format!("dhcp.reservations[{i}].mac"), format!("{:?} is not a MAC like aa:bb:cc:dd:ee:ff", r.mac)))?;
+            let ip = ipv4(&format!("dhcp.reservations[{i}].ip"), &r.ip)?;
+            if !subnet.contains(&ip) || ip == bridge_address.addr() || ip == subnet.network() || ip == subnet.broadcast() {
+                return Err(bad(format!("dhcp.reservations[{i}].ip"), format!("{ip} is not a free host address in {subnet}")));
+            }
+            if reservations.iter().any(|(m, a)| *m == mac || *a == ip) {
+                return Err(bad(format!("dhcp.reservations[{i}]"), "MAC or address is reserved twice"));
+            }
+            reservations.push((mac, ip));
+        }
+
+        Ok(Config {
+            state_dir: PathBuf::from(raw.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR)),
+            private_key,
+            listen_port,
+            mesh_address,
+            mtu,
+            tun_name,
+            peers,
+            bridge_name,
+            bridge_ports,
+            tap_name,
+            bridge_address,
+            dhcp_enabled: d.enabled.unwrap_or(true),
+            dhcp_range: (start, end),
+            lease_time,
+            dns,
+            domain,
+            probe_interval,
+            reservations,
+            ignored_wg_keys: wg.map(|w| w.ignored).unwrap_or_default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PRIV: &str = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
+    const PUB: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
+
+    fn sample() -> String {
+        format!(
+            r#"
+state_dir = "/tmp/mb"
+[mesh]
+private_key = "{PRIV}"
+listen_port = 51820
+address = "10.77.0.1/24"
+[[mesh.peers]]
+name = "laptop"
+public_key = "{PUB}"
+endpoint = "198.51.100.2:51820"
+allowed_ips = ["10.77.0.2/32"]
+persistent_keepalive = 25
+[bridge]
+name = "br-mesh"
+ports = ["eth1"]
+[dhcp]
+range = "10.77.1.100-10.77.1.200"
+lease_time = "1h"
+"#
+        )
+    }
+
+    #[test]
+    fn issue_sample_config_is_accepted() {
+        let c = Config::from_toml(&sample(), None).unwrap();
+        assert_eq!(c.listen_port, 51820);
+        assert_eq!(c.bridge_address.to_string(), "10.77.1.1/24");
+        assert_eq!(c.dns, vec![Ipv4Addr::new(10, 77, 1, 1)]);
+        assert_eq!(c.lease_time, Duration::from_secs(3600));
+        assert_eq!(c.peers[0].persistent_keepalive, Some(25));
+        assert_eq!(c.peers[0].endpoint, Some(Endpoint::Addr("198.51.100.2:51820".parse().unwrap())));
+    }
+
+    fn err_of(text: &str) -> ConfigError {
+        Config::from_toml(text, None).unwrap_err()
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let s = sample();
+        let e = err_of(&s.replace(PUB, "bogus"));
+        assert_eq!(e.key, "mesh.peers[0].public_key", "{e}");
+        let e = err_of(&s.replace("10.77.1.100-10.77.1.200", "10.77.1.200-10.77.1.100"));
+        assert_eq!(e.key, "dhcp.range");
+        let e = err_of(&s.replace("10.77.1.100-10.77.1.200", "10.77.0.100-10.77.0.200"));
+        assert_eq!(e.key, "bridge.address", "{e}");
+        let e = err_of(&s.replace("lease_time = \"1h\"", "lease_time = \"soon\""));
+        assert_eq!(e.key, "dhcp.lease_time");
+        let e = err_of(&s.replace("[bridge]", "[bridge]\nbogus = 1"));
+        assert!(e.problem.contains("bogus"), "{e}");
+        let e = err_of(&s.replace("\"eth1\"", "\"this-name-is-far-too-long\""));
+        assert_eq!(e.key, "bridge.ports");
+        let e = err_of(&s.replace("endpoint = \"198.51.100.2:51820\"", "endpoint = \"nohost\""));
+        assert_eq!(e.key, "mesh.peers[0].endpoint");
+        let e = err_of(&s.replace(&format!("private_key = \"{PRIV}\""), ""));
+        assert_eq!(e.key, "mesh.private_key");
+    }
+
+    #[test]
+    fn wg_quick_file_supplies_the_mesh() {
+        let dir = std::env::temp_dir().join(format!("mb-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("wg0.conf"),
+            format!("[Interface]\nPrivateKey = {PRIV}\nAddress = 10.77.0.1/24\nListenPort = 51999\n\n[Peer]\n# Name = phone\nPublicKey = {PUB}\nAllowedIPs = 10.77.0.3/32\n"),
+        )
+        .unwrap();
+        let text = "[mesh]\nwireguard_config = \"wg0.conf\"\n[dhcp]\nrange = \"10.77.1.100-10.77.1.200\"\n";
+        let c = Config::from_toml(text, Some(&dir)).unwrap();
+        assert_eq!(c.listen_port, 51999);
+        assert_eq!(c.mesh_address.to_string(), "10.77.0.1/24");
+        assert_eq!(c.peers[0].name, "phone");
+        std::fs::write(dir.join("wg0.conf"), "[Interface]\nPrivateKey = nope\n").unwrap();
+        let e = Config::from_toml(text, Some(&dir)).unwrap_err();
+        assert_eq!(e.key, "mesh.wireguard_config");
+        assert!(e.problem.contains("line 2"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,362 @@
+//! The I/O shell: opens the TAP, the TUN and the UDP socket, installs the
+//! bridge, then drives the [`Engine`] from one task until a signal arrives,
+//! and removes what it installed.
+
+use crate::config::Config;
+use crate::engine::{Engine, EngineConfig, Event, Now, Transmit};
+use crate::os::{self, Installed};
+use crate::persist::write_atomic;
+use anyhow::{Context, Result};
+use meshbridge_dhcp as dhcp;
+use meshbridge_mesh::{Mesh, PeerConfig};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::net::UdpSocket;
+use tokio::signal::unix::{signal, SignalKind};
+use tun_rs::{AsyncDevice, DeviceBuilder, Layer};
+
+/// The MACs the box uses, derived from its public key so they are stable.
+pub struct Macs {
+    /// The box's address on the bridge (ARP, DHCP, forwarded frames).
+    pub engine: [u8; 6],
+    /// The TAP interface's own address (must differ from `engine`).
+    pub tap: [u8; 6],
+    /// The bridge's address, if we create it.
+    pub bridge: [u8; 6],
+}
+
+impl Macs {
+    /// Locally administered unicast addresses from the public key.
+    pub fn for_key(public: &[u8; 32]) -> Macs {
+        let mk = |tag: u8| [0x02, 0x6d, tag, public[0], public[1], public[2]];
+        Macs { engine: mk(0x62), tap: mk(0x74), bridge: mk(0x72) }
+    }
+}
+
+fn leases_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("leases.json")
+}
+
+/// Load persisted leases. A file that does not parse is kept aside (never
+/// deleted) and the server starts empty.
+pub fn load_leases(state_dir: &Path) -> dhcp::LeaseDb {
+    let path = leases_path(state_dir);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => match dhcp::LeaseDb::from_json(&text) {
+            Ok(db) => db,
+            Err(e) => {
+                let aside = state_dir.join("leases.json.unreadable");
+                let _ = std::fs::rename(&path, &aside);
+                tracing::error!("{} is unreadable ({e}); kept it as {} and starting with no leases", path.display(), aside.display());
+                dhcp::LeaseDb::empty()
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => dhcp::LeaseDb::empty(),
+        Err(e) => {
+            tracing::error!("cannot read {}: {e}; starting with no leases", path.display());
+            dhcp::LeaseDb::empty()
+        }
+    }
+}
+
+fn save_leases(state_dir: &Path, engine: &Engine) {
+    let json = engine.dhcp().snapshot().to_json();
+    if let Err(e) = write_atomic(&leases_path(state_dir), json.as_bytes()) {
+        tracing::error!("saving leases: {e:#}");
+    }
+}
+
+fn udp_socket(port: u16) -> Result<(UdpSocket, bool)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let dual = (|| -> std::io::Result<Socket> {
+        let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+        s.set_only_v6(false)?;
+        s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())?;
+        Ok(s)
+    })();
+    let (sock, is_dual) = match dual {
+        Ok(s) => (s, true),
+        Err(_) => {
+            let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).context("creating the WireGuard UDP socket")?;
+            s.bind(&SocketAddr::from(([0, 0, 0, 0], port)).into())
+                .with_context(|| format!("binding UDP port {port} (mesh.listen_port); is another WireGuard using it?"))?;
+            (s, false)
+        }
+    };
+    let _ = sock.set_recv_buffer_size(4 << 20);
+    let _ = sock.set_send_buffer_size(4 << 20);
+    sock.set_nonblocking(true)?;
+    Ok((UdpSocket::from_std(sock.into())?, is_dual))
+}
+
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
+fn for_socket(a: SocketAddr, dual: bool) -> SocketAddr {
+    match (a.ip(), dual) {
+        (IpAddr::V4(v4), true) => SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), a.port()),
+        _ => a,
+    }
+}
+
+/// Everything that exists while the daemon runs.
+struct Devices {
+    tap: AsyncDevice,
+    tun: AsyncDevice,
+}
+
+async fn setup(config: &Config, macs: &Macs, rec: &mut Installed, handle: &rtnetlink::Handle) -> Result<(Devices, u32)> {
+    // Record the intent first, so a crash half-way is still cleaned up.
+    rec.bridge = Some(config.bridge_name.clone());
+    rec.links = vec![config.tap_name.clone(), config.tun_name.clone()];
+    os::write_record(&config.state_dir, rec)?;
+
+    let (bridge_idx, created) = os::ensure_bridge(handle, &config.bridge_name, macs.bridge).await?;
+    rec.bridge_created |= created;
+    rec.ports = config.bridge_ports.clone();
+    os::write_record(&config.state_dir, rec)?;
+    if created {
+        tracing::info!("created bridge {}", config.bridge_name);
+    }
+    if rec.bridge_arp_ignore.is_none() {
+        rec.bridge_arp_ignore = os::quiet_bridge_arp(&config.bridge_name);
+        os::write_record(&config.state_dir, rec)?;
+    } else {
+        os::quiet_bridge_arp(&config.bridge_name);
+    }
+
+    let tap = DeviceBuilder::new()
+        .name(config.tap_name.clone())
+        .layer(Layer::L2)
+        .mac_addr(macs.tap)
+        .mtu(1500)
+        .build_async()
+        .with_context(|| format!("creating TAP device {} (is /dev/net/tun available and are we root?)", config.tap_name))?;
+    os::disable_ipv6(&config.tap_name);
+    os::enslave(handle, &config.tap_name, bridge_idx).await?;
+    for port in &config.bridge_ports {
+        os::enslave(handle, port, bridge_idx).await?;
+    }
+
+    let tun = DeviceBuilder::new()
+        .name(config.tun_name.clone())
+        .layer(Layer::L3)
+        .mtu(config.mtu)
+        .build_async()
+        .with_context(|| format!("creating TUN device {}", config.tun_name))?;
+    os::disable_ipv6(&config.tun_name);
+    tun.add_address_v4(config.mesh_address.addr(), config.mesh_address.prefix_len())
+        .context("adding the mesh address to the TUN")?;
+    tun.add_address_v4(config.bridge_address.addr(), config.bridge_address.prefix_len())
+        .context("adding the bridge gateway address to the TUN")?;
+    tun.enabled(true).context("bringing the TUN up")?;
+    let tun_idx = tun.if_index().context("reading the TUN's index")?;
+    let nets: Vec<_> = config.peers.iter().flat_map(|p| p.allowed_ips.iter().copied()).collect();
+    os::add_peer_routes(handle, tun_idx, &nets, &[config.mesh_address, config.bridge_address]).await?;
+    Ok((Devices { tap, tun }, bridge_idx))
+}
+
+/// Run the daemon until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<()> {
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("creating state_dir {}", config.state_dir.display()))?;
+    for key in &config.ignored_wg_keys {
+        tracing::warn!("wg-quick key {key} is not used by meshbridge and was ignored");
+    }
+    let public = config.private_key.public_key();
+    tracing::info!("meshbridge {} starting; public key {public}", env!("CARGO_PKG_VERSION"));
+    let macs = Macs::for_key(public.as_bytes());
+
+    let now = Now::read();
+    let mut mesh = Mesh::new(&config.private_key);
+    for p in &config.peers {
+        let endpoint = match &p.endpoint {
+            Some(ep) => match ep.resolve() {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    tracing::warn!("peer {}: cannot resolve endpoint ({e}); waiting for it to connect", p.name);
+                    None
+                }
+            },
+            None => None,
+        };
+        mesh.add_peer(now.mono, PeerConfig {
+            name: p.name.clone(),
+            public_key: p.public_key,
+            preshared_key: p.preshared_key.clone(),
+            endpoint,
+            allowed_ips: p.allowed_ips.clone(),
+            persistent_keepalive: p.persistent_keepalive,
+        });
+    }
+    let dhcp_config = dhcp::ServerConfig {
+        server_ip: config.bridge_address.addr(),
+        server_mac: macs.engine,
+        subnet_mask: config.bridge_address.netmask(),
+        range_start: config.dhcp_range.0,
+        range_end: config.dhcp_range.1,
+        router: Some(config.bridge_address.addr()),
+        dns: config.dns.clone(),
+        domain: Some(config.domain.clone()),
+        mtu: Some(config.mtu),
+        lease_time: config.lease_time,
+        reservations: config.reservations.clone(),
+        probe_interval: config.probe_interval,
+    };
+    let engine_config = EngineConfig {
+        mac: macs.engine,
+        bridge_address: config.bridge_address,
+        mesh_address: config.mesh_address,
+        mtu: config.mtu,
+        dhcp: dhcp_config,
+    };
+    let leases = load_leases(&config.state_dir);
+    let mut engine = Engine::new(engine_config, mesh, leases, now).context("starting the DHCP server")?;
+    let (udp, dual) = udp_socket(config.listen_port)?;
+
+    let handle = os::connect().await?;
+    let mut rec = os::read_record(&config.state_dir)?.unwrap_or_default();
+    let devices = match setup(&config, &macs, &mut rec, &handle).await {
+        Ok((d, _)) => d,
+        Err(e) => {
+            if let Err(c) = os::cleanup(&handle, &rec).await {
+                tracing::error!("cleaning up after a failed start: {c:#}");
+            }
+            let _ = std::fs::remove_file(os::record_path(&config.state_dir));
+            return Err(e);
+        }
+    };
+    tracing::info!(
+        "up: bridge {} (ports: {}), mesh {} on UDP {}, {} peer(s), DHCP {}-{}",
+        config.bridge_name,
+        if config.bridge_ports.is_empty() { "none".to_string() } else { config.bridge_ports.join(", ") },
+        config.mesh_address,
+        config.listen_port,
+        config.peers.len(),
+        config.dhcp_range.0,
+        config.dhcp_range.1
+    );
+
+    engine.start(Now::read());
+    let result = event_loop(&config, &mut engine, &devices, &udp, dual).await;
+    save_leases(&config.state_dir, &engine);
+
+    drop(devices);
+    let cleaned = os::cleanup(&handle, &rec).await;
+    match &cleaned {
+        Ok(()) => {
+            let _ = std::fs::remove_file(os::record_path(&config.state_dir));
+        }
+        Err(e) => tracing::error!("removing what meshbridge installed: {e:#}; run `meshbridge --cleanup`"),
+    }
+    tracing::info!("stopped");
+    result
+}
+
+async fn flush(engine: &mut Engine, dev: &Devices, udp: &UdpSocket, dual: bool) {
+    while let Some(t) = engine.poll_transmit() {
+        let r = match &t {
+            Transmit::Tap(f) => dev.tap.send(f).await.map(drop),
+            Transmit::Tun(p) => dev.tun.send(p).await.map(drop),
+            Transmit::Udp(to, d) => udp.send_to(d, for_socket(*to, dual)).await.map(drop),
+        };
+        if let Err(e) = r {
+            tracing::debug!("write failed: {e}");
+        }
+    }
+}
+
+fn handle_events(config: &Config, engine: &mut Engine) {
+    let mut persist = false;
+    while let Some(ev) = engine.poll_event() {
+        match ev {
+            Event::Dhcp(dhcp::Event::LeasesChanged) => persist = true,
+            Event::Dhcp(dhcp::Event::Bound { mac, ip, hostname, .. }) => {
+                tracing::info!("DHCP: {ip} leased");
+                tracing::debug!("DHCP: {ip} leased to {} ({})", fmt_mac(&mac), hostname.as_deref().unwrap_or("no hostname"));
+            }
+            Event::Dhcp(dhcp::Event::Released { ip, .. }) => tracing::info!("DHCP: {ip} released"),
+            Event::Dhcp(dhcp::Event::Declined { ip, .. }) => {
+                tracing::warn!("DHCP: a device declined {ip} (address in use?); it is quarantined for 10 minutes")
+            }
+            Event::Dhcp(dhcp::Event::ForeignServer { server_ip, .. }) => tracing::error!(
+                "another DHCP server ({server_ip}) answers on bridge {}: meshbridge stops offering addresses there so as not to break that network. Turn that server off or take its port out of the bridge; meshbridge resumes by itself once it is gone.",
+                config.bridge_name
+            ),
+            Event::Dhcp(dhcp::Event::ForeignServerGone) => {
+                tracing::warn!("the other DHCP server on bridge {} is gone: serving addresses again", config.bridge_name)
+            }
+            Event::Arp(meshbridge_arp::Event::Conflict { ip, mac }) => {
+                tracing::error!("another device claims the box's address {ip} on the bridge");
+                tracing::debug!("address conflict from {}", fmt_mac(&mac));
+            }
+            Event::Arp(meshbridge_arp::Event::Learned { ip, mac }) => {
+                tracing::debug!("neighbour {ip} is at {}", fmt_mac(&mac))
+            }
+            other => tracing::debug!("event: {other:?}"),
+        }
+    }
+    if persist {
+        save_leases(&config.state_dir, engine);
+    }
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn fmt_mac(m: &[u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+async fn event_loop(config: &Config, engine: &mut Engine, dev: &Devices, udp: &UdpSocket, dual: bool) -> Result<()> {
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut tap_buf = vec![0u8; 65536];
+    let mut tun_buf = vec![0u8; 65536];
+    let mut udp_buf = vec![0u8; 65536];
+    let mut stats_log = tokio::time::interval(Duration::from_secs(300));
+    loop {
+        flush(engine, dev, udp, dual).await;
+        handle_events(config, engine);
+        let deadline = engine
+            .poll_timeout()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            r = dev.tap.recv(&mut tap_buf) => match r {
+                Ok(n) => engine.handle_tap_frame(Now::read(), &tap_buf[..n]),
+                Err(e) => tracing::warn!("reading the TAP: {e}"),
+            },
+            r = dev.tun.recv(&mut tun_buf) => match r {
+                Ok(n) => engine.handle_tun_packet(Now::read(), &tun_buf[..n]),
+                Err(e) => tracing::warn!("reading the TUN: {e}"),
+            },
+            r = udp.recv_from(&mut udp_buf) => match r {
+                Ok((n, from)) => engine.handle_datagram(Now::read(), canonical(from), &udp_buf[..n]),
+                Err(e) => tracing::debug!("UDP receive: {e}"),
+            },
+            _ = tokio::time::sleep_until(deadline) => engine.handle_timeout(Now::read()),
+            _ = stats_log.tick() => tracing::debug!("stats: {:?} mesh: {:?}", engine.stats(), engine.mesh().stats()),
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); return Ok(()); }
+            _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); return Ok(()); }
+        }
+    }
+}
+
+/// `meshbridge --cleanup`: remove everything a previous run installed.
+pub async fn cleanup(state_dir: &Path, extra_links: &[String]) -> Result<()> {
+    let handle = os::connect().await?;
+    let mut rec = os::read_record(state_dir)?.unwrap_or_default();
+    for l in extra_links {
+        if !rec.links.contains(l) {
+            rec.links.push(l.clone());
+        }
+    }
+    os::cleanup(&handle, &rec).await?;
+    match std::fs::remove_file(os::record_path(state_dir)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).context("removing the install record"),
+    }
+    Ok(())
+}

@@ -1,0 +1,468 @@
+//! The engine: the box's sans-IO core. It joins the three sides — bridge
+//! frames (TAP), host packets (TUN) and WireGuard datagrams (UDP) — with the
+//! DHCP server, the ARP responder and the mesh, and decides where every
+//! packet goes ([`forward::decide`]).
+//!
+//! Run loop (the daemon's job): feed each input to `handle_tap_frame`,
+//! `handle_tun_packet` or `handle_datagram`; then drain [`Engine::poll_transmit`]
+//! and [`Engine::poll_event`]; sleep until [`Engine::poll_timeout`] and call
+//! [`Engine::handle_timeout`]. The engine never reads a clock: every input
+//! carries a [`Now`].
+
+pub mod forward;
+pub mod packet;
+
+use etherparse::{EtherType, Ethernet2Header, IpNumber, Ipv4Header, PacketBuilder, UdpHeader};
+use forward::{decide, Forward, Mac, Reason, Source, Topology};
+use ipnet::Ipv4Net;
+use meshbridge_arp as arp;
+use meshbridge_dhcp as dhcp;
+use meshbridge_mesh::{Mesh, Output, PeerId};
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime};
+
+/// The time, twice: monotonic for protocol timers, wall clock for leases.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    /// Monotonic time.
+    pub mono: Instant,
+    /// Wall-clock time.
+    pub wall: SystemTime,
+}
+
+impl Now {
+    /// Read both clocks (only the daemon calls this).
+    pub fn read() -> Now {
+        Now { mono: Instant::now(), wall: SystemTime::now() }
+    }
+}
+
+/// What the engine needs to know about the box.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The MAC the box uses on the bridge (not the TAP interface's own MAC).
+    pub mac: Mac,
+    /// The box's gateway address on the bridge, with the bridge subnet.
+    pub bridge_address: Ipv4Net,
+    /// The box's own mesh address, with the mesh prefix.
+    pub mesh_address: Ipv4Net,
+    /// Mesh MTU: the largest inner packet.
+    pub mtu: u16,
+    /// The DHCP server's configuration.
+    pub dhcp: dhcp::ServerConfig,
+}
+
+/// Something to write.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Transmit {
+    /// An Ethernet frame for the TAP.
+    Tap(Vec<u8>),
+    /// An IP packet for the TUN.
+    Tun(Vec<u8>),
+    /// A UDP datagram for the WireGuard socket.
+    Udp(SocketAddr, Vec<u8>),
+}
+
+/// Something the daemon should log or act on.
+#[derive(Debug)]
+pub enum Event {
+    /// From the DHCP server (persist leases on `LeasesChanged`).
+    Dhcp(dhcp::Event),
+    /// From the ARP responder.
+    Arp(arp::Event),
+}
+
+/// Counters: every dropped input is counted here.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// Frames read from the TAP.
+    pub tap_frames: u64,
+    /// Frames or packets that did not parse.
+    pub malformed: u64,
+    /// IPv6 packets not forwarded (IPv4 only for now).
+    pub ipv6_dropped: u64,
+    /// Unicast frames for other MACs (flooded by the bridge).
+    pub not_for_us: u64,
+    /// DHCP messages that the server rejected.
+    pub dhcp_errors: u64,
+    /// ARP frames that the responder rejected.
+    pub arp_errors: u64,
+    /// Dropped by the forwarding decision, by reason.
+    pub spoofed: u64,
+    /// Multicast/broadcast not forwarded.
+    pub multicast: u64,
+    /// No route.
+    pub no_route: u64,
+    /// No lease for a bridge destination.
+    pub no_neighbour: u64,
+    /// Would loop back to its peer.
+    pub looped: u64,
+    /// Dropped by the mesh (no endpoint, crypto error).
+    pub mesh_errors: u64,
+    /// TCP SYNs whose MSS was clamped.
+    pub mss_clamped: u64,
+    /// Packets fragmented to fit the mesh MTU.
+    pub fragmented: u64,
+    /// ICMP "fragmentation needed" sent.
+    pub frag_needed_sent: u64,
+    /// Packets forwarded to the mesh.
+    pub to_mesh: u64,
+    /// Packets forwarded to the bridge.
+    pub to_bridge: u64,
+    /// Packets handed to the host.
+    pub to_host: u64,
+}
+
+/// The engine. See the module docs for the run loop.
+pub struct Engine {
+    config: EngineConfig,
+    mesh: Mesh,
+    dhcp: dhcp::Server,
+    arp: arp::Responder,
+    out: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: Stats,
+    last: Now,
+}
+
+/// The tables [`decide`] reads, borrowed from the engine for one decision.
+struct View<'a> {
+    config: &'a EngineConfig,
+    dhcp: &'a dhcp::Server,
+    mesh: &'a Mesh,
+    wall: SystemTime,
+}
+
+impl Topology for View<'_> {
+    fn leased_ip(&self, mac: &Mac) -> Option<Ipv4Addr> {
+        self.dhcp.active_ip_for(mac, self.wall)
+    }
+    fn leased_mac(&self, ip: Ipv4Addr) -> Option<Mac> {
+        self.dhcp.active_mac_for(ip, self.wall)
+    }
+    fn mesh_route(&self, ip: Ipv4Addr) -> Option<PeerId> {
+        self.mesh.route(IpAddr::V4(ip))
+    }
+    fn is_host(&self, ip: Ipv4Addr) -> bool {
+        ip == self.config.mesh_address.addr() || ip == self.config.bridge_address.addr()
+    }
+    fn on_bridge(&self, ip: Ipv4Addr) -> bool {
+        self.config.bridge_address.contains(&ip)
+    }
+    fn bridge_broadcast(&self) -> Ipv4Addr {
+        self.config.bridge_address.broadcast()
+    }
+}
+
+impl Engine {
+    /// Build the engine from its parts; `leases` is what was persisted last.
+    pub fn new(config: EngineConfig, mesh: Mesh, leases: dhcp::LeaseDb, now: Now) -> Result<Self, dhcp::ConfigError> {
+        let dhcp = dhcp::Server::new(config.dhcp.clone(), leases, now.wall)?;
+        let arp = arp::Responder::new(arp::Config {
+            mac: config.mac,
+            gateway: config.bridge_address.addr(),
+            neighbour_ttl: Duration::from_secs(20 * 60),
+        });
+        Ok(Engine { config, mesh, dhcp, arp, out: VecDeque::new(), events: VecDeque::new(), stats: Stats::default(), last: now })
+    }
+
+    /// Announce the box on the bridge (gratuitous ARP). Call once at start.
+    pub fn start(&mut self, now: Now) {
+        self.last = now;
+        self.arp.announce(now.mono);
+        self.drain_arp(now);
+    }
+
+    /// The mesh, for status.
+    pub fn mesh(&self) -> &Mesh {
+        &self.mesh
+    }
+
+    /// The DHCP server, for status and persistence.
+    pub fn dhcp(&self) -> &dhcp::Server {
+        &self.dhcp
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    fn view(&self, wall: SystemTime) -> View<'_> {
+        View { config: &self.config, dhcp: &self.dhcp, mesh: &self.mesh, wall }
+    }
+
+    /// A frame from the bridge (TAP).
+    pub fn handle_tap_frame(&mut self, now: Now, frame: &[u8]) {
+        self.last = now;
+        self.stats.tap_frames += 1;
+        let Ok((eth, rest)) = Ethernet2Header::from_slice(frame) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        if eth.source == self.config.mac {
+            return;
+        }
+        match eth.ether_type {
+            EtherType::ARP => {
+                let view = View { config: &self.config, dhcp: &self.dhcp, mesh: &self.mesh, wall: now.wall };
+                let routes = |ip: Ipv4Addr| !view.on_bridge(ip) && (view.is_host(ip) || view.mesh_route(ip).is_some());
+                let local = |ip: Ipv4Addr| view.on_bridge(ip) && ip != view.config.bridge_address.addr();
+                if self.arp.handle_frame(now.mono, frame, &routes, &local).is_err() {
+                    self.stats.arp_errors += 1;
+                }
+                self.drain_arp(now);
+            }
+            EtherType::IPV4 => self.handle_bridge_ipv4(now, eth, rest),
+            EtherType::IPV6 => self.stats.ipv6_dropped += 1,
+            _ => {}
+        }
+    }
+
+    fn handle_bridge_ipv4(&mut self, now: Now, eth: Ethernet2Header, packet: &[u8]) {
+        let Some(info) = packet::ipv4_info(packet) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let packet = &packet[..info.total_len];
+        // DHCP (either direction: the server sees other servers' replies too).
+        if let Ok((ip, l4)) = Ipv4Header::from_slice(packet) {
+            if ip.protocol == IpNumber::UDP && !ip.is_fragmenting_payload() {
+                if let Ok((udp, payload)) = UdpHeader::from_slice(l4) {
+                    let (sp, dp) = (udp.source_port, udp.destination_port);
+                    if dp == 67 || (sp == 67 && dp == 68) {
+                        let len = usize::from(udp.length).saturating_sub(8).min(payload.len());
+                        let input = dhcp::Input { src_mac: eth.source, src_ip: info.src, src_port: sp, dst_port: dp, payload: &payload[..len] };
+                        if self.dhcp.handle_input(now.wall, input).is_err() {
+                            self.stats.dhcp_errors += 1;
+                        }
+                        self.drain_dhcp(now);
+                        return;
+                    }
+                }
+            }
+        }
+        if eth.destination != self.config.mac {
+            if eth.destination[0] & 1 == 1 {
+                self.stats.multicast += 1;
+            } else {
+                self.stats.not_for_us += 1;
+            }
+            return;
+        }
+        let decision = decide(&self.view(now.wall), Source::Bridge(eth.source), info.src, info.dst);
+        self.forward(now, Source::Bridge(eth.source), packet.to_vec(), decision);
+    }
+
+    /// A packet from the box's kernel (TUN).
+    pub fn handle_tun_packet(&mut self, now: Now, packet: &[u8]) {
+        self.last = now;
+        match packet.first().map(|b| b >> 4) {
+            Some(4) => {}
+            Some(6) => {
+                self.stats.ipv6_dropped += 1;
+                return;
+            }
+            _ => {
+                self.stats.malformed += 1;
+                return;
+            }
+        }
+        let Some(info) = packet::ipv4_info(packet) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let decision = decide(&self.view(now.wall), Source::Host, info.src, info.dst);
+        self.forward(now, Source::Host, packet[..info.total_len].to_vec(), decision);
+    }
+
+    /// A datagram on the WireGuard socket.
+    pub fn handle_datagram(&mut self, now: Now, src: SocketAddr, datagram: &[u8]) {
+        self.last = now;
+        if self.mesh.handle_datagram(src, datagram).is_err() {
+            self.stats.mesh_errors += 1;
+        }
+        self.drain_mesh(now);
+    }
+
+    /// Run timers that are due.
+    pub fn handle_timeout(&mut self, now: Now) {
+        self.last = now;
+        self.mesh.handle_timeout(now.mono);
+        self.drain_mesh(now);
+        self.arp.handle_timeout(now.mono);
+        self.drain_arp(now);
+        self.dhcp.handle_timeout(now.wall);
+        self.drain_dhcp(now);
+    }
+
+    /// The earliest time [`Engine::handle_timeout`] must run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let dhcp = self.dhcp.poll_timeout().map(|t| {
+            let ahead = t.duration_since(self.last.wall).unwrap_or(Duration::ZERO);
+            self.last.mono + ahead
+        });
+        [self.mesh.poll_timeout(), self.arp.poll_timeout(), dhcp].into_iter().flatten().min()
+    }
+
+    /// The next thing to write.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    fn drain_mesh(&mut self, now: Now) {
+        while let Some(o) = self.mesh.poll_output() {
+            match o {
+                Output::Datagram(to, d) => self.out.push_back(Transmit::Udp(to, d)),
+                Output::Packet(peer, p) => {
+                    let Some(info) = packet::ipv4_info(&p) else {
+                        // IPv6 from the mesh is not routed to the bridge yet.
+                        if p.first().map(|b| b >> 4) == Some(6) {
+                            self.stats.ipv6_dropped += 1;
+                        } else {
+                            self.stats.malformed += 1;
+                        }
+                        continue;
+                    };
+                    let decision = decide(&self.view(now.wall), Source::Mesh(peer), info.src, info.dst);
+                    let mut p = p;
+                    p.truncate(info.total_len);
+                    self.forward(now, Source::Mesh(peer), p, decision);
+                }
+            }
+        }
+    }
+
+    fn drain_arp(&mut self, now: Now) {
+        while let Some(f) = self.arp.poll_transmit() {
+            self.out.push_back(Transmit::Tap(f));
+        }
+        while let Some(e) = self.arp.poll_event() {
+            if let arp::Event::Learned { ip, mac } = &e {
+                if self.dhcp.active_ip_for(mac, now.wall) != Some(*ip) {
+                    self.dhcp.note_in_use(*ip, *mac, now.wall);
+                }
+            }
+            self.events.push_back(Event::Arp(e));
+        }
+    }
+
+    fn drain_dhcp(&mut self, _now: Now) {
+        while let Some(t) = self.dhcp.poll_transmit() {
+            let builder = PacketBuilder::ethernet2(t.src_mac, t.dst_mac)
+                .ipv4(t.src_ip.octets(), t.dst_ip.octets(), 64)
+                .udp(t.src_port, t.dst_port);
+            let mut frame = Vec::with_capacity(builder.size(t.payload.len()));
+            if builder.write(&mut frame, &t.payload).is_ok() {
+                self.out.push_back(Transmit::Tap(frame));
+            }
+        }
+        while let Some(e) = self.dhcp.poll_event() {
+            self.events.push_back(Event::Dhcp(e));
+        }
+    }
+
+    fn bridge_frame(&self, dst: Mac, packet: &[u8]) -> Vec<u8> {
+        let mut frame = Vec::with_capacity(14 + packet.len());
+        frame.extend_from_slice(&dst);
+        frame.extend_from_slice(&self.config.mac);
+        frame.extend_from_slice(&EtherType::IPV4.0.to_be_bytes());
+        frame.extend_from_slice(packet);
+        frame
+    }
+
+    /// Send an ICMP error back where `original` came from.
+    fn send_back(&mut self, source: Source, icmp: Vec<u8>) {
+        match source {
+            Source::Bridge(mac) => {
+                let f = self.bridge_frame(mac, &icmp);
+                self.out.push_back(Transmit::Tap(f));
+            }
+            Source::Host => self.out.push_back(Transmit::Tun(icmp)),
+            Source::Mesh(peer) => {
+                if self.mesh.send(peer, &icmp).is_err() {
+                    self.stats.mesh_errors += 1;
+                }
+            }
+        }
+    }
+
+    fn forward(&mut self, now: Now, source: Source, mut packet: Vec<u8>, decision: Forward) {
+        let max_mss = self.config.mtu.saturating_sub(40);
+        match decision {
+            Forward::ToMesh(peer) => {
+                if packet::clamp_mss(&mut packet, max_mss) {
+                    self.stats.mss_clamped += 1;
+                }
+                let mtu = usize::from(self.config.mtu);
+                if packet.len() > mtu {
+                    let df = packet::ipv4_info(&packet).is_some_and(|i| i.dont_fragment);
+                    if df {
+                        let from = match source {
+                            Source::Bridge(_) => self.config.bridge_address.addr(),
+                            _ => self.config.mesh_address.addr(),
+                        };
+                        if let Some(icmp) = packet::icmp_frag_needed(&packet, from, self.config.mtu) {
+                            self.stats.frag_needed_sent += 1;
+                            self.send_back(source, icmp);
+                        }
+                        return;
+                    }
+                    match packet::fragment(&packet, mtu) {
+                        Some(frags) => {
+                            self.stats.fragmented += 1;
+                            for f in frags {
+                                self.send_to_mesh(peer, &f);
+                            }
+                        }
+                        None => self.stats.malformed += 1,
+                    }
+                } else {
+                    self.send_to_mesh(peer, &packet);
+                }
+                self.drain_mesh(now);
+            }
+            Forward::ToBridge(mac) => {
+                if packet::clamp_mss(&mut packet, max_mss) {
+                    self.stats.mss_clamped += 1;
+                }
+                self.stats.to_bridge += 1;
+                let f = self.bridge_frame(mac, &packet);
+                self.out.push_back(Transmit::Tap(f));
+            }
+            Forward::ToHost => {
+                self.stats.to_host += 1;
+                self.out.push_back(Transmit::Tun(packet));
+            }
+            Forward::Drop(reason) => {
+                match reason {
+                    Reason::Spoofed => self.stats.spoofed += 1,
+                    Reason::Multicast => self.stats.multicast += 1,
+                    Reason::NoRoute => self.stats.no_route += 1,
+                    Reason::NoNeighbour => self.stats.no_neighbour += 1,
+                    Reason::Loop => self.stats.looped += 1,
+                }
+                // Tell a bridged device quickly that there is no way there.
+                if let (Reason::NoRoute, Source::Bridge(_)) = (reason, source) {
+                    let kind = etherparse::icmpv4::DestUnreachableHeader::Network;
+                    if let Some(icmp) = packet::icmp_unreachable(&packet, self.config.bridge_address.addr(), kind) {
+                        self.send_back(source, icmp);
+                    }
+                }
+            }
+        }
+    }
+
+    fn send_to_mesh(&mut self, peer: PeerId, packet: &[u8]) {
+        match self.mesh.send(peer, packet) {
+            Ok(()) => self.stats.to_mesh += 1,
+            Err(_) => self.stats.mesh_errors += 1,
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! OS state the daemon installs — the kernel bridge, its ports, routes to
+//! peers — applied idempotently over netlink, recorded in the state dir
+//! before it is made, and removed by [`cleanup`] (on stop and by
+//! `meshbridge --cleanup`), so a crash mid-change recovers by starting again.
+
+use anyhow::{anyhow, Context, Result};
+use futures_util::TryStreamExt;
+use ipnet::{IpNet, Ipv4Net};
+use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, RouteMessageBuilder};
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+/// What the daemon has installed, written to `<state_dir>/installed.json`
+/// before the change is made.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Installed {
+    /// The kernel bridge we use.
+    pub bridge: Option<String>,
+    /// Whether we created it (then we delete it again).
+    pub bridge_created: bool,
+    /// Ports we enslaved to it.
+    pub ports: Vec<String>,
+    /// Our TAP and TUN devices (they vanish with the process; removed if left over).
+    pub links: Vec<String>,
+    /// The bridge's `arp_ignore` before we set it to 1, to restore it.
+    #[serde(default)]
+    pub bridge_arp_ignore: Option<String>,
+}
+
+/// Where the record lives.
+pub fn record_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("installed.json")
+}
+
+/// Read the record (none if absent).
+pub fn read_record(state_dir: &Path) -> Result<Option<Installed>> {
+    let path = record_path(state_dir);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Write the record atomically.
+pub fn write_record(state_dir: &Path, rec: &Installed) -> Result<()> {
+    let json = serde_json::to_string_pretty(rec)?;
+    crate::persist::write_atomic(&record_path(state_dir), json.as_bytes())
+}
+
+/// A netlink connection.
+pub async fn connect() -> Result<Handle> {
+    let (conn, handle, _) = rtnetlink::new_connection().context("opening a netlink socket")?;
+    tokio::spawn(conn);
+    Ok(handle)
+}
+
+fn is_not_found(e: &rtnetlink::Error) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -libc::ENODEV)
+}
+
+/// The link called `name`, if there is one.
+pub async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkMessage>> {
+    let mut links = handle.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(l) => Ok(l),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(anyhow!("looking up interface {name}: {e}")),
+    }
+}
+
+fn is_bridge(link: &LinkMessage) -> bool {
+    link.attributes.iter().any(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Bridge))),
+        _ => false,
+    })
+}
+
+fn is_tun(link: &LinkMessage) -> bool {
+    link.attributes.iter().any(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Tun))),
+        _ => false,
+    })
+}
+
+fn controller(link: &LinkMessage) -> Option<u32> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Controller(i) => Some(*i),
+        _ => None,
+    })
+}
+
+fn sysctl(path: &str, value: &str) {
+    // Best effort: IPv6 may be compiled out.
+    let _ = std::fs::write(path, value);
+}
+
+/// Make sure bridge `name` exists and is up; create it (with `mac`) if missing.
+/// Returns its index and whether we created it.
+pub async fn ensure_bridge(handle: &Handle, name: &str, mac: [u8; 6]) -> Result<(u32, bool)> {
+    if let Some(link) = link_by_name(handle, name).await? {
+        if !is_bridge(&link) {
+            return Err(anyhow!("interface {name} exists and is not a bridge; set bridge.name to a bridge or a free name"));
+        }
+        let idx = link.header.index;
+        handle.link().set(LinkUnspec::new_with_index(idx).up().build()).execute().await
+            .with_context(|| format!("bringing bridge {name} up"))?;
+        return Ok((idx, false));
+    }
+    handle
+        .link()
+        .add(LinkBridge::new(name).address(mac.to_vec()).up().build())
+        .execute()
+        .await
+        .with_context(|| format!("creating bridge {name}"))?;
+    // The host itself has no address on the bridge: no IPv6 either.
+    sysctl(&format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1");
+    let link = link_by_name(handle, name).await?.ok_or_else(|| anyhow!("bridge {name} vanished after creation"))?;
+    Ok((link.header.index, true))
+}
+
+fn arp_ignore_path(bridge: &str) -> String {
+    format!("/proc/sys/net/ipv4/conf/{bridge}/arp_ignore")
+}
+
+/// Stop the kernel from answering ARP on the bridge for addresses that are
+/// not on the bridge itself (Linux answers for any local address by default,
+/// which would shadow the box's own ARP responder). Returns the old value.
+pub fn quiet_bridge_arp(bridge: &str) -> Option<String> {
+    let path = arp_ignore_path(bridge);
+    let old = std::fs::read_to_string(&path).ok()?.trim().to_string();
+    if old != "1" {
+        sysctl(&path, "1");
+    }
+    Some(old)
+}
+
+/// Put interface `port` into bridge `bridge_idx` and bring it up.
+pub async fn enslave(handle: &Handle, port: &str, bridge_idx: u32) -> Result<()> {
+    let link = link_by_name(handle, port)
+        .await?
+        .ok_or_else(|| anyhow!("bridge port {port} does not exist; check bridge.ports"))?;
+    let idx = link.header.index;
+    if let Some(c) = controller(&link) {
+        if c != bridge_idx {
+            return Err(anyhow!("interface {port} is already a port of another bridge or bond; remove it there first"));
+        }
+    }
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(idx).controller(bridge_idx).up().build())
+        .execute()
+        .await
+        .with_context(|| format!("adding {port} to the bridge"))?;
+    Ok(())
+}
+
+/// Disable IPv6 on a link we own (no link-local address, no router solicitations).
+pub fn disable_ipv6(name: &str) {
+    sysctl(&format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1");
+}
+
+/// Route every allowed IPv4 network of the peers to the TUN, except those
+/// the TUN's own subnets already cover and default routes (exit nodes are a
+/// separate feature).
+pub async fn add_peer_routes(handle: &Handle, tun_idx: u32, nets: &[IpNet], own: &[Ipv4Net]) -> Result<()> {
+    for net in nets {
+        let IpNet::V4(v4) = net.trunc() else { continue };
+        if v4.prefix_len() == 0 || own.iter().any(|o| o.trunc().contains(&v4)) {
+            continue;
+        }
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(v4.network(), v4.prefix_len())
+            .output_interface(tun_idx)
+            .build();
+        handle.route().add(route).replace().execute().await.with_context(|| format!("adding route {v4} to the mesh"))?;
+    }
+    Ok(())
+}
+
+/// Remove everything the record lists. Safe to run twice and on a clean system.
+pub async fn cleanup(handle: &Handle, rec: &Installed) -> Result<()> {
+    let mut errors = Vec::new();
+    for name in &rec.links {
+        // Only ever delete TUN/TAP devices: never a real interface that happens to share a name.
+        if let Some(l) = link_by_name(handle, name).await?.filter(is_tun) {
+            if let Err(e) = handle.link().del(l.header.index).execute().await {
+                errors.push(format!("deleting {name}: {e}"));
+            }
+        }
+    }
+    if let Some(bridge) = &rec.bridge {
+        let bridge_idx = link_by_name(handle, bridge).await?.map(|l| l.header.index);
+        for port in &rec.ports {
+            if let Some(l) = link_by_name(handle, port).await? {
+                if bridge_idx.is_some() && controller(&l) == bridge_idx {
+                    if let Err(e) = handle.link().set(LinkUnspec::new_with_index(l.header.index).nocontroller().build()).execute().await {
+                        errors.push(format!("removing {port} from {bridge}: {e}"));
+                    }
+                }
+            }
+        }
+        if let (Some(old), false) = (&rec.bridge_arp_ignore, rec.bridge_created) {
+            if bridge_idx.is_some() {
+                sysctl(&arp_ignore_path(bridge), old);
+            }
+        }
+        if rec.bridge_created {
+            if let Some(idx) = bridge_idx {
+                if let Err(e) = handle.link().del(idx).execute().await {
+                    errors.push(format!("deleting bridge {bridge}: {e}"));
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow!(errors.join("; ")))
+    }
+}

@@ -1,0 +1,391 @@
+//! The lease table: who holds or held which address, pending offers,
+//! quarantined (declined) addresses and addresses ARP saw in use.
+//!
+//! The table keeps one record per MAC. A record outlives its lease: expired
+//! and released records are the memory that gives a returning device its old
+//! address. A record is only forgotten when another MAC is bound to its
+//! address, when the client declines the address, or when the configuration
+//! no longer allows it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::time::{Duration, SystemTime};
+
+use crate::config::ServerConfig;
+use crate::{after, Mac};
+
+/// How long an offered address stays reserved for the client it was offered
+/// to.
+pub const OFFER_HOLD: Duration = Duration::from_secs(60);
+/// How long a declined address is kept out of the pool.
+pub const DECLINE_QUARANTINE: Duration = Duration::from_secs(600);
+/// How long an address ARP saw in use stays blocked for other MACs.
+pub const IN_USE_HOLD: Duration = Duration::from_secs(600);
+/// Upper bound on remembered ARP sightings, so a flood of spoofed ARP
+/// cannot grow memory without bound.
+const MAX_IN_USE_NOTES: usize = 4096;
+
+/// Where a lease record stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LeaseState {
+    /// Acknowledged; active until `expires`.
+    Bound,
+    /// The lease ran out (noticed by `handle_timeout`, or restored already
+    /// expired). The address is remembered for this MAC.
+    Expired,
+    /// The client released the address. The address is remembered for this
+    /// MAC.
+    Released,
+}
+
+/// One lease record (one per MAC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Client hardware address (chaddr); the key of the record.
+    pub mac: Mac,
+    /// The address leased, or last leased, to `mac`.
+    pub ip: Ipv4Addr,
+    /// Host name the client sent (option 12), sanitised to letters, digits,
+    /// `-`, `_` and `.`, at most 63 bytes.
+    pub hostname: Option<String>,
+    /// When the lease ends (or ended). For a released lease: the release
+    /// time.
+    pub expires: SystemTime,
+    /// Where the record stands. Use [`Lease::is_active`] to ask whether the
+    /// client may use the address now.
+    pub state: LeaseState,
+}
+
+impl Lease {
+    /// Bound and not yet expired at `now`.
+    pub fn is_active(&self, now: SystemTime) -> bool {
+        self.state == LeaseState::Bound && now < self.expires
+    }
+}
+
+/// An address offered to a client and held for [`OFFER_HOLD`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Offer {
+    pub(crate) ip: Ipv4Addr,
+    pub(crate) until: SystemTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct InUse {
+    mac: Mac,
+    until: SystemTime,
+}
+
+/// The server's address bookkeeping. Pure data; every method takes `now`.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct LeaseTable {
+    leases: BTreeMap<Mac, Lease>,
+    offers: BTreeMap<Mac, Offer>,
+    quarantine: BTreeMap<Ipv4Addr, SystemTime>,
+    in_use: BTreeMap<Ipv4Addr, InUse>,
+}
+
+/// Keeps only bytes that are safe in a host name, at most 63 of them.
+pub(crate) fn sanitize_hostname(raw: &str) -> Option<String> {
+    let clean: String = raw
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(63)
+        .collect();
+    let clean = clean.trim_matches('.').to_string();
+    (!clean.is_empty()).then_some(clean)
+}
+
+impl LeaseTable {
+    /// All lease records, ordered by MAC.
+    pub(crate) fn leases(&self) -> impl Iterator<Item = &Lease> {
+        self.leases.values()
+    }
+
+    pub(crate) fn lease(&self, mac: &Mac) -> Option<&Lease> {
+        self.leases.get(mac)
+    }
+
+    pub(crate) fn offer(&self, mac: &Mac) -> Option<Offer> {
+        self.offers.get(mac).copied()
+    }
+
+    /// Restores a record. Among records for the same MAC or the same address
+    /// the one that expires last wins. Returns whether it was kept.
+    pub(crate) fn restore(&mut self, lease: Lease) -> bool {
+        if let Some(old) = self.leases.get(&lease.mac) {
+            if old.expires >= lease.expires {
+                return false;
+            }
+        }
+        let clash = self
+            .leases
+            .values()
+            .find(|l| l.ip == lease.ip && l.mac != lease.mac)
+            .map(|l| (l.mac, l.expires));
+        if let Some((other, expires)) = clash {
+            if expires >= lease.expires {
+                return false;
+            }
+            self.leases.remove(&other);
+        }
+        self.leases.insert(lease.mac, lease);
+        true
+    }
+
+    /// The MAC that currently holds `ip` by an active lease or a live offer.
+    pub(crate) fn holder(&self, ip: Ipv4Addr, now: SystemTime) -> Option<Mac> {
+        self.active_mac_for(ip, now).or_else(|| {
+            self.offers
+                .iter()
+                .find(|(_, o)| o.ip == ip && now < o.until)
+                .map(|(m, _)| *m)
+        })
+    }
+
+    /// The MAC with an active lease on `ip`.
+    pub(crate) fn active_mac_for(&self, ip: Ipv4Addr, now: SystemTime) -> Option<Mac> {
+        self.leases
+            .values()
+            .find(|l| l.ip == ip && l.is_active(now))
+            .map(|l| l.mac)
+    }
+
+    pub(crate) fn is_quarantined(&self, ip: Ipv4Addr, now: SystemTime) -> bool {
+        self.quarantine.get(&ip).is_some_and(|until| now < *until)
+    }
+
+    /// ARP saw a MAC other than `mac` using `ip` recently.
+    pub(crate) fn seen_in_use_by_other(&self, ip: Ipv4Addr, mac: &Mac, now: SystemTime) -> bool {
+        self.in_use
+            .get(&ip)
+            .is_some_and(|u| u.mac != *mac && now < u.until)
+    }
+
+    /// Nobody else holds `ip`, it is not quarantined, and ARP has not seen
+    /// another MAC on it. Says nothing about whether config allows it.
+    pub(crate) fn is_free_for(&self, ip: Ipv4Addr, mac: &Mac, now: SystemTime) -> bool {
+        self.holder(ip, now).is_none_or(|h| h == *mac)
+            && !self.is_quarantined(ip, now)
+            && !self.seen_in_use_by_other(ip, mac, now)
+    }
+
+    /// `mac` may be given `ip` now: config allows it and it is free.
+    pub(crate) fn available_for(
+        &self,
+        cfg: &ServerConfig,
+        mac: &Mac,
+        ip: Ipv4Addr,
+        now: SystemTime,
+    ) -> bool {
+        cfg.allowed_for(mac, ip) && self.is_free_for(ip, mac, now)
+    }
+
+    /// Chooses the address to offer `mac` (RFC 2131 §4.3.1): its reservation,
+    /// its current or previous lease, its pending offer, the requested
+    /// address, then a free pool address. `None` when the pool is exhausted.
+    pub(crate) fn choose(
+        &self,
+        cfg: &ServerConfig,
+        mac: &Mac,
+        requested: Option<Ipv4Addr>,
+        now: SystemTime,
+    ) -> Option<Ipv4Addr> {
+        let candidates = [
+            cfg.reservation_for(mac),
+            self.leases.get(mac).map(|l| l.ip),
+            self.offers.get(mac).map(|o| o.ip),
+            requested.filter(|ip| cfg.in_range(*ip)),
+        ];
+        candidates
+            .into_iter()
+            .flatten()
+            .find(|ip| self.available_for(cfg, mac, *ip, now))
+            .or_else(|| self.free_pool_address(cfg, mac, now))
+    }
+
+    /// A free pool address for a newcomer. Addresses nobody has ever held
+    /// come first (lowest first), so that devices that are merely offline
+    /// keep their address as long as the pool allows; only then the
+    /// remembered-but-inactive address that expired longest ago.
+    fn free_pool_address(&self, cfg: &ServerConfig, mac: &Mac, now: SystemTime) -> Option<Ipv4Addr> {
+        let start = u32::from(cfg.range_start);
+        let end = u32::from(cfg.range_end);
+        // Every address that is not plainly free, sorted, so we can walk the
+        // gaps instead of testing the range address by address.
+        let mut taken: BTreeSet<u32> = BTreeSet::new();
+        taken.insert(u32::from(cfg.server_ip));
+        taken.extend(cfg.reservations.iter().map(|(_, ip)| u32::from(*ip)));
+        taken.extend(self.leases.values().map(|l| u32::from(l.ip)));
+        taken.extend(self.offers.values().filter(|o| now < o.until).map(|o| u32::from(o.ip)));
+        taken.extend(
+            self.quarantine
+                .iter()
+                .filter(|(_, until)| now < **until)
+                .map(|(ip, _)| u32::from(*ip)),
+        );
+        taken.extend(
+            self.in_use
+                .iter()
+                .filter(|(_, u)| u.mac != *mac && now < u.until)
+                .map(|(ip, _)| u32::from(*ip)),
+        );
+        let mut candidate = start;
+        for &t in taken.range(start..=end) {
+            if t != candidate {
+                break;
+            }
+            if candidate == end {
+                return self.oldest_remembered(cfg, mac, now);
+            }
+            candidate += 1;
+        }
+        Some(Ipv4Addr::from(candidate))
+    }
+
+    fn oldest_remembered(&self, cfg: &ServerConfig, mac: &Mac, now: SystemTime) -> Option<Ipv4Addr> {
+        self.leases
+            .values()
+            .filter(|l| l.mac != *mac && !l.is_active(now))
+            .filter(|l| cfg.in_range(l.ip) && self.available_for(cfg, mac, l.ip, now))
+            .min_by_key(|l| (l.expires, l.ip))
+            .map(|l| l.ip)
+    }
+
+    /// Holds `ip` for `mac` until `now + OFFER_HOLD`.
+    pub(crate) fn hold_offer(&mut self, mac: Mac, ip: Ipv4Addr, now: SystemTime) {
+        self.offers.insert(
+            mac,
+            Offer {
+                ip,
+                until: after(now, OFFER_HOLD),
+            },
+        );
+    }
+
+    pub(crate) fn forget_offer(&mut self, mac: &Mac) {
+        self.offers.remove(mac);
+    }
+
+    /// Binds `ip` to `mac` until `expires`. Other MACs' inactive records for
+    /// the same address are forgotten (the address now belongs to `mac`).
+    /// A `None` hostname keeps the one already on record.
+    pub(crate) fn bind(
+        &mut self,
+        mac: Mac,
+        ip: Ipv4Addr,
+        hostname: Option<String>,
+        expires: SystemTime,
+    ) -> Lease {
+        self.offers.remove(&mac);
+        self.offers.retain(|_, o| o.ip != ip);
+        self.leases.retain(|m, l| *m == mac || l.ip != ip);
+        let hostname = hostname.or_else(|| self.leases.get(&mac).and_then(|l| l.hostname.clone()));
+        let lease = Lease {
+            mac,
+            ip,
+            hostname,
+            expires,
+            state: LeaseState::Bound,
+        };
+        self.leases.insert(mac, lease.clone());
+        lease
+    }
+
+    /// Ends `mac`'s active lease on `ip`, remembering the association.
+    /// Returns whether anything changed.
+    pub(crate) fn release(&mut self, mac: &Mac, ip: Ipv4Addr, now: SystemTime) -> bool {
+        match self.leases.get_mut(mac) {
+            Some(l) if l.ip == ip && l.is_active(now) => {
+                l.state = LeaseState::Released;
+                l.expires = now;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `mac` declined `ip`: quarantine the address and forget `mac`'s record
+    /// and offer for it. Returns whether `mac` held the address.
+    pub(crate) fn decline(&mut self, mac: &Mac, ip: Ipv4Addr, now: SystemTime) -> bool {
+        let had_lease = self.leases.get(mac).is_some_and(|l| l.ip == ip);
+        let had_offer = self.offers.get(mac).is_some_and(|o| o.ip == ip);
+        if !had_lease && !had_offer {
+            return false;
+        }
+        if had_lease {
+            self.leases.remove(mac);
+        }
+        if had_offer {
+            self.offers.remove(mac);
+        }
+        self.quarantine.insert(ip, after(now, DECLINE_QUARANTINE));
+        true
+    }
+
+    /// ARP saw `mac` using `ip`.
+    pub(crate) fn note_in_use(&mut self, ip: Ipv4Addr, mac: Mac, now: SystemTime) {
+        if self.in_use.len() >= MAX_IN_USE_NOTES && !self.in_use.contains_key(&ip) {
+            self.in_use.retain(|_, u| now < u.until);
+            if self.in_use.len() >= MAX_IN_USE_NOTES {
+                return;
+            }
+        }
+        self.in_use.insert(
+            ip,
+            InUse {
+                mac,
+                until: after(now, IN_USE_HOLD),
+            },
+        );
+    }
+
+    /// Drops stale offers, quarantines and sightings; marks bound leases
+    /// whose time has come as expired and returns them.
+    pub(crate) fn housekeeping(&mut self, now: SystemTime) -> Vec<(Mac, Ipv4Addr)> {
+        self.offers.retain(|_, o| now < o.until);
+        self.quarantine.retain(|_, until| now < *until);
+        self.in_use.retain(|_, u| now < u.until);
+        let mut expired = Vec::new();
+        for l in self.leases.values_mut() {
+            if l.state == LeaseState::Bound && now >= l.expires {
+                l.state = LeaseState::Expired;
+                expired.push((l.mac, l.ip));
+            }
+        }
+        expired
+    }
+
+    /// Earliest expiry among bound leases (when `housekeeping` has news).
+    pub(crate) fn next_expiry(&self) -> Option<SystemTime> {
+        self.leases
+            .values()
+            .filter(|l| l.state == LeaseState::Bound)
+            .map(|l| l.expires)
+            .min()
+    }
+
+    /// Forgets records and offers the config no longer allows. Returns
+    /// whether a lease record was dropped.
+    pub(crate) fn retain_allowed(&mut self, cfg: &ServerConfig) -> bool {
+        self.offers.retain(|mac, o| cfg.allowed_for(mac, o.ip));
+        let before = self.leases.len();
+        self.leases.retain(|mac, l| cfg.allowed_for(mac, l.ip));
+        self.leases.len() != before
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostname_sanitising() {
+        assert_eq!(sanitize_hostname("printer-1\0"), Some("printer-1".into()));
+        assert_eq!(sanitize_hostname("a b;c"), Some("abc".into()));
+        assert_eq!(sanitize_hostname("\u{1F600}"), None);
+        assert_eq!(sanitize_hostname("..."), None);
+        assert_eq!(sanitize_hostname(&"x".repeat(300)).map(|s| s.len()), Some(63));
+    }
+}

@@ -1,0 +1,266 @@
+//! The lease database format: what the daemon writes to flash so that
+//! devices keep their addresses across restarts.
+//!
+//! ```json
+//! {"version":1,"leases":[
+//!   {"mac":"aa:bb:cc:dd:ee:ff","ip":"192.168.50.100","hostname":"printer","expires_unix":1700003600}
+//! ]}
+//! ```
+//!
+//! `expires_unix` is whole seconds since the Unix epoch. Released and
+//! expired leases are kept (with their end time) because they are what lets a
+//! returning device get its old address.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use thiserror::Error;
+
+use crate::lease::sanitize_hostname;
+use crate::{format_mac, parse_mac, Mac};
+
+/// The only format version this crate reads and writes.
+pub const LEASE_DB_VERSION: u64 = 1;
+
+/// One persisted lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRecord {
+    /// Client hardware address.
+    pub mac: Mac,
+    /// Address leased (or last leased) to `mac`.
+    pub ip: Ipv4Addr,
+    /// Host name the client sent, if any.
+    pub hostname: Option<String>,
+    /// When the lease ends or ended (whole seconds once persisted).
+    pub expires: SystemTime,
+}
+
+/// A set of persisted leases: what [`crate::Server::snapshot`] produces and
+/// [`crate::Server::new`] restores.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseDb {
+    records: Vec<LeaseRecord>,
+}
+
+/// Why a lease database could not be read.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum PersistError {
+    /// The text is not JSON at all (truncated write, corruption).
+    #[error("lease database is not valid JSON: {0}; delete the file to start with no leases")]
+    Json(#[source] serde_json::Error),
+    /// The top level is not an object with a numeric `version`.
+    #[error("lease database has no numeric \"version\" field; it was not written by meshbridge")]
+    MissingVersion,
+    /// A version this build does not understand.
+    #[error("lease database version {found} is not supported (this build reads version 1); it was written by a newer meshbridge")]
+    UnsupportedVersion {
+        /// The version found in the file.
+        found: u64,
+    },
+    /// `leases` is missing or not an array.
+    #[error("lease database has no \"leases\" array")]
+    MissingLeases,
+    /// One entry of `leases` is unusable.
+    #[error("lease entry #{index} is invalid: {reason}")]
+    BadEntry {
+        /// Position of the entry in the `leases` array.
+        index: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct RawEntry {
+    mac: String,
+    ip: String,
+    #[serde(default)]
+    hostname: Option<String>,
+    expires_unix: u64,
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn entry_from_value(index: usize, v: Value) -> Result<LeaseRecord, PersistError> {
+    let bad = |reason: String| PersistError::BadEntry { index, reason };
+    let raw: RawEntry = serde_json::from_value(v).map_err(|e| bad(e.to_string()))?;
+    let mac = parse_mac(&raw.mac).ok_or_else(|| bad(format!("{:?} is not a MAC address", raw.mac)))?;
+    let ip: Ipv4Addr = raw
+        .ip
+        .parse()
+        .map_err(|_| bad(format!("{:?} is not an IPv4 address", raw.ip)))?;
+    let expires = UNIX_EPOCH
+        .checked_add(Duration::from_secs(raw.expires_unix))
+        .ok_or_else(|| bad(format!("expires_unix {} is out of range", raw.expires_unix)))?;
+    Ok(LeaseRecord {
+        mac,
+        ip,
+        hostname: raw.hostname.as_deref().and_then(sanitize_hostname),
+        expires,
+    })
+}
+
+impl LeaseDb {
+    /// No leases: what a first boot restores.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// A database holding `records` as given.
+    pub fn from_records(records: Vec<LeaseRecord>) -> Self {
+        Self { records }
+    }
+
+    /// The records, in file order.
+    pub fn records(&self) -> &[LeaseRecord] {
+        &self.records
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether there are no records.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The versioned JSON text (one line) to write to storage.
+    pub fn to_json(&self) -> String {
+        let leases: Vec<Value> = self
+            .records
+            .iter()
+            .map(|r| {
+                json!({
+                    "mac": format_mac(&r.mac),
+                    "ip": r.ip.to_string(),
+                    "hostname": r.hostname,
+                    "expires_unix": unix_secs(r.expires),
+                })
+            })
+            .collect();
+        json!({ "version": LEASE_DB_VERSION, "leases": leases }).to_string()
+    }
+
+    /// Reads a database written by [`LeaseDb::to_json`]. Strict: any bad
+    /// entry fails the whole read (see [`LeaseDb::from_json_lossy`] to keep
+    /// the good ones). Never panics.
+    pub fn from_json(s: &str) -> Result<Self, PersistError> {
+        let (db, mut skipped) = Self::from_json_lossy(s)?;
+        match skipped.is_empty() {
+            true => Ok(db),
+            false => Err(skipped.swap_remove(0)),
+        }
+    }
+
+    /// Reads a database, skipping bad entries and returning why each was
+    /// skipped. Fails only when the file as a whole is unusable (not JSON,
+    /// no or unknown version, no `leases` array). Never panics.
+    pub fn from_json_lossy(s: &str) -> Result<(Self, Vec<PersistError>), PersistError> {
+        let top: Value = serde_json::from_str(s).map_err(PersistError::Json)?;
+        let Value::Object(mut top) = top else {
+            return Err(PersistError::MissingVersion);
+        };
+        let version = top
+            .get("version")
+            .and_then(Value::as_u64)
+            .ok_or(PersistError::MissingVersion)?;
+        if version != LEASE_DB_VERSION {
+            return Err(PersistError::UnsupportedVersion { found: version });
+        }
+        let Some(Value::Array(entries)) = top.remove("leases") else {
+            return Err(PersistError::MissingLeases);
+        };
+        let mut records = Vec::with_capacity(entries.len());
+        let mut skipped = Vec::new();
+        for (index, v) in entries.into_iter().enumerate() {
+            match entry_from_value(index, v) {
+                Ok(r) => records.push(r),
+                Err(e) => skipped.push(e),
+            }
+        }
+        Ok((Self { records }, skipped))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn round_trip() {
+        let db = LeaseDb::from_records(vec![
+            LeaseRecord {
+                mac: [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x01],
+                ip: Ipv4Addr::new(192, 168, 50, 100),
+                hostname: Some("printer".into()),
+                expires: t(1_700_003_600),
+            },
+            LeaseRecord {
+                mac: [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x02],
+                ip: Ipv4Addr::new(192, 168, 50, 101),
+                hostname: None,
+                expires: t(1_700_000_000),
+            },
+        ]);
+        let text = db.to_json();
+        assert!(text.contains("\"version\":1"));
+        assert!(text.contains("\"mac\":\"aa:bb:cc:dd:ee:01\""));
+        assert!(text.contains("\"expires_unix\":1700003600"));
+        assert_eq!(LeaseDb::from_json(&text).unwrap(), db);
+    }
+
+    #[test]
+    fn documented_example_parses() {
+        let text = r#"{"version":1,"leases":[{"mac":"aa:bb:cc:dd:ee:ff","ip":"192.168.50.100","hostname":"printer","expires_unix":1700003600}]}"#;
+        let db = LeaseDb::from_json(text).unwrap();
+        assert_eq!(db.len(), 1);
+        assert_eq!(db.records()[0].hostname.as_deref(), Some("printer"));
+        assert_eq!(db.records()[0].expires, t(1_700_003_600));
+    }
+
+    #[test]
+    fn rejects_unknown_version_and_garbage() {
+        assert!(matches!(
+            LeaseDb::from_json(r#"{"version":2,"leases":[]}"#),
+            Err(PersistError::UnsupportedVersion { found: 2 })
+        ));
+        assert!(matches!(LeaseDb::from_json("{"), Err(PersistError::Json(_))));
+        assert!(matches!(LeaseDb::from_json("[]"), Err(PersistError::MissingVersion)));
+        assert!(matches!(LeaseDb::from_json(r#"{"version":"1"}"#), Err(PersistError::MissingVersion)));
+        assert!(matches!(LeaseDb::from_json(r#"{"version":1}"#), Err(PersistError::MissingLeases)));
+    }
+
+    #[test]
+    fn bad_entries_fail_strict_and_are_skipped_lossy() {
+        let text = r#"{"version":1,"leases":[
+            {"mac":"aa:bb:cc:dd:ee:ff","ip":"192.168.50.100","hostname":null,"expires_unix":5},
+            {"mac":"zz:bb:cc:dd:ee:ff","ip":"192.168.50.101","expires_unix":5},
+            {"mac":"aa:bb:cc:dd:ee:fe","ip":"300.1.1.1","expires_unix":5},
+            {"mac":"aa:bb:cc:dd:ee:fd","ip":"192.168.50.102","expires_unix":-1},
+            {"mac":"aa:bb:cc:dd:ee:fc","ip":"192.168.50.103","expires_unix":18446744073709551615},
+            7
+        ]}"#;
+        assert!(matches!(
+            LeaseDb::from_json(text),
+            Err(PersistError::BadEntry { index: 1, .. })
+        ));
+        let (db, skipped) = LeaseDb::from_json_lossy(text).unwrap();
+        assert_eq!(db.len(), 1);
+        // The u64::MAX expiry may or may not fit SystemTime on this platform.
+        assert!(skipped.len() >= 4, "{skipped:?}");
+        for e in &skipped {
+            assert!(e.to_string().starts_with("lease entry #"));
+        }
+    }
+}
