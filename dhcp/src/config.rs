@@ -399,7 +399,10 @@ impl ServerConfig {
                 });
             }
             if *ip == self.server_ip {
-                return Err(ConfigError::ReservationIsServerIp { mac: mac_s, ip: *ip });
+                return Err(ConfigError::ReservationIsServerIp {
+                    mac: mac_s,
+                    ip: *ip,
+                });
             }
             let earlier = &self.reservations[..i];
             if earlier.iter().any(|(m, _)| m == mac) {
@@ -472,7 +475,10 @@ mod tests {
             domain: Some("lan".into()),
             mtu: Some(1420),
             lease_time: Duration::from_secs(3600),
-            reservations: vec![([0x00, 0x11, 0x22, 0x33, 0x44, 0x55], Ipv4Addr::new(192, 168, 50, 10))],
+            reservations: vec![(
+                [0x00, 0x11, 0x22, 0x33, 0x44, 0x55],
+                Ipv4Addr::new(192, 168, 50, 10),
+            )],
             probe_interval: Some(Duration::from_secs(60)),
         }
     }
@@ -482,9 +488,12 @@ mod tests {
         assert_eq!(base().validate(), Ok(()));
     }
 
+    type Mutation = Box<dyn Fn(&mut ServerConfig)>;
+    type Check = fn(&ConfigError) -> bool;
+
     #[test]
     fn rejects_each_rule() {
-        let cases: Vec<(Box<dyn Fn(&mut ServerConfig)>, fn(&ConfigError) -> bool)> = vec![
+        let cases: Vec<(Mutation, Check)> = vec![
             (
                 Box::new(|c| c.subnet_mask = Ipv4Addr::new(255, 0, 255, 0)),
                 |e| matches!(e, ConfigError::InvalidSubnetMask { .. }),
@@ -497,10 +506,9 @@ mod tests {
                 Box::new(|c| c.server_ip = Ipv4Addr::new(192, 168, 50, 255)),
                 |e| matches!(e, ConfigError::ServerIpNotHost { .. }),
             ),
-            (
-                Box::new(|c| c.server_mac = [0xff; 6]),
-                |e| matches!(e, ConfigError::InvalidServerMac { .. }),
-            ),
+            (Box::new(|c| c.server_mac = [0xff; 6]), |e| {
+                matches!(e, ConfigError::InvalidServerMac { .. })
+            }),
             (
                 Box::new(|c| c.range_start = Ipv4Addr::new(192, 168, 50, 250)),
                 |e| matches!(e, ConfigError::RangeReversed { .. }),
@@ -517,54 +525,67 @@ mod tests {
                 Box::new(|c| c.server_ip = Ipv4Addr::new(192, 168, 50, 150)),
                 |e| matches!(e, ConfigError::ServerIpInRange { .. }),
             ),
-            (
-                Box::new(|c| c.lease_time = Duration::from_secs(59)),
-                |e| matches!(e, ConfigError::LeaseTimeTooShort { secs: 59 }),
-            ),
+            (Box::new(|c| c.lease_time = Duration::from_secs(59)), |e| {
+                matches!(e, ConfigError::LeaseTimeTooShort { secs: 59 })
+            }),
             (
                 Box::new(|c| c.lease_time = Duration::from_secs(u64::from(u32::MAX))),
                 |e| matches!(e, ConfigError::LeaseTimeTooLong { .. }),
             ),
             (
-                Box::new(|c| c.reservations.push(([2, 0, 0, 0, 0, 9], Ipv4Addr::new(10, 0, 0, 1)))),
+                Box::new(|c| {
+                    c.reservations
+                        .push(([2, 0, 0, 0, 0, 9], Ipv4Addr::new(10, 0, 0, 1)))
+                }),
                 |e| matches!(e, ConfigError::ReservationOutsideSubnet { .. }),
             ),
             (
-                Box::new(|c| c.reservations.push(([2, 0, 0, 0, 0, 9], Ipv4Addr::new(192, 168, 50, 1)))),
+                Box::new(|c| {
+                    c.reservations
+                        .push(([2, 0, 0, 0, 0, 9], Ipv4Addr::new(192, 168, 50, 1)))
+                }),
                 |e| matches!(e, ConfigError::ReservationIsServerIp { .. }),
             ),
             (
-                Box::new(|c| c.reservations.push(([0x00, 0x11, 0x22, 0x33, 0x44, 0x55], Ipv4Addr::new(192, 168, 50, 11)))),
+                Box::new(|c| {
+                    c.reservations.push((
+                        [0x00, 0x11, 0x22, 0x33, 0x44, 0x55],
+                        Ipv4Addr::new(192, 168, 50, 11),
+                    ))
+                }),
                 |e| matches!(e, ConfigError::DuplicateReservationMac { .. }),
             ),
             (
-                Box::new(|c| c.reservations.push(([2, 0, 0, 0, 0, 9], Ipv4Addr::new(192, 168, 50, 10)))),
+                Box::new(|c| {
+                    c.reservations
+                        .push(([2, 0, 0, 0, 0, 9], Ipv4Addr::new(192, 168, 50, 10)))
+                }),
                 |e| matches!(e, ConfigError::DuplicateReservationIp { .. }),
             ),
             (
-                Box::new(|c| c.reservations.push(([1, 0, 0, 0, 0, 9], Ipv4Addr::new(192, 168, 50, 11)))),
+                Box::new(|c| {
+                    c.reservations
+                        .push(([1, 0, 0, 0, 0, 9], Ipv4Addr::new(192, 168, 50, 11)))
+                }),
                 |e| matches!(e, ConfigError::ReservationInvalidMac { .. }),
             ),
             (
                 Box::new(|c| c.router = Some(Ipv4Addr::new(10, 0, 0, 1))),
                 |e| matches!(e, ConfigError::RouterOutsideSubnet { .. }),
             ),
-            (
-                Box::new(|c| c.dns = vec![Ipv4Addr::UNSPECIFIED]),
-                |e| matches!(e, ConfigError::InvalidDnsServer { .. }),
-            ),
+            (Box::new(|c| c.dns = vec![Ipv4Addr::UNSPECIFIED]), |e| {
+                matches!(e, ConfigError::InvalidDnsServer { .. })
+            }),
             (
                 Box::new(|c| c.dns = vec![Ipv4Addr::new(1, 1, 1, 1); 17]),
                 |e| matches!(e, ConfigError::TooManyDnsServers { count: 17 }),
             ),
-            (
-                Box::new(|c| c.domain = Some("bad domain".into())),
-                |e| matches!(e, ConfigError::InvalidDomain { .. }),
-            ),
-            (
-                Box::new(|c| c.mtu = Some(67)),
-                |e| matches!(e, ConfigError::MtuTooSmall { mtu: 67 }),
-            ),
+            (Box::new(|c| c.domain = Some("bad domain".into())), |e| {
+                matches!(e, ConfigError::InvalidDomain { .. })
+            }),
+            (Box::new(|c| c.mtu = Some(67)), |e| {
+                matches!(e, ConfigError::MtuTooSmall { mtu: 67 })
+            }),
             (
                 Box::new(|c| c.probe_interval = Some(Duration::from_secs(1))),
                 |e| matches!(e, ConfigError::ProbeIntervalTooShort { .. }),
@@ -582,7 +603,8 @@ mod tests {
     #[test]
     fn reservation_outside_range_but_inside_subnet_is_fine() {
         let mut c = base();
-        c.reservations.push(([2, 0, 0, 0, 0, 9], Ipv4Addr::new(192, 168, 50, 20)));
+        c.reservations
+            .push(([2, 0, 0, 0, 0, 9], Ipv4Addr::new(192, 168, 50, 20)));
         assert_eq!(c.validate(), Ok(()));
         assert!(c.allowed_for(&[2, 0, 0, 0, 0, 9], Ipv4Addr::new(192, 168, 50, 20)));
         assert!(!c.allowed_for(&[2, 0, 0, 0, 0, 8], Ipv4Addr::new(192, 168, 50, 20)));
@@ -596,7 +618,15 @@ mod tests {
         assert!(s.is_host(Ipv4Addr::new(10, 1, 255, 254)));
         assert!(!s.is_host(Ipv4Addr::new(10, 1, 255, 255)));
         assert!(!s.contains(Ipv4Addr::new(10, 2, 0, 1)));
-        assert!(Subnet::new(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(255, 255, 255, 252)).is_some());
-        assert!(Subnet::new(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(255, 255, 255, 255)).is_none());
+        assert!(Subnet::new(
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(255, 255, 255, 252)
+        )
+        .is_some());
+        assert!(Subnet::new(
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(255, 255, 255, 255)
+        )
+        .is_none());
     }
 }

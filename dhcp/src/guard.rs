@@ -61,7 +61,12 @@ impl Guard {
     /// Applies a new probe interval and xid base. A newly enabled or
     /// shortened interval probes no later than `now + interval`; enabling
     /// probing probes at `now`.
-    pub(crate) fn reconfigure(&mut self, interval: Option<Duration>, xid_base: u32, now: SystemTime) {
+    pub(crate) fn reconfigure(
+        &mut self,
+        interval: Option<Duration>,
+        xid_base: u32,
+        now: SystemTime,
+    ) {
         self.xid_base = xid_base;
         self.next_probe = match (self.interval, interval, self.next_probe) {
             (_, None, _) => None,

@@ -209,7 +209,12 @@ impl LeaseTable {
     /// come first (lowest first), so that devices that are merely offline
     /// keep their address as long as the pool allows; only then the
     /// remembered-but-inactive address that expired longest ago.
-    fn free_pool_address(&self, cfg: &ServerConfig, mac: &Mac, now: SystemTime) -> Option<Ipv4Addr> {
+    fn free_pool_address(
+        &self,
+        cfg: &ServerConfig,
+        mac: &Mac,
+        now: SystemTime,
+    ) -> Option<Ipv4Addr> {
         let start = u32::from(cfg.range_start);
         let end = u32::from(cfg.range_end);
         // Every address that is not plainly free, sorted, so we can walk the
@@ -218,7 +223,12 @@ impl LeaseTable {
         taken.insert(u32::from(cfg.server_ip));
         taken.extend(cfg.reservations.iter().map(|(_, ip)| u32::from(*ip)));
         taken.extend(self.leases.values().map(|l| u32::from(l.ip)));
-        taken.extend(self.offers.values().filter(|o| now < o.until).map(|o| u32::from(o.ip)));
+        taken.extend(
+            self.offers
+                .values()
+                .filter(|o| now < o.until)
+                .map(|o| u32::from(o.ip)),
+        );
         taken.extend(
             self.quarantine
                 .iter()
@@ -244,7 +254,12 @@ impl LeaseTable {
         Some(Ipv4Addr::from(candidate))
     }
 
-    fn oldest_remembered(&self, cfg: &ServerConfig, mac: &Mac, now: SystemTime) -> Option<Ipv4Addr> {
+    fn oldest_remembered(
+        &self,
+        cfg: &ServerConfig,
+        mac: &Mac,
+        now: SystemTime,
+    ) -> Option<Ipv4Addr> {
         self.leases
             .values()
             .filter(|l| l.mac != *mac && !l.is_active(now))
@@ -386,6 +401,9 @@ mod tests {
         assert_eq!(sanitize_hostname("a b;c"), Some("abc".into()));
         assert_eq!(sanitize_hostname("\u{1F600}"), None);
         assert_eq!(sanitize_hostname("..."), None);
-        assert_eq!(sanitize_hostname(&"x".repeat(300)).map(|s| s.len()), Some(63));
+        assert_eq!(
+            sanitize_hostname(&"x".repeat(300)).map(|s| s.len()),
+            Some(63)
+        );
     }
 }

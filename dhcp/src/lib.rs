@@ -83,8 +83,8 @@ mod wire;
 use std::time::{Duration, SystemTime};
 
 pub use config::{
-    ConfigError, ServerConfig, MAX_DNS_SERVERS, MAX_DOMAIN_LEN, MAX_LEASE_TIME, MIN_LEASE_TIME, MIN_MTU,
-    MIN_PROBE_INTERVAL,
+    ConfigError, ServerConfig, MAX_DNS_SERVERS, MAX_DOMAIN_LEN, MAX_LEASE_TIME, MIN_LEASE_TIME,
+    MIN_MTU, MIN_PROBE_INTERVAL,
 };
 pub use guard::{PASSIVE_RESUME_AFTER, QUIET_PROBES_TO_RESUME};
 pub use lease::{Lease, LeaseState, DECLINE_QUARANTINE, IN_USE_HOLD, OFFER_HOLD};
@@ -132,7 +132,14 @@ mod tests {
         assert_eq!(format_mac(&mac), "aa:0b:cc:dd:ee:ff");
         assert_eq!(parse_mac("aa:0b:cc:dd:ee:ff"), Some(mac));
         assert_eq!(parse_mac("AA-0B-CC-DD-EE-FF"), Some(mac));
-        for bad in ["", "aa:bb", "aa:bb:cc:dd:ee:ff:00", "aa:bb:cc:dd:ee:f", "+a:bb:cc:dd:ee:ff", "aa:bb-cc:dd:ee:ff"] {
+        for bad in [
+            "",
+            "aa:bb",
+            "aa:bb:cc:dd:ee:ff:00",
+            "aa:bb:cc:dd:ee:f",
+            "+a:bb:cc:dd:ee:ff",
+            "aa:bb-cc:dd:ee:ff",
+        ] {
             assert_eq!(parse_mac(bad), None, "{bad}");
         }
     }

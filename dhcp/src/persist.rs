@@ -83,13 +83,16 @@ struct RawEntry {
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn entry_from_value(index: usize, v: Value) -> Result<LeaseRecord, PersistError> {
     let bad = |reason: String| PersistError::BadEntry { index, reason };
     let raw: RawEntry = serde_json::from_value(v).map_err(|e| bad(e.to_string()))?;
-    let mac = parse_mac(&raw.mac).ok_or_else(|| bad(format!("{:?} is not a MAC address", raw.mac)))?;
+    let mac =
+        parse_mac(&raw.mac).ok_or_else(|| bad(format!("{:?} is not a MAC address", raw.mac)))?;
     let ip: Ipv4Addr = raw
         .ip
         .parse()
@@ -235,10 +238,22 @@ mod tests {
             LeaseDb::from_json(r#"{"version":2,"leases":[]}"#),
             Err(PersistError::UnsupportedVersion { found: 2 })
         ));
-        assert!(matches!(LeaseDb::from_json("{"), Err(PersistError::Json(_))));
-        assert!(matches!(LeaseDb::from_json("[]"), Err(PersistError::MissingVersion)));
-        assert!(matches!(LeaseDb::from_json(r#"{"version":"1"}"#), Err(PersistError::MissingVersion)));
-        assert!(matches!(LeaseDb::from_json(r#"{"version":1}"#), Err(PersistError::MissingLeases)));
+        assert!(matches!(
+            LeaseDb::from_json("{"),
+            Err(PersistError::Json(_))
+        ));
+        assert!(matches!(
+            LeaseDb::from_json("[]"),
+            Err(PersistError::MissingVersion)
+        ));
+        assert!(matches!(
+            LeaseDb::from_json(r#"{"version":"1"}"#),
+            Err(PersistError::MissingVersion)
+        ));
+        assert!(matches!(
+            LeaseDb::from_json(r#"{"version":1}"#),
+            Err(PersistError::MissingLeases)
+        ));
     }
 
     #[test]

@@ -1,15 +1,22 @@
 //! Glue to `dhcproto`: decoding requests, building replies and probes, and
 //! deciding where a reply goes (RFC 2131 §4.1).
 //!
-//! All DHCP encoding and decoding is done by `dhcproto`; this module only
-//! checks what `dhcproto` leaves to its caller (the magic cookie, `hlen`
-//! before `chaddr()` is read) and fills in message fields.
+//! All DHCP encoding and decoding is done by `dhcproto`. Incoming messages
+//! go through its zero-copy view (`dhcproto::v4::borrowed`) into a small
+//! plain [`Packet`], and only the options the server acts on are decoded.
+//! We do not use the owned `Message::decode` on wire input: in dhcproto 0.15
+//! it decodes every option, and a few option decoders (e.g. rapid commit,
+//! client network interface) `debug_assert!` their length, which a hostile
+//! packet can trip in debug and fuzz builds. This module also checks what
+//! the view leaves to its caller: the magic cookie, and `hlen` before the
+//! hardware address is read.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use dhcproto::v4::borrowed;
 use dhcproto::v4::{DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode, MAGIC};
-use dhcproto::{Decodable, Encodable};
+use dhcproto::Encodable;
 
 use crate::config::ServerConfig;
 use crate::server::InputError;
@@ -30,65 +37,122 @@ const MAGIC_OFFSET: usize = 236;
 /// replies.
 const MIN_REPLY_LEN: usize = 300;
 
+/// The parts of a received DHCP message the server uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Packet {
+    pub(crate) opcode: Opcode,
+    pub(crate) htype: HType,
+    pub(crate) hlen: u8,
+    pub(crate) xid: u32,
+    pub(crate) flags: Flags,
+    pub(crate) ciaddr: Ipv4Addr,
+    pub(crate) giaddr: Ipv4Addr,
+    /// The hardware address, when `hlen` is 6.
+    pub(crate) chaddr: Option<Mac>,
+    /// Option 53.
+    pub(crate) msg_type: Option<MessageType>,
+    /// Option 50.
+    pub(crate) requested_ip: Option<Ipv4Addr>,
+    /// Option 54.
+    pub(crate) server_id: Option<Ipv4Addr>,
+    /// Option 12, raw (not yet sanitised); invalid UTF-8 replaced.
+    pub(crate) hostname: Option<String>,
+}
+
+impl Packet {
+    /// Non-zero `ciaddr`, if any.
+    pub(crate) fn client_addr(&self) -> Option<Ipv4Addr> {
+        Some(self.ciaddr).filter(|ip| !ip.is_unspecified())
+    }
+}
+
+fn bad_option(code: OptionCode, detail: impl std::fmt::Display) -> InputError {
+    InputError::Malformed {
+        detail: format!("option {}: {detail}", u8::from(code)),
+    }
+}
+
 /// Decodes a DHCP message, rejecting anything that is not DHCP.
-pub(crate) fn decode(payload: &[u8]) -> Result<Message, InputError> {
+pub(crate) fn decode(payload: &[u8]) -> Result<Packet, InputError> {
     if payload.len() < HEADER_LEN {
         return Err(InputError::TooShort { len: payload.len() });
     }
     if payload.get(MAGIC_OFFSET..HEADER_LEN) != Some(&MAGIC[..]) {
         return Err(InputError::BadMagic);
     }
-    Message::from_bytes(payload).map_err(|e| InputError::Malformed {
+    let view = borrowed::Message::new(payload).map_err(|e| InputError::Malformed {
         detail: e.to_string(),
-    })
+    })?;
+    // `chaddr()` slices by `hlen`; only call it for the one length we use.
+    let chaddr = match view.hlen() {
+        6 => view.chaddr().try_into().ok(),
+        _ => None,
+    };
+    let mut packet = Packet {
+        opcode: view.opcode(),
+        htype: view.htype(),
+        hlen: view.hlen(),
+        xid: view.xid(),
+        flags: view.flags(),
+        ciaddr: view.ciaddr(),
+        giaddr: view.giaddr(),
+        chaddr,
+        msg_type: None,
+        requested_ip: None,
+        server_id: None,
+        hostname: None,
+    };
+    for opt in view.opts() {
+        let code = opt.code();
+        match code {
+            OptionCode::MessageType if packet.msg_type.is_none() => {
+                match opt.into_option().map_err(|e| bad_option(code, e))? {
+                    DhcpOption::MessageType(t) => packet.msg_type = Some(t),
+                    other => return Err(bad_option(code, format!("decoded as {other:?}"))),
+                }
+            }
+            OptionCode::RequestedIpAddress if packet.requested_ip.is_none() => {
+                match opt.into_option().map_err(|e| bad_option(code, e))? {
+                    DhcpOption::RequestedIpAddress(ip) => packet.requested_ip = Some(ip),
+                    other => return Err(bad_option(code, format!("decoded as {other:?}"))),
+                }
+            }
+            OptionCode::ServerIdentifier if packet.server_id.is_none() => {
+                match opt.into_option().map_err(|e| bad_option(code, e))? {
+                    DhcpOption::ServerIdentifier(ip) => packet.server_id = Some(ip),
+                    other => return Err(bad_option(code, format!("decoded as {other:?}"))),
+                }
+            }
+            OptionCode::Hostname if packet.hostname.is_none() => {
+                // A host name that is not UTF-8 is no reason to refuse an
+                // address: keep what can be read.
+                let lossy = String::from_utf8_lossy(opt.data()).into_owned();
+                packet.hostname = match opt.into_option() {
+                    Ok(DhcpOption::Hostname(h)) => Some(h),
+                    _ => Some(lossy),
+                };
+            }
+            _ => {}
+        }
+    }
+    Ok(packet)
 }
 
 /// The client hardware address of an Ethernet request, or why there is none.
-pub(crate) fn ethernet_chaddr(msg: &Message) -> Result<Mac, InputError> {
-    // Check `hlen` before calling `chaddr()`, which slices by it.
-    if msg.htype() != HType::Eth || msg.hlen() != 6 {
-        return Err(InputError::UnsupportedHardware {
-            htype: msg.htype().into(),
-            hlen: msg.hlen(),
-        });
-    }
-    msg.chaddr()
-        .try_into()
-        .map_err(|_| InputError::UnsupportedHardware {
-            htype: msg.htype().into(),
-            hlen: msg.hlen(),
-        })
-}
-
-/// Server identifier (option 54), if present.
-pub(crate) fn server_id(msg: &Message) -> Option<Ipv4Addr> {
-    match msg.opts().get(OptionCode::ServerIdentifier) {
-        Some(DhcpOption::ServerIdentifier(ip)) => Some(*ip),
-        _ => None,
-    }
-}
-
-/// Requested IP address (option 50), if present.
-pub(crate) fn requested_ip(msg: &Message) -> Option<Ipv4Addr> {
-    match msg.opts().get(OptionCode::RequestedIpAddress) {
-        Some(DhcpOption::RequestedIpAddress(ip)) => Some(*ip),
-        _ => None,
-    }
-}
-
-/// Host name (option 12), raw.
-pub(crate) fn hostname(msg: &Message) -> Option<&str> {
-    match msg.opts().get(OptionCode::Hostname) {
-        Some(DhcpOption::Hostname(h)) => Some(h.as_str()),
-        _ => None,
-    }
-}
-
-/// Message type (option 53), if present.
-pub(crate) fn message_type(msg: &Message) -> Option<MessageType> {
-    match msg.opts().get(OptionCode::MessageType) {
-        Some(DhcpOption::MessageType(t)) => Some(*t),
-        _ => None,
+pub(crate) fn ethernet_chaddr(p: &Packet) -> Result<Mac, InputError> {
+    match (p.htype, p.chaddr) {
+        // A lease keyed by a group or all-zero address would make us unicast
+        // replies to it.
+        (HType::Eth, Some(mac)) if mac[0] & 0x01 != 0 || mac == [0; 6] => {
+            Err(InputError::InvalidClientMac {
+                mac: crate::format_mac(&mac),
+            })
+        }
+        (HType::Eth, Some(mac)) => Ok(mac),
+        _ => Err(InputError::UnsupportedHardware {
+            htype: p.htype.into(),
+            hlen: p.hlen,
+        }),
     }
 }
 
@@ -141,7 +205,7 @@ impl Destination {
 /// address at its hardware address. An INFORM without ciaddr is answered to
 /// its source address, or broadcast.
 pub(crate) fn destination(
-    req: &Message,
+    req: &Packet,
     chaddr: Mac,
     src_ip: Ipv4Addr,
     kind: ReplyKind,
@@ -150,10 +214,12 @@ pub(crate) fn destination(
     let unicast = |ip: Ipv4Addr| Destination::Unicast { ip, mac: chaddr };
     match kind {
         ReplyKind::Nak => Destination::Broadcast,
-        _ if !req.ciaddr().is_unspecified() => unicast(req.ciaddr()),
-        ReplyKind::InformAck if !src_ip.is_unspecified() && !src_ip.is_broadcast() => unicast(src_ip),
+        _ if !req.ciaddr.is_unspecified() => unicast(req.ciaddr),
+        ReplyKind::InformAck if !src_ip.is_unspecified() && !src_ip.is_broadcast() => {
+            unicast(src_ip)
+        }
         ReplyKind::InformAck => Destination::Broadcast,
-        _ if req.flags().broadcast() => Destination::Broadcast,
+        _ if req.flags.broadcast() => Destination::Broadcast,
         _ if yiaddr.is_unspecified() => Destination::Broadcast,
         _ => unicast(yiaddr),
     }
@@ -172,33 +238,39 @@ fn lease_times(lease: Duration) -> (u32, u32, u32) {
 /// Builds a reply to `req`. `yiaddr` is ignored for NAK and INFORM-ACK.
 pub(crate) fn build_reply(
     cfg: &ServerConfig,
-    req: &Message,
+    req: &Packet,
     chaddr: Mac,
     kind: ReplyKind,
     yiaddr: Ipv4Addr,
 ) -> Message {
     let (msg_type, ciaddr, yiaddr) = match kind {
         ReplyKind::Offer => (MessageType::Offer, Ipv4Addr::UNSPECIFIED, yiaddr),
-        ReplyKind::Ack => (MessageType::Ack, req.ciaddr(), yiaddr),
-        ReplyKind::Nak => (MessageType::Nak, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED),
-        ReplyKind::InformAck => (MessageType::Ack, req.ciaddr(), Ipv4Addr::UNSPECIFIED),
+        ReplyKind::Ack => (MessageType::Ack, req.ciaddr, yiaddr),
+        ReplyKind::Nak => (
+            MessageType::Nak,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+        ),
+        ReplyKind::InformAck => (MessageType::Ack, req.ciaddr, Ipv4Addr::UNSPECIFIED),
     };
     let mut msg = Message::new_with_id(
-        req.xid(),
+        req.xid,
         ciaddr,
         yiaddr,
         Ipv4Addr::UNSPECIFIED,
-        req.giaddr(),
+        req.giaddr,
         &chaddr,
     );
     msg.set_opcode(Opcode::BootReply)
         .set_htype(HType::Eth)
-        .set_flags(req.flags());
+        .set_flags(req.flags);
     let opts = msg.opts_mut();
     opts.insert(DhcpOption::MessageType(msg_type));
     opts.insert(DhcpOption::ServerIdentifier(cfg.server_ip));
     if kind == ReplyKind::Nak {
-        opts.insert(DhcpOption::Message("requested address not available".into()));
+        opts.insert(DhcpOption::Message(
+            "requested address not available".into(),
+        ));
         return msg;
     }
     if kind != ReplyKind::InformAck {
@@ -236,7 +308,14 @@ pub fn probe_mac(server_mac: Mac) -> Mac {
 /// A DHCPDISCOVER from the probe MAC asking for a broadcast reply.
 pub(crate) fn build_probe(probe_mac: Mac, xid: u32) -> Message {
     let unspecified = Ipv4Addr::UNSPECIFIED;
-    let mut msg = Message::new_with_id(xid, unspecified, unspecified, unspecified, unspecified, &probe_mac);
+    let mut msg = Message::new_with_id(
+        xid,
+        unspecified,
+        unspecified,
+        unspecified,
+        unspecified,
+        &probe_mac,
+    );
     msg.set_opcode(Opcode::BootRequest)
         .set_htype(HType::Eth)
         .set_flags(Flags::default().set_broadcast());
@@ -282,7 +361,10 @@ mod tests {
 
     #[test]
     fn decode_rejects_short_and_cookieless() {
-        assert!(matches!(decode(&[0u8; 10]), Err(InputError::TooShort { len: 10 })));
+        assert!(matches!(
+            decode(&[0u8; 10]),
+            Err(InputError::TooShort { len: 10 })
+        ));
         assert!(matches!(decode(&[0u8; 300]), Err(InputError::BadMagic)));
     }
 }

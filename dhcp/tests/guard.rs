@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use dhcproto::v4::{DhcpOption, MessageType, Opcode, OptionCode};
-use meshbridge_dhcp::{probe_mac, Event, Server, LeaseDb, PASSIVE_RESUME_AFTER};
+use meshbridge_dhcp::{probe_mac, Event, LeaseDb, Server, PASSIVE_RESUME_AFTER};
 
 fn probing_server() -> Server {
     let mut cfg = config();
@@ -29,7 +29,10 @@ fn probe_is_due_at_start_and_has_the_right_fields() {
     assert_eq!(pm[5], SERVER_MAC[5] ^ 0x55);
     assert_eq!(t.src_mac, pm);
     assert_eq!(t.dst_mac, [0xff; 6]);
-    assert_eq!((t.src_ip, t.dst_ip), (Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST));
+    assert_eq!(
+        (t.src_ip, t.dst_ip),
+        (Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST)
+    );
     assert_eq!((t.src_port, t.dst_port), (68, 67));
     let m = decode(&t);
     assert_eq!(m.opcode(), Opcode::BootRequest);
@@ -74,7 +77,13 @@ fn foreign_server_suspends_and_gone_resumes() {
     s.handle_timeout(t0());
     s.poll_transmit().expect("probe");
     // The home router answers our probe.
-    send_reply(&mut s, t0(), FOREIGN_MAC, FOREIGN_IP, &foreign_offer(probe_mac(SERVER_MAC)));
+    send_reply(
+        &mut s,
+        t0(),
+        FOREIGN_MAC,
+        FOREIGN_IP,
+        &foreign_offer(probe_mac(SERVER_MAC)),
+    );
     assert!(s.is_suspended());
     assert_eq!(
         events(&mut s),
@@ -84,7 +93,13 @@ fn foreign_server_suspends_and_gone_resumes() {
         }]
     );
     // Further replies do not repeat the event.
-    send_reply(&mut s, t0(), FOREIGN_MAC, FOREIGN_IP, &foreign_offer(mac(1)));
+    send_reply(
+        &mut s,
+        t0(),
+        FOREIGN_MAC,
+        FOREIGN_IP,
+        &foreign_offer(mac(1)),
+    );
     assert!(events(&mut s).is_empty());
     assert_eq!(s.stats().foreign_replies_seen, 2);
 
@@ -119,10 +134,22 @@ fn foreign_server_suspends_and_gone_resumes() {
 fn a_reply_during_suspension_restarts_the_quiet_count() {
     let mut s = probing_server();
     s.handle_timeout(t0());
-    send_reply(&mut s, t0(), FOREIGN_MAC, FOREIGN_IP, &foreign_offer(mac(1)));
+    send_reply(
+        &mut s,
+        t0(),
+        FOREIGN_MAC,
+        FOREIGN_IP,
+        &foreign_offer(mac(1)),
+    );
     s.handle_timeout(t0() + PROBE);
     s.handle_timeout(t0() + PROBE * 2);
-    send_reply(&mut s, t0() + PROBE * 2, FOREIGN_MAC, FOREIGN_IP, &foreign_offer(mac(1)));
+    send_reply(
+        &mut s,
+        t0() + PROBE * 2,
+        FOREIGN_MAC,
+        FOREIGN_IP,
+        &foreign_offer(mac(1)),
+    );
     s.handle_timeout(t0() + PROBE * 3);
     s.handle_timeout(t0() + PROBE * 4);
     assert!(s.is_suspended());
@@ -133,7 +160,13 @@ fn a_reply_during_suspension_restarts_the_quiet_count() {
 #[test]
 fn passive_detection_without_probing() {
     let mut s = server();
-    send_reply(&mut s, t0(), FOREIGN_MAC, FOREIGN_IP, &foreign_offer(mac(1)));
+    send_reply(
+        &mut s,
+        t0(),
+        FOREIGN_MAC,
+        FOREIGN_IP,
+        &foreign_offer(mac(1)),
+    );
     assert!(s.is_suspended());
     assert_eq!(s.poll_timeout(), Some(t0() + PASSIVE_RESUME_AFTER));
     s.handle_timeout(t0() + PASSIVE_RESUME_AFTER);
@@ -187,13 +220,23 @@ fn our_own_replies_are_not_foreign() {
 fn releases_and_declines_are_still_handled_while_suspended() {
     let mut s = server();
     let a = dora(&mut s, mac(1), t0());
-    send_reply(&mut s, t0(), FOREIGN_MAC, FOREIGN_IP, &foreign_offer(mac(2)));
+    send_reply(
+        &mut s,
+        t0(),
+        FOREIGN_MAC,
+        FOREIGN_IP,
+        &foreign_offer(mac(2)),
+    );
     events(&mut s);
     let mut rel = client_msg(mac(1), MessageType::Release, 9);
     rel.set_ciaddr(a);
-    rel.opts_mut().insert(DhcpOption::ServerIdentifier(SERVER_IP));
+    rel.opts_mut()
+        .insert(DhcpOption::ServerIdentifier(SERVER_IP));
     send(&mut s, t0(), &rel).unwrap();
-    assert_eq!(events(&mut s), vec![Event::Released { mac: mac(1), ip: a }, Event::LeasesChanged]);
+    assert_eq!(
+        events(&mut s),
+        vec![Event::Released { mac: mac(1), ip: a }, Event::LeasesChanged]
+    );
 }
 
 #[test]

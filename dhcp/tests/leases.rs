@@ -7,14 +7,19 @@ use std::time::Duration;
 
 use common::*;
 use dhcproto::v4::{DhcpOption, MessageType, OptionCode};
-use meshbridge_dhcp::{Event, LeaseDb, LeaseState, Server, DECLINE_QUARANTINE, IN_USE_HOLD, OFFER_HOLD};
+use meshbridge_dhcp::{
+    Event, LeaseDb, LeaseState, Server, DECLINE_QUARANTINE, IN_USE_HOLD, OFFER_HOLD,
+};
 
 #[test]
 fn full_dora_binds_and_reports() {
     let mut s = server();
     let now = t0();
     let got = dora(&mut s, mac(1), now);
-    assert_eq!(got, RANGE_START, "first client gets the lowest pool address");
+    assert_eq!(
+        got, RANGE_START,
+        "first client gets the lowest pool address"
+    );
     assert_eq!(
         events(&mut s),
         vec![
@@ -50,19 +55,46 @@ fn offer_carries_configured_options() {
     assert_eq!(offer.yiaddr(), RANGE_START);
     assert_eq!(offer.ciaddr(), Ipv4Addr::UNSPECIFIED);
     let o = offer.opts();
-    assert_eq!(o.get(OptionCode::MessageType), Some(&DhcpOption::MessageType(MessageType::Offer)));
-    assert_eq!(o.get(OptionCode::SubnetMask), Some(&DhcpOption::SubnetMask(Ipv4Addr::new(255, 255, 255, 0))));
-    assert_eq!(o.get(OptionCode::Router), Some(&DhcpOption::Router(vec![SERVER_IP])));
+    assert_eq!(
+        o.get(OptionCode::MessageType),
+        Some(&DhcpOption::MessageType(MessageType::Offer))
+    );
+    assert_eq!(
+        o.get(OptionCode::SubnetMask),
+        Some(&DhcpOption::SubnetMask(Ipv4Addr::new(255, 255, 255, 0)))
+    );
+    assert_eq!(
+        o.get(OptionCode::Router),
+        Some(&DhcpOption::Router(vec![SERVER_IP]))
+    );
     assert_eq!(
         o.get(OptionCode::DomainNameServer),
-        Some(&DhcpOption::DomainNameServer(vec![SERVER_IP, Ipv4Addr::new(9, 9, 9, 9)]))
+        Some(&DhcpOption::DomainNameServer(vec![
+            SERVER_IP,
+            Ipv4Addr::new(9, 9, 9, 9)
+        ]))
     );
-    assert_eq!(o.get(OptionCode::DomainName), Some(&DhcpOption::DomainName("home.arpa".into())));
-    assert_eq!(o.get(OptionCode::InterfaceMtu), Some(&DhcpOption::InterfaceMtu(1420)));
-    assert_eq!(o.get(OptionCode::AddressLeaseTime), Some(&DhcpOption::AddressLeaseTime(3600)));
-    assert_eq!(o.get(OptionCode::ServerIdentifier), Some(&DhcpOption::ServerIdentifier(SERVER_IP)));
+    assert_eq!(
+        o.get(OptionCode::DomainName),
+        Some(&DhcpOption::DomainName("home.arpa".into()))
+    );
+    assert_eq!(
+        o.get(OptionCode::InterfaceMtu),
+        Some(&DhcpOption::InterfaceMtu(1420))
+    );
+    assert_eq!(
+        o.get(OptionCode::AddressLeaseTime),
+        Some(&DhcpOption::AddressLeaseTime(3600))
+    );
+    assert_eq!(
+        o.get(OptionCode::ServerIdentifier),
+        Some(&DhcpOption::ServerIdentifier(SERVER_IP))
+    );
     assert_eq!(o.get(OptionCode::Renewal), Some(&DhcpOption::Renewal(1800)));
-    assert_eq!(o.get(OptionCode::Rebinding), Some(&DhcpOption::Rebinding(3150)));
+    assert_eq!(
+        o.get(OptionCode::Rebinding),
+        Some(&DhcpOption::Rebinding(3150))
+    );
 }
 
 #[test]
@@ -75,8 +107,16 @@ fn unconfigured_options_are_omitted() {
     let mut s = server_with(cfg);
     send(&mut s, t0(), &discover(mac(1))).unwrap();
     let (_, offer) = one_reply(&mut s);
-    for code in [OptionCode::Router, OptionCode::DomainNameServer, OptionCode::DomainName, OptionCode::InterfaceMtu] {
-        assert!(offer.opts().get(code).is_none(), "{code:?} should be absent");
+    for code in [
+        OptionCode::Router,
+        OptionCode::DomainNameServer,
+        OptionCode::DomainName,
+        OptionCode::InterfaceMtu,
+    ] {
+        assert!(
+            offer.opts().get(code).is_none(),
+            "{code:?} should be absent"
+        );
     }
     assert!(offer.opts().get(OptionCode::SubnetMask).is_some());
 }
@@ -90,7 +130,11 @@ fn same_mac_gets_same_ip_after_restart_even_long_expired() {
     // Much later (lease long expired), the box restarts.
     let later = t0() + Duration::from_secs(30 * 86_400);
     let mut s = restart(&s, later);
-    assert_eq!(s.active_ip_for(&mac(2), later), None, "expired before restart");
+    assert_eq!(
+        s.active_ip_for(&mac(2), later),
+        None,
+        "expired before restart"
+    );
     // A newcomer does not take mac(2)'s old address...
     assert_eq!(dora(&mut s, mac(9), later), ip(102));
     // ...and mac(2) gets its old one back.
@@ -143,7 +187,12 @@ fn offers_are_held_for_sixty_seconds() {
     let mut s = server_with(cfg);
     send(&mut s, t0(), &discover(mac(1))).unwrap();
     one_reply(&mut s);
-    send(&mut s, t0() + OFFER_HOLD - Duration::from_secs(1), &discover(mac(2))).unwrap();
+    send(
+        &mut s,
+        t0() + OFFER_HOLD - Duration::from_secs(1),
+        &discover(mac(2)),
+    )
+    .unwrap();
     no_reply(&mut s);
     send(&mut s, t0() + OFFER_HOLD, &discover(mac(2))).unwrap();
     assert_eq!(one_reply(&mut s).1.yiaddr(), RANGE_START);
@@ -172,7 +221,10 @@ fn full_pool_reuses_the_longest_expired_address() {
     dora(&mut s, mac(2), t0() + Duration::from_secs(10));
     let later = t0() + LEASE + Duration::from_secs(60);
     assert_eq!(dora(&mut s, mac(3), later), ip(100), "mac(1) expired first");
-    assert!(s.leases().all(|l| l.mac != mac(1)), "the old association is forgotten");
+    assert!(
+        s.leases().all(|l| l.mac != mac(1)),
+        "the old association is forgotten"
+    );
 }
 
 #[test]
@@ -184,13 +236,21 @@ fn nak_for_wrong_address_when_selecting() {
     let (t, nak) = one_reply(&mut s);
     assert_eq!(msg_type(&nak), Some(MessageType::Nak));
     assert_eq!(nak.yiaddr(), Ipv4Addr::UNSPECIFIED);
-    assert_eq!(nak.opts().get(OptionCode::ServerIdentifier), Some(&DhcpOption::ServerIdentifier(SERVER_IP)));
+    assert_eq!(
+        nak.opts().get(OptionCode::ServerIdentifier),
+        Some(&DhcpOption::ServerIdentifier(SERVER_IP))
+    );
     assert!(nak.opts().get(OptionCode::AddressLeaseTime).is_none());
     assert_eq!((t.dst_ip, t.dst_mac), (Ipv4Addr::BROADCAST, [0xff; 6]));
     assert_eq!(s.stats().naks, 1);
     assert_eq!(s.active_ip_for(&mac(1), t0()), None);
     // The right address still works.
-    send(&mut s, t0(), &request_selecting(mac(1), offer.yiaddr(), SERVER_IP)).unwrap();
+    send(
+        &mut s,
+        t0(),
+        &request_selecting(mac(1), offer.yiaddr(), SERVER_IP),
+    )
+    .unwrap();
     assert_eq!(msg_type(&one_reply(&mut s).1), Some(MessageType::Ack));
 }
 
@@ -213,7 +273,12 @@ fn init_reboot_nak_for_other_subnet_and_other_owner() {
     let mut s = server();
     let a = dora(&mut s, mac(1), t0());
     events(&mut s);
-    send(&mut s, t0(), &request_init_reboot(mac(2), Ipv4Addr::new(10, 0, 0, 7))).unwrap();
+    send(
+        &mut s,
+        t0(),
+        &request_init_reboot(mac(2), Ipv4Addr::new(10, 0, 0, 7)),
+    )
+    .unwrap();
     assert_eq!(msg_type(&one_reply(&mut s).1), Some(MessageType::Nak));
     send(&mut s, t0(), &request_init_reboot(mac(2), a)).unwrap();
     assert_eq!(msg_type(&one_reply(&mut s).1), Some(MessageType::Nak));
@@ -243,7 +308,10 @@ fn init_reboot_ack_for_free_pool_address() {
     let mut s = server();
     send(&mut s, t0(), &request_init_reboot(mac(4), ip(107))).unwrap();
     let (_, ack) = one_reply(&mut s);
-    assert_eq!((msg_type(&ack), ack.yiaddr()), (Some(MessageType::Ack), ip(107)));
+    assert_eq!(
+        (msg_type(&ack), ack.yiaddr()),
+        (Some(MessageType::Ack), ip(107))
+    );
 }
 
 #[test]
@@ -260,7 +328,10 @@ fn renew_with_ciaddr_extends_the_lease() {
     let ev = events(&mut s);
     assert!(matches!(ev[0], Event::Bound { expires, .. } if expires == renew_at + LEASE));
     assert_eq!(ev[1], Event::LeasesChanged);
-    assert_eq!(s.active_ip_for(&mac(1), t0() + LEASE + Duration::from_secs(1)), Some(a));
+    assert_eq!(
+        s.active_ip_for(&mac(1), t0() + LEASE + Duration::from_secs(1)),
+        Some(a)
+    );
     // Renewing somebody else's address: NAK.
     send(&mut s, renew_at, &request_renew(mac(2), a)).unwrap();
     assert_eq!(msg_type(&one_reply(&mut s).1), Some(MessageType::Nak));
@@ -274,11 +345,15 @@ fn release_then_rediscover_gets_the_same_ip() {
     events(&mut s);
     let mut rel = client_msg(mac(1), MessageType::Release, 9);
     rel.set_ciaddr(a);
-    rel.opts_mut().insert(DhcpOption::ServerIdentifier(SERVER_IP));
+    rel.opts_mut()
+        .insert(DhcpOption::ServerIdentifier(SERVER_IP));
     let now = t0() + Duration::from_secs(5);
     send(&mut s, now, &rel).unwrap();
     no_reply(&mut s);
-    assert_eq!(events(&mut s), vec![Event::Released { mac: mac(1), ip: a }, Event::LeasesChanged]);
+    assert_eq!(
+        events(&mut s),
+        vec![Event::Released { mac: mac(1), ip: a }, Event::LeasesChanged]
+    );
     assert_eq!(s.active_ip_for(&mac(1), now), None);
     assert_eq!(s.stats().releases, 1);
     let l = s.leases().find(|l| l.mac == mac(1)).unwrap();
@@ -294,7 +369,8 @@ fn release_for_other_server_is_ignored() {
     let a = dora(&mut s, mac(1), t0());
     let mut rel = client_msg(mac(1), MessageType::Release, 9);
     rel.set_ciaddr(a);
-    rel.opts_mut().insert(DhcpOption::ServerIdentifier(FOREIGN_IP));
+    rel.opts_mut()
+        .insert(DhcpOption::ServerIdentifier(FOREIGN_IP));
     send(&mut s, t0(), &rel).unwrap();
     assert_eq!(s.active_ip_for(&mac(1), t0()), Some(a));
     assert_eq!(s.stats().releases, 0);
@@ -307,10 +383,14 @@ fn decline_quarantines_the_address() {
     events(&mut s);
     let mut dec = client_msg(mac(1), MessageType::Decline, 11);
     dec.opts_mut().insert(DhcpOption::RequestedIpAddress(a));
-    dec.opts_mut().insert(DhcpOption::ServerIdentifier(SERVER_IP));
+    dec.opts_mut()
+        .insert(DhcpOption::ServerIdentifier(SERVER_IP));
     send(&mut s, t0(), &dec).unwrap();
     no_reply(&mut s);
-    assert_eq!(events(&mut s), vec![Event::Declined { mac: mac(1), ip: a }, Event::LeasesChanged]);
+    assert_eq!(
+        events(&mut s),
+        vec![Event::Declined { mac: mac(1), ip: a }, Event::LeasesChanged]
+    );
     assert_eq!(s.stats().declines, 1);
     assert_eq!(s.active_ip_for(&mac(1), t0()), None);
     assert!(s.leases().next().is_none(), "binding dropped");
@@ -333,8 +413,15 @@ fn inform_gets_options_without_a_lease() {
     assert_eq!(msg_type(&ack), Some(MessageType::Ack));
     assert_eq!(ack.yiaddr(), Ipv4Addr::UNSPECIFIED);
     assert_eq!(ack.ciaddr(), ip(30));
-    for code in [OptionCode::AddressLeaseTime, OptionCode::Renewal, OptionCode::Rebinding] {
-        assert!(ack.opts().get(code).is_none(), "{code:?} must not be in an INFORM reply");
+    for code in [
+        OptionCode::AddressLeaseTime,
+        OptionCode::Renewal,
+        OptionCode::Rebinding,
+    ] {
+        assert!(
+            ack.opts().get(code).is_none(),
+            "{code:?} must not be in an INFORM reply"
+        );
     }
     assert!(ack.opts().get(OptionCode::Router).is_some());
     assert!(ack.opts().get(OptionCode::ServerIdentifier).is_some());
@@ -354,17 +441,24 @@ fn hostname_is_recorded_and_persisted() {
     send(&mut s, t0(), &discover(mac(1))).unwrap();
     let (_, offer) = one_reply(&mut s);
     let mut req = request_selecting(mac(1), offer.yiaddr(), SERVER_IP);
-    req.opts_mut().insert(DhcpOption::Hostname("Office Printer\0".into()));
+    req.opts_mut()
+        .insert(DhcpOption::Hostname("Office Printer\0".into()));
     send(&mut s, t0(), &req).unwrap();
     one_reply(&mut s);
     let ev = events(&mut s);
     assert!(matches!(&ev[0], Event::Bound { hostname: Some(h), .. } if h == "OfficePrinter"));
-    assert_eq!(s.leases().next().unwrap().hostname.as_deref(), Some("OfficePrinter"));
+    assert_eq!(
+        s.leases().next().unwrap().hostname.as_deref(),
+        Some("OfficePrinter")
+    );
     // A renewal without option 12 keeps the name.
     send(&mut s, t0(), &request_renew(mac(1), offer.yiaddr())).unwrap();
     one_reply(&mut s);
     let s = restart(&s, t0());
-    assert_eq!(s.leases().next().unwrap().hostname.as_deref(), Some("OfficePrinter"));
+    assert_eq!(
+        s.leases().next().unwrap().hostname.as_deref(),
+        Some("OfficePrinter")
+    );
 }
 
 #[test]
@@ -387,10 +481,19 @@ fn reservations_are_fixed_and_exclusive() {
     let mut cfg = config();
     cfg.reservations = vec![(mac(1), ip(20)), (mac(2), RANGE_START)];
     let mut s = server_with(cfg);
-    assert_eq!(dora(&mut s, mac(1), t0()), ip(20), "reservation outside the range");
-    assert_eq!(dora(&mut s, mac(3), t0()), ip(101), "reserved pool address skipped");
+    assert_eq!(
+        dora(&mut s, mac(1), t0()),
+        ip(20),
+        "reservation outside the range"
+    );
+    assert_eq!(
+        dora(&mut s, mac(3), t0()),
+        ip(101),
+        "reserved pool address skipped"
+    );
     let mut d = discover(mac(4));
-    d.opts_mut().insert(DhcpOption::RequestedIpAddress(RANGE_START));
+    d.opts_mut()
+        .insert(DhcpOption::RequestedIpAddress(RANGE_START));
     send(&mut s, t0(), &d).unwrap();
     assert_eq!(one_reply(&mut s).1.yiaddr(), ip(102));
     assert_eq!(dora(&mut s, mac(2), t0()), RANGE_START);
@@ -419,7 +522,11 @@ fn restore_drops_leases_outside_the_subnet() {
     let mut s = Server::new(config(), db, t0()).unwrap();
     assert_eq!(s.active_ip_for(&mac(1), t0()), Some(ip(104)));
     assert_eq!(s.leases().count(), 1);
-    assert_eq!(events(&mut s), vec![Event::LeasesChanged], "the dropped entry should be persisted away");
+    assert_eq!(
+        events(&mut s),
+        vec![Event::LeasesChanged],
+        "the dropped entry should be persisted away"
+    );
 }
 
 #[test]
@@ -440,7 +547,11 @@ fn set_config_keeps_leases_and_drops_disallowed_ones() {
     let mut bad = config();
     bad.lease_time = Duration::from_secs(1);
     assert!(s.set_config(bad).is_err());
-    assert_eq!(s.config().lease_time, Duration::from_secs(7200), "failed set_config changes nothing");
+    assert_eq!(
+        s.config().lease_time,
+        Duration::from_secs(7200),
+        "failed set_config changes nothing"
+    );
 }
 
 #[test]

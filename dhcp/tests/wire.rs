@@ -24,7 +24,10 @@ fn offer_is_unicast_to_yiaddr_without_broadcast_flag() {
     send(&mut s, t0(), &discover(mac(1))).unwrap();
     let (t, m) = one_reply(&mut s);
     assert_eq!((t.dst_ip, t.dst_mac), (m.yiaddr(), mac(1)));
-    assert_eq!((t.src_ip, t.src_mac, t.src_port, t.dst_port), (SERVER_IP, SERVER_MAC, 67, 68));
+    assert_eq!(
+        (t.src_ip, t.src_mac, t.src_port, t.dst_port),
+        (SERVER_IP, SERVER_MAC, 67, 68)
+    );
 }
 
 #[test]
@@ -81,22 +84,47 @@ fn non_ethernet_and_server_messages_are_refused() {
         Err(InputError::UnsupportedHardware { htype: 6, hlen: 6 })
     ));
     let m = client_msg(mac(1), MessageType::Offer, 1);
-    assert!(matches!(send(&mut s, t0(), &m), Err(InputError::UnexpectedMessageType { msg_type: 2 })));
+    assert!(matches!(
+        send(&mut s, t0(), &m),
+        Err(InputError::UnexpectedMessageType { msg_type: 2 })
+    ));
     let mut bootp = discover(mac(1));
     bootp.opts_mut().clear();
-    assert!(matches!(send(&mut s, t0(), &bootp), Err(InputError::MissingMessageType)));
+    assert!(matches!(
+        send(&mut s, t0(), &bootp),
+        Err(InputError::MissingMessageType)
+    ));
     assert_eq!(s.stats().unsupported, 2);
     no_reply(&mut s);
+}
+
+#[test]
+fn group_or_zero_client_macs_are_refused() {
+    let mut s = server();
+    for bad in [[0xff; 6], [0x01, 0x00, 0x5e, 0, 0, 1], [0; 6]] {
+        assert!(matches!(
+            send(&mut s, t0(), &discover(bad)),
+            Err(InputError::InvalidClientMac { .. })
+        ));
+    }
+    no_reply(&mut s);
+    assert_eq!(s.stats().malformed, 3);
 }
 
 #[test]
 fn requests_without_an_address_are_malformed() {
     let mut s = server();
     let m = client_msg(mac(1), MessageType::Request, 1);
-    assert!(matches!(send(&mut s, t0(), &m), Err(InputError::MissingAddress { .. })));
+    assert!(matches!(
+        send(&mut s, t0(), &m),
+        Err(InputError::MissingAddress { .. })
+    ));
     let mut m = client_msg(mac(1), MessageType::Decline, 1);
     m.opts_mut().insert(DhcpOption::ServerIdentifier(SERVER_IP));
-    assert!(matches!(send(&mut s, t0(), &m), Err(InputError::MissingAddress { .. })));
+    assert!(matches!(
+        send(&mut s, t0(), &m),
+        Err(InputError::MissingAddress { .. })
+    ));
     assert_eq!(s.stats().malformed, 2);
 }
 
@@ -113,7 +141,10 @@ fn garbage_input_returns_err_and_counts_malformed() {
     ];
     for (i, c) in cases.iter().enumerate() {
         assert!(s.handle_input(t0(), input(c, 68, 67)).is_err(), "case {i}");
-        assert!(s.handle_input(t0(), input(c, 67, 68)).is_err(), "reply case {i}");
+        assert!(
+            s.handle_input(t0(), input(c, 67, 68)).is_err(),
+            "reply case {i}"
+        );
     }
     assert_eq!(s.stats().malformed, 2 * cases.len() as u64);
     assert_eq!(s.stats().received, 2 * cases.len() as u64);
@@ -138,7 +169,11 @@ fn other_ports_are_ignored() {
     let mut s = server();
     let bytes = encode(&discover(mac(1)));
     assert_eq!(s.handle_input(t0(), input(&bytes, 68, 68)), Ok(()));
-    assert_eq!(s.handle_input(t0(), input(&bytes, 67, 68)), Ok(()), "a request to port 68 is not for us");
+    assert_eq!(
+        s.handle_input(t0(), input(&bytes, 67, 68)),
+        Ok(()),
+        "a request to port 68 is not for us"
+    );
     no_reply(&mut s);
     assert_eq!(s.stats().ignored, 2);
 }
@@ -156,11 +191,38 @@ impl XorShift {
 }
 
 #[test]
+fn options_whose_decoders_assert_their_length_are_harmless() {
+    // dhcproto 0.15 `debug_assert!`s the length of a few options (80, 94,
+    // 152..155) when decoding a whole message; a client can send any length.
+    let mut s = server();
+    let mut bytes = encode(&discover(mac(1)));
+    assert_eq!(bytes.pop(), Some(255), "options end with End");
+    bytes.extend_from_slice(&[80, 1, 0, 94, 1, 0, 152, 1, 0, 81, 1, 0, 255]);
+    s.handle_input(t0(), input(&bytes, 68, 67)).unwrap();
+    assert_eq!(msg_type(&one_reply(&mut s).1), Some(MessageType::Offer));
+}
+
+#[test]
+fn hostname_that_is_not_utf8_is_kept_readable() {
+    let mut s = server();
+    send(&mut s, t0(), &discover(mac(1))).unwrap();
+    let offered = one_reply(&mut s).1.yiaddr();
+    let mut bytes = encode(&request_selecting(mac(1), offered, SERVER_IP));
+    bytes.pop();
+    bytes.extend_from_slice(&[12, 5, b'p', 0xff, b'r', b'n', b't', 255]);
+    s.handle_input(t0(), input(&bytes, 68, 67)).unwrap();
+    assert_eq!(msg_type(&one_reply(&mut s).1), Some(MessageType::Ack));
+    assert_eq!(s.leases().next().unwrap().hostname.as_deref(), Some("prnt"));
+}
+
+#[test]
 fn mutated_messages_never_panic() {
     let mut s = server();
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     let mut base_req = request_selecting(mac(3), ip(100), SERVER_IP);
-    base_req.opts_mut().insert(DhcpOption::Hostname("printer".into()));
+    base_req
+        .opts_mut()
+        .insert(DhcpOption::Hostname("printer".into()));
     let seeds = [
         encode(&discover(mac(1))),
         encode(&base_req),
@@ -174,11 +236,15 @@ fn mutated_messages_never_panic() {
             let pos = (rng.next() as usize) % bytes.len();
             bytes[pos] = rng.next() as u8;
         }
-        if rng.next() % 4 == 0 {
+        if rng.next() & 3 == 0 {
             let cut = (rng.next() as usize) % bytes.len();
             bytes.truncate(cut);
         }
-        let (sp, dp) = if rng.next() % 2 == 0 { (68, 67) } else { (67, 68) };
+        let (sp, dp) = if rng.next() & 1 == 0 {
+            (68, 67)
+        } else {
+            (67, 68)
+        };
         let now = t0() + std::time::Duration::from_secs(u64::from(i));
         let _ = s.handle_input(now, input(&bytes, sp, dp));
         while s.poll_transmit().is_some() {}

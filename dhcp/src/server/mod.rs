@@ -6,14 +6,14 @@ use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::time::SystemTime;
 
-use dhcproto::v4::{Message, Opcode};
+use dhcproto::v4::Opcode;
 use thiserror::Error;
 
 use crate::config::{ConfigError, ServerConfig};
 use crate::guard::Guard;
 use crate::lease::{Lease, LeaseState, LeaseTable};
 use crate::persist::{LeaseDb, LeaseRecord};
-use crate::wire::{self, ReplyKind, BROADCAST_MAC, CLIENT_PORT, SERVER_PORT};
+use crate::wire::{self, Packet, ReplyKind, BROADCAST_MAC, CLIENT_PORT, SERVER_PORT};
 use crate::Mac;
 
 /// Most transmits or events kept when the daemon does not drain them; the
@@ -177,6 +177,13 @@ pub enum InputError {
         /// `hlen` field.
         hlen: u8,
     },
+    /// The client hardware address is a multicast, broadcast or all-zero
+    /// MAC.
+    #[error("client hardware address {mac} is not a unicast MAC")]
+    InvalidClientMac {
+        /// The address, formatted.
+        mac: String,
+    },
     /// Came through a relay agent.
     #[error("request relayed by {giaddr}; DHCP relay agents are not supported")]
     Relayed {
@@ -230,7 +237,11 @@ impl Server {
     /// for another MAC) are dropped, as are duplicates; if anything was
     /// dropped a [`Event::LeasesChanged`] is queued. With probing enabled
     /// the first probe is due at `now`.
-    pub fn new(config: ServerConfig, restored: LeaseDb, now: SystemTime) -> Result<Self, ConfigError> {
+    pub fn new(
+        config: ServerConfig,
+        restored: LeaseDb,
+        now: SystemTime,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
         let probe_mac = wire::probe_mac(config.server_mac);
         let mut server = Self {
@@ -283,10 +294,10 @@ impl Server {
                 | InputError::BadMagic
                 | InputError::Malformed { .. }
                 | InputError::MissingMessageType
-                | InputError::MissingAddress { .. } => &mut self.stats.malformed,
-                InputError::UnsupportedHardware { .. } | InputError::UnexpectedMessageType { .. } => {
-                    &mut self.stats.unsupported
-                }
+                | InputError::MissingAddress { .. }
+                | InputError::InvalidClientMac { .. } => &mut self.stats.malformed,
+                InputError::UnsupportedHardware { .. }
+                | InputError::UnexpectedMessageType { .. } => &mut self.stats.unsupported,
                 InputError::Relayed { .. } => &mut self.stats.relayed,
                 InputError::Encode { .. } => &mut self.stats.internal_errors,
             };
@@ -301,12 +312,14 @@ impl Server {
             return Ok(());
         }
         let msg = wire::decode(input.payload)?;
-        match msg.opcode() {
+        match msg.opcode {
             Opcode::BootReply if input.src_port == SERVER_PORT => {
                 self.on_reply(now, input, &msg);
                 Ok(())
             }
-            Opcode::BootRequest if input.dst_port == SERVER_PORT => self.on_request(now, input, &msg),
+            Opcode::BootRequest if input.dst_port == SERVER_PORT => {
+                self.on_request(now, input, &msg)
+            }
             _ => {
                 self.stats.ignored += 1;
                 Ok(())
@@ -315,8 +328,8 @@ impl Server {
     }
 
     /// A BOOTREPLY seen on the segment: ours, or a foreign server's.
-    fn on_reply(&mut self, now: SystemTime, input: &Input<'_>, msg: &Message) {
-        let server_ip = wire::server_id(msg).unwrap_or(input.src_ip);
+    fn on_reply(&mut self, now: SystemTime, input: &Input<'_>, msg: &Packet) {
+        let server_ip = msg.server_id.unwrap_or(input.src_ip);
         if input.src_mac == self.config.server_mac || server_ip == self.config.server_ip {
             self.stats.ignored += 1;
             return;
@@ -447,8 +460,11 @@ impl Server {
         config.validate()?;
         let dropped = self.table.retain_allowed(&config);
         self.probe_mac = wire::probe_mac(config.server_mac);
-        self.guard
-            .reconfigure(config.probe_interval, xid_base(&self.probe_mac), self.last_now);
+        self.guard.reconfigure(
+            config.probe_interval,
+            xid_base(&self.probe_mac),
+            self.last_now,
+        );
         self.config = config;
         if dropped {
             self.push_event(Event::LeasesChanged);
@@ -484,7 +500,7 @@ impl Server {
     /// Builds, addresses and queues a reply; counts it.
     fn reply(
         &mut self,
-        req: &Message,
+        req: &Packet,
         chaddr: Mac,
         src_ip: Ipv4Addr,
         kind: ReplyKind,

@@ -3,33 +3,35 @@
 use std::net::Ipv4Addr;
 use std::time::SystemTime;
 
-use dhcproto::v4::{Message, MessageType};
+use dhcproto::v4::MessageType;
 
 use super::{Event, Input, InputError, Server};
 use crate::lease::sanitize_hostname;
-use crate::wire::{self, ReplyKind};
+use crate::wire::{self, Packet, ReplyKind};
 use crate::{after, Mac};
-
-/// Non-zero `ciaddr`, if any.
-fn ciaddr(msg: &Message) -> Option<Ipv4Addr> {
-    Some(msg.ciaddr()).filter(|ip| !ip.is_unspecified())
-}
 
 impl Server {
     /// A BOOTREQUEST to port 67.
-    pub(super) fn on_request(&mut self, now: SystemTime, input: &Input<'_>, msg: &Message) -> Result<(), InputError> {
+    pub(super) fn on_request(
+        &mut self,
+        now: SystemTime,
+        input: &Input<'_>,
+        msg: &Packet,
+    ) -> Result<(), InputError> {
         let chaddr = wire::ethernet_chaddr(msg)?;
         if chaddr == self.probe_mac {
             // Our own probe, looped back by the bridge.
             self.stats.ignored += 1;
             return Ok(());
         }
-        if !msg.giaddr().is_unspecified() {
-            return Err(InputError::Relayed { giaddr: msg.giaddr() });
+        if !msg.giaddr.is_unspecified() {
+            return Err(InputError::Relayed { giaddr: msg.giaddr });
         }
-        let msg_type = wire::message_type(msg).ok_or(InputError::MissingMessageType)?;
+        let msg_type = msg.msg_type.ok_or(InputError::MissingMessageType)?;
         match msg_type {
-            MessageType::Discover | MessageType::Request | MessageType::Inform if self.guard.is_suspended() => {
+            MessageType::Discover | MessageType::Request | MessageType::Inform
+                if self.guard.is_suspended() =>
+            {
                 // Never fight the home router.
                 self.stats.ignored_while_suspended += 1;
                 Ok(())
@@ -42,13 +44,21 @@ impl Server {
                 Ok(())
             }
             MessageType::Inform => self.on_inform(msg, chaddr, input.src_ip),
-            other => Err(InputError::UnexpectedMessageType { msg_type: other.into() }),
+            other => Err(InputError::UnexpectedMessageType {
+                msg_type: other.into(),
+            }),
         }
     }
 
     /// DHCPDISCOVER: choose an address, hold it, offer it (§4.3.1).
-    fn on_discover(&mut self, now: SystemTime, msg: &Message, chaddr: Mac, src_ip: Ipv4Addr) -> Result<(), InputError> {
-        let requested = wire::requested_ip(msg);
+    fn on_discover(
+        &mut self,
+        now: SystemTime,
+        msg: &Packet,
+        chaddr: Mac,
+        src_ip: Ipv4Addr,
+    ) -> Result<(), InputError> {
+        let requested = msg.requested_ip;
         let Some(ip) = self.table.choose(&self.config, &chaddr, requested, now) else {
             self.stats.pool_exhausted += 1;
             return Ok(());
@@ -58,22 +68,31 @@ impl Server {
     }
 
     /// DHCPREQUEST in its three forms (§4.3.2).
-    fn on_request_msg(&mut self, now: SystemTime, msg: &Message, chaddr: Mac, src_ip: Ipv4Addr) -> Result<(), InputError> {
-        let requested = wire::requested_ip(msg);
-        let decision = if let Some(server_id) = wire::server_id(msg) {
+    fn on_request_msg(
+        &mut self,
+        now: SystemTime,
+        msg: &Packet,
+        chaddr: Mac,
+        src_ip: Ipv4Addr,
+    ) -> Result<(), InputError> {
+        let requested = msg.requested_ip;
+        let decision = if let Some(server_id) = msg.server_id {
             // SELECTING: the client picked an offer.
             if server_id != self.config.server_ip {
                 self.table.forget_offer(&chaddr);
                 self.stats.ignored += 1;
                 return Ok(());
             }
-            let ip = requested.or(ciaddr(msg)).ok_or(InputError::MissingAddress {
-                what: "DHCPREQUEST (selecting)",
-            })?;
+            let ip = requested
+                .or(msg.client_addr())
+                .ok_or(InputError::MissingAddress {
+                    what: "DHCPREQUEST (selecting)",
+                })?;
             let offered = self.table.offer(&chaddr).is_some_and(|o| o.ip == ip);
             let bound = self.table.lease(&chaddr).is_some_and(|l| l.ip == ip);
-            ((offered || bound) && self.table.available_for(&self.config, &chaddr, ip, now)).then_some(ip)
-        } else if let Some(ip) = ciaddr(msg) {
+            ((offered || bound) && self.table.available_for(&self.config, &chaddr, ip, now))
+                .then_some(ip)
+        } else if let Some(ip) = msg.client_addr() {
             // RENEWING or REBINDING: only the client's own lease.
             self.may_keep(&chaddr, ip, now).then_some(ip)
         } else if let Some(ip) = requested {
@@ -84,7 +103,9 @@ impl Server {
                         && !self.prefers_reservation(&chaddr, ip, now)));
             acceptable.then_some(ip)
         } else {
-            return Err(InputError::MissingAddress { what: "DHCPREQUEST" });
+            return Err(InputError::MissingAddress {
+                what: "DHCPREQUEST",
+            });
         };
         match decision {
             Some(ip) => self.ack(now, msg, chaddr, src_ip, ip),
@@ -111,8 +132,15 @@ impl Server {
     }
 
     /// Binds and acknowledges.
-    fn ack(&mut self, now: SystemTime, msg: &Message, chaddr: Mac, src_ip: Ipv4Addr, ip: Ipv4Addr) -> Result<(), InputError> {
-        let hostname = wire::hostname(msg).and_then(sanitize_hostname);
+    fn ack(
+        &mut self,
+        now: SystemTime,
+        msg: &Packet,
+        chaddr: Mac,
+        src_ip: Ipv4Addr,
+        ip: Ipv4Addr,
+    ) -> Result<(), InputError> {
+        let hostname = msg.hostname.as_deref().and_then(sanitize_hostname);
         let expires = after(now, self.config.lease_time);
         let lease = self.table.bind(chaddr, ip, hostname, expires);
         self.reply(msg, chaddr, src_ip, ReplyKind::Ack, ip)?;
@@ -128,17 +156,19 @@ impl Server {
 
     /// A DHCPDECLINE or DHCPRELEASE names a server identifier that is not
     /// ours (a missing one is tolerated).
-    fn for_other_server(&self, msg: &Message) -> bool {
-        wire::server_id(msg).is_some_and(|id| id != self.config.server_ip)
+    fn for_other_server(&self, msg: &Packet) -> bool {
+        msg.server_id.is_some_and(|id| id != self.config.server_ip)
     }
 
     /// DHCPDECLINE: the client found the address in use (§4.3.3).
-    fn on_decline(&mut self, now: SystemTime, msg: &Message, chaddr: Mac) -> Result<(), InputError> {
+    fn on_decline(&mut self, now: SystemTime, msg: &Packet, chaddr: Mac) -> Result<(), InputError> {
         if self.for_other_server(msg) {
             self.stats.ignored += 1;
             return Ok(());
         }
-        let ip = wire::requested_ip(msg).ok_or(InputError::MissingAddress { what: "DHCPDECLINE" })?;
+        let ip = msg.requested_ip.ok_or(InputError::MissingAddress {
+            what: "DHCPDECLINE",
+        })?;
         if !self.table.decline(&chaddr, ip, now) {
             self.stats.ignored += 1;
             return Ok(());
@@ -150,9 +180,11 @@ impl Server {
     }
 
     /// DHCPRELEASE: the lease ends, the association stays (§4.3.4).
-    fn on_release(&mut self, now: SystemTime, msg: &Message, chaddr: Mac) {
+    fn on_release(&mut self, now: SystemTime, msg: &Packet, chaddr: Mac) {
         let released = !self.for_other_server(msg)
-            && ciaddr(msg).is_some_and(|ip| self.table.release(&chaddr, ip, now));
+            && msg
+                .client_addr()
+                .is_some_and(|ip| self.table.release(&chaddr, ip, now));
         if !released {
             self.stats.ignored += 1;
             return;
@@ -160,7 +192,7 @@ impl Server {
         self.stats.releases += 1;
         self.push_event(Event::Released {
             mac: chaddr,
-            ip: msg.ciaddr(),
+            ip: msg.ciaddr,
         });
         self.push_event(Event::LeasesChanged);
     }
@@ -168,12 +200,18 @@ impl Server {
     /// DHCPINFORM: configuration for a client that already has an address
     /// (§4.3.5). Clients outside our subnet are not answered: our router and
     /// mask would be wrong for them.
-    fn on_inform(&mut self, msg: &Message, chaddr: Mac, src_ip: Ipv4Addr) -> Result<(), InputError> {
-        let client = ciaddr(msg).unwrap_or(src_ip);
+    fn on_inform(&mut self, msg: &Packet, chaddr: Mac, src_ip: Ipv4Addr) -> Result<(), InputError> {
+        let client = msg.client_addr().unwrap_or(src_ip);
         if !client.is_unspecified() && !self.config.subnet().contains(client) {
             self.stats.ignored += 1;
             return Ok(());
         }
-        self.reply(msg, chaddr, src_ip, ReplyKind::InformAck, Ipv4Addr::UNSPECIFIED)
+        self.reply(
+            msg,
+            chaddr,
+            src_ip,
+            ReplyKind::InformAck,
+            Ipv4Addr::UNSPECIFIED,
+        )
     }
 }

@@ -93,7 +93,11 @@ pub fn request_renew(mac: Mac, ip: Ipv4Addr) -> Message {
 }
 
 /// Feeds a client message (port 68 -> 67).
-pub fn send(server: &mut Server, now: SystemTime, m: &Message) -> Result<(), meshbridge_dhcp::InputError> {
+pub fn send(
+    server: &mut Server,
+    now: SystemTime,
+    m: &Message,
+) -> Result<(), meshbridge_dhcp::InputError> {
     let src_mac: Mac = m.chaddr().try_into().unwrap_or([0; 6]);
     let bytes = encode(m);
     server.handle_input(
@@ -109,7 +113,13 @@ pub fn send(server: &mut Server, now: SystemTime, m: &Message) -> Result<(), mes
 }
 
 /// Feeds a server reply seen on the segment (port 67 -> 68).
-pub fn send_reply(server: &mut Server, now: SystemTime, from_mac: Mac, from_ip: Ipv4Addr, m: &Message) {
+pub fn send_reply(
+    server: &mut Server,
+    now: SystemTime,
+    from_mac: Mac,
+    from_ip: Ipv4Addr,
+    m: &Message,
+) {
     let bytes = encode(m);
     server
         .handle_input(
@@ -131,8 +141,10 @@ pub fn foreign_offer(to: Mac) -> Message {
     let mut m = Message::new_with_id(0x77, z, ip(23), z, z, &to);
     m.set_opcode(Opcode::BootReply);
     m.set_flags(Flags::default().set_broadcast());
-    m.opts_mut().insert(DhcpOption::MessageType(MessageType::Offer));
-    m.opts_mut().insert(DhcpOption::ServerIdentifier(FOREIGN_IP));
+    m.opts_mut()
+        .insert(DhcpOption::MessageType(MessageType::Offer));
+    m.opts_mut()
+        .insert(DhcpOption::ServerIdentifier(FOREIGN_IP));
     m
 }
 

@@ -1,0 +1,286 @@
+"""A simulated site in network namespaces: the box, bridged devices, a remote
+WireGuard peer. Every name carries a random prefix; everything is torn down
+in `close()` (pytest fixtures call it, also on failure).
+
+Topology (see ../shared/TESTBED.md):
+
+    [dev*] --veth--> bridge in [box] (with meshbridge's TAP)
+    [box]  --veth--> [peer]   underlay 198.51.100.0/24, peer runs wireguard-go
+"""
+
+import os
+import re
+import secrets
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def meshbridge_bin():
+    env = os.environ.get("MESHBRIDGE_BIN")
+    if env:
+        return env
+    for profile in ("release", "debug"):
+        p = REPO / "target" / profile / "meshbridge"
+        if p.exists():
+            return str(p)
+    raise RuntimeError("build meshbridge first (cargo build --release) or set MESHBRIDGE_BIN")
+
+
+def sh(cmd, check=True, timeout=30, input=None):
+    r = subprocess.run(cmd, shell=isinstance(cmd, str), capture_output=True, text=True, timeout=timeout, input=input)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"command failed ({r.returncode}): {cmd}\nstdout: {r.stdout}\nstderr: {r.stderr}")
+    return r
+
+
+def wait_for(pred, timeout=20.0, interval=0.2, what="condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+UDHCPC_SCRIPT = """#!/bin/sh
+echo "$1 ip=$ip mask=$mask router=$router dns=$dns domain=$domain mtu=$mtu lease=$lease serverid=$serverid" >> "{out}"
+case "$1" in
+  deconfig) ip addr flush dev "$interface" ;;
+  bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/$mask" dev "$interface"
+    [ -n "$router" ] && ip route replace default via "$router" dev "$interface"
+    ;;
+esac
+exit 0
+"""
+
+DHCLIENT_SCRIPT = """#!/bin/sh
+env | grep -E '^(reason|new_|interface)' | sort | tr '\\n' ' ' >> "{out}"
+echo >> "{out}"
+case "$reason" in
+  BOUND|RENEW|REBIND|REBOOT)
+    ip addr flush dev "$interface"
+    ip addr add "$new_ip_address/$new_subnet_mask" dev "$interface"
+    [ -n "$new_routers" ] && ip route replace default via "$new_routers" dev "$interface"
+    ;;
+esac
+exit 0
+"""
+
+
+class Site:
+    def __init__(self, tmp: Path):
+        self.p = "m" + secrets.token_hex(3)  # e.g. m1a2b3c: 7 chars, names stay <= 15
+        self.tmp = Path(tmp)
+        self.procs = []
+        self.namespaces = []
+        self.wg_ifaces = []
+        self.box_proc = None
+        self.box_log = self.tmp / "box.log"
+        self.state_dir = self.tmp / "state"
+        self.devices = {}
+        self.box_key = sh(["wg", "genkey"]).stdout.strip()
+        self.peer_key = sh(["wg", "genkey"]).stdout.strip()
+        self.box_pub = sh(["wg", "pubkey"], input=self.box_key).stdout.strip()
+        self.peer_pub = sh(["wg", "pubkey"], input=self.peer_key).stdout.strip()
+        self.box = self._ns("box")
+        self.peer = self._ns("peer")
+        self._veth(f"{self.p}u0", self.box, f"{self.p}u1", self.peer)
+        sh(["ip", "-n", self.box, "addr", "add", "198.51.100.1/24", "dev", f"{self.p}u0"])
+        sh(["ip", "-n", self.peer, "addr", "add", "198.51.100.2/24", "dev", f"{self.p}u1"])
+
+    # ---- plumbing -------------------------------------------------------
+    def _ns(self, name):
+        ns = f"{self.p}{name}"
+        sh(["ip", "netns", "add", ns])
+        self.namespaces.append(ns)
+        sh(["ip", "-n", ns, "link", "set", "lo", "up"])
+        return ns
+
+    def _veth(self, a, ns_a, b, ns_b):
+        sh(["ip", "link", "add", a, "type", "veth", "peer", "name", b])
+        sh(["ip", "link", "set", a, "netns", ns_a])
+        sh(["ip", "link", "set", b, "netns", ns_b])
+        sh(["ip", "-n", ns_a, "link", "set", a, "up"])
+        sh(["ip", "-n", ns_b, "link", "set", b, "up"])
+
+    def run(self, ns, cmd, check=True, timeout=30):
+        if isinstance(cmd, str):
+            cmd = ["sh", "-c", cmd]
+        return sh(["ip", "netns", "exec", ns] + cmd, check=check, timeout=timeout)
+
+    def spawn(self, ns, cmd, log=None, env=None):
+        logf = open(log or os.devnull, "ab")
+        full_env = dict(os.environ, **(env or {}))
+        p = subprocess.Popen(["ip", "netns", "exec", ns] + cmd, stdout=logf, stderr=subprocess.STDOUT, env=full_env,
+                             start_new_session=True)
+        self.procs.append(p)
+        return p
+
+    def close(self):
+        procs = list(self.procs)
+        if self.box_proc:
+            procs.append(self.box_proc)
+        for p in procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        for ns in self.namespaces:
+            # Any process left in the namespace (e.g. a daemonised client) goes too.
+            pids = sh(["ip", "netns", "pids", ns], check=False).stdout.split()
+            for pid in pids:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+            sh(["ip", "netns", "del", ns], check=False)
+        for ifc in self.wg_ifaces:
+            try:
+                os.unlink(f"/var/run/wireguard/{ifc}.sock")
+            except FileNotFoundError:
+                pass
+
+    # ---- devices --------------------------------------------------------
+    def add_device(self, name, ipv6=False):
+        """A namespace whose veth is plugged into the box's bridge port list."""
+        ns = self._ns(name)
+        port = f"{self.p}{name[:3]}b"
+        dev_if = f"{self.p}{name[:3]}d"
+        if not ipv6:
+            self.run(ns, ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
+            self.run(ns, ["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"])
+        self._veth(port, self.box, dev_if, ns)
+        self.devices[name] = (ns, port, dev_if)
+        return ns, port, dev_if
+
+    def udhcpc(self, name, hostname="printer", extra=None, once=True):
+        ns, _, ifc = self.devices[name]
+        out = self.tmp / f"{name}-udhcpc.out"
+        script = self.tmp / f"{name}-udhcpc.sh"
+        script.write_text(UDHCPC_SCRIPT.format(out=out))
+        script.chmod(0o755)
+        cmd = ["busybox", "udhcpc", "-f", "-i", ifc, "-s", str(script), "-x", f"hostname:{hostname}", "-t", "10", "-T", "2"]
+        if once:
+            cmd += ["-q", "-n"]
+            r = self.run(ns, cmd + (extra or []), check=False, timeout=60)
+            return r, out
+        p = self.spawn(ns, cmd + (extra or []), log=self.tmp / f"{name}-udhcpc.log")
+        return p, out
+
+    def dhclient(self, name):
+        ns, _, ifc = self.devices[name]
+        out = self.tmp / f"{name}-dhclient.out"
+        script = self.tmp / f"{name}-dhclient.sh"
+        script.write_text(DHCLIENT_SCRIPT.format(out=out))
+        script.chmod(0o755)
+        r = self.run(ns, ["dhclient", "-1", "-4", "-cf", "/dev/null", "-lf", str(self.tmp / f"{name}.leases"),
+                          "-pf", str(self.tmp / f"{name}-dhclient.pid"), "-sf", str(script), ifc],
+                     check=False, timeout=60)
+        # Without -d, dhclient returns once bound and stays in the background; close() kills it.
+        return r, out
+
+    def device_ip(self, name):
+        ns, _, ifc = self.devices[name]
+        out = self.run(ns, ["ip", "-4", "-o", "addr", "show", "dev", ifc]).stdout
+        m = re.search(r"inet (\d+\.\d+\.\d+\.\d+)/", out)
+        return m.group(1) if m else None
+
+    # ---- the box --------------------------------------------------------
+    def config_text(self, **over):
+        ports = ", ".join(f'"{p}"' for (_, p, _) in self.devices.values())
+        lease = over.get("lease_time", "1h")
+        extra_dhcp = over.get("extra_dhcp", "")
+        return f"""state_dir = "{self.state_dir}"
+[mesh]
+private_key = "{self.box_key}"
+listen_port = 51820
+address = "10.77.0.1/24"
+[[mesh.peers]]
+name = "laptop"
+public_key = "{self.peer_pub}"
+endpoint = "198.51.100.2:51820"
+allowed_ips = ["10.77.0.2/32"]
+persistent_keepalive = 25
+[bridge]
+name = "br-mesh"
+ports = [{ports}]
+[dhcp]
+range = "10.77.1.100-10.77.1.200"
+lease_time = "{lease}"
+{extra_dhcp}
+"""
+
+    def write_config(self, text=None, **over):
+        path = self.tmp / "box.toml"
+        path.write_text(text if text is not None else self.config_text(**over))
+        return path
+
+    def start_box(self, config=None, wait=True, **over):
+        path = config or self.write_config(**over)
+        offset = self.box_log.stat().st_size if self.box_log.exists() else 0
+        logf = open(self.box_log, "ab")
+        self.box_proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.box, meshbridge_bin(), "--config", str(path), "--log", "debug"],
+            stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ, NO_COLOR="1"))
+        if wait:
+            def up():
+                text = self.box_log.read_bytes()[offset:].decode(errors="replace")
+                return " up: bridge" in text or self.box_proc.poll() is not None
+            wait_for(up, what="meshbridge to come up")
+            if self.box_proc.poll() is not None:
+                raise AssertionError("meshbridge exited:\n" + self.box_log.read_text()[-3000:])
+        return self.box_proc
+
+    def _box_died(self):
+        return self.box_proc.poll() is not None
+
+    def stop_box(self, sig=signal.SIGTERM):
+        p = self.box_proc
+        os.killpg(p.pid, sig)
+        rc = p.wait(timeout=15)
+        self.box_proc = None
+        return rc
+
+    def box_log_text(self):
+        return self.box_log.read_text()
+
+    # ---- the peer ---------------------------------------------------------
+    def start_peer(self):
+        ifc = f"{self.p}wg"
+        self.wg_ifaces.append(ifc)
+        keyfile = self.tmp / "peer.key"
+        keyfile.write_text(self.peer_key + "\n")
+        self.spawn(self.peer, ["wireguard-go", "-f", ifc], log=self.tmp / "wireguard-go.log")
+        wait_for(lambda: Path(f"/var/run/wireguard/{ifc}.sock").exists(), what="wireguard-go socket")
+        self.run(self.peer, ["wg", "set", ifc, "private-key", str(keyfile), "listen-port", "51820",
+                             "peer", self.box_pub, "endpoint", "198.51.100.1:51820",
+                             "allowed-ips", "10.77.0.0/16", "persistent-keepalive", "25"])
+        self.run(self.peer, ["ip", "addr", "add", "10.77.0.2/24", "dev", ifc])
+        self.run(self.peer, ["ip", "link", "set", ifc, "up"])
+        self.run(self.peer, ["ip", "route", "add", "10.77.1.0/24", "dev", ifc])
+        self.peer_if = ifc
+        return ifc
+
+    def ping(self, ns, addr, count=1, timeout=2, extra=None):
+        r = self.run(ns, ["ping", "-n", "-c", str(count), "-W", str(timeout)] + (extra or []) + [addr], check=False,
+                     timeout=count * timeout + 10)
+        return r.returncode == 0, r.stdout + r.stderr
+
+    def ping_until(self, ns, addr, timeout=20, extra=None):
+        """A peer that just (re)started re-handshakes first: retry, don't sleep blindly."""
+        return wait_for(lambda: self.ping(ns, addr, extra=extra)[0], timeout=timeout, what=f"ping {addr} from {ns}")
