@@ -289,6 +289,11 @@ impl ServerConfig {
     /// between 60 s and what option 51 can carry; reservations are unique
     /// host addresses of the subnet; router, DNS, domain, MTU and probe
     /// interval are sane.
+    ///
+    /// # Errors
+    ///
+    /// The first rule broken, as a [`ConfigError`] whose message names the
+    /// offending value and what to change.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let subnet = Subnet::new(self.server_ip, self.subnet_mask).ok_or(
             ConfigError::InvalidSubnetMask {

@@ -217,55 +217,56 @@ impl LeaseTable {
     ) -> Option<Ipv4Addr> {
         let start = u32::from(cfg.range_start);
         let end = u32::from(cfg.range_end);
-        // Every address that is not plainly free, sorted, so we can walk the
-        // gaps instead of testing the range address by address.
-        let mut taken: BTreeSet<u32> = BTreeSet::new();
-        taken.insert(u32::from(cfg.server_ip));
-        taken.extend(cfg.reservations.iter().map(|(_, ip)| u32::from(*ip)));
-        taken.extend(self.leases.values().map(|l| u32::from(l.ip)));
-        taken.extend(
+        // Addresses `mac` may not have now, sorted, so that we walk gaps
+        // instead of testing the range address by address (pools can be
+        // large; this stays O(n log n) in the number of records).
+        let mut blocked: BTreeSet<u32> = BTreeSet::new();
+        blocked.insert(u32::from(cfg.server_ip));
+        blocked.extend(cfg.reservations.iter().map(|(_, ip)| u32::from(*ip)));
+        blocked.extend(
+            self.leases
+                .values()
+                .filter(|l| l.is_active(now))
+                .map(|l| u32::from(l.ip)),
+        );
+        blocked.extend(
             self.offers
                 .values()
                 .filter(|o| now < o.until)
                 .map(|o| u32::from(o.ip)),
         );
-        taken.extend(
+        blocked.extend(
             self.quarantine
                 .iter()
                 .filter(|(_, until)| now < **until)
                 .map(|(ip, _)| u32::from(*ip)),
         );
-        taken.extend(
+        blocked.extend(
             self.in_use
                 .iter()
                 .filter(|(_, u)| u.mac != *mac && now < u.until)
                 .map(|(ip, _)| u32::from(*ip)),
         );
+        let mut taken = blocked.clone();
+        taken.extend(self.leases.values().map(|l| u32::from(l.ip)));
         let mut candidate = start;
         for &t in taken.range(start..=end) {
             if t != candidate {
-                break;
+                return Some(Ipv4Addr::from(candidate));
             }
             if candidate == end {
-                return self.oldest_remembered(cfg, mac, now);
+                // Every address is held or remembered: reuse the one whose
+                // owner has been gone longest.
+                return self
+                    .leases
+                    .values()
+                    .filter(|l| !blocked.contains(&u32::from(l.ip)) && cfg.in_range(l.ip))
+                    .min_by_key(|l| (l.expires, l.ip))
+                    .map(|l| l.ip);
             }
             candidate += 1;
         }
         Some(Ipv4Addr::from(candidate))
-    }
-
-    fn oldest_remembered(
-        &self,
-        cfg: &ServerConfig,
-        mac: &Mac,
-        now: SystemTime,
-    ) -> Option<Ipv4Addr> {
-        self.leases
-            .values()
-            .filter(|l| l.mac != *mac && !l.is_active(now))
-            .filter(|l| cfg.in_range(l.ip) && self.available_for(cfg, mac, l.ip, now))
-            .min_by_key(|l| (l.expires, l.ip))
-            .map(|l| l.ip)
     }
 
     /// Holds `ip` for `mac` until `now + OFFER_HOLD`.

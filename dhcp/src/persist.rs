@@ -14,8 +14,8 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use thiserror::Error;
 
 use crate::lease::sanitize_hostname;
@@ -71,6 +71,21 @@ pub enum PersistError {
         /// What is wrong with it.
         reason: String,
     },
+}
+
+/// The file as written, fields in documented order.
+#[derive(Serialize)]
+struct FileOut<'a> {
+    version: u64,
+    leases: Vec<EntryOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct EntryOut<'a> {
+    mac: String,
+    ip: String,
+    hostname: Option<&'a str>,
+    expires_unix: u64,
 }
 
 #[derive(Deserialize)]
@@ -136,35 +151,50 @@ impl LeaseDb {
 
     /// The versioned JSON text (one line) to write to storage.
     pub fn to_json(&self) -> String {
-        let leases: Vec<Value> = self
-            .records
-            .iter()
-            .map(|r| {
-                json!({
-                    "mac": format_mac(&r.mac),
-                    "ip": r.ip.to_string(),
-                    "hostname": r.hostname,
-                    "expires_unix": unix_secs(r.expires),
+        let file = FileOut {
+            version: LEASE_DB_VERSION,
+            leases: self
+                .records
+                .iter()
+                .map(|r| EntryOut {
+                    mac: format_mac(&r.mac),
+                    ip: r.ip.to_string(),
+                    hostname: r.hostname.as_deref(),
+                    expires_unix: unix_secs(r.expires),
                 })
-            })
-            .collect();
-        json!({ "version": LEASE_DB_VERSION, "leases": leases }).to_string()
+                .collect(),
+        };
+        // Serialising plain strings and integers cannot fail; the fallback
+        // only keeps this function total.
+        serde_json::to_string(&file).unwrap_or_default()
     }
 
     /// Reads a database written by [`LeaseDb::to_json`]. Strict: any bad
     /// entry fails the whole read (see [`LeaseDb::from_json_lossy`] to keep
     /// the good ones). Never panics.
+    ///
+    /// # Errors
+    ///
+    /// [`PersistError`] if the text is not JSON, has no or an unknown
+    /// version, has no `leases` array, or any entry is invalid (the first
+    /// such entry is reported).
     pub fn from_json(s: &str) -> Result<Self, PersistError> {
         let (db, mut skipped) = Self::from_json_lossy(s)?;
-        match skipped.is_empty() {
-            true => Ok(db),
-            false => Err(skipped.swap_remove(0)),
+        if skipped.is_empty() {
+            Ok(db)
+        } else {
+            Err(skipped.swap_remove(0))
         }
     }
 
     /// Reads a database, skipping bad entries and returning why each was
     /// skipped. Fails only when the file as a whole is unusable (not JSON,
     /// no or unknown version, no `leases` array). Never panics.
+    ///
+    /// # Errors
+    ///
+    /// [`PersistError`] if the text is not JSON, has no or an unknown
+    /// version, or has no `leases` array.
     pub fn from_json_lossy(s: &str) -> Result<(Self, Vec<PersistError>), PersistError> {
         let top: Value = serde_json::from_str(s).map_err(PersistError::Json)?;
         let Value::Object(mut top) = top else {
@@ -217,7 +247,7 @@ mod tests {
             },
         ]);
         let text = db.to_json();
-        assert!(text.contains("\"version\":1"));
+        assert!(text.starts_with(r#"{"version":1,"leases":[{"mac":"aa:bb:cc:dd:ee:01","ip":"192.168.50.100","hostname":"printer","expires_unix":1700003600}"#), "{text}");
         assert!(text.contains("\"mac\":\"aa:bb:cc:dd:ee:01\""));
         assert!(text.contains("\"expires_unix\":1700003600"));
         assert_eq!(LeaseDb::from_json(&text).unwrap(), db);

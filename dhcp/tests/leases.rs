@@ -269,23 +269,24 @@ fn request_for_other_server_is_silent_and_drops_our_offer() {
 }
 
 #[test]
-fn init_reboot_nak_for_other_subnet_and_other_owner() {
+fn init_reboot_silent_for_other_subnet_nak_for_other_owner() {
     let mut s = server();
     let a = dora(&mut s, mac(1), t0());
     events(&mut s);
+    // Another network's address: another server's client. Never NAK it.
     send(
         &mut s,
         t0(),
         &request_init_reboot(mac(2), Ipv4Addr::new(10, 0, 0, 7)),
     )
     .unwrap();
-    assert_eq!(msg_type(&one_reply(&mut s).1), Some(MessageType::Nak));
+    assert!(s.poll_transmit().is_none());
     send(&mut s, t0(), &request_init_reboot(mac(2), a)).unwrap();
     assert_eq!(msg_type(&one_reply(&mut s).1), Some(MessageType::Nak));
-    // Inside the subnet but outside the pool, never leased: NAK too.
+    // Inside the subnet but outside the pool, never leased: NAK.
     send(&mut s, t0(), &request_init_reboot(mac(2), ip(20))).unwrap();
     assert_eq!(msg_type(&one_reply(&mut s).1), Some(MessageType::Nak));
-    assert_eq!(s.stats().naks, 3);
+    assert_eq!(s.stats().naks, 2);
     assert!(events(&mut s).is_empty());
 }
 
@@ -560,4 +561,13 @@ fn invalid_config_is_rejected_by_new() {
     cfg.range_end = Ipv4Addr::new(192, 168, 51, 10);
     let err = Server::new(cfg, LeaseDb::empty(), t0()).unwrap_err();
     assert!(err.to_string().contains("not inside subnet"), "{err}");
+}
+
+#[test]
+fn renewal_of_another_networks_address_is_never_naked() {
+    let mut s = server();
+    // A client of the home router renewing its own lease, seen on our segment.
+    send(&mut s, t0(), &request_renew(mac(9), Ipv4Addr::new(192, 168, 1, 50))).unwrap();
+    assert!(s.poll_transmit().is_none());
+    assert_eq!(s.stats().naks, 0);
 }

@@ -179,3 +179,29 @@ def test_large_packets_from_a_1500_byte_device(site):
     syns = site.run(site.peer, ["tcpdump", "-nn", "-r", str(cap)]).stdout
     mss = [int(m) for m in re.findall(r"mss (\d+)", syns)]
     assert mss and max(mss) <= 1380, syns
+
+
+def test_another_dhcp_server_on_the_bridge_stops_our_offers_until_it_is_gone(site):
+    """A box must never fight the home router's DHCP server."""
+    rogue, _, rogue_if = site.add_device("rogue")
+    site.run(rogue, ["ip", "addr", "add", "192.168.50.1/24", "dev", rogue_if])
+    dnsmasq = site.spawn(rogue, ["dnsmasq", "--no-daemon", "--port=0", "--bind-interfaces", f"--interface={rogue_if}",
+                                 "--dhcp-range=192.168.50.100,192.168.50.150,1h", "--dhcp-authoritative",
+                                 f"--dhcp-leasefile={site.tmp}/rogue.leases", f"--pid-file={site.tmp}/rogue.pid",
+                                 "--log-dhcp"], log=site.tmp / "dnsmasq.log")
+    site.add_device("dev")
+    site.start_box(extra_dhcp='probe_interval = "5s"')
+    wait_for(lambda: "another DHCP server (192.168.50.1)" in site.box_log_text(), timeout=15,
+             what="the box to notice the other server")
+    r, out = site.udhcpc("dev")
+    assert r.returncode == 0
+    line = bound_lines(out)[-1]
+    assert "serverid=192.168.50.1" in line and "ip=192.168.50." in line, line
+    # Take the other server away: meshbridge serves again by itself.
+    dnsmasq.terminate()
+    dnsmasq.wait(timeout=5)
+    wait_for(lambda: "serving addresses again" in site.box_log_text(), timeout=40, what="the box to resume")
+    r, out = site.udhcpc("dev")
+    assert r.returncode == 0
+    line = bound_lines(out)[-1]
+    assert "serverid=10.77.1.1" in line and "ip=10.77.1." in line, line

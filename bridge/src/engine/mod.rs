@@ -231,7 +231,12 @@ impl Engine {
             if ip.protocol == IpNumber::UDP && !ip.is_fragmenting_payload() {
                 if let Ok((udp, payload)) = UdpHeader::from_slice(l4) {
                     let (sp, dp) = (udp.source_port, udp.destination_port);
-                    if dp == 67 || (sp == 67 && dp == 68) {
+                    // Client requests count only when sent to us or broadcast (a
+                    // unicast renewal to another server, flooded by the bridge, is
+                    // not ours to answer); server replies are always looked at, to
+                    // notice another DHCP server on the segment.
+                    let to_us = eth.destination == self.config.mac || eth.destination == [0xff; 6];
+                    if (dp == 67 && to_us) || (sp == 67 && dp == 68) {
                         let len = usize::from(udp.length).saturating_sub(8).min(payload.len());
                         let input = dhcp::Input { src_mac: eth.source, src_ip: info.src, src_port: sp, dst_port: dp, payload: &payload[..len] };
                         if self.dhcp.handle_input(now.wall, input).is_err() {

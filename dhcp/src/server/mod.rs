@@ -237,6 +237,10 @@ impl Server {
     /// for another MAC) are dropped, as are duplicates; if anything was
     /// dropped a [`Event::LeasesChanged`] is queued. With probing enabled
     /// the first probe is due at `now`.
+    ///
+    /// # Errors
+    ///
+    /// The [`ConfigError`] from [`ServerConfig::validate`].
     pub fn new(
         config: ServerConfig,
         restored: LeaseDb,
@@ -260,9 +264,10 @@ impl Server {
                 dropped = true;
                 continue;
             }
-            let state = match now < r.expires {
-                true => LeaseState::Bound,
-                false => LeaseState::Expired,
+            let state = if now < r.expires {
+                LeaseState::Bound
+            } else {
+                LeaseState::Expired
             };
             let lease = Lease {
                 mac: r.mac,
@@ -283,6 +288,13 @@ impl Server {
     /// answered through [`Server::poll_transmit`]; replies from other
     /// servers (from port 67) feed the rogue-server guard. Never panics;
     /// `Err` says why the datagram was dropped.
+    ///
+    /// # Errors
+    ///
+    /// An [`InputError`] when the datagram was unusable (not DHCP,
+    /// malformed, relayed, unsupported hardware); each increments one
+    /// [`Stats`] counter. Deliberate silence (suspended, request for another
+    /// server, pool exhausted) is `Ok`.
     pub fn handle_input(&mut self, now: SystemTime, input: Input<'_>) -> Result<(), InputError> {
         self.last_now = now;
         self.housekeeping(now);
@@ -455,7 +467,10 @@ impl Server {
     /// Replaces the configuration, keeping leases the new config still
     /// allows (and queuing [`Event::LeasesChanged`] if any were dropped).
     /// Probe timing changes take effect from the last `now` the server saw.
-    /// On error nothing changes.
+    ///
+    /// # Errors
+    ///
+    /// The [`ConfigError`] from [`ServerConfig::validate`]; nothing changes.
     pub fn set_config(&mut self, config: ServerConfig) -> Result<(), ConfigError> {
         config.validate()?;
         let dropped = self.table.retain_allowed(&config);

@@ -93,12 +93,25 @@ impl Server {
             ((offered || bound) && self.table.available_for(&self.config, &chaddr, ip, now))
                 .then_some(ip)
         } else if let Some(ip) = msg.client_addr() {
-            // RENEWING or REBINDING: only the client's own lease.
+            // RENEWING or REBINDING: only the client's own lease. An address
+            // outside our subnet belongs to another server on the segment:
+            // stay silent, never NAK someone else's client (a box must not
+            // break the network it sits in).
+            if !self.config.subnet().contains(ip) {
+                self.stats.ignored += 1;
+                return Ok(());
+            }
             self.may_keep(&chaddr, ip, now).then_some(ip)
         } else if let Some(ip) = requested {
-            // INIT-REBOOT: we are authoritative for this segment.
-            let acceptable = self.config.subnet().contains(ip)
-                && (self.may_keep(&chaddr, ip, now)
+            // INIT-REBOOT: answer for our own subnet only; for any other
+            // address stay silent (RFC 2131 §4.3.2 lets a server that is not
+            // the client's remain silent) so another server's clients are
+            // never NAKed.
+            if !self.config.subnet().contains(ip) {
+                self.stats.ignored += 1;
+                return Ok(());
+            }
+            let acceptable = (self.may_keep(&chaddr, ip, now)
                     || (self.table.available_for(&self.config, &chaddr, ip, now)
                         && !self.prefers_reservation(&chaddr, ip, now)));
             acceptable.then_some(ip)
