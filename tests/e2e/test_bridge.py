@@ -205,3 +205,45 @@ def test_another_dhcp_server_on_the_bridge_stops_our_offers_until_it_is_gone(sit
     assert r.returncode == 0
     line = bound_lines(out)[-1]
     assert "serverid=10.77.1.1" in line and "ip=10.77.1." in line, line
+
+
+def test_arp_only_for_routed_addresses_never_for_probes_and_gratuitous_on_start(site):
+    ns, _, ifc = site.add_device("dev")
+    cap = site.tmp / "arp.pcap"
+    tcpd = site.spawn(ns, ["tcpdump", "--immediate-mode", "-Z", "root", "-U", "-i", ifc, "-nn", "-w", str(cap), "arp"])
+    time.sleep(1)
+    site.start_box()
+    time.sleep(3)  # RFC 5227 announcements: two, 2 s apart
+    tcpd.send_signal(signal.SIGINT)
+    tcpd.wait(timeout=5)
+    seen = site.run(ns, ["tcpdump", "-nn", "-r", str(cap)]).stdout
+    assert len(re.findall(r"who-has 10\.77\.1\.1 .*tell 10\.77\.1\.1", seen)) >= 2, seen
+    assert site.udhcpc("dev")[0].returncode == 0
+    ip = site.device_ip("dev")
+
+    def arping(target, *extra):
+        r = site.run(ns, ["arping", "-c", "2", "-w", "3", "-I", ifc, *extra, target], check=False, timeout=10)
+        return r.returncode, r.stdout
+
+    rc, out = arping("10.77.1.1")
+    assert rc == 0 and "02:6d:62" in out.lower(), out  # the box's gateway
+    rc, out = arping("10.77.0.2")
+    assert rc == 0, out  # a mesh destination the box routes
+    rc, out = arping("10.77.1.150")
+    assert rc != 0, out  # in the pool, not leased: never answered
+    rc, out = arping("192.0.2.55")
+    assert rc != 0, out  # not routed: never answered
+    # Duplicate address detection (sender 0.0.0.0) for the device's own lease: silence.
+    rc, out = arping(ip, "-D")
+    assert rc == 0, out  # arping -D exits 0 when nobody answered
+
+
+def test_dhcp_is_never_served_outside_the_bridge(site):
+    site.add_device("dev")
+    site.start_box()
+    assert site.udhcpc("dev")[0].returncode == 0  # the bridge side is served
+    # The box's underlay (uplink) side: a client there gets nothing.
+    r = site.run(site.peer, ["busybox", "udhcpc", "-f", "-q", "-n", "-t", "3", "-T", "1", "-i", f"{site.p}u1",
+                             "-s", "/bin/true"], check=False, timeout=30)
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert "lease of" not in (r.stdout + r.stderr)
