@@ -23,7 +23,10 @@ pub struct ConfigError {
 }
 
 fn bad(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
-    ConfigError { key: key.into(), problem: problem.into() }
+    ConfigError {
+        key: key.into(),
+        problem: problem.into(),
+    }
 }
 
 /// The file as written. Field names are the contract with users: add, never rename.
@@ -128,10 +131,19 @@ impl Endpoint {
             return Ok(Endpoint::Addr(a));
         }
         match s.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() && !host.contains(['[', ']', ' ']) => {
+            Some((host, port))
+                if !host.is_empty()
+                    && port.parse::<u16>().is_ok()
+                    && !host.contains(['[', ']', ' ']) =>
+            {
                 Ok(Endpoint::Name(s.to_string()))
             }
-            _ => Err(bad(key, format!("{s:?} is not host:port (e.g. 198.51.100.2:51820 or vpn.example.org:51820)"))),
+            _ => Err(bad(
+                key,
+                format!(
+                    "{s:?} is not host:port (e.g. 198.51.100.2:51820 or vpn.example.org:51820)"
+                ),
+            )),
         }
     }
 
@@ -146,7 +158,12 @@ impl Endpoint {
                     .find(|a| a.is_ipv4())
                     .or(addrs.first())
                     .copied()
-                    .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{n} has no address")))
+                    .ok_or_else(|| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            format!("{n} has no address"),
+                        )
+                    })
             }
         }
     }
@@ -213,7 +230,12 @@ pub struct Config {
 }
 
 fn ifname(key: &str, name: &str) -> Result<String, ConfigError> {
-    if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0', ':']) || name == "." || name == ".." {
+    if name.is_empty()
+        || name.len() > 15
+        || name.contains(['/', ' ', '\0', ':'])
+        || name == "."
+        || name == ".."
+    {
         return Err(bad(key, format!("{name:?} is not a valid interface name (1 to 15 characters, no '/', ':' or spaces)")));
     }
     Ok(name.to_string())
@@ -224,7 +246,12 @@ fn duration(key: &str, s: &str) -> Result<Duration, ConfigError> {
     if let Ok(secs) = s.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    humantime::parse_duration(s).map_err(|e| bad(key, format!("{s:?} is not a duration like \"1h\", \"30m\" or \"3600s\" ({e})")))
+    humantime::parse_duration(s).map_err(|e| {
+        bad(
+            key,
+            format!("{s:?} is not a duration like \"1h\", \"30m\" or \"3600s\" ({e})"),
+        )
+    })
 }
 
 /// Parse `aa:bb:cc:dd:ee:ff` (or with `-`).
@@ -244,13 +271,20 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
 }
 
 fn ipv4(key: &str, s: &str) -> Result<Ipv4Addr, ConfigError> {
-    s.trim().parse().map_err(|_| bad(key, format!("{s:?} is not an IPv4 address")))
+    s.trim()
+        .parse()
+        .map_err(|_| bad(key, format!("{s:?} is not an IPv4 address")))
 }
 
 fn net(key: &str, s: &str) -> Result<IpNet, ConfigError> {
     s.parse::<IpNet>()
         .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| bad(key, format!("{s:?} is not an address or prefix like 10.77.0.2/32")))
+        .map_err(|_| {
+            bad(
+                key,
+                format!("{s:?} is not an address or prefix like 10.77.0.2/32"),
+            )
+        })
 }
 
 fn resolve_path(base: Option<&Path>, p: &str) -> PathBuf {
@@ -273,11 +307,16 @@ impl Config {
     pub fn from_toml(text: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
         let raw: raw::File = toml::from_str(text).map_err(|e| {
             let msg = e.message().to_string();
-            let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
-            bad("config", match line {
-                Some(l) => format!("line {l}: {msg}"),
-                None => msg,
-            })
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            bad(
+                "config",
+                match line {
+                    Some(l) => format!("line {l}: {msg}"),
+                    None => msg,
+                },
+            )
         })?;
         Self::validate(raw, base)
     }
@@ -289,12 +328,20 @@ impl Config {
         let wg = match &m.wireguard_config {
             Some(p) => {
                 let path = resolve_path(base, p);
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| bad("mesh.wireguard_config", format!("cannot read {}: {e}", path.display())))?;
-                let parsed = wgquick::parse(&text)
-                    .map_err(|e| bad("mesh.wireguard_config", format!("{}: {e}", path.display())))?;
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    bad(
+                        "mesh.wireguard_config",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                let parsed = wgquick::parse(&text).map_err(|e| {
+                    bad("mesh.wireguard_config", format!("{}: {e}", path.display()))
+                })?;
                 if m.private_key.is_some() || m.private_key_file.is_some() {
-                    return Err(bad("mesh.private_key", "set either mesh.wireguard_config or a private key, not both"));
+                    return Err(bad(
+                        "mesh.private_key",
+                        "set either mesh.wireguard_config or a private key, not both",
+                    ));
                 }
                 Some(parsed)
             }
@@ -321,7 +368,10 @@ impl Config {
             }
         };
 
-        let listen_port = m.listen_port.or(wg.as_ref().and_then(|w| w.listen_port)).unwrap_or(51820);
+        let listen_port = m
+            .listen_port
+            .or(wg.as_ref().and_then(|w| w.listen_port))
+            .unwrap_or(51820);
 
         let mesh_address: Ipv4Net = match (&m.address, &wg) {
             (Some(a), _) => a
@@ -338,12 +388,22 @@ impl Config {
             (None, None) => return Err(bad("mesh.address", "missing: the box's mesh address, like \"10.77.0.1/24\"")),
         };
         if mesh_address.addr() == mesh_address.network() && mesh_address.prefix_len() < 31 {
-            return Err(bad("mesh.address", format!("{mesh_address} is a network address; use a host address like {}/{}", mesh_address.hosts().next().unwrap_or(mesh_address.addr()), mesh_address.prefix_len())));
+            return Err(bad(
+                "mesh.address",
+                format!(
+                    "{mesh_address} is a network address; use a host address like {}/{}",
+                    mesh_address.hosts().next().unwrap_or(mesh_address.addr()),
+                    mesh_address.prefix_len()
+                ),
+            ));
         }
 
         let mtu = m.mtu.or(wg.as_ref().and_then(|w| w.mtu)).unwrap_or(1420);
         if !(576..=9000).contains(&mtu) {
-            return Err(bad("mesh.mtu", format!("{mtu} is outside 576..=9000 (WireGuard's usual value is 1420)")));
+            return Err(bad(
+                "mesh.mtu",
+                format!("{mtu} is outside 576..=9000 (WireGuard's usual value is 1420)"),
+            ));
         }
         let tun_name = ifname("mesh.tun", m.tun.as_deref().unwrap_or("mb-host0"))?;
 
@@ -358,7 +418,11 @@ impl Config {
                     name: p.name.clone().unwrap_or_else(|| format!("peer{}", i + 1)),
                     public_key: p.public_key,
                     preshared_key: p.preshared_key.clone(),
-                    endpoint: p.endpoint.as_deref().map(|e| Endpoint::parse(&key, e)).transpose()?,
+                    endpoint: p
+                        .endpoint
+                        .as_deref()
+                        .map(|e| Endpoint::parse(&key, e))
+                        .transpose()?,
                     allowed_ips: p.allowed_ips.clone(),
                     persistent_keepalive: p.persistent_keepalive,
                 });
@@ -376,13 +440,23 @@ impl Config {
                 .collect::<Result<Vec<_>, _>>()?;
             peers.push(Peer {
                 name: p.name.trim().to_string(),
-                public_key: p.public_key.parse().map_err(|e| bad(k("public_key"), format!("{e}")))?,
+                public_key: p
+                    .public_key
+                    .parse()
+                    .map_err(|e| bad(k("public_key"), format!("{e}")))?,
                 preshared_key: p
                     .preshared_key
                     .as_deref()
-                    .map(|s| s.parse().map_err(|e| bad(k("preshared_key"), format!("{e}"))))
+                    .map(|s| {
+                        s.parse()
+                            .map_err(|e| bad(k("preshared_key"), format!("{e}")))
+                    })
                     .transpose()?,
-                endpoint: p.endpoint.as_deref().map(|e| Endpoint::parse(&k("endpoint"), e)).transpose()?,
+                endpoint: p
+                    .endpoint
+                    .as_deref()
+                    .map(|e| Endpoint::parse(&k("endpoint"), e))
+                    .transpose()?,
                 allowed_ips,
                 persistent_keepalive: p.persistent_keepalive.filter(|&k| k > 0),
             });
@@ -390,13 +464,22 @@ impl Config {
         let own_public = private_key.public_key();
         for (i, p) in peers.iter().enumerate() {
             if peers[..i].iter().any(|q| q.name == p.name) {
-                return Err(bad(format!("mesh.peers[{i}].name"), format!("{:?} is used by another peer", p.name)));
+                return Err(bad(
+                    format!("mesh.peers[{i}].name"),
+                    format!("{:?} is used by another peer", p.name),
+                ));
             }
             if peers[..i].iter().any(|q| q.public_key == p.public_key) {
-                return Err(bad(format!("mesh.peers[{i}].public_key"), "the same key is listed for two peers"));
+                return Err(bad(
+                    format!("mesh.peers[{i}].public_key"),
+                    "the same key is listed for two peers",
+                ));
             }
             if p.public_key == own_public {
-                return Err(bad(format!("mesh.peers[{i}].public_key"), "this is the box's own public key"));
+                return Err(bad(
+                    format!("mesh.peers[{i}].public_key"),
+                    "this is the box's own public key",
+                ));
             }
         }
 
@@ -408,7 +491,11 @@ impl Config {
             .map(|p| ifname("bridge.ports", p))
             .collect::<Result<Vec<_>, _>>()?;
         let tap_name = ifname("bridge.tap", b.tap.as_deref().unwrap_or("mb-tap0"))?;
-        let mut names = vec![("bridge.name", &bridge_name), ("bridge.tap", &tap_name), ("mesh.tun", &tun_name)];
+        let mut names = vec![
+            ("bridge.name", &bridge_name),
+            ("bridge.tap", &tap_name),
+            ("mesh.tun", &tun_name),
+        ];
         names.extend(bridge_ports.iter().map(|p| ("bridge.ports", p)));
         for (i, (k, n)) in names.iter().enumerate() {
             if names[..i].iter().any(|(_, m)| m == n) {
@@ -419,36 +506,64 @@ impl Config {
         let d = raw.dhcp;
         let (start, end) = match &d.range {
             Some(r) => {
-                let (a, z) = r
-                    .split_once('-')
-                    .ok_or_else(|| bad("dhcp.range", format!("{r:?} is not a range like \"10.77.1.100-10.77.1.200\"")))?;
+                let (a, z) = r.split_once('-').ok_or_else(|| {
+                    bad(
+                        "dhcp.range",
+                        format!("{r:?} is not a range like \"10.77.1.100-10.77.1.200\""),
+                    )
+                })?;
                 (ipv4("dhcp.range", a)?, ipv4("dhcp.range", z)?)
             }
-            None => return Err(bad("dhcp.range", "missing: the mesh addresses for bridged devices, like \"10.77.1.100-10.77.1.200\"")),
+            None => return Err(bad(
+                "dhcp.range",
+                "missing: the mesh addresses for bridged devices, like \"10.77.1.100-10.77.1.200\"",
+            )),
         };
         if u32::from(start) > u32::from(end) {
             return Err(bad("dhcp.range", format!("{start} comes after {end}")));
         }
         let bridge_address: Ipv4Net = match &b.address {
-            Some(a) => a
-                .parse()
-                .map_err(|_| bad("bridge.address", format!("{a:?} is not an IPv4 address with prefix, like 10.77.1.1/24")))?,
+            Some(a) => a.parse().map_err(|_| {
+                bad(
+                    "bridge.address",
+                    format!("{a:?} is not an IPv4 address with prefix, like 10.77.1.1/24"),
+                )
+            })?,
             None => {
                 // The /24 that holds the range, with its first host as the gateway.
-                let net = Ipv4Net::new(start, 24).map_err(|e| bad("dhcp.range", e.to_string()))?.trunc();
-                let gw = net.hosts().next().ok_or_else(|| bad("bridge.address", "no room for a gateway address"))?;
+                let net = Ipv4Net::new(start, 24)
+                    .map_err(|e| bad("dhcp.range", e.to_string()))?
+                    .trunc();
+                let gw = net
+                    .hosts()
+                    .next()
+                    .ok_or_else(|| bad("bridge.address", "no room for a gateway address"))?;
                 Ipv4Net::new(gw, 24).map_err(|e| bad("bridge.address", e.to_string()))?
             }
         };
         let subnet = bridge_address.trunc();
         if !subnet.contains(&start) || !subnet.contains(&end) {
-            return Err(bad("dhcp.range", format!("{start}-{end} is not inside the bridge subnet {subnet} (set bridge.address)")));
+            return Err(bad(
+                "dhcp.range",
+                format!(
+                    "{start}-{end} is not inside the bridge subnet {subnet} (set bridge.address)"
+                ),
+            ));
         }
         if (u32::from(start)..=u32::from(end)).contains(&u32::from(bridge_address.addr())) {
-            return Err(bad("dhcp.range", format!("the range contains the box's own bridge address {}", bridge_address.addr())));
+            return Err(bad(
+                "dhcp.range",
+                format!(
+                    "the range contains the box's own bridge address {}",
+                    bridge_address.addr()
+                ),
+            ));
         }
         if start == subnet.network() || end == subnet.broadcast() {
-            return Err(bad("dhcp.range", format!("the range must not include the network or broadcast address of {subnet}")));
+            return Err(bad(
+                "dhcp.range",
+                format!("the range must not include the network or broadcast address of {subnet}"),
+            ));
         }
         let mesh_net = mesh_address.trunc();
         if mesh_net.contains(&subnet.network()) || subnet.contains(&mesh_net.network()) {
@@ -459,32 +574,69 @@ impl Config {
         }
         let lease_time = duration("dhcp.lease_time", d.lease_time.as_deref().unwrap_or("1h"))?;
         if lease_time < Duration::from_secs(60) || lease_time > Duration::from_secs(365 * 86400) {
-            return Err(bad("dhcp.lease_time", "must be between 1 minute and 1 year"));
+            return Err(bad(
+                "dhcp.lease_time",
+                "must be between 1 minute and 1 year",
+            ));
         }
         let dns = match &d.dns {
-            Some(list) => list.iter().map(|s| ipv4("dhcp.dns", s)).collect::<Result<Vec<_>, _>>()?,
+            Some(list) => list
+                .iter()
+                .map(|s| ipv4("dhcp.dns", s))
+                .collect::<Result<Vec<_>, _>>()?,
             None => vec![bridge_address.addr()],
         };
-        let domain = d.domain.clone().unwrap_or_else(|| "mesh.home.arpa".to_string());
-        let label_ok = |l: &str| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') && !l.starts_with('-') && !l.ends_with('-');
+        let domain = d
+            .domain
+            .clone()
+            .unwrap_or_else(|| "mesh.home.arpa".to_string());
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
         if domain.len() > 253 || !domain.split('.').all(label_ok) {
-            return Err(bad("dhcp.domain", format!("{domain:?} is not a valid domain name")));
+            return Err(bad(
+                "dhcp.domain",
+                format!("{domain:?} is not a valid domain name"),
+            ));
         }
-        let probe_interval = match duration("dhcp.probe_interval", d.probe_interval.as_deref().unwrap_or("60s"))? {
+        let probe_interval = match duration(
+            "dhcp.probe_interval",
+            d.probe_interval.as_deref().unwrap_or("60s"),
+        )? {
             z if z.is_zero() => None,
-            p if p < Duration::from_secs(5) => return Err(bad("dhcp.probe_interval", "must be 0 (off) or at least 5s")),
+            p if p < Duration::from_secs(5) => {
+                return Err(bad("dhcp.probe_interval", "must be 0 (off) or at least 5s"))
+            }
             p => Some(p),
         };
         let mut reservations = Vec::new();
         for (i, r) in d.reservations.iter().enumerate() {
-            let mac = parse_mac(&r.mac)
-                .ok_or_else(|| bad(format!("dhcp.reservations[{i}].mac"), format!("{:?} is not a MAC like aa:bb:cc:dd:ee:ff", r.mac)))?;
+            let mac = parse_mac(&r.mac).ok_or_else(|| {
+                bad(
+                    format!("dhcp.reservations[{i}].mac"),
+                    format!("{:?} is not a MAC like aa:bb:cc:dd:ee:ff", r.mac),
+                )
+            })?;
             let ip = ipv4(&format!("dhcp.reservations[{i}].ip"), &r.ip)?;
-            if !subnet.contains(&ip) || ip == bridge_address.addr() || ip == subnet.network() || ip == subnet.broadcast() {
-                return Err(bad(format!("dhcp.reservations[{i}].ip"), format!("{ip} is not a free host address in {subnet}")));
+            if !subnet.contains(&ip)
+                || ip == bridge_address.addr()
+                || ip == subnet.network()
+                || ip == subnet.broadcast()
+            {
+                return Err(bad(
+                    format!("dhcp.reservations[{i}].ip"),
+                    format!("{ip} is not a free host address in {subnet}"),
+                ));
             }
             if reservations.iter().any(|(m, a)| *m == mac || *a == ip) {
-                return Err(bad(format!("dhcp.reservations[{i}]"), "MAC or address is reserved twice"));
+                return Err(bad(
+                    format!("dhcp.reservations[{i}]"),
+                    "MAC or address is reserved twice",
+                ));
             }
             reservations.push((mac, ip));
         }
@@ -552,7 +704,10 @@ lease_time = "1h"
         assert_eq!(c.dns, vec![Ipv4Addr::new(10, 77, 1, 1)]);
         assert_eq!(c.lease_time, Duration::from_secs(3600));
         assert_eq!(c.peers[0].persistent_keepalive, Some(25));
-        assert_eq!(c.peers[0].endpoint, Some(Endpoint::Addr("198.51.100.2:51820".parse().unwrap())));
+        assert_eq!(
+            c.peers[0].endpoint,
+            Some(Endpoint::Addr("198.51.100.2:51820".parse().unwrap()))
+        );
     }
 
     fn err_of(text: &str) -> ConfigError {

@@ -30,7 +30,11 @@ impl Macs {
     /// Locally administered unicast addresses from the public key.
     pub fn for_key(public: &[u8; 32]) -> Macs {
         let mk = |tag: u8| [0x02, 0x6d, tag, public[0], public[1], public[2]];
-        Macs { engine: mk(0x62), tap: mk(0x74), bridge: mk(0x72) }
+        Macs {
+            engine: mk(0x62),
+            tap: mk(0x74),
+            bridge: mk(0x72),
+        }
     }
 }
 
@@ -48,13 +52,20 @@ pub fn load_leases(state_dir: &Path) -> dhcp::LeaseDb {
             Err(e) => {
                 let aside = state_dir.join("leases.json.unreadable");
                 let _ = std::fs::rename(&path, &aside);
-                tracing::error!("{} is unreadable ({e}); kept it as {} and starting with no leases", path.display(), aside.display());
+                tracing::error!(
+                    "{} is unreadable ({e}); kept it as {} and starting with no leases",
+                    path.display(),
+                    aside.display()
+                );
                 dhcp::LeaseDb::empty()
             }
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => dhcp::LeaseDb::empty(),
         Err(e) => {
-            tracing::error!("cannot read {}: {e}; starting with no leases", path.display());
+            tracing::error!(
+                "cannot read {}: {e}; starting with no leases",
+                path.display()
+            );
             dhcp::LeaseDb::empty()
         }
     }
@@ -78,7 +89,8 @@ fn udp_socket(port: u16) -> Result<(UdpSocket, bool)> {
     let (sock, is_dual) = match dual {
         Ok(s) => (s, true),
         Err(_) => {
-            let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).context("creating the WireGuard UDP socket")?;
+            let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+                .context("creating the WireGuard UDP socket")?;
             s.bind(&SocketAddr::from(([0, 0, 0, 0], port)).into())
                 .with_context(|| format!("binding UDP port {port} (mesh.listen_port); is another WireGuard using it?"))?;
             (s, false)
@@ -107,7 +119,12 @@ struct Devices {
     tun: AsyncDevice,
 }
 
-async fn setup(config: &Config, macs: &Macs, rec: &mut Installed, handle: &rtnetlink::Handle) -> Result<(Devices, u32)> {
+async fn setup(
+    config: &Config,
+    macs: &Macs,
+    rec: &mut Installed,
+    handle: &rtnetlink::Handle,
+) -> Result<(Devices, u32)> {
     // Record the intent first, so a crash half-way is still cleaned up.
     rec.bridge = Some(config.bridge_name.clone());
     rec.links = vec![config.tap_name.clone(), config.tun_name.clone()];
@@ -133,7 +150,12 @@ async fn setup(config: &Config, macs: &Macs, rec: &mut Installed, handle: &rtnet
         .mac_addr(macs.tap)
         .mtu(1500)
         .build_async()
-        .with_context(|| format!("creating TAP device {} (is /dev/net/tun available and are we root?)", config.tap_name))?;
+        .with_context(|| {
+            format!(
+                "creating TAP device {} (is /dev/net/tun available and are we root?)",
+                config.tap_name
+            )
+        })?;
     os::disable_ipv6(&config.tap_name);
     os::enslave(handle, &config.tap_name, bridge_idx).await?;
     for port in &config.bridge_ports {
@@ -149,12 +171,25 @@ async fn setup(config: &Config, macs: &Macs, rec: &mut Installed, handle: &rtnet
     os::disable_ipv6(&config.tun_name);
     tun.add_address_v4(config.mesh_address.addr(), config.mesh_address.prefix_len())
         .context("adding the mesh address to the TUN")?;
-    tun.add_address_v4(config.bridge_address.addr(), config.bridge_address.prefix_len())
-        .context("adding the bridge gateway address to the TUN")?;
+    tun.add_address_v4(
+        config.bridge_address.addr(),
+        config.bridge_address.prefix_len(),
+    )
+    .context("adding the bridge gateway address to the TUN")?;
     tun.enabled(true).context("bringing the TUN up")?;
     let tun_idx = tun.if_index().context("reading the TUN's index")?;
-    let nets: Vec<_> = config.peers.iter().flat_map(|p| p.allowed_ips.iter().copied()).collect();
-    os::add_peer_routes(handle, tun_idx, &nets, &[config.mesh_address, config.bridge_address]).await?;
+    let nets: Vec<_> = config
+        .peers
+        .iter()
+        .flat_map(|p| p.allowed_ips.iter().copied())
+        .collect();
+    os::add_peer_routes(
+        handle,
+        tun_idx,
+        &nets,
+        &[config.mesh_address, config.bridge_address],
+    )
+    .await?;
     Ok((Devices { tap, tun }, bridge_idx))
 }
 
@@ -166,7 +201,10 @@ pub async fn run(config: Config) -> Result<()> {
         tracing::warn!("wg-quick key {key} is not used by meshbridge and was ignored");
     }
     let public = config.private_key.public_key();
-    tracing::info!("meshbridge {} starting; public key {public}", env!("CARGO_PKG_VERSION"));
+    tracing::info!(
+        "meshbridge {} starting; public key {public}",
+        env!("CARGO_PKG_VERSION")
+    );
     let macs = Macs::for_key(public.as_bytes());
 
     let now = Now::read();
@@ -176,20 +214,26 @@ pub async fn run(config: Config) -> Result<()> {
             Some(ep) => match ep.resolve() {
                 Ok(a) => Some(a),
                 Err(e) => {
-                    tracing::warn!("peer {}: cannot resolve endpoint ({e}); waiting for it to connect", p.name);
+                    tracing::warn!(
+                        "peer {}: cannot resolve endpoint ({e}); waiting for it to connect",
+                        p.name
+                    );
                     None
                 }
             },
             None => None,
         };
-        mesh.add_peer(now.mono, PeerConfig {
-            name: p.name.clone(),
-            public_key: p.public_key,
-            preshared_key: p.preshared_key.clone(),
-            endpoint,
-            allowed_ips: p.allowed_ips.clone(),
-            persistent_keepalive: p.persistent_keepalive,
-        });
+        mesh.add_peer(
+            now.mono,
+            PeerConfig {
+                name: p.name.clone(),
+                public_key: p.public_key,
+                preshared_key: p.preshared_key.clone(),
+                endpoint,
+                allowed_ips: p.allowed_ips.clone(),
+                persistent_keepalive: p.persistent_keepalive,
+            },
+        );
     }
     let dhcp_config = dhcp::ServerConfig {
         server_ip: config.bridge_address.addr(),
@@ -213,7 +257,8 @@ pub async fn run(config: Config) -> Result<()> {
         dhcp: dhcp_config,
     };
     let leases = load_leases(&config.state_dir);
-    let mut engine = Engine::new(engine_config, mesh, leases, now).context("starting the DHCP server")?;
+    let mut engine =
+        Engine::new(engine_config, mesh, leases, now).context("starting the DHCP server")?;
     let (udp, dual) = udp_socket(config.listen_port)?;
 
     let handle = os::connect().await?;
@@ -231,7 +276,11 @@ pub async fn run(config: Config) -> Result<()> {
     tracing::info!(
         "up: bridge {} (ports: {}), mesh {} on UDP {}, {} peer(s), DHCP {}-{}",
         config.bridge_name,
-        if config.bridge_ports.is_empty() { "none".to_string() } else { config.bridge_ports.join(", ") },
+        if config.bridge_ports.is_empty() {
+            "none".to_string()
+        } else {
+            config.bridge_ports.join(", ")
+        },
         config.mesh_address,
         config.listen_port,
         config.peers.len(),
@@ -249,7 +298,9 @@ pub async fn run(config: Config) -> Result<()> {
         Ok(()) => {
             let _ = std::fs::remove_file(os::record_path(&config.state_dir));
         }
-        Err(e) => tracing::error!("removing what meshbridge installed: {e:#}; run `meshbridge --cleanup`"),
+        Err(e) => {
+            tracing::error!("removing what meshbridge installed: {e:#}; run `meshbridge --cleanup`")
+        }
     }
     tracing::info!("stopped");
     result
@@ -305,10 +356,19 @@ fn handle_events(config: &Config, engine: &mut Engine) {
 
 /// `aa:bb:cc:dd:ee:ff`.
 pub fn fmt_mac(m: &[u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
-async fn event_loop(config: &Config, engine: &mut Engine, dev: &Devices, udp: &UdpSocket, dual: bool) -> Result<()> {
+async fn event_loop(
+    config: &Config,
+    engine: &mut Engine,
+    dev: &Devices,
+    udp: &UdpSocket,
+    dual: bool,
+) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut tap_buf = vec![0u8; 65536];

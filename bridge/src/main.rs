@@ -21,7 +21,7 @@ struct Cli {
     /// Remove every link, address, route and rule meshbridge installed (uses --config's state_dir if given).
     #[arg(long)]
     cleanup: bool,
-    /// Log filter, e.g. "info" or "debug" (also RUST_LOG).
+    /// Log filter: "info", "debug", or per module like "debug,boringtun=info" (RUST_LOG overrides).
     #[arg(long, value_name = "FILTER", default_value = "info")]
     log: String,
     #[command(subcommand)]
@@ -37,13 +37,26 @@ enum Command {
 }
 
 fn init_logs(filter: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    use tracing_subscriber::filter::Targets;
+    // "info", "debug", or per module: "debug,boringtun=info". RUST_LOG wins if set.
+    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_string());
+    let targets: Targets = spec.parse().unwrap_or_else(|e| {
+        eprintln!("meshbridge: ignoring log filter {spec:?} ({e}); using \"info\"");
+        Targets::new().with_default(tracing::Level::INFO)
+    });
+    use tracing_subscriber::prelude::*;
+    let ansi = std::env::var_os("NO_COLOR").is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_ansi(ansi))
+        .with(targets)
+        .init();
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 fn real_main(cli: Cli) -> Result<()> {
@@ -55,8 +68,13 @@ fn real_main(cli: Cli) -> Result<()> {
         }
         Some(Command::Pubkey) => {
             let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text).context("reading a private key from stdin")?;
-            let key: PrivateKey = text.trim().parse().context("stdin does not hold a private key")?;
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading a private key from stdin")?;
+            let key: PrivateKey = text
+                .trim()
+                .parse()
+                .context("stdin does not hold a private key")?;
             println!("{}", key.public_key());
             return Ok(());
         }
@@ -81,7 +99,8 @@ fn real_main(cli: Cli) -> Result<()> {
         init_logs(&cli.log);
         let (state_dir, links) = match &cli.config {
             Some(path) => {
-                let c = Config::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                let c =
+                    Config::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
                 (c.state_dir, vec![c.tap_name, c.tun_name])
             }
             None => (PathBuf::from(DEFAULT_STATE_DIR), Vec::new()),

@@ -38,7 +38,9 @@ pub fn record_path(state_dir: &Path) -> PathBuf {
 pub fn read_record(state_dir: &Path) -> Result<Option<Installed>> {
     let path = record_path(state_dir);
     match std::fs::read_to_string(&path) {
-        Ok(text) => Ok(Some(serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?)),
+        Ok(text) => Ok(Some(
+            serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?,
+        )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
@@ -73,14 +75,18 @@ pub async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkMess
 
 fn is_bridge(link: &LinkMessage) -> bool {
     link.attributes.iter().any(|a| match a {
-        LinkAttribute::LinkInfo(infos) => infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Bridge))),
+        LinkAttribute::LinkInfo(infos) => infos
+            .iter()
+            .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Bridge))),
         _ => false,
     })
 }
 
 fn is_tun(link: &LinkMessage) -> bool {
     link.attributes.iter().any(|a| match a {
-        LinkAttribute::LinkInfo(infos) => infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Tun))),
+        LinkAttribute::LinkInfo(infos) => infos
+            .iter()
+            .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Tun))),
         _ => false,
     })
 }
@@ -105,7 +111,11 @@ pub async fn ensure_bridge(handle: &Handle, name: &str, mac: [u8; 6]) -> Result<
             return Err(anyhow!("interface {name} exists and is not a bridge; set bridge.name to a bridge or a free name"));
         }
         let idx = link.header.index;
-        handle.link().set(LinkUnspec::new_with_index(idx).up().build()).execute().await
+        handle
+            .link()
+            .set(LinkUnspec::new_with_index(idx).up().build())
+            .execute()
+            .await
             .with_context(|| format!("bringing bridge {name} up"))?;
         return Ok((idx, false));
     }
@@ -117,7 +127,9 @@ pub async fn ensure_bridge(handle: &Handle, name: &str, mac: [u8; 6]) -> Result<
         .with_context(|| format!("creating bridge {name}"))?;
     // The host itself has no address on the bridge: no IPv6 either.
     sysctl(&format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1");
-    let link = link_by_name(handle, name).await?.ok_or_else(|| anyhow!("bridge {name} vanished after creation"))?;
+    let link = link_by_name(handle, name)
+        .await?
+        .ok_or_else(|| anyhow!("bridge {name} vanished after creation"))?;
     Ok((link.header.index, true))
 }
 
@@ -150,7 +162,12 @@ pub async fn enslave(handle: &Handle, port: &str, bridge_idx: u32) -> Result<()>
     }
     handle
         .link()
-        .set(LinkUnspec::new_with_index(idx).controller(bridge_idx).up().build())
+        .set(
+            LinkUnspec::new_with_index(idx)
+                .controller(bridge_idx)
+                .up()
+                .build(),
+        )
         .execute()
         .await
         .with_context(|| format!("adding {port} to the bridge"))?;
@@ -165,7 +182,12 @@ pub fn disable_ipv6(name: &str) {
 /// Route every allowed IPv4 network of the peers to the TUN, except those
 /// the TUN's own subnets already cover and default routes (exit nodes are a
 /// separate feature).
-pub async fn add_peer_routes(handle: &Handle, tun_idx: u32, nets: &[IpNet], own: &[Ipv4Net]) -> Result<()> {
+pub async fn add_peer_routes(
+    handle: &Handle,
+    tun_idx: u32,
+    nets: &[IpNet],
+    own: &[Ipv4Net],
+) -> Result<()> {
     for net in nets {
         let IpNet::V4(v4) = net.trunc() else { continue };
         if v4.prefix_len() == 0 || own.iter().any(|o| o.trunc().contains(&v4)) {
@@ -175,7 +197,13 @@ pub async fn add_peer_routes(handle: &Handle, tun_idx: u32, nets: &[IpNet], own:
             .destination_prefix(v4.network(), v4.prefix_len())
             .output_interface(tun_idx)
             .build();
-        handle.route().add(route).replace().execute().await.with_context(|| format!("adding route {v4} to the mesh"))?;
+        handle
+            .route()
+            .add(route)
+            .replace()
+            .execute()
+            .await
+            .with_context(|| format!("adding route {v4} to the mesh"))?;
     }
     Ok(())
 }
@@ -196,7 +224,16 @@ pub async fn cleanup(handle: &Handle, rec: &Installed) -> Result<()> {
         for port in &rec.ports {
             if let Some(l) = link_by_name(handle, port).await? {
                 if bridge_idx.is_some() && controller(&l) == bridge_idx {
-                    if let Err(e) = handle.link().set(LinkUnspec::new_with_index(l.header.index).nocontroller().build()).execute().await {
+                    if let Err(e) = handle
+                        .link()
+                        .set(
+                            LinkUnspec::new_with_index(l.header.index)
+                                .nocontroller()
+                                .build(),
+                        )
+                        .execute()
+                        .await
+                    {
                         errors.push(format!("removing {port} from {bridge}: {e}"));
                     }
                 }

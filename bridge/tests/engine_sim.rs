@@ -38,25 +38,34 @@ impl Sim {
         let peer_key = PrivateKey::generate();
         let box_addr: SocketAddr = "198.51.100.1:51820".parse().unwrap();
         let peer_addr: SocketAddr = "198.51.100.2:51820".parse().unwrap();
-        let now = Now { mono: Instant::now(), wall: UNIX_EPOCH + Duration::from_secs(1_800_000_000) };
+        let now = Now {
+            mono: Instant::now(),
+            wall: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        };
         let mut mesh = Mesh::new(&box_key);
-        mesh.add_peer(now.mono, PeerConfig {
-            name: "laptop".into(),
-            public_key: peer_key.public_key(),
-            preshared_key: None,
-            endpoint: Some(peer_addr),
-            allowed_ips: vec!["10.77.0.2/32".parse().unwrap()],
-            persistent_keepalive: None,
-        });
+        mesh.add_peer(
+            now.mono,
+            PeerConfig {
+                name: "laptop".into(),
+                public_key: peer_key.public_key(),
+                preshared_key: None,
+                endpoint: Some(peer_addr),
+                allowed_ips: vec!["10.77.0.2/32".parse().unwrap()],
+                persistent_keepalive: None,
+            },
+        );
         let mut peer = Mesh::new(&peer_key);
-        let peer_id = peer.add_peer(now.mono, PeerConfig {
-            name: "box".into(),
-            public_key: box_key.public_key(),
-            preshared_key: None,
-            endpoint: Some(box_addr),
-            allowed_ips: vec!["10.77.0.0/16".parse().unwrap()],
-            persistent_keepalive: None,
-        });
+        let peer_id = peer.add_peer(
+            now.mono,
+            PeerConfig {
+                name: "box".into(),
+                public_key: box_key.public_key(),
+                preshared_key: None,
+                endpoint: Some(box_addr),
+                allowed_ips: vec!["10.77.0.0/16".parse().unwrap()],
+                persistent_keepalive: None,
+            },
+        );
         let config = EngineConfig {
             mac: BOX_MAC,
             bridge_address: "10.77.1.1/24".parse().unwrap(),
@@ -79,7 +88,17 @@ impl Sim {
         };
         let mut engine = Engine::new(config, mesh, LeaseDb::empty(), now).unwrap();
         engine.start(now);
-        let mut sim = Sim { engine, peer, peer_id, box_addr, peer_addr, now, tap: vec![], tun: vec![], at_peer: vec![] };
+        let mut sim = Sim {
+            engine,
+            peer,
+            peer_id,
+            box_addr,
+            peer_addr,
+            now,
+            tap: vec![],
+            tun: vec![],
+            at_peer: vec![],
+        };
         sim.settle();
         sim.tap.clear(); // gratuitous ARP
         sim
@@ -130,19 +149,37 @@ impl Sim {
         self.settle();
         let reply = self.tap.pop().expect("a DHCP reply");
         let s = SlicedPacket::from_ethernet(&reply).unwrap();
-        let Some(TransportSlice::Udp(u)) = s.transport else { panic!("not UDP") };
+        let Some(TransportSlice::Udp(u)) = s.transport else {
+            panic!("not UDP")
+        };
         assert_eq!((u.source_port(), u.destination_port()), (67, 68));
         Message::decode(&mut Decoder::new(u.payload())).unwrap()
     }
 
     fn lease(&mut self) -> Ipv4Addr {
-        let mut d = Message::new_with_id(7, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, &DEV_MAC);
-        d.opts_mut().insert(DhcpOption::MessageType(MessageType::Discover));
+        let mut d = Message::new_with_id(
+            7,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            &DEV_MAC,
+        );
+        d.opts_mut()
+            .insert(DhcpOption::MessageType(MessageType::Discover));
         let offer = self.dhcp_from_device(&d);
         assert_eq!(offer.opts().msg_type(), Some(MessageType::Offer));
         let ip = offer.yiaddr();
-        let mut r = Message::new_with_id(8, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, &DEV_MAC);
-        r.opts_mut().insert(DhcpOption::MessageType(MessageType::Request));
+        let mut r = Message::new_with_id(
+            8,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            &DEV_MAC,
+        );
+        r.opts_mut()
+            .insert(DhcpOption::MessageType(MessageType::Request));
         r.opts_mut().insert(DhcpOption::RequestedIpAddress(ip));
         r.opts_mut().insert(DhcpOption::ServerIdentifier(GW));
         let ack = self.dhcp_from_device(&r);
@@ -173,13 +210,18 @@ fn leased_device_reaches_peer_and_peer_reaches_device() {
     assert_eq!(sim.at_peer.len(), 1);
     {
         let s = SlicedPacket::from_ip(&sim.at_peer[0]).unwrap();
-        let Some(TransportSlice::Udp(u)) = s.transport else { panic!("not UDP") };
+        let Some(TransportSlice::Udp(u)) = s.transport else {
+            panic!("not UDP")
+        };
         assert_eq!(u.payload(), b"hello peer");
     }
 
     // Peer -> device: comes out on the bridge addressed to the device's MAC.
     let mut p = Vec::new();
-    PacketBuilder::ipv4(PEER_IP.octets(), ip.octets(), 64).udp(6000, 5000).write(&mut p, b"hello device").unwrap();
+    PacketBuilder::ipv4(PEER_IP.octets(), ip.octets(), 64)
+        .udp(6000, 5000)
+        .write(&mut p, b"hello device")
+        .unwrap();
     sim.peer.send(sim.peer_id, &p).unwrap();
     sim.settle();
     let frame = sim.tap.pop().expect("a frame to the device");
@@ -189,7 +231,10 @@ fn leased_device_reaches_peer_and_peer_reaches_device() {
 
     // Peer -> the box itself: handed to the host.
     let mut p = Vec::new();
-    PacketBuilder::ipv4(PEER_IP.octets(), [10, 77, 0, 1], 64).udp(6000, 5000).write(&mut p, b"box").unwrap();
+    PacketBuilder::ipv4(PEER_IP.octets(), [10, 77, 0, 1], 64)
+        .udp(6000, 5000)
+        .write(&mut p, b"box")
+        .unwrap();
     sim.peer.send(sim.peer_id, &p).unwrap();
     sim.settle();
     assert_eq!(sim.tun.pop().as_deref(), Some(&p[..]));
@@ -224,10 +269,14 @@ fn oversize_df_packet_gets_frag_needed_and_others_are_fragmented() {
     assert!(sim.at_peer.is_empty());
     let icmp = sim.tap.pop().expect("ICMP back to the device");
     let s = SlicedPacket::from_ethernet(&icmp).unwrap();
-    let Some(TransportSlice::Icmpv4(i)) = s.transport else { panic!("not ICMP") };
+    let Some(TransportSlice::Icmpv4(i)) = s.transport else {
+        panic!("not ICMP")
+    };
     assert_eq!(
         i.icmp_type(),
-        etherparse::Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1420 })
+        etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1420 }
+        )
     );
     // Clear DF: the engine fragments instead.
     let df_at = 14 + 6;

@@ -567,7 +567,12 @@ fn invalid_config_is_rejected_by_new() {
 fn renewal_of_another_networks_address_is_never_naked() {
     let mut s = server();
     // A client of the home router renewing its own lease, seen on our segment.
-    send(&mut s, t0(), &request_renew(mac(9), Ipv4Addr::new(192, 168, 1, 50))).unwrap();
+    send(
+        &mut s,
+        t0(),
+        &request_renew(mac(9), Ipv4Addr::new(192, 168, 1, 50)),
+    )
+    .unwrap();
     assert!(s.poll_transmit().is_none());
     assert_eq!(s.stats().naks, 0);
 }

@@ -15,7 +15,9 @@ pub struct AllowedIps<T> {
 
 impl<T> Default for AllowedIps<T> {
     fn default() -> Self {
-        AllowedIps { entries: Vec::new() }
+        AllowedIps {
+            entries: Vec::new(),
+        }
     }
 }
 

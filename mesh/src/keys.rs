@@ -11,7 +11,9 @@ use std::str::FromStr;
 #[non_exhaustive]
 pub enum KeyError {
     /// Not valid base64.
-    #[error("not a base64 WireGuard key (expected 44 characters of base64, as `wg genkey` prints)")]
+    #[error(
+        "not a base64 WireGuard key (expected 44 characters of base64, as `wg genkey` prints)"
+    )]
     Base64,
     /// Valid base64, but not 32 bytes.
     #[error("a WireGuard key is 32 bytes, this one decodes to {0} bytes")]

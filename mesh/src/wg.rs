@@ -155,7 +155,11 @@ impl Mesh {
     /// Add a peer. If it has an endpoint and a keepalive, the handshake
     /// starts right away, as with `wg set … persistent-keepalive`.
     pub fn add_peer(&mut self, now: Instant, config: PeerConfig) -> PeerId {
-        let slot = self.peers.iter().position(Option::is_none).unwrap_or(self.peers.len());
+        let slot = self
+            .peers
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(self.peers.len());
         let id = PeerId(slot as u32);
         let tunn = Tunn::new(
             self.private.clone(),
@@ -170,14 +174,21 @@ impl Mesh {
             allowed.insert(*net, ());
             self.routes.insert(*net, id);
         }
-        let peer = Peer { endpoint: config.endpoint, config, tunn, allowed };
+        let peer = Peer {
+            endpoint: config.endpoint,
+            config,
+            tunn,
+            allowed,
+        };
         if slot == self.peers.len() {
             self.peers.push(Some(peer));
         } else {
             self.peers[slot] = Some(peer);
         }
         self.next_tick.get_or_insert(now);
-        let wants_handshake = self.peer(id).is_some_and(|p| p.endpoint.is_some() && p.config.persistent_keepalive.is_some());
+        let wants_handshake = self
+            .peer(id)
+            .is_some_and(|p| p.endpoint.is_some() && p.config.persistent_keepalive.is_some());
         if wants_handshake {
             self.initiate(id);
         }
@@ -245,12 +256,17 @@ impl Mesh {
 
     /// Time since the last handshake with `id`, if it has a session.
     pub fn last_handshake(&self, id: PeerId) -> Option<Duration> {
-        self.peer(id).and_then(|p| p.tunn.time_since_last_handshake())
+        self.peer(id)
+            .and_then(|p| p.tunn.time_since_last_handshake())
     }
 
     fn initiate(&mut self, id: PeerId) {
-        let Some(peer) = self.peers.get_mut(id.0 as usize).and_then(Option::as_mut) else { return };
-        if let TunnResult::WriteToNetwork(b) = peer.tunn.format_handshake_initiation(&mut self.buf, false) {
+        let Some(peer) = self.peers.get_mut(id.0 as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        if let TunnResult::WriteToNetwork(b) =
+            peer.tunn.format_handshake_initiation(&mut self.buf, false)
+        {
             if let Some(ep) = peer.endpoint {
                 self.out.push_back(Output::Datagram(ep, b.to_vec()));
             }
@@ -284,10 +300,12 @@ impl Mesh {
         let packet = Tunn::parse_incoming_packet(datagram).map_err(|_| MeshDrop::Invalid)?;
         let index = match packet {
             Packet::HandshakeInit(ref init) => {
-                let half = parse_handshake_anon(&self.private, &self.public, init).map_err(|e| match e {
-                    WireGuardError::WrongKey => MeshDrop::UnknownPeer,
-                    _ => MeshDrop::Invalid,
-                })?;
+                let half = parse_handshake_anon(&self.private, &self.public, init).map_err(
+                    |e| match e {
+                        WireGuardError::WrongKey => MeshDrop::UnknownPeer,
+                        _ => MeshDrop::Invalid,
+                    },
+                )?;
                 let key = PublicKey(half.peer_static_public);
                 return self
                     .peers
@@ -392,7 +410,11 @@ impl Mesh {
                 _ => {}
             }
         }
-        self.next_tick = if self.peers.iter().any(Option::is_some) { Some(now + TIMER_TICK) } else { None };
+        self.next_tick = if self.peers.iter().any(Option::is_some) {
+            Some(now + TIMER_TICK)
+        } else {
+            None
+        };
     }
 
     /// The next thing to send or deliver.
@@ -423,27 +445,41 @@ mod tests {
         let now = Instant::now();
         let mut a = Mesh::new(&ka);
         let mut b = Mesh::new(&kb);
-        let pb = a.add_peer(now, PeerConfig {
-            name: "b".into(),
-            public_key: kb.public_key(),
-            preshared_key: None,
-            endpoint: Some(b_addr),
-            allowed_ips: vec!["10.77.0.2/32".parse().unwrap()],
-            persistent_keepalive: None,
-        });
-        let pa = b.add_peer(now, PeerConfig {
-            name: "a".into(),
-            public_key: ka.public_key(),
-            preshared_key: None,
-            endpoint: None,
-            allowed_ips: vec!["10.77.0.1/32".parse().unwrap(), "10.77.1.0/24".parse().unwrap()],
-            persistent_keepalive: None,
-        });
+        let pb = a.add_peer(
+            now,
+            PeerConfig {
+                name: "b".into(),
+                public_key: kb.public_key(),
+                preshared_key: None,
+                endpoint: Some(b_addr),
+                allowed_ips: vec!["10.77.0.2/32".parse().unwrap()],
+                persistent_keepalive: None,
+            },
+        );
+        let pa = b.add_peer(
+            now,
+            PeerConfig {
+                name: "a".into(),
+                public_key: ka.public_key(),
+                preshared_key: None,
+                endpoint: None,
+                allowed_ips: vec![
+                    "10.77.0.1/32".parse().unwrap(),
+                    "10.77.1.0/24".parse().unwrap(),
+                ],
+                persistent_keepalive: None,
+            },
+        );
         (a, b, pb, pa, a_addr, b_addr)
     }
 
     /// Deliver every datagram between the two until both are quiet; return delivered packets.
-    fn pump(a: &mut Mesh, b: &mut Mesh, a_addr: SocketAddr, b_addr: SocketAddr) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    fn pump(
+        a: &mut Mesh,
+        b: &mut Mesh,
+        a_addr: SocketAddr,
+        b_addr: SocketAddr,
+    ) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         let (mut at_a, mut at_b) = (Vec::new(), Vec::new());
         for _ in 0..20 {
             let mut moved = false;
@@ -480,7 +516,11 @@ mod tests {
         let pkt = ipv4_packet([10, 77, 1, 100], [10, 77, 0, 2]);
         a.send(pb, &pkt).unwrap();
         let (_, at_b) = pump(&mut a, &mut b, a_addr, b_addr);
-        assert_eq!(at_b, vec![pkt.clone()], "queued packet delivered after handshake");
+        assert_eq!(
+            at_b,
+            vec![pkt.clone()],
+            "queued packet delivered after handshake"
+        );
         // b had no endpoint for a; it learned it from the handshake.
         let back = ipv4_packet([10, 77, 0, 2], [10, 77, 1, 100]);
         b.send(pa, &back).unwrap();
@@ -495,7 +535,8 @@ mod tests {
     fn source_outside_allowed_ips_is_dropped() {
         let (mut a, mut b, pb, _pa, a_addr, b_addr) = pair();
         // b only allows 10.77.0.1 and 10.77.1.0/24 from a.
-        a.send(pb, &ipv4_packet([10, 99, 0, 1], [10, 77, 0, 2])).unwrap();
+        a.send(pb, &ipv4_packet([10, 99, 0, 1], [10, 77, 0, 2]))
+            .unwrap();
         let (_, at_b) = pump(&mut a, &mut b, a_addr, b_addr);
         assert!(at_b.is_empty());
         assert_eq!(b.stats().source_not_allowed, 1);
@@ -505,19 +546,29 @@ mod tests {
     fn unknown_key_and_garbage_are_counted() {
         let (mut a, _b, _pb, _pa, _a_addr, b_addr) = pair();
         let mut stranger = Mesh::new(&PrivateKey::generate());
-        let sp = stranger.add_peer(Instant::now(), PeerConfig {
-            name: "x".into(),
-            public_key: a.public_key(),
-            preshared_key: None,
-            endpoint: Some("198.51.100.1:51820".parse().unwrap()),
-            allowed_ips: vec![],
-            persistent_keepalive: None,
-        });
-        stranger.send(sp, &ipv4_packet([1, 1, 1, 1], [2, 2, 2, 2])).unwrap();
-        let Some(Output::Datagram(_, init)) = stranger.poll_output() else { panic!("no handshake") };
+        let sp = stranger.add_peer(
+            Instant::now(),
+            PeerConfig {
+                name: "x".into(),
+                public_key: a.public_key(),
+                preshared_key: None,
+                endpoint: Some("198.51.100.1:51820".parse().unwrap()),
+                allowed_ips: vec![],
+                persistent_keepalive: None,
+            },
+        );
+        stranger
+            .send(sp, &ipv4_packet([1, 1, 1, 1], [2, 2, 2, 2]))
+            .unwrap();
+        let Some(Output::Datagram(_, init)) = stranger.poll_output() else {
+            panic!("no handshake")
+        };
         assert_eq!(a.handle_datagram(b_addr, &init), Err(MeshDrop::UnknownPeer));
         assert_eq!(a.handle_datagram(b_addr, b"hello"), Err(MeshDrop::Invalid));
-        assert_eq!(a.handle_datagram(b_addr, &[4, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]), Err(MeshDrop::Invalid));
+        assert_eq!(
+            a.handle_datagram(b_addr, &[4, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]),
+            Err(MeshDrop::Invalid)
+        );
         assert_eq!(a.stats().unknown_peer, 1);
         assert_eq!(a.stats().invalid, 2);
     }

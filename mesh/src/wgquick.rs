@@ -70,7 +70,10 @@ struct PeerDraft {
 }
 
 fn err(line: usize, problem: impl Into<String>) -> WgQuickError {
-    WgQuickError { line, problem: problem.into() }
+    WgQuickError {
+        line,
+        problem: problem.into(),
+    }
 }
 
 fn key_err(line: usize, key: &str, e: KeyError) -> WgQuickError {
@@ -81,21 +84,34 @@ fn list(value: &str) -> impl Iterator<Item = &str> {
     value.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
 
-fn parse_nets(line: usize, key: &str, value: &str, into: &mut Vec<IpNet>) -> Result<(), WgQuickError> {
+fn parse_nets(
+    line: usize,
+    key: &str,
+    value: &str,
+    into: &mut Vec<IpNet>,
+) -> Result<(), WgQuickError> {
     for item in list(value) {
         let net = item
             .parse::<IpNet>()
             .or_else(|_| item.parse::<std::net::IpAddr>().map(IpNet::from))
-            .map_err(|_| err(line, format!("{key}: {item:?} is not an address or CIDR prefix")))?;
+            .map_err(|_| {
+                err(
+                    line,
+                    format!("{key}: {item:?} is not an address or CIDR prefix"),
+                )
+            })?;
         into.push(net);
     }
     Ok(())
 }
 
 fn parse_u16(line: usize, key: &str, value: &str) -> Result<u16, WgQuickError> {
-    value
-        .parse::<u16>()
-        .map_err(|_| err(line, format!("{key}: {value:?} is not a number from 0 to 65535")))
+    value.parse::<u16>().map_err(|_| {
+        err(
+            line,
+            format!("{key}: {value:?} is not a number from 0 to 65535"),
+        )
+    })
 }
 
 /// Parse the text of a wg-quick file.
@@ -151,22 +167,41 @@ pub fn parse(text: &str) -> Result<WgQuick, WgQuickError> {
                         ..PeerDraft::default()
                     });
                 }
-                _ => return Err(err(line, format!("unknown section {content}; expected [Interface] or [Peer]"))),
+                _ => {
+                    return Err(err(
+                        line,
+                        format!("unknown section {content}; expected [Interface] or [Peer]"),
+                    ))
+                }
             }
             last_comment = None;
             continue;
         }
         last_comment = None;
         let Some((key, value)) = content.split_once('=') else {
-            return Err(err(line, format!("expected `Key = Value`, found {content:?}")));
+            return Err(err(
+                line,
+                format!("expected `Key = Value`, found {content:?}"),
+            ));
         };
         let key = key.trim();
         let value = value.trim();
         let lkey = key.to_ascii_lowercase();
         match section {
-            Section::None => return Err(err(line, format!("{key} appears before any [Interface] or [Peer] section"))),
+            Section::None => {
+                return Err(err(
+                    line,
+                    format!("{key} appears before any [Interface] or [Peer] section"),
+                ))
+            }
             Section::Interface => match lkey.as_str() {
-                "privatekey" => private_key = Some(value.parse::<PrivateKey>().map_err(|e| key_err(line, key, e))?),
+                "privatekey" => {
+                    private_key = Some(
+                        value
+                            .parse::<PrivateKey>()
+                            .map_err(|e| key_err(line, key, e))?,
+                    )
+                }
                 "listenport" => listen_port = Some(parse_u16(line, key, value)?),
                 "address" => parse_nets(line, key, value, &mut addresses)?,
                 "dns" => dns.extend(list(value).map(str::to_string)),
@@ -181,12 +216,19 @@ pub fn parse(text: &str) -> Result<WgQuick, WgQuickError> {
                     return Err(err(line, "key outside a [Peer] section"));
                 };
                 match lkey.as_str() {
-                    "publickey" => p.public_key = Some(value.parse().map_err(|e| key_err(line, key, e))?),
-                    "presharedkey" => p.preshared_key = Some(value.parse().map_err(|e| key_err(line, key, e))?),
+                    "publickey" => {
+                        p.public_key = Some(value.parse().map_err(|e| key_err(line, key, e))?)
+                    }
+                    "presharedkey" => {
+                        p.preshared_key = Some(value.parse().map_err(|e| key_err(line, key, e))?)
+                    }
                     "allowedips" => parse_nets(line, key, value, &mut p.allowed_ips)?,
                     "endpoint" => {
                         if !value.contains(':') {
-                            return Err(err(line, format!("Endpoint {value:?} needs a port, like host:51820")));
+                            return Err(err(
+                                line,
+                                format!("Endpoint {value:?} needs a port, like host:51820"),
+                            ));
                         }
                         p.endpoint = Some(value.to_string())
                     }
@@ -211,7 +253,9 @@ pub fn parse(text: &str) -> Result<WgQuick, WgQuickError> {
         .into_iter()
         .map(|p| {
             Ok(WgQuickPeer {
-                public_key: p.public_key.ok_or_else(|| err(p.line, "[Peer] has no PublicKey"))?,
+                public_key: p
+                    .public_key
+                    .ok_or_else(|| err(p.line, "[Peer] has no PublicKey"))?,
                 preshared_key: p.preshared_key,
                 allowed_ips: p.allowed_ips,
                 endpoint: p.endpoint,
@@ -220,7 +264,15 @@ pub fn parse(text: &str) -> Result<WgQuick, WgQuickError> {
             })
         })
         .collect::<Result<Vec<_>, WgQuickError>>()?;
-    Ok(WgQuick { private_key, listen_port, addresses, dns, mtu, peers, ignored })
+    Ok(WgQuick {
+        private_key,
+        listen_port,
+        addresses,
+        dns,
+        mtu,
+        peers,
+        ignored,
+    })
 }
 
 #[cfg(test)]
@@ -251,17 +303,26 @@ mod tests {
 
     #[test]
     fn errors_name_the_line_and_key() {
-        let e = parse(&format!("[Interface]\nPrivateKey = {PRIV}\n[Peer]\nPublicKey = nope\n")).unwrap_err();
+        let e = parse(&format!(
+            "[Interface]\nPrivateKey = {PRIV}\n[Peer]\nPublicKey = nope\n"
+        ))
+        .unwrap_err();
         assert_eq!(e.line, 4);
         assert!(e.problem.contains("PublicKey"), "{e}");
         let e = parse("[Interface]\nListenPort = 99999\n").unwrap_err();
         assert_eq!(e.line, 2);
         let e = parse(&format!("[Interface]\nPrivateKey = {PRIV}\nBogus = 1\n")).unwrap_err();
         assert!(e.problem.contains("unknown key Bogus"), "{e}");
-        let e = parse(&format!("[Interface]\nPrivateKey = {PRIV}\n[Peer]\nAllowedIPs = 10.0.0.0/8\n")).unwrap_err();
+        let e = parse(&format!(
+            "[Interface]\nPrivateKey = {PRIV}\n[Peer]\nAllowedIPs = 10.0.0.0/8\n"
+        ))
+        .unwrap_err();
         assert!(e.problem.contains("no PublicKey"), "{e}");
         assert!(parse("").is_err());
         assert!(parse("[Wat]\n").is_err());
-        assert!(parse(&format!("[Interface]\nPrivateKey = {PRIV}\n[Peer]\nPublicKey = {PUB}\nEndpoint = host\n")).is_err());
+        assert!(parse(&format!(
+            "[Interface]\nPrivateKey = {PRIV}\n[Peer]\nPublicKey = {PUB}\nEndpoint = host\n"
+        ))
+        .is_err());
     }
 }

@@ -129,35 +129,107 @@ mod tests {
 
     #[test]
     fn device_to_peer_goes_to_the_peers_tunnel() {
-        assert_eq!(decide(&Fixed, Source::Bridge(DEV), DEV_IP, PEER_IP), Forward::ToMesh(PeerId(0)));
+        assert_eq!(
+            decide(&Fixed, Source::Bridge(DEV), DEV_IP, PEER_IP),
+            Forward::ToMesh(PeerId(0))
+        );
     }
 
     #[test]
     fn forged_source_or_unknown_device_is_dropped() {
-        assert_eq!(decide(&Fixed, Source::Bridge(DEV), Ipv4Addr::new(10, 77, 1, 101), PEER_IP), Forward::Drop(Reason::Spoofed));
-        assert_eq!(decide(&Fixed, Source::Bridge([2, 0, 0, 0, 0, 9]), DEV_IP, PEER_IP), Forward::Drop(Reason::Spoofed));
+        assert_eq!(
+            decide(
+                &Fixed,
+                Source::Bridge(DEV),
+                Ipv4Addr::new(10, 77, 1, 101),
+                PEER_IP
+            ),
+            Forward::Drop(Reason::Spoofed)
+        );
+        assert_eq!(
+            decide(&Fixed, Source::Bridge([2, 0, 0, 0, 0, 9]), DEV_IP, PEER_IP),
+            Forward::Drop(Reason::Spoofed)
+        );
     }
 
     #[test]
     fn peer_to_device_uses_the_lease_table() {
-        assert_eq!(decide(&Fixed, Source::Mesh(PeerId(0)), PEER_IP, DEV_IP), Forward::ToBridge(DEV));
-        assert_eq!(decide(&Fixed, Source::Mesh(PeerId(0)), PEER_IP, Ipv4Addr::new(10, 77, 1, 150)), Forward::Drop(Reason::NoNeighbour));
+        assert_eq!(
+            decide(&Fixed, Source::Mesh(PeerId(0)), PEER_IP, DEV_IP),
+            Forward::ToBridge(DEV)
+        );
+        assert_eq!(
+            decide(
+                &Fixed,
+                Source::Mesh(PeerId(0)),
+                PEER_IP,
+                Ipv4Addr::new(10, 77, 1, 150)
+            ),
+            Forward::Drop(Reason::NoNeighbour)
+        );
     }
 
     #[test]
     fn box_addresses_go_to_the_host_and_host_reaches_both_sides() {
-        assert_eq!(decide(&Fixed, Source::Mesh(PeerId(0)), PEER_IP, BOX_MESH), Forward::ToHost);
-        assert_eq!(decide(&Fixed, Source::Bridge(DEV), DEV_IP, GW), Forward::ToHost);
-        assert_eq!(decide(&Fixed, Source::Host, BOX_MESH, PEER_IP), Forward::ToMesh(PeerId(0)));
-        assert_eq!(decide(&Fixed, Source::Host, GW, DEV_IP), Forward::ToBridge(DEV));
+        assert_eq!(
+            decide(&Fixed, Source::Mesh(PeerId(0)), PEER_IP, BOX_MESH),
+            Forward::ToHost
+        );
+        assert_eq!(
+            decide(&Fixed, Source::Bridge(DEV), DEV_IP, GW),
+            Forward::ToHost
+        );
+        assert_eq!(
+            decide(&Fixed, Source::Host, BOX_MESH, PEER_IP),
+            Forward::ToMesh(PeerId(0))
+        );
+        assert_eq!(
+            decide(&Fixed, Source::Host, GW, DEV_IP),
+            Forward::ToBridge(DEV)
+        );
     }
 
     #[test]
     fn multicast_never_crosses_and_relay_never_loops() {
-        assert_eq!(decide(&Fixed, Source::Bridge(DEV), DEV_IP, Ipv4Addr::new(224, 0, 0, 251)), Forward::Drop(Reason::Multicast));
-        assert_eq!(decide(&Fixed, Source::Bridge(DEV), DEV_IP, Ipv4Addr::new(10, 77, 1, 255)), Forward::Drop(Reason::Multicast));
-        assert_eq!(decide(&Fixed, Source::Mesh(PeerId(0)), PEER_IP, PEER_IP), Forward::Drop(Reason::Loop));
-        assert_eq!(decide(&Fixed, Source::Mesh(PeerId(0)), PEER_IP, Ipv4Addr::new(10, 77, 0, 3)), Forward::ToMesh(PeerId(1)));
-        assert_eq!(decide(&Fixed, Source::Bridge(DEV), DEV_IP, Ipv4Addr::new(192, 0, 2, 1)), Forward::Drop(Reason::NoRoute));
+        assert_eq!(
+            decide(
+                &Fixed,
+                Source::Bridge(DEV),
+                DEV_IP,
+                Ipv4Addr::new(224, 0, 0, 251)
+            ),
+            Forward::Drop(Reason::Multicast)
+        );
+        assert_eq!(
+            decide(
+                &Fixed,
+                Source::Bridge(DEV),
+                DEV_IP,
+                Ipv4Addr::new(10, 77, 1, 255)
+            ),
+            Forward::Drop(Reason::Multicast)
+        );
+        assert_eq!(
+            decide(&Fixed, Source::Mesh(PeerId(0)), PEER_IP, PEER_IP),
+            Forward::Drop(Reason::Loop)
+        );
+        assert_eq!(
+            decide(
+                &Fixed,
+                Source::Mesh(PeerId(0)),
+                PEER_IP,
+                Ipv4Addr::new(10, 77, 0, 3)
+            ),
+            Forward::ToMesh(PeerId(1))
+        );
+        assert_eq!(
+            decide(
+                &Fixed,
+                Source::Bridge(DEV),
+                DEV_IP,
+                Ipv4Addr::new(192, 0, 2, 1)
+            ),
+            Forward::Drop(Reason::NoRoute)
+        );
     }
 }

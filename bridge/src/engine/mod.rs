@@ -34,7 +34,10 @@ pub struct Now {
 impl Now {
     /// Read both clocks (only the daemon calls this).
     pub fn read() -> Now {
-        Now { mono: Instant::now(), wall: SystemTime::now() }
+        Now {
+            mono: Instant::now(),
+            wall: SystemTime::now(),
+        }
     }
 }
 
@@ -157,14 +160,28 @@ impl Topology for View<'_> {
 
 impl Engine {
     /// Build the engine from its parts; `leases` is what was persisted last.
-    pub fn new(config: EngineConfig, mesh: Mesh, leases: dhcp::LeaseDb, now: Now) -> Result<Self, dhcp::ConfigError> {
+    pub fn new(
+        config: EngineConfig,
+        mesh: Mesh,
+        leases: dhcp::LeaseDb,
+        now: Now,
+    ) -> Result<Self, dhcp::ConfigError> {
         let dhcp = dhcp::Server::new(config.dhcp.clone(), leases, now.wall)?;
         let arp = arp::Responder::new(arp::Config {
             mac: config.mac,
             gateway: config.bridge_address.addr(),
             neighbour_ttl: Duration::from_secs(20 * 60),
         });
-        Ok(Engine { config, mesh, dhcp, arp, out: VecDeque::new(), events: VecDeque::new(), stats: Stats::default(), last: now })
+        Ok(Engine {
+            config,
+            mesh,
+            dhcp,
+            arp,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            last: now,
+        })
     }
 
     /// Announce the box on the bridge (gratuitous ARP). Call once at start.
@@ -190,7 +207,12 @@ impl Engine {
     }
 
     fn view(&self, wall: SystemTime) -> View<'_> {
-        View { config: &self.config, dhcp: &self.dhcp, mesh: &self.mesh, wall }
+        View {
+            config: &self.config,
+            dhcp: &self.dhcp,
+            mesh: &self.mesh,
+            wall,
+        }
     }
 
     /// A frame from the bridge (TAP).
@@ -206,10 +228,22 @@ impl Engine {
         }
         match eth.ether_type {
             EtherType::ARP => {
-                let view = View { config: &self.config, dhcp: &self.dhcp, mesh: &self.mesh, wall: now.wall };
-                let routes = |ip: Ipv4Addr| !view.on_bridge(ip) && (view.is_host(ip) || view.mesh_route(ip).is_some());
-                let local = |ip: Ipv4Addr| view.on_bridge(ip) && ip != view.config.bridge_address.addr();
-                if self.arp.handle_frame(now.mono, frame, &routes, &local).is_err() {
+                let view = View {
+                    config: &self.config,
+                    dhcp: &self.dhcp,
+                    mesh: &self.mesh,
+                    wall: now.wall,
+                };
+                let routes = |ip: Ipv4Addr| {
+                    !view.on_bridge(ip) && (view.is_host(ip) || view.mesh_route(ip).is_some())
+                };
+                let local =
+                    |ip: Ipv4Addr| view.on_bridge(ip) && ip != view.config.bridge_address.addr();
+                if self
+                    .arp
+                    .handle_frame(now.mono, frame, &routes, &local)
+                    .is_err()
+                {
                     self.stats.arp_errors += 1;
                 }
                 self.drain_arp(now);
@@ -238,7 +272,13 @@ impl Engine {
                     let to_us = eth.destination == self.config.mac || eth.destination == [0xff; 6];
                     if (dp == 67 && to_us) || (sp == 67 && dp == 68) {
                         let len = usize::from(udp.length).saturating_sub(8).min(payload.len());
-                        let input = dhcp::Input { src_mac: eth.source, src_ip: info.src, src_port: sp, dst_port: dp, payload: &payload[..len] };
+                        let input = dhcp::Input {
+                            src_mac: eth.source,
+                            src_ip: info.src,
+                            src_port: sp,
+                            dst_port: dp,
+                            payload: &payload[..len],
+                        };
                         if self.dhcp.handle_input(now.wall, input).is_err() {
                             self.stats.dhcp_errors += 1;
                         }
@@ -256,7 +296,12 @@ impl Engine {
             }
             return;
         }
-        let decision = decide(&self.view(now.wall), Source::Bridge(eth.source), info.src, info.dst);
+        let decision = decide(
+            &self.view(now.wall),
+            Source::Bridge(eth.source),
+            info.src,
+            info.dst,
+        );
         self.forward(now, Source::Bridge(eth.source), packet.to_vec(), decision);
     }
 
@@ -279,7 +324,12 @@ impl Engine {
             return;
         };
         let decision = decide(&self.view(now.wall), Source::Host, info.src, info.dst);
-        self.forward(now, Source::Host, packet[..info.total_len].to_vec(), decision);
+        self.forward(
+            now,
+            Source::Host,
+            packet[..info.total_len].to_vec(),
+            decision,
+        );
     }
 
     /// A datagram on the WireGuard socket.
@@ -308,7 +358,10 @@ impl Engine {
             let ahead = t.duration_since(self.last.wall).unwrap_or(Duration::ZERO);
             self.last.mono + ahead
         });
-        [self.mesh.poll_timeout(), self.arp.poll_timeout(), dhcp].into_iter().flatten().min()
+        [self.mesh.poll_timeout(), self.arp.poll_timeout(), dhcp]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The next thing to write.
@@ -335,7 +388,8 @@ impl Engine {
                         }
                         continue;
                     };
-                    let decision = decide(&self.view(now.wall), Source::Mesh(peer), info.src, info.dst);
+                    let decision =
+                        decide(&self.view(now.wall), Source::Mesh(peer), info.src, info.dst);
                     let mut p = p;
                     p.truncate(info.total_len);
                     self.forward(now, Source::Mesh(peer), p, decision);
@@ -413,7 +467,8 @@ impl Engine {
                             Source::Bridge(_) => self.config.bridge_address.addr(),
                             _ => self.config.mesh_address.addr(),
                         };
-                        if let Some(icmp) = packet::icmp_frag_needed(&packet, from, self.config.mtu) {
+                        if let Some(icmp) = packet::icmp_frag_needed(&packet, from, self.config.mtu)
+                        {
                             self.stats.frag_needed_sent += 1;
                             self.send_back(source, icmp);
                         }
@@ -456,7 +511,9 @@ impl Engine {
                 // Tell a bridged device quickly that there is no way there.
                 if let (Reason::NoRoute, Source::Bridge(_)) = (reason, source) {
                     let kind = etherparse::icmpv4::DestUnreachableHeader::Network;
-                    if let Some(icmp) = packet::icmp_unreachable(&packet, self.config.bridge_address.addr(), kind) {
+                    if let Some(icmp) =
+                        packet::icmp_unreachable(&packet, self.config.bridge_address.addr(), kind)
+                    {
                         self.send_back(source, icmp);
                     }
                 }

@@ -48,7 +48,9 @@ fn fold(mut sum: u32) -> u16 {
 /// `max_mss`, fixing the TCP checksum incrementally (RFC 1624). Returns
 /// whether the packet was changed.
 pub fn clamp_mss(packet: &mut [u8], max_mss: u16) -> bool {
-    let Some(info) = ipv4_info(packet) else { return false };
+    let Some(info) = ipv4_info(packet) else {
+        return false;
+    };
     let ihl = usize::from(packet[0] & 0x0f) * 4;
     // Only unfragmented (or first-fragment) TCP.
     if packet[9] != 6 || (u16::from_be_bytes([packet[6], packet[7]]) & 0x1fff) != 0 {
@@ -125,19 +127,32 @@ pub fn fragment(packet: &[u8], mtu: usize) -> Option<Vec<Vec<u8>>> {
 /// Build the ICMP "fragmentation needed" (type 3 code 4, RFC 1191) that a
 /// router sends back to `original`'s source, from `from`.
 pub fn icmp_frag_needed(original: &[u8], from: Ipv4Addr, mtu: u16) -> Option<Vec<u8>> {
-    icmp_unreachable(original, from, DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: mtu })
+    icmp_unreachable(
+        original,
+        from,
+        DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: mtu },
+    )
 }
 
 /// Build an ICMP destination unreachable for `original`, from `from`.
-pub fn icmp_unreachable(original: &[u8], from: Ipv4Addr, kind: DestUnreachableHeader) -> Option<Vec<u8>> {
+pub fn icmp_unreachable(
+    original: &[u8],
+    from: Ipv4Addr,
+    kind: DestUnreachableHeader,
+) -> Option<Vec<u8>> {
     let (h, rest) = Ipv4Header::from_slice(original).ok()?;
     // Never answer an ICMP error with another one (RFC 1122 §3.2.2).
-    if h.protocol == IpNumber::ICMP && rest.first().is_some_and(|t| matches!(t, 3 | 4 | 5 | 11 | 12)) {
+    if h.protocol == IpNumber::ICMP
+        && rest
+            .first()
+            .is_some_and(|t| matches!(t, 3 | 4 | 5 | 11 | 12))
+    {
         return None;
     }
     // The original header plus 8 bytes of its payload.
     let quote = &original[..(h.header_len() + 8).min(original.len())];
-    let builder = PacketBuilder::ipv4(from.octets(), h.source, 64).icmpv4(Icmpv4Type::DestinationUnreachable(kind));
+    let builder = PacketBuilder::ipv4(from.octets(), h.source, 64)
+        .icmpv4(Icmpv4Type::DestinationUnreachable(kind));
     let mut out = Vec::with_capacity(builder.size(quote.len()));
     builder.write(&mut out, quote).ok()?;
     Some(out)
@@ -152,7 +167,13 @@ mod tests {
         let mut b = PacketBuilder::ipv4([10, 77, 1, 100], [10, 77, 0, 2], 64)
             .tcp(40000, 80, 1, 65535)
             .syn();
-        b = b.options(&[etherparse::TcpOptionElement::MaximumSegmentSize(mss), etherparse::TcpOptionElement::Noop, etherparse::TcpOptionElement::Noop]).unwrap();
+        b = b
+            .options(&[
+                etherparse::TcpOptionElement::MaximumSegmentSize(mss),
+                etherparse::TcpOptionElement::Noop,
+                etherparse::TcpOptionElement::Noop,
+            ])
+            .unwrap();
         let mut v = Vec::new();
         b.write(&mut v, &[]).unwrap();
         v
@@ -160,7 +181,9 @@ mod tests {
 
     fn tcp_checksum_ok(p: &[u8]) -> bool {
         let s = SlicedPacket::from_ip(p).unwrap();
-        let Some(TransportSlice::Tcp(t)) = s.transport else { return false };
+        let Some(TransportSlice::Tcp(t)) = s.transport else {
+            return false;
+        };
         let (h, _) = Ipv4Header::from_slice(p).unwrap();
         let expect = t.to_header().calc_checksum_ipv4(&h, t.payload()).unwrap();
         t.checksum() == expect
@@ -172,8 +195,13 @@ mod tests {
         assert!(clamp_mss(&mut p, 1380));
         assert!(tcp_checksum_ok(&p));
         let s = SlicedPacket::from_ip(&p).unwrap();
-        let Some(TransportSlice::Tcp(t)) = s.transport else { panic!() };
-        assert!(t.options_iterator().any(|o| matches!(o, Ok(etherparse::TcpOptionElement::MaximumSegmentSize(1380)))));
+        let Some(TransportSlice::Tcp(t)) = s.transport else {
+            panic!()
+        };
+        assert!(t.options_iterator().any(|o| matches!(
+            o,
+            Ok(etherparse::TcpOptionElement::MaximumSegmentSize(1380))
+        )));
         // Already small enough: untouched.
         let mut q = syn_with_mss(1200);
         assert!(!clamp_mss(&mut q, 1380));
@@ -184,7 +212,10 @@ mod tests {
     fn fragments_reassemble_to_the_original() {
         let payload: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
         let mut p = Vec::new();
-        PacketBuilder::ipv4([10, 77, 1, 100], [10, 77, 0, 2], 64).udp(1, 2).write(&mut p, &payload).unwrap();
+        PacketBuilder::ipv4([10, 77, 1, 100], [10, 77, 0, 2], 64)
+            .udp(1, 2)
+            .write(&mut p, &payload)
+            .unwrap();
         let frags = fragment(&p, 1420).unwrap();
         assert_eq!(frags.len(), 3);
         let mut joined = Vec::new();
@@ -202,11 +233,21 @@ mod tests {
     #[test]
     fn frag_needed_quotes_the_original_and_is_not_sent_for_icmp_errors() {
         let mut p = Vec::new();
-        PacketBuilder::ipv4([10, 77, 1, 100], [10, 77, 0, 2], 64).udp(1, 2).write(&mut p, &[0; 1600]).unwrap();
+        PacketBuilder::ipv4([10, 77, 1, 100], [10, 77, 0, 2], 64)
+            .udp(1, 2)
+            .write(&mut p, &[0; 1600])
+            .unwrap();
         let icmp = icmp_frag_needed(&p, Ipv4Addr::new(10, 77, 1, 1), 1420).unwrap();
         let s = SlicedPacket::from_ip(&icmp).unwrap();
-        let Some(TransportSlice::Icmpv4(i)) = s.transport else { panic!() };
-        assert_eq!(i.icmp_type(), Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1420 }));
+        let Some(TransportSlice::Icmpv4(i)) = s.transport else {
+            panic!()
+        };
+        assert_eq!(
+            i.icmp_type(),
+            Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded {
+                next_hop_mtu: 1420
+            })
+        );
         assert_eq!(i.payload(), &p[..28]);
         assert!(icmp_frag_needed(&icmp, Ipv4Addr::new(10, 77, 0, 1), 1420).is_none());
     }

@@ -111,9 +111,9 @@ impl Server {
                 self.stats.ignored += 1;
                 return Ok(());
             }
-            let acceptable = (self.may_keep(&chaddr, ip, now)
-                    || (self.table.available_for(&self.config, &chaddr, ip, now)
-                        && !self.prefers_reservation(&chaddr, ip, now)));
+            let acceptable = self.may_keep(&chaddr, ip, now)
+                || (self.table.available_for(&self.config, &chaddr, ip, now)
+                    && !self.prefers_reservation(&chaddr, ip, now));
             acceptable.then_some(ip)
         } else {
             return Err(InputError::MissingAddress {
