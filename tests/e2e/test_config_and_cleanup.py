@@ -87,3 +87,16 @@ def test_genkey_and_pubkey_match_wg():
     assert ours == sh(["wg", "pubkey"], input=wgkey).stdout.strip()
     bad = subprocess.run([meshbridge_bin(), "pubkey"], input="nope", capture_output=True, text=True)
     assert bad.returncode != 0 and "private key" in bad.stderr
+
+
+def test_missing_bridge_port_fails_clearly_and_rolls_back(site):
+    site.add_device("dev")
+    before = links(site)
+    text = site.config_text().replace("ports = [", 'ports = ["nosuchport0", ')
+    path = site.write_config(text)
+    r = site.run(site.box, [meshbridge_bin(), "--config", str(path)], check=False)
+    assert r.returncode != 0
+    assert "nosuchport0 does not exist" in r.stderr, r.stderr
+    # The bridge it had started to build is gone again, the real port released.
+    assert links(site) == before
+    assert not (site.state_dir / "installed.json").exists()
