@@ -364,18 +364,23 @@ impl Responder {
     }
 
     fn send_announcement(&mut self) {
-        let gateway = self.config.gateway;
-        let frame = ArpFrame {
+        let frame = self.who_has(self.config.gateway);
+        if self.push_transmit(frame.emit()) {
+            self.stats.announcements += 1;
+        }
+    }
+
+    /// A broadcast "who has `target_ip`" from the gateway (with
+    /// `target_ip` = gateway it is a gratuitous ARP announcement).
+    fn who_has(&self, target_ip: Ipv4Addr) -> ArpFrame {
+        ArpFrame {
             eth_destination: BROADCAST,
             eth_source: self.config.mac,
             operation: Operation::Request,
             sender_mac: self.config.mac,
-            sender_ip: gateway,
+            sender_ip: self.config.gateway,
             target_mac: [0; 6],
-            target_ip: gateway,
-        };
-        if self.push_transmit(frame.emit()) {
-            self.stats.announcements += 1;
+            target_ip,
         }
     }
 
@@ -469,15 +474,7 @@ impl Responder {
                 return;
             }
         }
-        let frame = ArpFrame {
-            eth_destination: BROADCAST,
-            eth_source: self.config.mac,
-            operation: Operation::Request,
-            sender_mac: self.config.mac,
-            sender_ip: gateway,
-            target_mac: [0; 6],
-            target_ip: ip,
-        };
+        let frame = self.who_has(ip);
         if self.push_transmit(frame.emit()) {
             self.last_request.insert(ip, now);
             self.stats.requests += 1;

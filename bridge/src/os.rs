@@ -73,22 +73,19 @@ pub async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkMess
     }
 }
 
-fn is_bridge(link: &LinkMessage) -> bool {
+fn has_kind(link: &LinkMessage, kind: &InfoKind) -> bool {
     link.attributes.iter().any(|a| match a {
-        LinkAttribute::LinkInfo(infos) => infos
-            .iter()
-            .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Bridge))),
+        LinkAttribute::LinkInfo(infos) => infos.iter().any(|i| matches!(i, LinkInfo::Kind(k) if k == kind)),
         _ => false,
     })
 }
 
+fn is_bridge(link: &LinkMessage) -> bool {
+    has_kind(link, &InfoKind::Bridge)
+}
+
 fn is_tun(link: &LinkMessage) -> bool {
-    link.attributes.iter().any(|a| match a {
-        LinkAttribute::LinkInfo(infos) => infos
-            .iter()
-            .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Tun))),
-        _ => false,
-    })
+    has_kind(link, &InfoKind::Tun)
 }
 
 fn controller(link: &LinkMessage) -> Option<u32> {
