@@ -48,6 +48,26 @@ pub mod raw {
         /// `[dhcp]`.
         #[serde(default)]
         pub dhcp: Dhcp,
+        /// `[routing]`.
+        #[serde(default)]
+        pub routing: Routing,
+    }
+
+    /// `[routing]`: subnet router and exit node.
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Routing {
+        pub uplink: Option<String>,
+        #[serde(default)]
+        pub advertise_routes: Vec<String>,
+        pub snat_subnet_routes: Option<bool>,
+        pub exit_node: Option<bool>,
+        pub exit_node_allow_lan: Option<bool>,
+        pub use_exit_node: Option<String>,
+        /// Bridged devices reach the internet through the box's uplink (when no exit node is used).
+        pub bridge_internet: Option<bool>,
+        /// Bridged devices may reach the advertised home-LAN prefixes.
+        pub bridge_allow_lan: Option<bool>,
     }
 
     /// `[mesh]`.
@@ -186,6 +206,35 @@ pub struct Peer {
     pub persistent_keepalive: Option<u16>,
 }
 
+/// `[routing]`, validated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routing {
+    /// The interface toward the home LAN and the internet.
+    pub uplink: Option<String>,
+    /// Home-LAN prefixes served to the mesh.
+    pub advertise_routes: Vec<Ipv4Net>,
+    /// Masquerade mesh traffic to the advertised prefixes (LAN hosts see the box).
+    pub snat_subnet_routes: bool,
+    /// Serve the internet to peers.
+    pub exit_node: bool,
+    /// Exit traffic may reach private ranges.
+    pub exit_node_allow_lan: bool,
+    /// Peer name whose exit node bridged devices use.
+    pub use_exit_node: Option<String>,
+    /// Bridged devices use the box's own uplink for the internet (no exit node).
+    pub bridge_internet: bool,
+    /// Bridged devices may reach the advertised prefixes.
+    pub bridge_allow_lan: bool,
+}
+
+impl Routing {
+    /// Whether the kernel must forward (and NAT) for us.
+    pub fn needs_forwarding(&self) -> bool {
+        self.uplink.is_some()
+            && (!self.advertise_routes.is_empty() || self.exit_node || self.bridge_internet)
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -227,6 +276,8 @@ pub struct Config {
     pub reservations: Vec<([u8; 6], Ipv4Addr)>,
     /// wg-quick keys we read but ignore (logged at start).
     pub ignored_wg_keys: Vec<String>,
+    /// Subnet router and exit node.
+    pub routing: Routing,
 }
 
 fn ifname(key: &str, name: &str) -> Result<String, ConfigError> {
@@ -293,6 +344,81 @@ fn resolve_path(base: Option<&Path>, p: &str) -> PathBuf {
         Some(dir) if path.is_relative() => dir.join(path),
         _ => path,
     }
+}
+
+fn validate_routing(
+    r: &raw::Routing,
+    peers: &[Peer],
+    names: &[(&str, &String)],
+    bridge: Ipv4Net,
+    mesh: Ipv4Net,
+) -> Result<Routing, ConfigError> {
+    let uplink = r
+        .uplink
+        .as_deref()
+        .map(|u| ifname("routing.uplink", u))
+        .transpose()?;
+    if let Some(u) = &uplink {
+        if names.iter().any(|(_, n)| *n == u) {
+            return Err(bad("routing.uplink", format!("{u:?} is also used as a bridge port or meshbridge device; the uplink must be a separate interface")));
+        }
+    }
+    let mut advertise_routes = Vec::new();
+    for s in &r.advertise_routes {
+        let n: Ipv4Net = s.parse().map_err(|_| {
+            bad(
+                "routing.advertise_routes",
+                format!("{s:?} is not an IPv4 prefix like 192.168.1.0/24"),
+            )
+        })?;
+        let n = n.trunc();
+        if n.prefix_len() == 0 {
+            return Err(bad(
+                "routing.advertise_routes",
+                "0.0.0.0/0 is not a subnet route: use exit_node = true",
+            ));
+        }
+        if n.contains(&bridge.network())
+            || bridge.contains(&n.network())
+            || n.contains(&mesh.network())
+            || mesh.contains(&n.network())
+        {
+            return Err(bad(
+                "routing.advertise_routes",
+                format!("{n} overlaps the mesh or bridge subnet"),
+            ));
+        }
+        advertise_routes.push(n);
+    }
+    let exit_node = r.exit_node.unwrap_or(false);
+    let use_exit_node = r.use_exit_node.clone();
+    if let Some(name) = &use_exit_node {
+        if !peers.iter().any(|p| &p.name == name) {
+            return Err(bad(
+                "routing.use_exit_node",
+                format!("no peer is named {name:?}; use the name of a [[mesh.peers]] entry"),
+            ));
+        }
+        if exit_node {
+            return Err(bad(
+                "routing.use_exit_node",
+                "a box cannot be an exit node and use one at the same time",
+            ));
+        }
+    }
+    if uplink.is_none() && (exit_node || !advertise_routes.is_empty()) {
+        return Err(bad("routing.uplink", "missing: advertise_routes and exit_node need the interface toward the home LAN, like \"eth0\""));
+    }
+    Ok(Routing {
+        bridge_internet: r.bridge_internet.unwrap_or(uplink.is_some()) && uplink.is_some(),
+        uplink,
+        advertise_routes,
+        snat_subnet_routes: r.snat_subnet_routes.unwrap_or(true),
+        exit_node,
+        exit_node_allow_lan: r.exit_node_allow_lan.unwrap_or(false),
+        use_exit_node,
+        bridge_allow_lan: r.bridge_allow_lan.unwrap_or(false),
+    })
 }
 
 impl Config {
@@ -641,7 +767,10 @@ impl Config {
             reservations.push((mac, ip));
         }
 
+        let routing = validate_routing(&raw.routing, &peers, &names, subnet, mesh_net)?;
+
         Ok(Config {
+            routing,
             state_dir: PathBuf::from(raw.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR)),
             private_key,
             listen_port,

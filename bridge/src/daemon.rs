@@ -190,7 +190,54 @@ async fn setup(
         &[config.mesh_address, config.bridge_address],
     )
     .await?;
+    setup_routing(config, rec)?;
     Ok((Devices { tap, tun }, bridge_idx))
+}
+
+/// Subnet router and exit node: forwarding and our nftables table.
+fn setup_routing(config: &Config, rec: &mut Installed) -> Result<()> {
+    let r = &config.routing;
+    let Some(uplink) = &r.uplink else {
+        return Ok(());
+    };
+    if !r.needs_forwarding() {
+        return Ok(());
+    }
+    rec.nft_table = true;
+    os::write_record(&config.state_dir, rec)?;
+    if let Some(old) = crate::nft::enable_forwarding()? {
+        rec.ip_forward_was.get_or_insert(old);
+        os::write_record(&config.state_dir, rec)?;
+        tracing::warn!("IPv4 forwarding was off: turned it on for the subnet router / exit node (restored on stop)");
+    }
+    let rules = crate::nft::ruleset(r, &config.tun_name, config.bridge_address);
+    crate::nft::apply(&rules)?;
+    let routes: Vec<String> = r.advertise_routes.iter().map(|n| n.to_string()).collect();
+    let exit = match (r.exit_node, r.exit_node_allow_lan) {
+        (true, true) => ", exit node (LAN allowed)",
+        (true, false) => ", exit node (internet only)",
+        _ => "",
+    };
+    let using = match &r.use_exit_node {
+        Some(p) => format!(", bridged devices use exit node {p}"),
+        None if r.bridge_internet => {
+            ", bridged devices use this uplink for the internet".to_string()
+        }
+        None => String::new(),
+    };
+    tracing::info!(
+        "routing via {uplink}: subnet routes [{}]{}{exit}{using}",
+        routes.join(", "),
+        if r.snat_subnet_routes && !routes.is_empty() {
+            " (SNAT)"
+        } else {
+            ""
+        },
+    );
+    if r.exit_node {
+        tracing::warn!("the exit node serves IPv4 only: IPv6 (::/0) is not offered to peers yet");
+    }
+    Ok(())
 }
 
 /// Run the daemon until SIGTERM or SIGINT.
@@ -223,6 +270,14 @@ pub async fn run(config: Config) -> Result<()> {
             },
             None => None,
         };
+        let mut allowed_ips = p.allowed_ips.clone();
+        if config.routing.use_exit_node.as_deref() == Some(p.name.as_str()) {
+            // Replies from the internet come back from the exit node with any source.
+            let any: ipnet::IpNet = "0.0.0.0/0".parse().expect("valid prefix");
+            if !allowed_ips.contains(&any) {
+                allowed_ips.push(any);
+            }
+        }
         mesh.add_peer(
             now.mono,
             PeerConfig {
@@ -230,7 +285,7 @@ pub async fn run(config: Config) -> Result<()> {
                 public_key: p.public_key,
                 preshared_key: p.preshared_key.clone(),
                 endpoint,
-                allowed_ips: p.allowed_ips.clone(),
+                allowed_ips,
                 persistent_keepalive: p.persistent_keepalive,
             },
         );
@@ -249,7 +304,23 @@ pub async fn run(config: Config) -> Result<()> {
         reservations: config.reservations.clone(),
         probe_interval: config.probe_interval,
     };
+    let use_exit = match &config.routing.use_exit_node {
+        Some(name) => Some(
+            mesh.peer_by_name(name)
+                .context("routing.use_exit_node names no peer")?,
+        ),
+        None => None,
+    };
+    let policy = crate::engine::forward::Policy {
+        advertised: config.routing.advertise_routes.clone(),
+        exit_node: config.routing.exit_node,
+        exit_allow_lan: config.routing.exit_node_allow_lan,
+        use_exit,
+        bridge_internet: config.routing.bridge_internet && use_exit.is_none(),
+        bridge_allow_lan: config.routing.bridge_allow_lan,
+    };
     let engine_config = EngineConfig {
+        policy,
         mac: macs.engine,
         bridge_address: config.bridge_address,
         mesh_address: config.mesh_address,

@@ -7,11 +7,13 @@
 //!   and the WireGuard mesh.
 //! * [`daemon`] owns the file descriptors (TAP, TUN, UDP socket), the clock
 //!   and the signals, and drives the engine.
-//! * [`os`] installs and removes kernel state (bridge, ports, routes).
+//! * [`os`] installs and removes kernel state (bridge, ports, routes);
+//!   [`nft`] the nftables table of the subnet router and exit node.
 #![deny(unsafe_code)]
 
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod nft;
 pub mod os;
 pub mod persist;

@@ -27,6 +27,12 @@ pub struct Installed {
     /// The bridge's `arp_ignore` before we set it to 1, to restore it.
     #[serde(default)]
     pub bridge_arp_ignore: Option<String>,
+    /// Whether our nftables table may exist.
+    #[serde(default)]
+    pub nft_table: bool,
+    /// `net.ipv4.ip_forward` before we turned it on.
+    #[serde(default)]
+    pub ip_forward_was: Option<String>,
 }
 
 /// Where the record lives.
@@ -75,7 +81,9 @@ pub async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkMess
 
 fn has_kind(link: &LinkMessage, kind: &InfoKind) -> bool {
     link.attributes.iter().any(|a| match a {
-        LinkAttribute::LinkInfo(infos) => infos.iter().any(|i| matches!(i, LinkInfo::Kind(k) if k == kind)),
+        LinkAttribute::LinkInfo(infos) => infos
+            .iter()
+            .any(|i| matches!(i, LinkInfo::Kind(k) if k == kind)),
         _ => false,
     })
 }
@@ -208,6 +216,14 @@ pub async fn add_peer_routes(
 /// Remove everything the record lists. Safe to run twice and on a clean system.
 pub async fn cleanup(handle: &Handle, rec: &Installed) -> Result<()> {
     let mut errors = Vec::new();
+    if rec.nft_table {
+        if let Err(e) = crate::nft::remove() {
+            errors.push(format!("{e:#}"));
+        }
+    }
+    if let Some(old) = &rec.ip_forward_was {
+        crate::nft::restore_forwarding(old);
+    }
     for name in &rec.links {
         // Only ever delete TUN/TAP devices: never a real interface that happens to share a name.
         if let Some(l) = link_by_name(handle, name).await?.filter(is_tun) {

@@ -70,6 +70,7 @@ impl Sim {
             mac: BOX_MAC,
             bridge_address: "10.77.1.1/24".parse().unwrap(),
             mesh_address: "10.77.0.1/24".parse().unwrap(),
+            policy: Default::default(),
             mtu: 1420,
             dhcp: ServerConfig {
                 server_ip: GW,

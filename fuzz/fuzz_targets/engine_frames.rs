@@ -31,6 +31,7 @@ fuzz_target!(|data: &[u8]| {
         mac: [2, 0x6d, 0x62, 1, 2, 3],
         bridge_address: "10.77.1.1/24".parse().unwrap(),
         mesh_address: "10.77.0.1/24".parse().unwrap(),
+        policy: Default::default(),
         mtu: 1420,
         dhcp: ServerConfig {
             server_ip: gw,

@@ -53,6 +53,15 @@ impl<T: Copy + PartialEq> AllowedIps<T> {
             .map(|(_, v)| *v)
     }
 
+    /// Like [`AllowedIps::lookup`], but a default route (`/0`) does not
+    /// count: only a peer that owns a specific network matches.
+    pub fn lookup_specific(&self, addr: IpAddr) -> Option<T> {
+        self.entries
+            .iter()
+            .find(|(n, _)| n.prefix_len() > 0 && n.contains(&addr))
+            .map(|(_, v)| *v)
+    }
+
     /// All entries, longest prefix first.
     pub fn iter(&self) -> impl Iterator<Item = &(IpNet, T)> {
         self.entries.iter()
@@ -71,6 +80,8 @@ mod tests {
         t.insert("0.0.0.0/0".parse().unwrap(), 3);
         assert_eq!(t.lookup("10.77.0.2".parse().unwrap()), Some(2));
         assert_eq!(t.lookup("10.77.0.3".parse().unwrap()), Some(1));
+        assert_eq!(t.lookup_specific("192.0.2.1".parse().unwrap()), None);
+        assert_eq!(t.lookup_specific("10.77.0.2".parse().unwrap()), Some(2));
         assert_eq!(t.lookup("192.0.2.1".parse().unwrap()), Some(3));
         assert_eq!(t.lookup("::1".parse().unwrap()), None);
         t.insert("10.0.0.0/8".parse().unwrap(), 4);

@@ -222,6 +222,23 @@ impl Mesh {
             .map(|(_, i)| PeerId(i))
     }
 
+    /// The peer owning a specific network (not a default route) holding `dst`.
+    /// A peer whose allowed IPs include `0.0.0.0/0` is an exit node: that is
+    /// a separate decision (`use_exit_node`), not ordinary routing.
+    pub fn route_specific(&self, dst: IpAddr) -> Option<PeerId> {
+        self.routes.lookup_specific(dst)
+    }
+
+    /// Whether `peer` has a session whose last handshake is younger than `max_age`.
+    pub fn is_up(&self, peer: PeerId, max_age: Duration) -> bool {
+        self.last_handshake(peer).is_some_and(|d| d < max_age)
+    }
+
+    /// Start a handshake with `peer` unless one is under way.
+    pub fn poke(&mut self, peer: PeerId) {
+        self.initiate(peer);
+    }
+
     /// The routing table: every allowed network and its peer.
     pub fn routes(&self) -> impl Iterator<Item = &(IpNet, PeerId)> {
         self.routes.iter()

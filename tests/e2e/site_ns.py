@@ -205,6 +205,7 @@ class Site:
         ports = ", ".join(f'"{p}"' for (_, p, _) in self.devices.values())
         lease = over.get("lease_time", "1h")
         extra_dhcp = over.get("extra_dhcp", "")
+        extra = over.get("extra", "")
         return f"""state_dir = "{self.state_dir}"
 [mesh]
 private_key = "{self.box_key}"
@@ -223,6 +224,7 @@ ports = [{ports}]
 range = "10.77.1.100-10.77.1.200"
 lease_time = "{lease}"
 {extra_dhcp}
+{extra}
 """
 
     def write_config(self, text=None, **over):
@@ -232,19 +234,24 @@ lease_time = "{lease}"
 
     def start_box(self, config=None, wait=True, **over):
         path = config or self.write_config(**over)
-        offset = self.box_log.stat().st_size if self.box_log.exists() else 0
-        logf = open(self.box_log, "ab")
-        self.box_proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.box, meshbridge_bin(), "--config", str(path), "--log", "debug"],
+        self.box_proc = self.start_meshbridge(self.box, path, self.box_log, wait=wait)
+        return self.box_proc
+
+    def start_meshbridge(self, ns, path, log, wait=True):
+        """Run meshbridge in `ns` with config `path`; wait until it is up."""
+        offset = log.stat().st_size if log.exists() else 0
+        logf = open(log, "ab")
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, meshbridge_bin(), "--config", str(path), "--log", "debug"],
             stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ, NO_COLOR="1"))
         if wait:
             def up():
-                text = self.box_log.read_bytes()[offset:].decode(errors="replace")
-                return " up: bridge" in text or self.box_proc.poll() is not None
+                text = log.read_bytes()[offset:].decode(errors="replace")
+                return " up: bridge" in text or proc.poll() is not None
             wait_for(up, what="meshbridge to come up")
-            if self.box_proc.poll() is not None:
-                raise AssertionError("meshbridge exited:\n" + self.box_log.read_text()[-3000:])
-        return self.box_proc
+            if proc.poll() is not None:
+                raise AssertionError("meshbridge exited:\n" + log.read_text()[-3000:])
+        return proc
 
     def _box_died(self):
         return self.box_proc.poll() is not None
@@ -260,7 +267,7 @@ lease_time = "{lease}"
         return self.box_log.read_text()
 
     # ---- the peer ---------------------------------------------------------
-    def start_peer(self):
+    def start_peer(self, allowed_ips="10.77.0.0/16", routes=("10.77.1.0/24",)):
         ifc = f"{self.p}wg"
         self.wg_ifaces.append(ifc)
         keyfile = self.tmp / "peer.key"
@@ -269,12 +276,57 @@ lease_time = "{lease}"
         wait_for(lambda: Path(f"/var/run/wireguard/{ifc}.sock").exists(), what="wireguard-go socket")
         self.run(self.peer, ["wg", "set", ifc, "private-key", str(keyfile), "listen-port", "51820",
                              "peer", self.box_pub, "endpoint", "198.51.100.1:51820",
-                             "allowed-ips", "10.77.0.0/16", "persistent-keepalive", "25"])
+                             "allowed-ips", allowed_ips, "persistent-keepalive", "25"])
         self.run(self.peer, ["ip", "addr", "add", "10.77.0.2/24", "dev", ifc])
         self.run(self.peer, ["ip", "link", "set", ifc, "up"])
-        self.run(self.peer, ["ip", "route", "add", "10.77.1.0/24", "dev", ifc])
+        for r in routes:
+            self.run(self.peer, ["ip", "route", "add", r, "dev", ifc])
         self.peer_if = ifc
         return ifc
+
+    # ---- home LAN and internet ------------------------------------------
+    def add_uplink(self):
+        """box --{p}w0/w1--> [lan] home router + LAN host 192.168.1.1 --> [isp] --> [inet] 203.0.113.10.
+        No NAT anywhere but in the box, so servers see who really talks to them."""
+        self.lan = self._ns("lan")
+        self.isp = self._ns("isp")
+        self.inet = self._ns("inet")
+        self.uplink = f"{self.p}w0"
+        self._veth(self.uplink, self.box, f"{self.p}w1", self.lan)
+        self._veth(f"{self.p}i0", self.lan, f"{self.p}i1", self.isp)
+        self._veth(f"{self.p}n0", self.isp, f"{self.p}n1", self.inet)
+        for ns, ifc, addr in [(self.box, self.uplink, "192.168.1.2/24"), (self.lan, f"{self.p}w1", "192.168.1.1/24"),
+                              (self.lan, f"{self.p}i0", "192.0.2.2/24"), (self.isp, f"{self.p}i1", "192.0.2.1/24"),
+                              (self.isp, f"{self.p}n0", "203.0.113.1/26"), (self.inet, f"{self.p}n1", "203.0.113.10/26")]:
+            self.run(ns, ["ip", "addr", "add", addr, "dev", ifc])
+        self.run(self.box, ["ip", "route", "add", "default", "via", "192.168.1.1"])
+        self.run(self.lan, ["ip", "route", "add", "default", "via", "192.0.2.1"])
+        self.run(self.isp, ["ip", "route", "add", "192.168.1.0/24", "via", "192.0.2.2"])
+        self.run(self.inet, ["ip", "route", "add", "default", "via", "203.0.113.1"])
+        for ns in (self.lan, self.isp):
+            self.run(ns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        self.lan_log = self.tmp / "lan-http.log"
+        self.inet_log = self.tmp / "inet-http.log"
+        (self.tmp / "www-lan").mkdir()
+        (self.tmp / "www-lan" / "index.html").write_text("home LAN host\n")
+        (self.tmp / "www-inet").mkdir()
+        (self.tmp / "www-inet" / "index.html").write_text("internet host\n")
+        self.spawn(self.lan, ["python3", "-u", "-m", "http.server", "8000", "--bind", "192.168.1.1",
+                              "--directory", str(self.tmp / "www-lan")], log=self.lan_log)
+        self.spawn(self.inet, ["python3", "-u", "-m", "http.server", "8000", "--bind", "203.0.113.10",
+                               "--directory", str(self.tmp / "www-inet")], log=self.inet_log)
+        wait_for(lambda: self.run(self.isp, ["curl", "-s", "--max-time", "2", "http://203.0.113.10:8000/"],
+                                  check=False).returncode == 0, what="internet host up")
+        return self.uplink
+
+    def fetch(self, ns, url, timeout=3):
+        r = self.run(ns, ["curl", "-s", "--max-time", str(timeout), url], check=False, timeout=timeout + 10)
+        return r.stdout if r.returncode == 0 else None
+
+    @staticmethod
+    def clients_seen(log):
+        """Client addresses in a python http.server log."""
+        return re.findall(r"^(\d+\.\d+\.\d+\.\d+) - - ", log.read_text(), flags=re.M) if log.exists() else []
 
     def ping(self, ns, addr, count=1, timeout=2, extra=None):
         r = self.run(ns, ["ping", "-n", "-c", str(count), "-W", str(timeout)] + (extra or []) + [addr], check=False,

@@ -45,6 +45,12 @@ pub enum Reason {
     NoNeighbour,
     /// The packet would go back to the peer it came from.
     Loop,
+    /// A destination the policy does not allow from this source (the LAN
+    /// from a bridged device, private ranges through the exit node).
+    NotAllowed,
+    /// Internet traffic of bridged devices goes to an exit node that has no
+    /// recent handshake: dropped, never sent out of the box's own uplink.
+    ExitDown,
 }
 
 /// The tables the decision reads. The engine implements it over its DHCP
@@ -62,6 +68,48 @@ pub trait Topology {
     fn on_bridge(&self, ip: Ipv4Addr) -> bool;
     /// The bridge subnet's broadcast address.
     fn bridge_broadcast(&self) -> Ipv4Addr;
+    /// The routing policy (subnet router, exit node).
+    fn policy(&self) -> &Policy;
+    /// Whether the exit node `peer` had a handshake recently enough to use.
+    fn exit_up(&self, peer: PeerId) -> bool;
+}
+
+/// What the box routes besides the mesh and the bridge: `[routing]` in the config.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Home-LAN prefixes served to the mesh (subnet router).
+    pub advertised: Vec<ipnet::Ipv4Net>,
+    /// Serve the internet to peers (exit node).
+    pub exit_node: bool,
+    /// Exit traffic may reach private ranges too.
+    pub exit_allow_lan: bool,
+    /// Bridged devices' internet goes to this peer (and nowhere else).
+    pub use_exit: Option<PeerId>,
+    /// Without `use_exit`, bridged devices reach the internet through the box's uplink.
+    pub bridge_internet: bool,
+    /// Bridged devices may reach the advertised LAN prefixes.
+    pub bridge_allow_lan: bool,
+}
+
+impl Policy {
+    fn advertises(&self, ip: Ipv4Addr) -> bool {
+        self.advertised.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// Addresses that are not "the internet": private, shared (CGNAT),
+/// loopback, link-local, multicast, reserved. The exit node keeps these
+/// out unless told otherwise ("guest Wi-Fi" default).
+pub fn is_special(ip: Ipv4Addr) -> bool {
+    let o = ip.octets();
+    ip.is_private()
+        || ip.is_loopback()
+        || ip.is_link_local()
+        || ip.is_multicast()
+        || ip.is_broadcast()
+        || o[0] == 0
+        || o[0] >= 240
+        || (o[0] == 100 && (o[1] & 0xc0) == 64)
 }
 
 /// Decide where a packet from `source` with these addresses goes.
@@ -85,9 +133,47 @@ pub fn decide(topo: &impl Topology, source: Source, src: Ipv4Addr, dst: Ipv4Addr
         };
     }
     match (topo.mesh_route(dst), source) {
-        (Some(to), Source::Mesh(from)) if to == from => Forward::Drop(Reason::Loop),
-        (Some(to), _) => Forward::ToMesh(to),
-        (None, _) => Forward::Drop(Reason::NoRoute),
+        (Some(to), Source::Mesh(from)) if to == from => return Forward::Drop(Reason::Loop),
+        (Some(to), _) => return Forward::ToMesh(to),
+        (None, _) => {}
+    }
+    // Beyond the mesh and the bridge: the routing policy.
+    let policy = topo.policy();
+    match source {
+        Source::Mesh(_) => {
+            if policy.advertises(dst) {
+                // Subnet router: the kernel forwards it to the home LAN.
+                Forward::ToHost
+            } else if policy.exit_node && (policy.exit_allow_lan || !is_special(dst)) {
+                Forward::ToHost
+            } else if policy.exit_node {
+                Forward::Drop(Reason::NotAllowed)
+            } else {
+                Forward::Drop(Reason::NoRoute)
+            }
+        }
+        Source::Bridge(_) => {
+            if policy.advertises(dst) {
+                if policy.bridge_allow_lan {
+                    Forward::ToHost
+                } else {
+                    Forward::Drop(Reason::NotAllowed)
+                }
+            } else if let Some(exit) = policy.use_exit {
+                if is_special(dst) {
+                    Forward::Drop(Reason::NoRoute)
+                } else if topo.exit_up(exit) {
+                    Forward::ToMesh(exit)
+                } else {
+                    Forward::Drop(Reason::ExitDown)
+                }
+            } else if policy.bridge_internet && !is_special(dst) {
+                Forward::ToHost
+            } else {
+                Forward::Drop(Reason::NoRoute)
+            }
+        }
+        Source::Host => Forward::Drop(Reason::NoRoute),
     }
 }
 
@@ -96,6 +182,44 @@ mod tests {
     use super::*;
 
     struct Fixed;
+
+    struct WithPolicy(Policy, bool);
+
+    impl Topology for WithPolicy {
+        fn leased_ip(&self, mac: &Mac) -> Option<Ipv4Addr> {
+            Fixed.leased_ip(mac)
+        }
+        fn leased_mac(&self, ip: Ipv4Addr) -> Option<Mac> {
+            Fixed.leased_mac(ip)
+        }
+        fn mesh_route(&self, ip: Ipv4Addr) -> Option<PeerId> {
+            Fixed.mesh_route(ip)
+        }
+        fn is_host(&self, ip: Ipv4Addr) -> bool {
+            Fixed.is_host(ip)
+        }
+        fn on_bridge(&self, ip: Ipv4Addr) -> bool {
+            Fixed.on_bridge(ip)
+        }
+        fn bridge_broadcast(&self) -> Ipv4Addr {
+            Fixed.bridge_broadcast()
+        }
+        fn policy(&self) -> &Policy {
+            &self.0
+        }
+        fn exit_up(&self, _: PeerId) -> bool {
+            self.1
+        }
+    }
+
+    const NO_POLICY: Policy = Policy {
+        advertised: Vec::new(),
+        exit_node: false,
+        exit_allow_lan: false,
+        use_exit: None,
+        bridge_internet: false,
+        bridge_allow_lan: false,
+    };
     const DEV: Mac = [2, 0, 0, 0, 0, 1];
     const DEV_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 100);
     const PEER_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
@@ -124,6 +248,13 @@ mod tests {
         }
         fn bridge_broadcast(&self) -> Ipv4Addr {
             Ipv4Addr::new(10, 77, 1, 255)
+        }
+        fn policy(&self) -> &Policy {
+            static EMPTY: Policy = NO_POLICY;
+            &EMPTY
+        }
+        fn exit_up(&self, _: PeerId) -> bool {
+            false
         }
     }
 
@@ -229,6 +360,152 @@ mod tests {
                 DEV_IP,
                 Ipv4Addr::new(192, 0, 2, 1)
             ),
+            Forward::Drop(Reason::NoRoute)
+        );
+    }
+
+    const LAN_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 50);
+    const INET: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+
+    fn policy() -> Policy {
+        Policy {
+            advertised: vec!["192.168.1.0/24".parse().unwrap()],
+            ..NO_POLICY
+        }
+    }
+
+    #[test]
+    fn subnet_router_serves_advertised_prefixes_to_peers_only() {
+        let t = WithPolicy(policy(), false);
+        assert_eq!(
+            decide(&t, Source::Mesh(PeerId(0)), PEER_IP, LAN_HOST),
+            Forward::ToHost
+        );
+        assert_eq!(
+            decide(
+                &t,
+                Source::Mesh(PeerId(0)),
+                PEER_IP,
+                Ipv4Addr::new(192, 168, 2, 1)
+            ),
+            Forward::Drop(Reason::NoRoute)
+        );
+        assert_eq!(
+            decide(&t, Source::Mesh(PeerId(0)), PEER_IP, INET),
+            Forward::Drop(Reason::NoRoute)
+        );
+        // A bridged device never reaches the LAN unless a rule allows it.
+        assert_eq!(
+            decide(&t, Source::Bridge(DEV), DEV_IP, LAN_HOST),
+            Forward::Drop(Reason::NotAllowed)
+        );
+        let t = WithPolicy(
+            Policy {
+                bridge_allow_lan: true,
+                ..policy()
+            },
+            false,
+        );
+        assert_eq!(
+            decide(&t, Source::Bridge(DEV), DEV_IP, LAN_HOST),
+            Forward::ToHost
+        );
+    }
+
+    #[test]
+    fn exit_node_is_guest_wifi_by_default() {
+        let t = WithPolicy(
+            Policy {
+                exit_node: true,
+                ..NO_POLICY
+            },
+            false,
+        );
+        assert_eq!(
+            decide(&t, Source::Mesh(PeerId(0)), PEER_IP, INET),
+            Forward::ToHost
+        );
+        for private in [
+            "192.168.1.50",
+            "10.1.2.3",
+            "172.20.0.1",
+            "169.254.1.1",
+            "100.100.1.1",
+            "224.0.0.1",
+            "127.0.0.1",
+        ] {
+            let ip: Ipv4Addr = private.parse().unwrap();
+            assert!(
+                matches!(
+                    decide(&t, Source::Mesh(PeerId(0)), PEER_IP, ip),
+                    Forward::Drop(_)
+                ),
+                "{ip}"
+            );
+        }
+        let t = WithPolicy(
+            Policy {
+                exit_node: true,
+                exit_allow_lan: true,
+                ..NO_POLICY
+            },
+            false,
+        );
+        assert_eq!(
+            decide(&t, Source::Mesh(PeerId(0)), PEER_IP, LAN_HOST),
+            Forward::ToHost
+        );
+    }
+
+    #[test]
+    fn use_exit_node_sends_device_internet_to_the_peer_and_kill_switch_drops() {
+        let up = WithPolicy(
+            Policy {
+                use_exit: Some(PeerId(1)),
+                bridge_internet: true,
+                ..NO_POLICY
+            },
+            true,
+        );
+        assert_eq!(
+            decide(&up, Source::Bridge(DEV), DEV_IP, INET),
+            Forward::ToMesh(PeerId(1))
+        );
+        // Mesh and bridge traffic is unaffected.
+        assert_eq!(
+            decide(&up, Source::Bridge(DEV), DEV_IP, PEER_IP),
+            Forward::ToMesh(PeerId(0))
+        );
+        assert_eq!(
+            decide(&up, Source::Bridge(DEV), DEV_IP, GW),
+            Forward::ToHost
+        );
+        let down = WithPolicy(
+            Policy {
+                use_exit: Some(PeerId(1)),
+                bridge_internet: true,
+                ..NO_POLICY
+            },
+            false,
+        );
+        assert_eq!(
+            decide(&down, Source::Bridge(DEV), DEV_IP, INET),
+            Forward::Drop(Reason::ExitDown)
+        );
+        // Without an exit node, bridged devices use the box's uplink.
+        let own = WithPolicy(
+            Policy {
+                bridge_internet: true,
+                ..NO_POLICY
+            },
+            false,
+        );
+        assert_eq!(
+            decide(&own, Source::Bridge(DEV), DEV_IP, INET),
+            Forward::ToHost
+        );
+        assert_eq!(
+            decide(&own, Source::Bridge(DEV), DEV_IP, LAN_HOST),
             Forward::Drop(Reason::NoRoute)
         );
     }

@@ -13,7 +13,7 @@ pub mod forward;
 pub mod packet;
 
 use etherparse::{EtherType, Ethernet2Header, IpNumber, Ipv4Header, PacketBuilder, UdpHeader};
-use forward::{decide, Forward, Mac, Reason, Source, Topology};
+use forward::{decide, Forward, Mac, Policy, Reason, Source, Topology};
 use ipnet::Ipv4Net;
 use meshbridge_arp as arp;
 use meshbridge_dhcp as dhcp;
@@ -54,7 +54,13 @@ pub struct EngineConfig {
     pub mtu: u16,
     /// The DHCP server's configuration.
     pub dhcp: dhcp::ServerConfig,
+    /// Subnet router / exit node policy.
+    pub policy: Policy,
 }
+
+/// How recent an exit node's last handshake must be to send to it
+/// (WireGuard's REJECT_AFTER_TIME: an older session cannot carry data).
+pub const EXIT_FRESHNESS: Duration = Duration::from_secs(180);
 
 /// Something to write.
 #[derive(Debug, PartialEq, Eq)]
@@ -101,6 +107,10 @@ pub struct Stats {
     pub no_neighbour: u64,
     /// Would loop back to its peer.
     pub looped: u64,
+    /// Not allowed by the routing policy.
+    pub not_allowed: u64,
+    /// Bridged devices' internet traffic dropped because the exit node is down.
+    pub exit_down: u64,
     /// Dropped by the mesh (no endpoint, crypto error).
     pub mesh_errors: u64,
     /// TCP SYNs whose MSS was clamped.
@@ -145,7 +155,7 @@ impl Topology for View<'_> {
         self.dhcp.active_mac_for(ip, self.wall)
     }
     fn mesh_route(&self, ip: Ipv4Addr) -> Option<PeerId> {
-        self.mesh.route(IpAddr::V4(ip))
+        self.mesh.route_specific(IpAddr::V4(ip))
     }
     fn is_host(&self, ip: Ipv4Addr) -> bool {
         ip == self.config.mesh_address.addr() || ip == self.config.bridge_address.addr()
@@ -155,6 +165,12 @@ impl Topology for View<'_> {
     }
     fn bridge_broadcast(&self) -> Ipv4Addr {
         self.config.bridge_address.broadcast()
+    }
+    fn policy(&self) -> &Policy {
+        &self.config.policy
+    }
+    fn exit_up(&self, peer: PeerId) -> bool {
+        self.mesh.is_up(peer, EXIT_FRESHNESS)
     }
 }
 
@@ -507,10 +523,28 @@ impl Engine {
                     Reason::NoRoute => self.stats.no_route += 1,
                     Reason::NoNeighbour => self.stats.no_neighbour += 1,
                     Reason::Loop => self.stats.looped += 1,
+                    Reason::NotAllowed => self.stats.not_allowed += 1,
+                    Reason::ExitDown => {
+                        self.stats.exit_down += 1;
+                        // Try to bring the exit node back; the packet itself is dropped.
+                        if let Some(exit) = self.config.policy.use_exit {
+                            self.mesh.poke(exit);
+                            self.drain_mesh(now);
+                        }
+                    }
                 }
                 // Tell a bridged device quickly that there is no way there.
-                if let (Reason::NoRoute, Source::Bridge(_)) = (reason, source) {
-                    let kind = etherparse::icmpv4::DestUnreachableHeader::Network;
+                if let (
+                    Reason::NoRoute | Reason::NotAllowed | Reason::ExitDown,
+                    Source::Bridge(_),
+                ) = (reason, source)
+                {
+                    let kind = match reason {
+                        Reason::NotAllowed => {
+                            etherparse::icmpv4::DestUnreachableHeader::FilterProhibited
+                        }
+                        _ => etherparse::icmpv4::DestUnreachableHeader::Network,
+                    };
                     if let Some(icmp) =
                         packet::icmp_unreachable(&packet, self.config.bridge_address.addr(), kind)
                     {
