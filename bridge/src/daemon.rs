@@ -124,6 +124,7 @@ async fn setup(
     macs: &Macs,
     rec: &mut Installed,
     handle: &rtnetlink::Handle,
+    exit_v6: bool,
 ) -> Result<(Devices, u32)> {
     // Record the intent first, so a crash half-way is still cleaned up.
     rec.bridge = Some(config.bridge_name.clone());
@@ -168,7 +169,9 @@ async fn setup(
         .mtu(config.mtu)
         .build_async()
         .with_context(|| format!("creating TUN device {}", config.tun_name))?;
-    os::disable_ipv6(&config.tun_name);
+    if !exit_v6 {
+        os::disable_ipv6(&config.tun_name);
+    }
     tun.add_address_v4(config.mesh_address.addr(), config.mesh_address.prefix_len())
         .context("adding the mesh address to the TUN")?;
     tun.add_address_v4(
@@ -190,12 +193,12 @@ async fn setup(
         &[config.mesh_address, config.bridge_address],
     )
     .await?;
-    setup_routing(config, rec)?;
+    setup_routing(config, rec, exit_v6)?;
     Ok((Devices { tap, tun }, bridge_idx))
 }
 
 /// Subnet router and exit node: forwarding and our nftables table.
-fn setup_routing(config: &Config, rec: &mut Installed) -> Result<()> {
+fn setup_routing(config: &Config, rec: &mut Installed, exit_v6: bool) -> Result<()> {
     let r = &config.routing;
     let Some(uplink) = &r.uplink else {
         return Ok(());
@@ -210,7 +213,20 @@ fn setup_routing(config: &Config, rec: &mut Installed) -> Result<()> {
         os::write_record(&config.state_dir, rec)?;
         tracing::warn!("IPv4 forwarding was off: turned it on for the subnet router / exit node (restored on stop)");
     }
-    let rules = crate::nft::ruleset(r, &config.tun_name, config.bridge_address);
+    if exit_v6 {
+        let (old, old_ra) = crate::nft::enable_forwarding6(uplink)?;
+        if let Some(old) = old {
+            rec.ip6_forward_was.get_or_insert(old);
+            tracing::warn!(
+                "IPv6 forwarding was off: turned it on for the exit node (restored on stop)"
+            );
+        }
+        if let Some(ra) = old_ra {
+            rec.uplink_accept_ra_was.get_or_insert((uplink.clone(), ra));
+        }
+        os::write_record(&config.state_dir, rec)?;
+    }
+    let rules = crate::nft::ruleset(r, &config.tun_name, config.bridge_address, exit_v6);
     crate::nft::apply(&rules)?;
     let routes: Vec<String> = r.advertise_routes.iter().map(|n| n.to_string()).collect();
     let exit = match (r.exit_node, r.exit_node_allow_lan) {
@@ -234,8 +250,8 @@ fn setup_routing(config: &Config, rec: &mut Installed) -> Result<()> {
             ""
         },
     );
-    if r.exit_node {
-        tracing::warn!("the exit node serves IPv4 only: IPv6 (::/0) is not offered to peers yet");
+    if exit_v6 {
+        tracing::info!("the exit node serves IPv6 (::/0) too, masqueraded behind {uplink}");
     }
     Ok(())
 }
@@ -311,7 +327,20 @@ pub async fn run(config: Config) -> Result<()> {
         ),
         None => None,
     };
+    let exit_v6 = match (&config.routing.uplink, config.routing.exit_node) {
+        (Some(uplink), true) => {
+            match crate::nft::uplink_ipv6(uplink) {
+                Ok(()) => true,
+                Err(why) => {
+                    tracing::warn!("the exit node serves IPv4 only: {why}, so IPv6 (::/0) is not offered to peers");
+                    false
+                }
+            }
+        }
+        _ => false,
+    };
     let policy = crate::engine::forward::Policy {
+        exit_v6,
         advertised: config.routing.advertise_routes.clone(),
         exit_node: config.routing.exit_node,
         exit_allow_lan: config.routing.exit_node_allow_lan,
@@ -334,7 +363,7 @@ pub async fn run(config: Config) -> Result<()> {
 
     let handle = os::connect().await?;
     let mut rec = os::read_record(&config.state_dir)?.unwrap_or_default();
-    let devices = match setup(&config, &macs, &mut rec, &handle).await {
+    let devices = match setup(&config, &macs, &mut rec, &handle, exit_v6).await {
         Ok((d, _)) => d,
         Err(e) => {
             if let Err(c) = os::cleanup(&handle, &rec).await {

@@ -23,7 +23,11 @@ fn quote(name: &str) -> String {
 }
 
 /// The whole transaction that installs our table for `routing`.
-pub fn ruleset(routing: &Routing, tun: &str, bridge: Ipv4Net) -> String {
+/// IPv6 ranges that are not "the internet" (mirrors `engine::forward::is_special6`).
+const SPECIAL6: &str = "::/127, ::ffff:0:0/96, fc00::/7, fe80::/10, ff00::/8";
+
+/// `v6`: the exit node also serves IPv6 (the uplink has it).
+pub fn ruleset(routing: &Routing, tun: &str, bridge: Ipv4Net, v6: bool) -> String {
     let Some(uplink) = routing.uplink.as_deref() else {
         return String::new();
     };
@@ -41,6 +45,11 @@ pub fn ruleset(routing: &Routing, tun: &str, bridge: Ipv4Net) -> String {
     t += &format!(
         "  set special4 {{ type ipv4_addr; flags interval; elements = {{ {SPECIAL4} }} }}\n"
     );
+    if v6 {
+        t += &format!(
+            "  set special6 {{ type ipv6_addr; flags interval; elements = {{ {SPECIAL6} }} }}\n"
+        );
+    }
     if !adv.is_empty() {
         t += &format!(
             "  set advertised4 {{ type ipv4_addr; flags interval; elements = {{ {} }} }}\n",
@@ -65,7 +74,13 @@ pub fn ruleset(routing: &Routing, tun: &str, bridge: Ipv4Net) -> String {
         if !routing.exit_node_allow_lan {
             t += "    ip daddr @special4 drop\n";
         }
-        t += "    meta nfproto ipv6 drop\n";
+        if v6 && routing.exit_node {
+            if !routing.exit_node_allow_lan {
+                t += "    ip6 daddr @special6 drop\n";
+            }
+        } else {
+            t += "    meta nfproto ipv6 drop\n";
+        }
         t += &format!("    oifname {up} accept\n");
     }
     t += "    drop\n  }\n";
@@ -78,6 +93,9 @@ pub fn ruleset(routing: &Routing, tun: &str, bridge: Ipv4Net) -> String {
             t += &format!("    iifname {tun} oifname {up} masquerade\n");
         } else {
             t += &format!("    iifname {tun} oifname {up} ip daddr != @advertised4 masquerade\n");
+            if v6 && routing.exit_node {
+                t += &format!("    iifname {tun} oifname {up} meta nfproto ipv6 masquerade\n");
+            }
         }
     }
     t += "  }\n}\n";
@@ -145,6 +163,70 @@ pub fn restore_forwarding(old: &str) {
     let _ = std::fs::write(IP_FORWARD, old);
 }
 
+/// `net.ipv6.conf.all.forwarding`.
+const IP6_FORWARD: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
+
+/// Turn IPv6 forwarding on; returns the previous value if we changed it.
+/// With forwarding on, Linux ignores router advertisements unless
+/// `accept_ra` is 2: set that on the uplink (returned too) so the box keeps
+/// its own SLAAC address and default route.
+pub fn enable_forwarding6(uplink: &str) -> Result<(Option<String>, Option<String>)> {
+    let old = std::fs::read_to_string(IP6_FORWARD)
+        .context("reading net.ipv6.conf.all.forwarding")?
+        .trim()
+        .to_string();
+    let ra_path = format!("/proc/sys/net/ipv6/conf/{uplink}/accept_ra");
+    let mut old_ra = None;
+    if let Ok(ra) = std::fs::read_to_string(&ra_path) {
+        if ra.trim() == "1" {
+            std::fs::write(&ra_path, "2").context("setting accept_ra=2 on the uplink")?;
+            old_ra = Some("1".to_string());
+        }
+    }
+    if old == "1" {
+        return Ok((None, old_ra));
+    }
+    std::fs::write(IP6_FORWARD, "1").context("turning on net.ipv6.conf.all.forwarding")?;
+    Ok((Some(old), old_ra))
+}
+
+/// Put IPv6 forwarding (and the uplink's accept_ra) back.
+pub fn restore_forwarding6(old: Option<&str>, uplink_ra: Option<(&str, &str)>) {
+    if let Some(old) = old {
+        let _ = std::fs::write(IP6_FORWARD, old);
+    }
+    if let Some((uplink, ra)) = uplink_ra {
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{uplink}/accept_ra"), ra);
+    }
+}
+
+/// Whether `uplink` has a global IPv6 address and the box an IPv6 default
+/// route; if not, why (for the log).
+pub fn uplink_ipv6(uplink: &str) -> Result<(), String> {
+    let addrs = std::fs::read_to_string("/proc/net/if_inet6")
+        .map_err(|_| "IPv6 is disabled in this kernel".to_string())?;
+    let global = addrs.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() == 6 && f[5] == uplink && f[3] == "00"
+    });
+    if !global {
+        return Err(format!("{uplink} has no global IPv6 address"));
+    }
+    let routes = std::fs::read_to_string("/proc/net/ipv6_route").unwrap_or_default();
+    let default = routes.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() == 10
+            && f[0].bytes().all(|b| b == b'0')
+            && f[1] == "00"
+            && u32::from_str_radix(f[8], 16).is_ok_and(|flags| flags & 0x0200 == 0)
+            && f[9] != "lo"
+    });
+    if !default {
+        return Err("there is no IPv6 default route".to_string());
+    }
+    Ok(())
+}
+
 /// Whether IPv4 forwarding is on (health check).
 pub fn forwarding_on() -> bool {
     std::fs::read_to_string(IP_FORWARD).is_ok_and(|v| v.trim() == "1")
@@ -169,7 +251,12 @@ mod tests {
 
     #[test]
     fn guest_exit_node_with_snat_subnet_routes() {
-        let r = ruleset(&routing(), "mb-host0", "10.77.1.1/24".parse().unwrap());
+        let r = ruleset(
+            &routing(),
+            "mb-host0",
+            "10.77.1.1/24".parse().unwrap(),
+            false,
+        );
         assert!(r.starts_with("table inet meshbridge {}\ndelete table inet meshbridge\n"));
         assert!(r.contains("elements = { 192.168.1.0/24 }"));
         assert!(r.contains("ip saddr 10.77.1.0/24 ip daddr @advertised4 drop"));
@@ -192,16 +279,40 @@ mod tests {
         r.snat_subnet_routes = false;
         r.exit_node_allow_lan = true;
         r.bridge_allow_lan = true;
-        let t = ruleset(&r, "mb-host0", "10.77.1.1/24".parse().unwrap());
+        let t = ruleset(&r, "mb-host0", "10.77.1.1/24".parse().unwrap(), false);
         assert!(!t.contains("ip daddr @advertised4 masquerade"));
         assert!(!t.contains("@special4 drop"));
         assert!(!t.contains("ip saddr 10.77.1.0/24"));
         r.exit_node = false;
         r.bridge_internet = false;
-        let t = ruleset(&r, "mb-host0", "10.77.1.1/24".parse().unwrap());
+        let t = ruleset(&r, "mb-host0", "10.77.1.1/24".parse().unwrap(), false);
         assert!(!t.contains("masquerade"));
         assert!(t.contains("oifname \"eth0\" ip daddr @advertised4 accept"));
         r.uplink = None;
-        assert_eq!(ruleset(&r, "mb-host0", "10.77.1.1/24".parse().unwrap()), "");
+        assert_eq!(
+            ruleset(&r, "mb-host0", "10.77.1.1/24".parse().unwrap(), false),
+            ""
+        );
+    }
+
+    #[test]
+    fn ipv6_exit_rules_only_when_the_uplink_has_ipv6() {
+        let r = ruleset(
+            &routing(),
+            "mb-host0",
+            "10.77.1.1/24".parse().unwrap(),
+            true,
+        );
+        assert!(r.contains("ip6 daddr @special6 drop"));
+        assert!(r.contains("set special6 { type ipv6_addr; flags interval; elements = { ::/127"));
+        assert!(r.contains("meta nfproto ipv6 masquerade"));
+        assert!(!r.contains("meta nfproto ipv6 drop"));
+        let r = ruleset(
+            &routing(),
+            "mb-host0",
+            "10.77.1.1/24".parse().unwrap(),
+            false,
+        );
+        assert!(r.contains("meta nfproto ipv6 drop"));
     }
 }

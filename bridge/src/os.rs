@@ -33,6 +33,12 @@ pub struct Installed {
     /// `net.ipv4.ip_forward` before we turned it on.
     #[serde(default)]
     pub ip_forward_was: Option<String>,
+    /// `net.ipv6.conf.all.forwarding` before we turned it on.
+    #[serde(default)]
+    pub ip6_forward_was: Option<String>,
+    /// The uplink and its `accept_ra` before we set it to 2.
+    #[serde(default)]
+    pub uplink_accept_ra_was: Option<(String, String)>,
 }
 
 /// Where the record lives.
@@ -194,21 +200,33 @@ pub async fn add_peer_routes(
     own: &[Ipv4Net],
 ) -> Result<()> {
     for net in nets {
-        let IpNet::V4(v4) = net.trunc() else { continue };
-        if v4.prefix_len() == 0 || own.iter().any(|o| o.trunc().contains(&v4)) {
-            continue;
-        }
-        let route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(v4.network(), v4.prefix_len())
-            .output_interface(tun_idx)
-            .build();
+        let route = match net.trunc() {
+            IpNet::V4(v4) => {
+                if v4.prefix_len() == 0 || own.iter().any(|o| o.trunc().contains(&v4)) {
+                    continue;
+                }
+                RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(v4.network(), v4.prefix_len())
+                    .output_interface(tun_idx)
+                    .build()
+            }
+            IpNet::V6(v6) => {
+                if v6.prefix_len() == 0 {
+                    continue;
+                }
+                RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+                    .destination_prefix(v6.network(), v6.prefix_len())
+                    .output_interface(tun_idx)
+                    .build()
+            }
+        };
         handle
             .route()
             .add(route)
             .replace()
             .execute()
             .await
-            .with_context(|| format!("adding route {v4} to the mesh"))?;
+            .with_context(|| format!("adding route {net} to the mesh"))?;
     }
     Ok(())
 }
@@ -224,6 +242,12 @@ pub async fn cleanup(handle: &Handle, rec: &Installed) -> Result<()> {
     if let Some(old) = &rec.ip_forward_was {
         crate::nft::restore_forwarding(old);
     }
+    crate::nft::restore_forwarding6(
+        rec.ip6_forward_was.as_deref(),
+        rec.uplink_accept_ra_was
+            .as_ref()
+            .map(|(u, v)| (u.as_str(), v.as_str())),
+    );
     for name in &rec.links {
         // Only ever delete TUN/TAP devices: never a real interface that happens to share a name.
         if let Some(l) = link_by_name(handle, name).await?.filter(is_tun) {

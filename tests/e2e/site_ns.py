@@ -267,7 +267,7 @@ lease_time = "{lease}"
         return self.box_log.read_text()
 
     # ---- the peer ---------------------------------------------------------
-    def start_peer(self, allowed_ips="10.77.0.0/16", routes=("10.77.1.0/24",)):
+    def start_peer(self, allowed_ips="10.77.0.0/16", routes=("10.77.1.0/24",), address6=None):
         ifc = f"{self.p}wg"
         self.wg_ifaces.append(ifc)
         keyfile = self.tmp / "peer.key"
@@ -278,14 +278,16 @@ lease_time = "{lease}"
                              "peer", self.box_pub, "endpoint", "198.51.100.1:51820",
                              "allowed-ips", allowed_ips, "persistent-keepalive", "25"])
         self.run(self.peer, ["ip", "addr", "add", "10.77.0.2/24", "dev", ifc])
+        if address6:
+            self.run(self.peer, ["ip", "-6", "addr", "add", address6, "dev", ifc, "nodad"])
         self.run(self.peer, ["ip", "link", "set", ifc, "up"])
         for r in routes:
-            self.run(self.peer, ["ip", "route", "add", r, "dev", ifc])
+            self.run(self.peer, ["ip", "-6" if ":" in r else "-4", "route", "add", r, "dev", ifc])
         self.peer_if = ifc
         return ifc
 
     # ---- home LAN and internet ------------------------------------------
-    def add_uplink(self):
+    def add_uplink(self, ipv6=False):
         """box --{p}w0/w1--> [lan] home router + LAN host 192.168.1.1 --> [isp] --> [inet] 203.0.113.10.
         No NAT anywhere but in the box, so servers see who really talks to them."""
         self.lan = self._ns("lan")
@@ -317,7 +319,27 @@ lease_time = "{lease}"
                                "--directory", str(self.tmp / "www-inet")], log=self.inet_log)
         wait_for(lambda: self.run(self.isp, ["curl", "-s", "--max-time", "2", "http://203.0.113.10:8000/"],
                                   check=False).returncode == 0, what="internet host up")
+        if ipv6:
+            self._uplink_ipv6()
         return self.uplink
+
+    def _uplink_ipv6(self):
+        """The same chain with IPv6 (documentation prefix 2001:db8::/32), no NAT."""
+        for ns, ifc, addr in [(self.box, self.uplink, "2001:db8:1::2/64"), (self.lan, f"{self.p}w1", "2001:db8:1::1/64"),
+                              (self.lan, f"{self.p}i0", "2001:db8:2::2/64"), (self.isp, f"{self.p}i1", "2001:db8:2::1/64"),
+                              (self.isp, f"{self.p}n0", "2001:db8:3::1/64"), (self.inet, f"{self.p}n1", "2001:db8:3::10/64")]:
+            self.run(ns, ["ip", "-6", "addr", "add", addr, "dev", ifc, "nodad"])
+        self.run(self.box, ["ip", "-6", "route", "add", "default", "via", "2001:db8:1::1"])
+        self.run(self.lan, ["ip", "-6", "route", "add", "default", "via", "2001:db8:2::1"])
+        self.run(self.isp, ["ip", "-6", "route", "add", "2001:db8:1::/64", "via", "2001:db8:2::2"])
+        self.run(self.inet, ["ip", "-6", "route", "add", "default", "via", "2001:db8:3::1"])
+        for ns in (self.lan, self.isp):
+            self.run(ns, ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
+        self.inet6_log = self.tmp / "inet6-http.log"
+        self.spawn(self.inet, ["python3", "-u", "-m", "http.server", "8000", "--bind", "2001:db8:3::10",
+                               "--directory", str(self.tmp / "www-inet")], log=self.inet6_log)
+        wait_for(lambda: self.run(self.isp, ["curl", "-s", "--max-time", "2", "http://[2001:db8:3::10]:8000/"],
+                                  check=False).returncode == 0, what="IPv6 internet host up")
 
     def fetch(self, ns, url, timeout=3):
         r = self.run(ns, ["curl", "-s", "--max-time", str(timeout), url], check=False, timeout=timeout + 10)
@@ -326,7 +348,7 @@ lease_time = "{lease}"
     @staticmethod
     def clients_seen(log):
         """Client addresses in a python http.server log."""
-        return re.findall(r"^(\d+\.\d+\.\d+\.\d+) - - ", log.read_text(), flags=re.M) if log.exists() else []
+        return re.findall(r"^([0-9a-fA-F.:]+) - - ", log.read_text(), flags=re.M) if log.exists() else []
 
     def ping(self, ns, addr, count=1, timeout=2, extra=None):
         r = self.run(ns, ["ping", "-n", "-c", str(count), "-W", str(timeout)] + (extra or []) + [addr], check=False,

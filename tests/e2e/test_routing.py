@@ -54,6 +54,8 @@ def test_exit_node_serves_internet_but_not_the_home_lan(site):
     page = wait_for(lambda: site.fetch(site.peer, "http://203.0.113.10:8000/"), what="internet through the exit node")
     assert page.startswith("internet host")
     assert site.clients_seen(site.inet_log)[-1] == "192.168.1.2"  # the box's uplink address
+    # The uplink has no IPv6 here: the box says the exit node is IPv4 only.
+    assert "the exit node serves IPv4 only" in site.box_log_text()
     # Guest Wi-Fi default: the home LAN is off limits for exit traffic.
     assert site.fetch(site.peer, "http://192.168.1.1:8000/", timeout=2) is None
     assert site.clients_seen(site.lan_log) == []
@@ -61,6 +63,22 @@ def test_exit_node_serves_internet_but_not_the_home_lan(site):
     site.stop_box()
     site.start_box(extra=routing_config(site, exit_node=True, exit_node_allow_lan=True))
     wait_for(lambda: site.fetch(site.peer, "http://192.168.1.1:8000/"), what="LAN with exit_node_allow_lan")
+
+
+def test_exit_node_serves_ipv6_when_the_uplink_has_it(site):
+    site.add_device("dev")
+    site.add_uplink(ipv6=True)
+    text = site.config_text(extra=routing_config(site, exit_node=True)).replace(
+        'allowed_ips = ["10.77.0.2/32"]', 'allowed_ips = ["10.77.0.2/32", "fd77::2/128"]')
+    site.start_box(config=site.write_config(text))
+    assert "serves IPv6 (::/0) too" in site.box_log_text()
+    site.start_peer(allowed_ips="0.0.0.0/0,::/0", routes=("10.77.1.0/24", "203.0.113.0/26", "2001:db8:3::/64"),
+                    address6="fd77::2/64")
+    site.ping_until(site.peer, "10.77.0.1")
+    page = wait_for(lambda: site.fetch(site.peer, "http://[2001:db8:3::10]:8000/"), what="IPv6 internet via the exit node")
+    assert page.startswith("internet host")
+    assert site.clients_seen(site.inet6_log)[-1] == "2001:db8:1::2"  # masqueraded behind the uplink
+    assert site.fetch(site.peer, "http://203.0.113.10:8000/") is not None  # IPv4 still works
 
 
 def test_bridged_device_uses_remote_exit_node_with_kill_switch(site):

@@ -3,7 +3,7 @@
 //! tables it consults come in through [`Topology`].
 
 use meshbridge_mesh::PeerId;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// An Ethernet address.
 pub type Mac = [u8; 6];
@@ -72,6 +72,10 @@ pub trait Topology {
     fn policy(&self) -> &Policy;
     /// Whether the exit node `peer` had a handshake recently enough to use.
     fn exit_up(&self, peer: PeerId) -> bool;
+    /// The peer owning a specific IPv6 network holding `ip`.
+    fn mesh_route6(&self, _ip: Ipv6Addr) -> Option<PeerId> {
+        None
+    }
 }
 
 /// What the box routes besides the mesh and the bridge: `[routing]` in the config.
@@ -89,6 +93,8 @@ pub struct Policy {
     pub bridge_internet: bool,
     /// Bridged devices may reach the advertised LAN prefixes.
     pub bridge_allow_lan: bool,
+    /// The exit node also serves IPv6 (`::/0`): the uplink has IPv6.
+    pub exit_v6: bool,
 }
 
 impl Policy {
@@ -110,6 +116,42 @@ pub fn is_special(ip: Ipv4Addr) -> bool {
         || o[0] == 0
         || o[0] >= 240
         || (o[0] == 100 && (o[1] & 0xc0) == 64)
+}
+
+/// IPv6 addresses that are not "the internet": unique-local, link-local,
+/// multicast, loopback, unspecified, IPv4-mapped, documentation-free rest is global.
+pub fn is_special6(ip: Ipv6Addr) -> bool {
+    let s = ip.segments();
+    ip.is_loopback()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || (s[0] & 0xfe00) == 0xfc00
+        || (s[0] & 0xffc0) == 0xfe80
+        || ip.to_ipv4_mapped().is_some()
+}
+
+/// Decide where an IPv6 packet goes. IPv6 is not forwarded on the bridge
+/// yet; it crosses the box only between the mesh and the exit node's uplink.
+pub fn decide6(topo: &impl Topology, source: Source, dst: Ipv6Addr) -> Forward {
+    if dst.is_multicast() {
+        return Forward::Drop(Reason::Multicast);
+    }
+    match (source, topo.mesh_route6(dst)) {
+        (Source::Bridge(_), _) => Forward::Drop(Reason::NoRoute),
+        (Source::Mesh(from), Some(to)) if from == to => Forward::Drop(Reason::Loop),
+        (_, Some(to)) => Forward::ToMesh(to),
+        (Source::Host, None) => Forward::Drop(Reason::NoRoute),
+        (Source::Mesh(_), None) => {
+            let p = topo.policy();
+            if !(p.exit_node && p.exit_v6) {
+                Forward::Drop(Reason::NoRoute)
+            } else if p.exit_allow_lan || !is_special6(dst) {
+                Forward::ToHost
+            } else {
+                Forward::Drop(Reason::NotAllowed)
+            }
+        }
+    }
 }
 
 /// Decide where a packet from `source` with these addresses goes.
@@ -213,6 +255,7 @@ mod tests {
     }
 
     const NO_POLICY: Policy = Policy {
+        exit_v6: false,
         advertised: Vec::new(),
         exit_node: false,
         exit_allow_lan: false,
@@ -506,6 +549,46 @@ mod tests {
         );
         assert_eq!(
             decide(&own, Source::Bridge(DEV), DEV_IP, LAN_HOST),
+            Forward::Drop(Reason::NoRoute)
+        );
+    }
+
+    #[test]
+    fn ipv6_exit_only_when_the_uplink_has_ipv6_and_never_to_private_ranges() {
+        let inet6: Ipv6Addr = "2001:db8:3::10".parse().unwrap();
+        let t = WithPolicy(
+            Policy {
+                exit_node: true,
+                ..NO_POLICY
+            },
+            false,
+        );
+        assert_eq!(
+            decide6(&t, Source::Mesh(PeerId(0)), inet6),
+            Forward::Drop(Reason::NoRoute)
+        );
+        let t = WithPolicy(
+            Policy {
+                exit_node: true,
+                exit_v6: true,
+                ..NO_POLICY
+            },
+            false,
+        );
+        assert_eq!(decide6(&t, Source::Mesh(PeerId(0)), inet6), Forward::ToHost);
+        for special in ["fd00::1", "fe80::1", "ff02::1", "::1", "::ffff:192.168.1.1"] {
+            let ip: Ipv6Addr = special.parse().unwrap();
+            assert!(
+                matches!(decide6(&t, Source::Mesh(PeerId(0)), ip), Forward::Drop(_)),
+                "{ip}"
+            );
+        }
+        assert_eq!(
+            decide6(&t, Source::Bridge(DEV), inet6),
+            Forward::Drop(Reason::NoRoute)
+        );
+        assert_eq!(
+            decide6(&t, Source::Host, inet6),
             Forward::Drop(Reason::NoRoute)
         );
     }

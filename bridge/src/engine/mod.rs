@@ -13,7 +13,7 @@ pub mod forward;
 pub mod packet;
 
 use etherparse::{EtherType, Ethernet2Header, IpNumber, Ipv4Header, PacketBuilder, UdpHeader};
-use forward::{decide, Forward, Mac, Policy, Reason, Source, Topology};
+use forward::{decide, decide6, Forward, Mac, Policy, Reason, Source, Topology};
 use ipnet::Ipv4Net;
 use meshbridge_arp as arp;
 use meshbridge_dhcp as dhcp;
@@ -172,6 +172,9 @@ impl Topology for View<'_> {
     fn exit_up(&self, peer: PeerId) -> bool {
         self.mesh.is_up(peer, EXIT_FRESHNESS)
     }
+    fn mesh_route6(&self, ip: std::net::Ipv6Addr) -> Option<PeerId> {
+        self.mesh.route_specific(IpAddr::V6(ip))
+    }
 }
 
 impl Engine {
@@ -327,7 +330,7 @@ impl Engine {
         match packet.first().map(|b| b >> 4) {
             Some(4) => {}
             Some(6) => {
-                self.stats.ipv6_dropped += 1;
+                self.handle_ipv6(now, Source::Host, packet.to_vec());
                 return;
             }
             _ => {
@@ -396,9 +399,8 @@ impl Engine {
                 Output::Datagram(to, d) => self.out.push_back(Transmit::Udp(to, d)),
                 Output::Packet(peer, p) => {
                     let Some(info) = packet::ipv4_info(&p) else {
-                        // IPv6 from the mesh is not routed to the bridge yet.
                         if p.first().map(|b| b >> 4) == Some(6) {
-                            self.stats.ipv6_dropped += 1;
+                            self.handle_ipv6(now, Source::Mesh(peer), p);
                         } else {
                             self.stats.malformed += 1;
                         }
@@ -411,6 +413,28 @@ impl Engine {
                     self.forward(now, Source::Mesh(peer), p, decision);
                 }
             }
+        }
+    }
+
+    /// IPv6 between the mesh and the host (exit node, peer to peer). Not
+    /// on the bridge yet, so no MSS clamping or fragmentation is needed:
+    /// the TUN's MTU is the mesh MTU and the kernel sends Packet Too Big.
+    fn handle_ipv6(&mut self, now: Now, source: Source, mut p: Vec<u8>) {
+        let Some((_, dst, total)) = packet::ipv6_info(&p) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        p.truncate(total);
+        match decide6(&self.view(now.wall), source, dst) {
+            Forward::ToHost => {
+                self.stats.to_host += 1;
+                self.out.push_back(Transmit::Tun(p));
+            }
+            Forward::ToMesh(peer) => {
+                self.send_to_mesh(peer, &p);
+                self.drain_mesh(now);
+            }
+            Forward::ToBridge(_) | Forward::Drop(_) => self.stats.ipv6_dropped += 1,
         }
     }
 

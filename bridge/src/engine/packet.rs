@@ -36,6 +36,13 @@ pub fn ipv4_info(packet: &[u8]) -> Option<Ipv4Info> {
     })
 }
 
+/// Source, destination and total length of an IPv6 packet, if well formed.
+pub fn ipv6_info(packet: &[u8]) -> Option<(std::net::Ipv6Addr, std::net::Ipv6Addr, usize)> {
+    let (h, _) = etherparse::Ipv6Header::from_slice(packet).ok()?;
+    let total = 40 + usize::from(h.payload_length);
+    (total <= packet.len()).then(|| (h.source_addr(), h.destination_addr(), total))
+}
+
 /// Fold a 32-bit one's complement sum to 16 bits.
 fn fold(mut sum: u32) -> u16 {
     while sum > 0xffff {
