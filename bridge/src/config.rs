@@ -802,6 +802,10 @@ mod tests {
     const PUB: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
 
     fn sample() -> String {
+        sample_text()
+    }
+
+    pub(super) fn sample_text() -> String {
         format!(
             r#"
 state_dir = "/tmp/mb"
@@ -888,6 +892,7 @@ lease_time = "1h"
 
 #[cfg(test)]
 mod sample_tests {
+    use super::tests::sample_text;
     use super::*;
 
     /// Every sample config in the repository parses.
@@ -903,5 +908,44 @@ mod sample_tests {
             }
         }
         assert!(n >= 2);
+    }
+
+    #[test]
+    fn routing_section_is_validated() {
+        let base = sample_text();
+        let with = |r: &str| Config::from_toml(&format!("{base}\n[routing]\n{r}\n"), None);
+        let ok =
+            with("uplink = \"eth0\"\nadvertise_routes = [\"192.168.1.0/24\"]\nexit_node = true")
+                .unwrap();
+        assert_eq!(ok.routing.advertise_routes.len(), 1);
+        assert!(
+            ok.routing.snat_subnet_routes
+                && ok.routing.exit_node
+                && !ok.routing.exit_node_allow_lan
+        );
+        assert!(ok.routing.bridge_internet && ok.routing.needs_forwarding());
+        let e = with("advertise_routes = [\"192.168.1.0/24\"]").unwrap_err();
+        assert_eq!(e.key, "routing.uplink");
+        let e = with("uplink = \"eth0\"\nadvertise_routes = [\"192.168.1.0/33\"]").unwrap_err();
+        assert_eq!(e.key, "routing.advertise_routes");
+        let e = with("uplink = \"eth0\"\nadvertise_routes = [\"10.77.0.0/16\"]").unwrap_err();
+        assert!(e.problem.contains("overlaps"), "{e}");
+        let e = with("uplink = \"eth0\"\nuse_exit_node = \"nobody\"").unwrap_err();
+        assert_eq!(e.key, "routing.use_exit_node");
+        let e =
+            with("uplink = \"eth0\"\nuse_exit_node = \"laptop\"\nexit_node = true").unwrap_err();
+        assert_eq!(e.key, "routing.use_exit_node");
+        let e = with("uplink = \"eth1\"").unwrap_err();
+        assert_eq!(
+            e.key, "routing.uplink",
+            "the uplink cannot be a bridge port"
+        );
+        let e = with("uplink = \"eth0\"\nexit_nod = true").unwrap_err();
+        assert!(e.problem.contains("exit_nod"), "{e}");
+        // No [routing]: nothing to forward.
+        assert!(!Config::from_toml(&base, None)
+            .unwrap()
+            .routing
+            .needs_forwarding());
     }
 }

@@ -454,6 +454,15 @@ fn handle_events(config: &Config, engine: &mut Engine) {
     }
 }
 
+/// Health checks that can go wrong while running (logged with the fix).
+fn check_health(config: &Config) {
+    if config.routing.needs_forwarding() && !crate::nft::forwarding_on() {
+        tracing::error!(
+            "IPv4 forwarding was turned off (net.ipv4.ip_forward = 0): the subnet router and exit node do not work. Fix: sysctl -w net.ipv4.ip_forward=1, or restart meshbridge"
+        );
+    }
+}
+
 /// `aa:bb:cc:dd:ee:ff`.
 pub fn fmt_mac(m: &[u8; 6]) -> String {
     m.iter()
@@ -475,6 +484,7 @@ async fn event_loop(
     let mut tun_buf = vec![0u8; 65536];
     let mut udp_buf = vec![0u8; 65536];
     let mut stats_log = tokio::time::interval(Duration::from_secs(300));
+    let mut health = tokio::time::interval(Duration::from_secs(60));
     loop {
         flush(engine, dev, udp, dual).await;
         handle_events(config, engine);
@@ -497,6 +507,7 @@ async fn event_loop(
             },
             _ = tokio::time::sleep_until(deadline) => engine.handle_timeout(Now::read()),
             _ = stats_log.tick() => tracing::debug!("stats: {:?} mesh: {:?}", engine.stats(), engine.mesh().stats()),
+            _ = health.tick() => check_health(config),
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); return Ok(()); }
             _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); return Ok(()); }
         }
@@ -504,9 +515,11 @@ async fn event_loop(
 }
 
 /// `meshbridge --cleanup`: remove everything a previous run installed.
-pub async fn cleanup(state_dir: &Path, extra_links: &[String]) -> Result<()> {
+/// `routing` says the config may have installed our nftables table.
+pub async fn cleanup(state_dir: &Path, extra_links: &[String], routing: bool) -> Result<()> {
     let handle = os::connect().await?;
     let mut rec = os::read_record(state_dir)?.unwrap_or_default();
+    rec.nft_table |= routing;
     for l in extra_links {
         if !rec.links.contains(l) {
             rec.links.push(l.clone());

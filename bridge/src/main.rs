@@ -103,15 +103,19 @@ fn real_main(cli: Cli) -> Result<()> {
     }
     if cli.cleanup {
         init_logs(&cli.log);
-        let (state_dir, links) = match &cli.config {
+        let (state_dir, links, routing) = match &cli.config {
             Some(path) => {
                 let c =
                     Config::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-                (c.state_dir, vec![c.tap_name, c.tun_name])
+                (
+                    c.state_dir,
+                    vec![c.tap_name, c.tun_name],
+                    c.routing.uplink.is_some(),
+                )
             }
-            None => (PathBuf::from(DEFAULT_STATE_DIR), Vec::new()),
+            None => (PathBuf::from(DEFAULT_STATE_DIR), Vec::new(), false),
         };
-        runtime()?.block_on(meshbridge::daemon::cleanup(&state_dir, &links))?;
+        runtime()?.block_on(meshbridge::daemon::cleanup(&state_dir, &links, routing))?;
         tracing::info!("cleanup done");
         return Ok(());
     }
