@@ -51,6 +51,18 @@ pub mod raw {
         /// `[routing]`.
         #[serde(default)]
         pub routing: Routing,
+        /// `[dns]`.
+        #[serde(default)]
+        pub dns: Dns,
+    }
+
+    /// `[dns]`: the box's DNS server.
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Dns {
+        pub enabled: Option<bool>,
+        /// Resolvers for names that are not the box's (default: the system's).
+        pub upstream: Option<Vec<String>>,
     }
 
     /// `[routing]`: subnet router and exit node.
@@ -206,6 +218,15 @@ pub struct Peer {
     pub persistent_keepalive: Option<u16>,
 }
 
+/// `[dns]`, validated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dns {
+    /// Serve DNS on the bridge and mesh addresses.
+    pub enabled: bool,
+    /// Upstream resolvers; `None`: the system's (resolv.conf).
+    pub upstream: Option<Vec<std::net::SocketAddr>>,
+}
+
 /// `[routing]`, validated.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Routing {
@@ -278,6 +299,8 @@ pub struct Config {
     pub ignored_wg_keys: Vec<String>,
     /// Subnet router and exit node.
     pub routing: Routing,
+    /// The box's DNS server.
+    pub dns_server: Dns,
 }
 
 fn ifname(key: &str, name: &str) -> Result<String, ConfigError> {
@@ -769,7 +792,26 @@ impl Config {
 
         let routing = validate_routing(&raw.routing, &peers, &names, subnet, mesh_net)?;
 
+        let dns_server = Dns {
+            enabled: raw.dns.enabled.unwrap_or(true),
+            upstream: raw
+                .dns
+                .upstream
+                .as_ref()
+                .map(|list| {
+                    list.iter()
+                        .map(|s| {
+                            s.parse::<std::net::SocketAddr>()
+                                .or_else(|_| s.parse::<IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53)))
+                                .map_err(|_| bad("dns.upstream", format!("{s:?} is not an address like 192.168.1.1 or 192.168.1.1:53")))
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .transpose()?,
+        };
+
         Ok(Config {
+            dns_server,
             routing,
             state_dir: PathBuf::from(raw.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR)),
             private_key,

@@ -388,8 +388,15 @@ pub async fn run(config: Config) -> Result<()> {
         config.dhcp_range.1
     );
 
+    let names = match start_dns(&config, &engine).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!("DNS server not started: {e:#}");
+            None
+        }
+    };
     engine.start(Now::read());
-    let result = event_loop(&config, &mut engine, &devices, &udp, dual).await;
+    let result = event_loop(&config, &mut engine, &devices, &udp, dual, names.as_ref()).await;
     save_leases(&config.state_dir, &engine);
 
     drop(devices);
@@ -419,9 +426,12 @@ async fn flush(engine: &mut Engine, dev: &Devices, udp: &UdpSocket, dual: bool) 
     }
 }
 
-fn handle_events(config: &Config, engine: &mut Engine) {
+fn handle_events(config: &Config, engine: &mut Engine, names: Option<&crate::dns::SharedNames>) {
     let mut persist = false;
     while let Some(ev) = engine.poll_event() {
+        if let (Some(names), Event::Dhcp(d)) = (names, &ev) {
+            update_names(names, d);
+        }
         match ev {
             Event::Dhcp(dhcp::Event::LeasesChanged) => persist = true,
             Event::Dhcp(dhcp::Event::Bound { mac, ip, hostname, .. }) => {
@@ -454,6 +464,88 @@ fn handle_events(config: &Config, engine: &mut Engine) {
     }
 }
 
+/// Keep the DNS zone in step with the leases.
+fn update_names(names: &crate::dns::SharedNames, ev: &dhcp::Event) {
+    let Ok(mut z) = names.write() else { return };
+    match ev {
+        dhcp::Event::Bound { ip, hostname, .. } => {
+            z.remove_addr(IpAddr::V4(*ip));
+            if let Some(h) = hostname {
+                z.set(h, vec![IpAddr::V4(*ip)]);
+            }
+        }
+        dhcp::Event::Released { ip, .. }
+        | dhcp::Event::Declined { ip, .. }
+        | dhcp::Event::Expired { ip, .. } => z.remove_addr(IpAddr::V4(*ip)),
+        _ => {}
+    }
+}
+
+/// Start the box's DNS server with the current leases and peers.
+async fn start_dns(config: &Config, engine: &Engine) -> Result<Option<crate::dns::SharedNames>> {
+    if !config.dns_server.enabled {
+        return Ok(None);
+    }
+    let own = [
+        IpAddr::V4(config.bridge_address.addr()),
+        IpAddr::V4(config.mesh_address.addr()),
+    ];
+    let reverse = vec![
+        ipnet::IpNet::V4(config.bridge_address.trunc()),
+        ipnet::IpNet::V4(config.mesh_address.trunc()),
+    ];
+    let mut zone = meshbridge_mdns::Names::new(&config.domain, reverse).context("dhcp.domain")?;
+    zone.set("meshbridge", own.to_vec());
+    let mut clients = vec![
+        ipnet::IpNet::V4(config.bridge_address.trunc()),
+        ipnet::IpNet::V4(config.mesh_address.trunc()),
+    ];
+    for p in &config.peers {
+        let hosts: Vec<IpAddr> = p
+            .allowed_ips
+            .iter()
+            .filter(|n| n.prefix_len() == n.max_prefix_len())
+            .map(|n| n.addr())
+            .collect();
+        zone.set(&p.name, hosts);
+        clients.extend(p.allowed_ips.iter().filter(|n| n.prefix_len() > 0).copied());
+    }
+    let now = std::time::SystemTime::now();
+    for l in engine.dhcp().leases().filter(|l| l.is_active(now)) {
+        if let Some(h) = &l.hostname {
+            zone.set(h, vec![IpAddr::V4(l.ip)]);
+        }
+    }
+    let upstream = config
+        .dns_server
+        .upstream
+        .clone()
+        .unwrap_or_else(|| crate::dns::system_upstreams(&own));
+    if upstream.is_empty() {
+        tracing::warn!(
+            "DNS: no upstream resolver found (set dns.upstream): only the box's own names resolve"
+        );
+    }
+    let names = std::sync::Arc::new(std::sync::RwLock::new(zone));
+    crate::dns::start(names.clone(), &own, upstream.clone(), clients).await?;
+    tracing::info!(
+        "DNS on {} and {}: names under {}, forwarding to {}",
+        own[0],
+        own[1],
+        config.domain,
+        if upstream.is_empty() {
+            "nobody".to_string()
+        } else {
+            upstream
+                .iter()
+                .map(|u| u.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    Ok(Some(names))
+}
+
 /// Health checks that can go wrong while running (logged with the fix).
 fn check_health(config: &Config) {
     if config.routing.needs_forwarding() && !crate::nft::forwarding_on() {
@@ -477,6 +569,7 @@ async fn event_loop(
     dev: &Devices,
     udp: &UdpSocket,
     dual: bool,
+    names: Option<&crate::dns::SharedNames>,
 ) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -487,7 +580,7 @@ async fn event_loop(
     let mut health = tokio::time::interval(Duration::from_secs(60));
     loop {
         flush(engine, dev, udp, dual).await;
-        handle_events(config, engine);
+        handle_events(config, engine, names);
         let deadline = engine
             .poll_timeout()
             .map(tokio::time::Instant::from_std)

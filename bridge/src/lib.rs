@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod dns;
 pub mod engine;
 pub mod nft;
 pub mod os;

@@ -1,0 +1,288 @@
+//! The box's DNS server (hickory-server) on its bridge and mesh addresses:
+//! answers for the box's own zone ([`meshbridge_mdns::Names`]: devices,
+//! peers, reverse) and forwards every other question to the uplink's
+//! resolvers. It answers only clients on the bridge or in the mesh — never
+//! an open resolver toward the uplink.
+
+use anyhow::{Context, Result};
+use hickory_server::net::runtime::Time;
+use hickory_server::proto::op::{Header, Message, Metadata, ResponseCode};
+use hickory_server::proto::rr::{Name, Record};
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::Server;
+use ipnet::IpNet;
+use meshbridge_mdns::{Lookup, Names};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+/// How long to wait for an upstream resolver before trying the next.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The shared zone: the main loop writes, the DNS tasks read.
+pub type SharedNames = Arc<RwLock<Names>>;
+
+/// Upstream resolvers from a resolv.conf text: `nameserver` lines, minus
+/// loopback stubs (they would point back at the box itself) and `exclude`.
+pub fn upstreams_from_resolv_conf(text: &str, exclude: &[IpAddr]) -> Vec<SocketAddr> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|rest| rest.trim().split('%').next()?.parse::<IpAddr>().ok())
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified() && !exclude.contains(ip))
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect()
+}
+
+/// The system's resolvers (systemd-resolved's real upstreams if its stub is in use).
+pub fn system_upstreams(exclude: &[IpAddr]) -> Vec<SocketAddr> {
+    for path in [
+        "/etc/resolv.conf",
+        "/run/systemd/resolve/resolv.conf",
+        "/tmp/resolv.conf.d/resolv.conf.auto",
+    ] {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            let found = upstreams_from_resolv_conf(&text, exclude);
+            if !found.is_empty() {
+                return found;
+            }
+        }
+    }
+    Vec::new()
+}
+
+/// The request handler.
+pub struct Handler {
+    names: SharedNames,
+    upstream: Vec<SocketAddr>,
+    clients: Vec<IpNet>,
+}
+
+impl Handler {
+    async fn forward_udp(&self, query: &[u8], to: SocketAddr) -> std::io::Result<Vec<u8>> {
+        let bind: SocketAddr = if to.is_ipv4() {
+            "0.0.0.0:0".parse().expect("addr")
+        } else {
+            "[::]:0".parse().expect("addr")
+        };
+        let sock = UdpSocket::bind(bind).await?;
+        sock.connect(to).await?;
+        sock.send(query).await?;
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(UPSTREAM_TIMEOUT, sock.recv(&mut buf))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "upstream timeout"))??;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    async fn forward_tcp(&self, query: &[u8], to: SocketAddr) -> std::io::Result<Vec<u8>> {
+        let io = async {
+            let mut s = TcpStream::connect(to).await?;
+            let len =
+                u16::try_from(query.len()).map_err(|_| std::io::Error::other("query too long"))?;
+            s.write_all(&len.to_be_bytes()).await?;
+            s.write_all(query).await?;
+            let mut l = [0u8; 2];
+            s.read_exact(&mut l).await?;
+            let mut buf = vec![0u8; usize::from(u16::from_be_bytes(l))];
+            s.read_exact(&mut buf).await?;
+            Ok::<_, std::io::Error>(buf)
+        };
+        tokio::time::timeout(UPSTREAM_TIMEOUT, io)
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "upstream timeout"))?
+    }
+
+    /// Ask the upstreams in turn; a truncated UDP answer is retried over TCP.
+    async fn forward(&self, request: &Request) -> Option<Message> {
+        let query = request.as_slice();
+        for up in &self.upstream {
+            let reply = match self.forward_udp(query, *up).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!("DNS upstream {up}: {e}");
+                    continue;
+                }
+            };
+            let Ok(mut msg) = Message::from_vec(&reply) else {
+                continue;
+            };
+            if msg.metadata.id != request.metadata.id {
+                continue;
+            }
+            if msg.metadata.truncation {
+                if let Ok(r) = self.forward_tcp(query, *up).await {
+                    if let Ok(m) = Message::from_vec(&r) {
+                        msg = m;
+                    }
+                }
+            }
+            return Some(msg);
+        }
+        None
+    }
+}
+
+async fn send<R: ResponseHandler>(
+    request: &Request,
+    mut handle: R,
+    meta: Metadata,
+    answers: &[Record],
+    authorities: &[Record],
+    additionals: &[Record],
+) -> ResponseInfo {
+    let builder = MessageResponseBuilder::from_message_request(request);
+    let response = builder.build(
+        meta,
+        answers.iter(),
+        authorities.iter(),
+        std::iter::empty(),
+        additionals.iter(),
+    );
+    match handle.send_response(response).await {
+        Ok(info) => info,
+        Err(e) => {
+            tracing::debug!("DNS: sending a response failed: {e}");
+            let mut metadata = Metadata::response_from_request(&request.metadata);
+            metadata.response_code = ResponseCode::ServFail;
+            Header {
+                metadata,
+                counts: Default::default(),
+            }
+            .into()
+        }
+    }
+}
+
+async fn send_code<R: ResponseHandler>(
+    request: &Request,
+    handle: R,
+    code: ResponseCode,
+    ra: bool,
+) -> ResponseInfo {
+    let mut meta = Metadata::response_from_request(&request.metadata);
+    meta.response_code = code;
+    meta.recursion_available = ra;
+    send(request, handle, meta, &[], &[], &[]).await
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        handle: R,
+    ) -> ResponseInfo {
+        let src = request.src().ip().to_canonical();
+        if !self.clients.iter().any(|n| n.contains(&src)) {
+            return send_code(request, handle, ResponseCode::Refused, false).await;
+        }
+        let Ok(info) = request.request_info() else {
+            return send_code(request, handle, ResponseCode::FormErr, true).await;
+        };
+        let name = Name::from(info.query.name().clone());
+        let qtype = info.query.query_type();
+        let answer = self
+            .names
+            .read()
+            .map(|z| z.lookup(&name, qtype))
+            .unwrap_or(Lookup::NotOurs);
+        let mut meta = Metadata::response_from_request(&request.metadata);
+        meta.recursion_available = true;
+        match answer {
+            Lookup::Records(records) => {
+                meta.authoritative = true;
+                send(request, handle, meta, &records, &[], &[]).await
+            }
+            Lookup::NoData(soa) => {
+                meta.authoritative = true;
+                send(request, handle, meta, &[], &[soa], &[]).await
+            }
+            Lookup::NxDomain(soa) => {
+                meta.authoritative = true;
+                meta.response_code = ResponseCode::NXDomain;
+                send(request, handle, meta, &[], &[soa], &[]).await
+            }
+            Lookup::NotOurs => {
+                if !request.metadata.recursion_desired || self.upstream.is_empty() {
+                    let code = if self.upstream.is_empty() {
+                        ResponseCode::ServFail
+                    } else {
+                        ResponseCode::Refused
+                    };
+                    return send_code(request, handle, code, !self.upstream.is_empty()).await;
+                }
+                match self.forward(request).await {
+                    Some(reply) => {
+                        meta.response_code = reply.metadata.response_code;
+                        meta.authentic_data = false;
+                        meta.truncation = false;
+                        send(
+                            request,
+                            handle,
+                            meta,
+                            &reply.answers,
+                            &reply.authorities,
+                            &[],
+                        )
+                        .await
+                    }
+                    None => send_code(request, handle, ResponseCode::ServFail, true).await,
+                }
+            }
+        }
+    }
+}
+
+/// Start serving on `listen` (UDP and TCP port 53). Runs until the runtime stops.
+pub async fn start(
+    names: SharedNames,
+    listen: &[IpAddr],
+    upstream: Vec<SocketAddr>,
+    clients: Vec<IpNet>,
+) -> Result<()> {
+    let mut server = Server::new(Handler {
+        names,
+        upstream,
+        clients,
+    });
+    for ip in listen {
+        let addr = SocketAddr::new(*ip, 53);
+        let udp = UdpSocket::bind(addr).await.with_context(|| {
+            format!("binding DNS on {addr}/udp (is another DNS server using it?)")
+        })?;
+        server.register_socket(udp);
+        let tcp = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding DNS on {addr}/tcp"))?;
+        server.register_listener(tcp, Duration::from_secs(5), 65535);
+    }
+    tokio::spawn(async move {
+        if let Err(e) = server.block_until_done().await {
+            tracing::error!("DNS server stopped: {e}");
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstreams_skip_loopback_stubs_and_own_addresses() {
+        let conf = "# generated\nnameserver 127.0.0.53\nnameserver 192.168.1.1\nnameserver fe80::1%eth0\nnameserver 10.77.1.1\noptions edns0\n";
+        let own = ["10.77.1.1".parse().unwrap()];
+        let ups = upstreams_from_resolv_conf(conf, &own);
+        assert_eq!(
+            ups,
+            vec![
+                "192.168.1.1:53".parse().unwrap(),
+                "[fe80::1]:53".parse().unwrap()
+            ]
+        );
+    }
+}
