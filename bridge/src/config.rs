@@ -54,6 +54,17 @@ pub mod raw {
         /// `[dns]`.
         #[serde(default)]
         pub dns: Dns,
+        /// `[api]`.
+        #[serde(default)]
+        pub api: Api,
+    }
+
+    /// `[api]`: the local control socket.
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Api {
+        /// Unix socket path (default: `<state_dir>/meshbridge.sock`).
+        pub socket: Option<String>,
     }
 
     /// `[dns]`: the box's DNS server.
@@ -301,6 +312,8 @@ pub struct Config {
     pub routing: Routing,
     /// The box's DNS server.
     pub dns_server: Dns,
+    /// The local API's unix socket.
+    pub api_socket: PathBuf,
 }
 
 fn ifname(key: &str, name: &str) -> Result<String, ConfigError> {
@@ -810,7 +823,14 @@ impl Config {
                 .transpose()?,
         };
 
+        let state_dir = PathBuf::from(raw.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR));
+        let api_socket = match &raw.api.socket {
+            Some(p) => resolve_path(base, p),
+            None => crate::api::default_socket(&state_dir),
+        };
+
         Ok(Config {
+            api_socket,
             dns_server,
             routing,
             state_dir: PathBuf::from(raw.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR)),

@@ -396,7 +396,24 @@ pub async fn run(config: Config) -> Result<()> {
         }
     };
     engine.start(Now::read());
-    let result = event_loop(&config, &mut engine, &devices, &udp, dual, names.as_ref()).await;
+    let api = match crate::api::listen(&config.api_socket) {
+        Ok(rx) => Some(rx),
+        Err(e) => {
+            tracing::error!("local API not available: {e:#}");
+            None
+        }
+    };
+    let result = event_loop(
+        &config,
+        &mut engine,
+        &devices,
+        &udp,
+        dual,
+        names.as_ref(),
+        api,
+    )
+    .await;
+    let _ = std::fs::remove_file(&config.api_socket);
     save_leases(&config.state_dir, &engine);
 
     drop(devices);
@@ -570,7 +587,9 @@ async fn event_loop(
     udp: &UdpSocket,
     dual: bool,
     names: Option<&crate::dns::SharedNames>,
+    mut api: Option<tokio::sync::mpsc::Receiver<crate::api::Pending>>,
 ) -> Result<()> {
+    let started = std::time::Instant::now();
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut tap_buf = vec![0u8; 65536];
@@ -601,6 +620,12 @@ async fn event_loop(
             _ = tokio::time::sleep_until(deadline) => engine.handle_timeout(Now::read()),
             _ = stats_log.tick() => tracing::debug!("stats: {:?} mesh: {:?}", engine.stats(), engine.mesh().stats()),
             _ = health.tick() => check_health(config),
+            Some(p) = async { match api.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                let response = match p.request {
+                    crate::api::Request::Status => crate::api::Response::Status(Box::new(crate::api::status(config, engine, started))),
+                };
+                let _ = p.reply.send(response);
+            }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); return Ok(()); }
             _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); return Ok(()); }
         }

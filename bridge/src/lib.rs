@@ -11,6 +11,7 @@
 //!   [`nft`] the nftables table of the subnet router and exit node.
 #![deny(unsafe_code)]
 
+pub mod api;
 pub mod config;
 pub mod daemon;
 pub mod dns;

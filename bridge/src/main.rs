@@ -34,6 +34,18 @@ enum Command {
     Genkey,
     /// Read a private key on stdin, print its public key (like `wg pubkey`).
     Pubkey,
+    /// Show the running box: peers, bridged devices, health (like `tailscale status`).
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The daemon's config file (to find its socket).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The daemon's API socket.
+        #[arg(long, value_name = "PATH", conflicts_with = "config")]
+        socket: Option<PathBuf>,
+    },
 }
 
 fn init_logs(filter: &str) {
@@ -82,6 +94,37 @@ fn real_main(cli: Cli) -> Result<()> {
                 .parse()
                 .context("stdin does not hold a private key")?;
             println!("{}", key.public_key());
+            return Ok(());
+        }
+        Some(Command::Status {
+            json,
+            config,
+            socket,
+        }) => {
+            let path = match (socket, config.or(cli.config.clone())) {
+                (Some(s), _) => s,
+                (None, Some(c)) => {
+                    Config::load(&c)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", c.display()))?
+                        .api_socket
+                }
+                (None, None) => {
+                    meshbridge::api::default_socket(std::path::Path::new(DEFAULT_STATE_DIR))
+                }
+            };
+            let response = runtime()?.block_on(meshbridge::api::ask(
+                &path,
+                &meshbridge::api::Request::Status,
+            ))?;
+            match response {
+                meshbridge::api::Response::Status(s) if json => {
+                    println!("{}", serde_json::to_string_pretty(&s)?)
+                }
+                meshbridge::api::Response::Status(s) => print!("{}", meshbridge::api::render(&s)),
+                meshbridge::api::Response::Error { error } => {
+                    anyhow::bail!("the daemon says: {error}")
+                }
+            }
             return Ok(());
         }
         None => {}

@@ -1,0 +1,387 @@
+//! The local API over a unix socket (mode 0600, root only) that the CLI uses:
+//! one JSON request line in, one JSON response line out. Today it answers
+//! `status`; the web page and more commands build on it.
+
+use crate::config::Config;
+use crate::engine::Engine;
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+/// Where the socket lives unless `api.socket` says otherwise.
+pub fn default_socket(state_dir: &Path) -> PathBuf {
+    state_dir.join("meshbridge.sock")
+}
+
+/// A request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum Request {
+    /// Peers, devices, health.
+    Status,
+}
+
+/// The box itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BoxStatus {
+    /// meshbridge version.
+    pub version: String,
+    /// Public key.
+    pub public_key: String,
+    /// Mesh address with prefix.
+    pub mesh_address: String,
+    /// Gateway address on the bridge with prefix.
+    pub bridge_address: String,
+    /// Bridge name.
+    pub bridge: String,
+    /// WireGuard UDP port.
+    pub listen_port: u16,
+    /// Seconds since start.
+    pub uptime_s: u64,
+}
+
+/// One peer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PeerStatus {
+    /// Name.
+    pub name: String,
+    /// Public key.
+    pub public_key: String,
+    /// Current endpoint.
+    pub endpoint: Option<String>,
+    /// Allowed IPs.
+    pub allowed_ips: Vec<String>,
+    /// Seconds since the last handshake (none: never / expired).
+    pub last_handshake_s: Option<u64>,
+    /// A handshake within the last 3 minutes.
+    pub online: bool,
+    /// Bytes received from the peer.
+    pub rx_bytes: u64,
+    /// Bytes sent to the peer.
+    pub tx_bytes: u64,
+}
+
+/// One bridged device (a DHCP lease, current or remembered).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeviceStatus {
+    /// MAC address.
+    pub mac: String,
+    /// Mesh address.
+    pub ip: String,
+    /// DHCP hostname.
+    pub hostname: Option<String>,
+    /// Whether the lease is active now.
+    pub active: bool,
+    /// Seconds until the lease expires (negative: expired that long ago).
+    pub expires_in_s: i64,
+}
+
+/// One health check, with a plain-language fix when it fails.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Health {
+    /// Check name.
+    pub check: String,
+    /// Passing?
+    pub ok: bool,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+/// The answer to `status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    /// The box.
+    #[serde(rename = "box")]
+    pub this: BoxStatus,
+    /// Peers.
+    pub peers: Vec<PeerStatus>,
+    /// Bridged devices.
+    pub devices: Vec<DeviceStatus>,
+    /// Health checks.
+    pub health: Vec<Health>,
+}
+
+/// A response line.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Response {
+    /// `status`.
+    Status(Box<Status>),
+    /// A failed request.
+    Error {
+        /// What went wrong.
+        error: String,
+    },
+}
+
+fn fmt_mac(m: &[u8; 6]) -> String {
+    crate::daemon::fmt_mac(m)
+}
+
+/// Build the status from the running engine.
+pub fn status(config: &Config, engine: &Engine, started: Instant) -> Status {
+    let now = SystemTime::now();
+    let peers = engine
+        .mesh()
+        .peer_status()
+        .into_iter()
+        .map(|p| PeerStatus {
+            online: p
+                .last_handshake
+                .is_some_and(|d| d < Duration::from_secs(180)),
+            last_handshake_s: p.last_handshake.map(|d| d.as_secs()),
+            name: p.name,
+            public_key: p.public_key.to_string(),
+            endpoint: p.endpoint.map(|e| e.to_string()),
+            allowed_ips: p.allowed_ips.iter().map(|n| n.to_string()).collect(),
+            rx_bytes: p.rx_bytes,
+            tx_bytes: p.tx_bytes,
+        })
+        .collect();
+    let devices = engine
+        .dhcp()
+        .leases()
+        .map(|l| DeviceStatus {
+            mac: fmt_mac(&l.mac),
+            ip: l.ip.to_string(),
+            hostname: l.hostname.clone(),
+            active: l.is_active(now),
+            expires_in_s: match l.expires.duration_since(now) {
+                Ok(d) => d.as_secs() as i64,
+                Err(e) => -(e.duration().as_secs() as i64),
+            },
+        })
+        .collect();
+    let mut health = Vec::new();
+    let foreign = engine.dhcp().is_suspended();
+    health.push(Health {
+        check: "dhcp".into(),
+        ok: !foreign,
+        message: if foreign {
+            format!("Another DHCP server answers on bridge {}: meshbridge is not handing out addresses. Turn that server off or take its port out of the bridge.", config.bridge_name)
+        } else {
+            "serving addresses on the bridge".into()
+        },
+    });
+    if config.routing.needs_forwarding() {
+        let on = crate::nft::forwarding_on();
+        health.push(Health {
+            check: "ip_forwarding".into(),
+            ok: on,
+            message: if on {
+                "IPv4 forwarding is on".into()
+            } else {
+                "IPv4 forwarding is off, so the subnet router and exit node do not work: run `sysctl -w net.ipv4.ip_forward=1` or restart meshbridge.".into()
+            },
+        });
+    }
+    let clock_ok = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .is_ok_and(|d| d.as_secs() > 1_600_000_000);
+    health.push(Health {
+        check: "clock".into(),
+        ok: clock_ok,
+        message: if clock_ok {
+            "the clock is set".into()
+        } else {
+            "The clock is not set (no NTP yet?): lease times are wrong until it is. Check the uplink and NTP.".into()
+        },
+    });
+    Status {
+        this: BoxStatus {
+            version: env!("CARGO_PKG_VERSION").into(),
+            public_key: config.private_key.public_key().to_string(),
+            mesh_address: config.mesh_address.to_string(),
+            bridge_address: config.bridge_address.to_string(),
+            bridge: config.bridge_name.clone(),
+            listen_port: config.listen_port,
+            uptime_s: started.elapsed().as_secs(),
+        },
+        peers,
+        devices,
+        health,
+    }
+}
+
+/// A request from a client, waiting for the main loop's answer.
+pub struct Pending {
+    /// What was asked.
+    pub request: Request,
+    /// Where the answer goes.
+    pub reply: oneshot::Sender<Response>,
+}
+
+/// Listen on `path`; requests arrive on the returned channel (the main loop
+/// owns the engine and answers them).
+pub fn listen(path: &Path) -> Result<mpsc::Receiver<Pending>> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing a stale {}", path.display())),
+    }
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("binding the API socket {}", path.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(5), serve(stream, tx)).await;
+            });
+        }
+    });
+    Ok(rx)
+}
+
+async fn serve(stream: UnixStream, tx: mpsc::Sender<Pending>) -> Result<()> {
+    let (r, mut w) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(r.take(64 * 1024))
+        .read_line(&mut line)
+        .await?;
+    let response = match serde_json::from_str::<Request>(&line) {
+        Ok(request) => {
+            let (reply, answer) = oneshot::channel();
+            tx.send(Pending { request, reply })
+                .await
+                .map_err(|_| anyhow!("daemon stopping"))?;
+            answer.await?
+        }
+        Err(e) => Response::Error {
+            error: format!("bad request: {e}"),
+        },
+    };
+    let mut out = serde_json::to_string(&response)?;
+    out.push('\n');
+    w.write_all(out.as_bytes()).await?;
+    Ok(())
+}
+
+/// Ask the daemon at `path`.
+pub async fn ask(path: &Path, request: &Request) -> Result<Response> {
+    let stream = UnixStream::connect(path).await.with_context(|| {
+        format!(
+            "connecting to {} (is meshbridge running? are you root?)",
+            path.display()
+        )
+    })?;
+    let (r, mut w) = stream.into_split();
+    let mut line = serde_json::to_string(request)?;
+    line.push('\n');
+    w.write_all(line.as_bytes()).await?;
+    let mut answer = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        BufReader::new(r).read_line(&mut answer),
+    )
+    .await
+    .context("the daemon did not answer")??;
+    if answer.is_empty() {
+        bail!("the daemon closed the connection");
+    }
+    serde_json::from_str(&answer).context("reading the daemon's answer")
+}
+
+fn ago(s: u64) -> String {
+    match s {
+        0..=59 => format!("{s}s ago"),
+        60..=3599 => format!("{}m ago", s / 60),
+        _ => format!("{}h ago", s / 3600),
+    }
+}
+
+fn bytes(b: u64) -> String {
+    match b {
+        0..=1023 => format!("{b} B"),
+        1024..=1_048_575 => format!("{:.1} KiB", b as f64 / 1024.0),
+        _ => format!("{:.1} MiB", b as f64 / 1_048_576.0),
+    }
+}
+
+fn first_host(ips: &[String]) -> String {
+    ips.iter()
+        .find(|n| n.ends_with("/32") || n.ends_with("/128"))
+        .or(ips.first())
+        .map(|n| n.split('/').next().unwrap_or(n).to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// The human table, like `tailscale status`.
+pub fn render(s: &Status) -> String {
+    let mut rows: Vec<[String; 4]> = Vec::new();
+    rows.push([
+        s.this.mesh_address.split('/').next().unwrap_or("").into(),
+        "meshbridge".into(),
+        "this box".into(),
+        format!(
+            "bridge {} ({}), UDP {}, up {}",
+            s.this.bridge,
+            s.this.bridge_address,
+            s.this.listen_port,
+            ago(s.this.uptime_s).trim_end_matches(" ago")
+        ),
+    ]);
+    for p in &s.peers {
+        let state = match (p.online, p.last_handshake_s) {
+            (true, Some(h)) => format!(
+                "online, handshake {}, rx {}, tx {}",
+                ago(h),
+                bytes(p.rx_bytes),
+                bytes(p.tx_bytes)
+            ),
+            (false, Some(h)) => format!("offline, last handshake {}", ago(h)),
+            (_, None) => "offline, no handshake yet".into(),
+        };
+        rows.push([
+            first_host(&p.allowed_ips),
+            p.name.clone(),
+            format!("peer {}", p.endpoint.as_deref().unwrap_or("(no endpoint)")),
+            state,
+        ]);
+    }
+    for d in s.devices.iter().filter(|d| d.active) {
+        rows.push([
+            d.ip.clone(),
+            d.hostname.clone().unwrap_or_else(|| "-".into()),
+            format!("device {}", d.mac),
+            format!(
+                "bridged, lease expires in {}",
+                ago(d.expires_in_s.max(0) as u64).trim_end_matches(" ago")
+            ),
+        ]);
+    }
+    let widths: Vec<usize> = (0..3)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &rows {
+        out += &format!(
+            "{:w0$}  {:w1$}  {:w2$}  {}\n",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        );
+    }
+    for h in s.health.iter().filter(|h| !h.ok) {
+        out += &format!("\n# Health check {}: {}\n", h.check, h.message);
+    }
+    out
+}
