@@ -57,6 +57,21 @@ pub mod raw {
         /// `[api]`.
         #[serde(default)]
         pub api: Api,
+        /// `[discovery]`.
+        #[serde(default)]
+        pub discovery: Discovery,
+    }
+
+    /// `[discovery]`: mDNS on the bridge and the DNS-SD discovery proxy.
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Discovery {
+        pub enabled: Option<bool>,
+        /// Service types exposed to the mesh, like "_ipp._tcp".
+        pub services: Option<Vec<String>>,
+        /// Devices (MAC or DHCP hostname) never exposed.
+        #[serde(default)]
+        pub opt_out: Vec<String>,
     }
 
     /// `[api]`: the local control socket.
@@ -238,6 +253,17 @@ pub struct Dns {
     pub upstream: Option<Vec<std::net::SocketAddr>>,
 }
 
+/// `[discovery]`, validated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Discovery {
+    /// Listen to mDNS on the bridge and answer DNS-SD in the box's domain.
+    pub enabled: bool,
+    /// Service types exposed (allow list).
+    pub services: Vec<String>,
+    /// Devices never exposed: MACs (lowercase) or hostnames.
+    pub opt_out: Vec<String>,
+}
+
 /// `[routing]`, validated.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Routing {
@@ -314,6 +340,8 @@ pub struct Config {
     pub dns_server: Dns,
     /// The local API's unix socket.
     pub api_socket: PathBuf,
+    /// mDNS listening and the discovery proxy.
+    pub discovery: Discovery,
 }
 
 fn ifname(key: &str, name: &str) -> Result<String, ConfigError> {
@@ -829,7 +857,40 @@ impl Config {
             None => crate::api::default_socket(&state_dir),
         };
 
+        let services = match &raw.discovery.services {
+            Some(list) => list.clone(),
+            None => meshbridge_mdns::DEFAULT_SERVICES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        for s in &services {
+            let parts: Vec<&str> = s.split('.').collect();
+            let ok = parts.len() == 2
+                && parts[0].starts_with('_')
+                && parts[0].len() > 1
+                && parts[0].len() <= 16
+                && (parts[1] == "_tcp" || parts[1] == "_udp");
+            if !ok {
+                return Err(bad(
+                    "discovery.services",
+                    format!("{s:?} is not a service type like \"_ipp._tcp\""),
+                ));
+            }
+        }
+        let discovery = Discovery {
+            enabled: raw.discovery.enabled.unwrap_or(true),
+            services,
+            opt_out: raw
+                .discovery
+                .opt_out
+                .iter()
+                .map(|s| s.trim().to_ascii_lowercase())
+                .collect(),
+        };
+
         Ok(Config {
+            discovery,
             api_socket,
             dns_server,
             routing,

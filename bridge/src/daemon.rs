@@ -445,9 +445,29 @@ async fn flush(engine: &mut Engine, dev: &Devices, udp: &UdpSocket, dual: bool) 
 
 fn handle_events(config: &Config, engine: &mut Engine, names: Option<&crate::dns::SharedNames>) {
     let mut persist = false;
+    let mut browse_soon = false;
     while let Some(ev) = engine.poll_event() {
         if let (Some(names), Event::Dhcp(d)) = (names, &ev) {
             update_names(names, d);
+            if let dhcp::Event::Bound { .. } = d {
+                let opt_out = opt_out_addrs(config, engine);
+                if let Ok(mut z) = names.write() {
+                    if let Some(p) = z.proxy.as_mut() {
+                        p.set_opt_out(opt_out);
+                    }
+                }
+                browse_soon = true;
+            }
+        }
+        if let (Some(names), Event::Mdns { src, payload }) = (names, &ev) {
+            if let Ok(mut z) = names.write() {
+                if z.proxy.is_some() {
+                    let _ =
+                        z.cache
+                            .handle_packet(std::time::Instant::now(), IpAddr::V4(*src), payload);
+                }
+            }
+            continue;
         }
         match ev {
             Event::Dhcp(dhcp::Event::LeasesChanged) => persist = true,
@@ -479,6 +499,9 @@ fn handle_events(config: &Config, engine: &mut Engine, names: Option<&crate::dns
     if persist {
         save_leases(&config.state_dir, engine);
     }
+    if browse_soon && names.is_some() {
+        browse(config, engine);
+    }
 }
 
 /// Keep the DNS zone in step with the leases.
@@ -486,16 +509,51 @@ fn update_names(names: &crate::dns::SharedNames, ev: &dhcp::Event) {
     let Ok(mut z) = names.write() else { return };
     match ev {
         dhcp::Event::Bound { ip, hostname, .. } => {
-            z.remove_addr(IpAddr::V4(*ip));
+            z.names.remove_addr(IpAddr::V4(*ip));
             if let Some(h) = hostname {
-                z.set(h, vec![IpAddr::V4(*ip)]);
+                z.names.set(h, vec![IpAddr::V4(*ip)]);
             }
         }
         dhcp::Event::Released { ip, .. }
         | dhcp::Event::Declined { ip, .. }
-        | dhcp::Event::Expired { ip, .. } => z.remove_addr(IpAddr::V4(*ip)),
+        | dhcp::Event::Expired { ip, .. } => z.names.remove_addr(IpAddr::V4(*ip)),
         _ => {}
     }
+}
+
+/// Addresses of the devices that opted out of discovery (by MAC or hostname).
+fn opt_out_addrs(config: &Config, engine: &Engine) -> Vec<IpAddr> {
+    if config.discovery.opt_out.is_empty() {
+        return Vec::new();
+    }
+    engine
+        .dhcp()
+        .leases()
+        .filter(|l| {
+            let mac = fmt_mac(&l.mac);
+            let host = l.hostname.as_deref().map(|h| h.to_ascii_lowercase());
+            config
+                .discovery
+                .opt_out
+                .iter()
+                .any(|o| *o == mac || Some(o) == host.as_ref())
+        })
+        .map(|l| IpAddr::V4(l.ip))
+        .collect()
+}
+
+/// Ask the bridge which services are there (mDNS browse for the allow list).
+fn browse(config: &Config, engine: &mut Engine) {
+    if !config.discovery.enabled {
+        return;
+    }
+    let types: Vec<hickory_server::proto::rr::Name> = config
+        .discovery
+        .services
+        .iter()
+        .filter_map(|s| hickory_server::proto::rr::Name::from_ascii(format!("{s}.local.")).ok())
+        .collect();
+    engine.send_mdns(&meshbridge_mdns::browse_query(&types));
 }
 
 /// Start the box's DNS server with the current leases and peers.
@@ -512,6 +570,13 @@ async fn start_dns(config: &Config, engine: &Engine) -> Result<Option<crate::dns
         ipnet::IpNet::V4(config.mesh_address.trunc()),
     ];
     let mut zone = meshbridge_mdns::Names::new(&config.domain, reverse).context("dhcp.domain")?;
+    let proxy = config.discovery.enabled.then(|| {
+        meshbridge_mdns::Proxy::new(
+            zone.domain(),
+            &config.discovery.services,
+            opt_out_addrs(config, engine),
+        )
+    });
     zone.set("meshbridge", own.to_vec());
     let mut clients = vec![
         ipnet::IpNet::V4(config.bridge_address.trunc()),
@@ -543,7 +608,11 @@ async fn start_dns(config: &Config, engine: &Engine) -> Result<Option<crate::dns
             "DNS: no upstream resolver found (set dns.upstream): only the box's own names resolve"
         );
     }
-    let names = std::sync::Arc::new(std::sync::RwLock::new(zone));
+    let names = std::sync::Arc::new(std::sync::RwLock::new(crate::dns::Zone {
+        names: zone,
+        cache: meshbridge_mdns::Cache::new(),
+        proxy,
+    }));
     crate::dns::start(names.clone(), &own, upstream.clone(), clients).await?;
     tracing::info!(
         "DNS on {} and {}: names under {}, forwarding to {}",
@@ -619,7 +688,15 @@ async fn event_loop(
             },
             _ = tokio::time::sleep_until(deadline) => engine.handle_timeout(Now::read()),
             _ = stats_log.tick() => tracing::debug!("stats: {:?} mesh: {:?}", engine.stats(), engine.mesh().stats()),
-            _ = health.tick() => check_health(config),
+            _ = health.tick() => {
+                check_health(config);
+                if let Some(names) = names {
+                    if let Ok(mut z) = names.write() {
+                        z.cache.handle_timeout(std::time::Instant::now());
+                    }
+                    browse(config, engine);
+                }
+            }
             Some(p) = async { match api.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
                 let response = match p.request {
                     crate::api::Request::Status => crate::api::Response::Status(Box::new(crate::api::status(config, engine, started))),

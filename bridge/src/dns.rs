@@ -22,8 +22,44 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 /// How long to wait for an upstream resolver before trying the next.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// What the DNS server knows: the box's zone, the mDNS cache and the
+/// discovery proxy over it.
+pub struct Zone {
+    /// Devices, peers, the box, reverse.
+    pub names: Names,
+    /// What bridged devices announce over mDNS.
+    pub cache: meshbridge_mdns::Cache,
+    /// The DNS-SD discovery proxy (None: discovery off).
+    pub proxy: Option<meshbridge_mdns::Proxy>,
+}
+
+impl Zone {
+    /// Answer from the zone, then from the discovery proxy.
+    pub fn lookup(
+        &self,
+        now: std::time::Instant,
+        name: &Name,
+        qtype: hickory_server::proto::rr::RecordType,
+    ) -> Lookup {
+        let answer = self.names.lookup(name, qtype);
+        let Some(proxy) = &self.proxy else {
+            return answer;
+        };
+        let soa = match &answer {
+            Lookup::NxDomain(soa) | Lookup::NoData(soa) => soa.clone(),
+            _ => return answer,
+        };
+        match proxy.answer(&self.cache, now, name, qtype) {
+            Some(records) if !records.is_empty() => Lookup::Records(records),
+            // A discovery name (`_ipp._tcp...`) with nothing to show right now: NOERROR, no data.
+            Some(_) if name.iter().any(|l| l.first() == Some(&b'_')) => Lookup::NoData(soa),
+            _ => answer,
+        }
+    }
+}
+
 /// The shared zone: the main loop writes, the DNS tasks read.
-pub type SharedNames = Arc<RwLock<Names>>;
+pub type SharedNames = Arc<RwLock<Zone>>;
 
 /// Upstream resolvers from a resolv.conf text: `nameserver` lines, minus
 /// loopback stubs (they would point back at the box itself) and `exclude`.
@@ -188,7 +224,7 @@ impl RequestHandler for Handler {
         let answer = self
             .names
             .read()
-            .map(|z| z.lookup(&name, qtype))
+            .map(|z| z.lookup(std::time::Instant::now(), &name, qtype))
             .unwrap_or(Lookup::NotOurs);
         let mut meta = Metadata::response_from_request(&request.metadata);
         meta.recursion_available = true;

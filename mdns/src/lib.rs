@@ -1,6 +1,9 @@
 //! Names and discovery for meshbridge.
 //!
-//! Today this crate holds the box's unicast DNS zone ([`names::Names`]):
+//! * [`cache::Cache`]: what bridged devices announce over mDNS (RFC 6762).
+//! * [`proxy::Proxy`]: the DNS-SD Discovery Proxy (RFC 8766) that answers
+//!   unicast DNS-SD questions in the box's domain from that cache.
+//! * [`names::Names`]: the box's unicast DNS zone:
 //! bridged devices by their DHCP hostname, mesh peers by name, the box
 //! itself, and reverse lookups for all of them. The daemon serves it with
 //! hickory-server on the box's bridge and mesh addresses and forwards every
@@ -8,11 +11,15 @@
 //!
 //! Sans-IO: the daemon calls [`names::Names::set`] / [`names::Names::remove_addr`]
 //! when leases and peers change and [`names::Names::lookup`] for each
-//! question; no sockets, no clock. (The mDNS cache and DNS-SD discovery
-//! proxy of a later issue live here too.)
+//! question, and [`cache::Cache::handle_packet`] for every mDNS packet seen
+//! on the bridge; no sockets, and time is an argument.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cache;
 pub mod names;
+pub mod proxy;
 
+pub use cache::{browse_query, Cache, MdnsError};
 pub use names::{to_label, Lookup, Names, NamesError};
+pub use proxy::{Proxy, DEFAULT_SERVICES, TTL_CAP};

@@ -200,6 +200,37 @@ class Site:
         m = re.search(r"inet (\d+\.\d+\.\d+\.\d+)/", out)
         return m.group(1) if m else None
 
+    # ---- mDNS devices (avahi, a real IPP printer) -------------------------
+    def run_avahi_device(self, name, host_name, services_dir=None, then=None, dbus=True):
+        """avahi-daemon (and optionally D-Bus and a program that needs it) in the
+        device namespace, with a private /run so nothing touches the host."""
+        ns, _, ifc = self.devices[name]
+        d = self.tmp / f"{name}-avahi"
+        d.mkdir(exist_ok=True)
+        (d / "dbus.conf").write_text(
+            '<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN" '
+            '"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">\n'
+            "<busconfig><type>system</type><listen>unix:path=/run/dbus/system_bus_socket</listen>"
+            '<policy context="default"><allow user="*"/><allow own="*"/><allow send_destination="*"/>'
+            '<allow receive_sender="*"/></policy></busconfig>\n')
+        (d / "avahi.conf").write_text(
+            f"[server]\nhost-name={host_name}\nuse-ipv4=yes\nuse-ipv6=no\nallow-interfaces={ifc}\n"
+            f"enable-dbus={'yes' if dbus else 'no'}\n[wide-area]\nenable-wide-area=no\n"
+            "[publish]\npublish-workstation=no\npublish-hinfo=no\n[reflector]\n[rlimits]\n")
+        svc = services_dir or (d / "services")
+        Path(svc).mkdir(exist_ok=True)
+        script = ["set -e", "mount -t tmpfs mbrun /run", "mkdir -p /run/dbus /run/avahi-daemon",
+                  f"mount --bind {svc} /etc/avahi/services"]
+        if dbus:
+            script += [f"dbus-daemon --config-file={d}/dbus.conf --nofork --nopidfile &",
+                       "for i in $(seq 50); do [ -S /run/dbus/system_bus_socket ] && break; sleep 0.1; done"]
+        script += [f"avahi-daemon -f {d}/avahi.conf --no-drop-root --no-chroot --no-rlimits &"]
+        if then:
+            script += ["for i in $(seq 100); do [ -e /run/avahi-daemon/pid ] && break; sleep 0.1; done", "sleep 1", then]
+        else:
+            script += ["wait"]
+        return self.spawn(ns, ["sh", "-c", "\n".join(script)], log=self.tmp / f"{name}-avahi.log")
+
     # ---- the box --------------------------------------------------------
     def config_text(self, **over):
         ports = ", ".join(f'"{p}"' for (_, p, _) in self.devices.values())

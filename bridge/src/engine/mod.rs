@@ -80,7 +80,17 @@ pub enum Event {
     Dhcp(dhcp::Event),
     /// From the ARP responder.
     Arp(arp::Event),
+    /// An mDNS packet a bridged device sent to the group (for the discovery cache).
+    Mdns {
+        /// The sender's address.
+        src: Ipv4Addr,
+        /// The UDP payload.
+        payload: Vec<u8>,
+    },
 }
+
+/// The mDNS group's Ethernet address (RFC 1112 mapping of 224.0.0.251).
+const MDNS_MAC: Mac = [0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb];
 
 /// Counters: every dropped input is counted here.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -113,6 +123,8 @@ pub struct Stats {
     pub exit_down: u64,
     /// Dropped by the mesh (no endpoint, crypto error).
     pub mesh_errors: u64,
+    /// mDNS packets heard on the bridge.
+    pub mdns: u64,
     /// TCP SYNs whose MSS was clamped.
     pub mss_clamped: u64,
     /// Packets fragmented to fit the mesh MTU.
@@ -304,6 +316,18 @@ impl Engine {
                         self.drain_dhcp(now);
                         return;
                     }
+                    // mDNS to the group: listened to, never forwarded.
+                    if dp == 5353 && info.dst == meshbridge_mdns::cache::MDNS_V4 {
+                        let len = usize::from(udp.length).saturating_sub(8).min(payload.len());
+                        self.stats.mdns += 1;
+                        if self.events.len() < 256 {
+                            self.events.push_back(Event::Mdns {
+                                src: info.src,
+                                payload: payload[..len].to_vec(),
+                            });
+                        }
+                        return;
+                    }
                 }
             }
         }
@@ -381,6 +405,19 @@ impl Engine {
             .into_iter()
             .flatten()
             .min()
+    }
+
+    /// Send an mDNS message (a browse query) to the group on the bridge,
+    /// from the box's gateway address and port 5353.
+    pub fn send_mdns(&mut self, payload: &[u8]) {
+        let gw = self.config.bridge_address.addr();
+        let builder = PacketBuilder::ethernet2(self.config.mac, MDNS_MAC)
+            .ipv4(gw.octets(), meshbridge_mdns::cache::MDNS_V4.octets(), 255)
+            .udp(5353, 5353);
+        let mut frame = Vec::with_capacity(builder.size(payload.len()));
+        if builder.write(&mut frame, payload).is_ok() {
+            self.out.push_back(Transmit::Tap(frame));
+        }
     }
 
     /// The next thing to write.
