@@ -3,7 +3,7 @@
 set -euo pipefail
 
 MB_APT_PACKAGES=(wireguard-go wireguard-tools iperf3 dnsmasq-base isc-dhcp-client busybox udhcpc dhcpcd5
-  tcpdump iproute2 nftables iputils-ping iputils-arping dnsutils curl python3 ca-certificates build-essential pkg-config)
+  tcpdump iproute2 nftables iputils-ping iputils-arping dnsutils avahi-daemon avahi-utils cups-ipp-utils dbus util-linux curl python3 ca-certificates build-essential pkg-config)
 
 mb_install_deps() {
   local missing=()

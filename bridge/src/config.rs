@@ -72,6 +72,8 @@ pub mod raw {
         /// Devices (MAC or DHCP hostname) never exposed.
         #[serde(default)]
         pub opt_out: Vec<String>,
+        /// The box's own mDNS host name (default "meshbridge": meshbridge.local).
+        pub mdns_name: Option<String>,
     }
 
     /// `[api]`: the local control socket.
@@ -262,6 +264,8 @@ pub struct Discovery {
     pub services: Vec<String>,
     /// Devices never exposed: MACs (lowercase) or hostnames.
     pub opt_out: Vec<String>,
+    /// The box's mDNS host name (a DNS label).
+    pub mdns_name: String,
 }
 
 /// `[routing]`, validated.
@@ -887,6 +891,18 @@ impl Config {
                 .iter()
                 .map(|s| s.trim().to_ascii_lowercase())
                 .collect(),
+            mdns_name: match &raw.discovery.mdns_name {
+                Some(n) => match meshbridge_mdns::to_label(n) {
+                    Some(l) if l == n.to_ascii_lowercase() => l,
+                    _ => {
+                        return Err(bad(
+                            "discovery.mdns_name",
+                            format!("{n:?} is not a host name (letters, digits and '-')"),
+                        ))
+                    }
+                },
+                None => "meshbridge".to_string(),
+            },
         };
 
         Ok(Config {

@@ -403,6 +403,7 @@ pub async fn run(config: Config) -> Result<()> {
             None
         }
     };
+    let mut links = MdnsLinks::start(&config, &handle).await;
     let result = event_loop(
         &config,
         &mut engine,
@@ -411,6 +412,7 @@ pub async fn run(config: Config) -> Result<()> {
         dual,
         names.as_ref(),
         api,
+        &mut links,
     )
     .await;
     let _ = std::fs::remove_file(&config.api_socket);
@@ -443,7 +445,12 @@ async fn flush(engine: &mut Engine, dev: &Devices, udp: &UdpSocket, dual: bool) 
     }
 }
 
-fn handle_events(config: &Config, engine: &mut Engine, names: Option<&crate::dns::SharedNames>) {
+fn handle_events(
+    config: &Config,
+    engine: &mut Engine,
+    names: Option<&crate::dns::SharedNames>,
+    links: &mut MdnsLinks,
+) {
     let mut persist = false;
     let mut browse_soon = false;
     while let Some(ev) = engine.poll_event() {
@@ -458,6 +465,9 @@ fn handle_events(config: &Config, engine: &mut Engine, names: Option<&crate::dns
                 }
                 browse_soon = true;
             }
+        }
+        if let (Some(r), Event::Mdns { src, payload }) = (links.bridge.as_mut(), &ev) {
+            r.handle_packet(std::time::Instant::now(), *src, payload);
         }
         if let (Some(names), Event::Mdns { src, payload }) = (names, &ev) {
             if let Ok(mut z) = names.write() {
@@ -501,6 +511,103 @@ fn handle_events(config: &Config, engine: &mut Engine, names: Option<&crate::dns
     }
     if browse_soon && names.is_some() {
         browse(config, engine);
+    }
+    links.pump(engine);
+}
+
+/// The box's own mDNS name on the bridge and (if configured) the uplink.
+#[derive(Default)]
+pub struct MdnsLinks {
+    bridge: Option<meshbridge_mdns::Responder>,
+    uplink: Option<(meshbridge_mdns::Responder, UdpSocket, ipnet::Ipv4Net)>,
+}
+
+impl MdnsLinks {
+    async fn start(config: &Config, handle: &rtnetlink::Handle) -> MdnsLinks {
+        if !config.discovery.enabled {
+            return MdnsLinks::default();
+        }
+        let now = std::time::Instant::now();
+        let name = &config.discovery.mdns_name;
+        let bridge = Some(meshbridge_mdns::Responder::new(
+            now,
+            name,
+            config.bridge_address.addr(),
+        ));
+        let mut uplink = None;
+        if let Some(up) = &config.routing.uplink {
+            match os::ipv4_of(handle, up).await {
+                Ok(Some(net)) => match crate::mdns_link::uplink_socket(net.addr()) {
+                    Ok(sock) => {
+                        uplink = Some((
+                            meshbridge_mdns::Responder::new(now, name, net.addr()),
+                            sock,
+                            net,
+                        ))
+                    }
+                    Err(e) => tracing::warn!("mDNS on the uplink {up}: {e:#}"),
+                },
+                Ok(None) => tracing::warn!(
+                    "mDNS on the uplink: {up} has no IPv4 address; not announcing there"
+                ),
+                Err(e) => tracing::warn!("mDNS on the uplink: {e:#}"),
+            }
+        }
+        MdnsLinks { bridge, uplink }
+    }
+
+    fn poll_timeout(&self) -> Option<tokio::time::Instant> {
+        let b = self.bridge.as_ref().and_then(|r| r.poll_timeout());
+        let u = self.uplink.as_ref().and_then(|(r, _, _)| r.poll_timeout());
+        [b, u]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(tokio::time::Instant::from_std)
+    }
+
+    fn handle_timeout(&mut self) {
+        let now = std::time::Instant::now();
+        if let Some(r) = self.bridge.as_mut() {
+            r.handle_timeout(now);
+        }
+        if let Some((r, _, _)) = self.uplink.as_mut() {
+            r.handle_timeout(now);
+        }
+    }
+
+    /// Send what the responders want sent; log what they have to say.
+    fn pump(&mut self, engine: &mut Engine) {
+        if let Some(r) = self.bridge.as_mut() {
+            while let Some(p) = r.poll_transmit() {
+                engine.send_mdns(&p);
+            }
+            while let Some(e) = r.poll_event() {
+                log_responder("bridge", e);
+            }
+        }
+        if let Some((r, sock, _)) = self.uplink.as_mut() {
+            while let Some(p) = r.poll_transmit() {
+                if let Err(e) = sock.try_send_to(&p, crate::mdns_link::group()) {
+                    tracing::debug!("mDNS on the uplink: {e}");
+                }
+            }
+            while let Some(e) = r.poll_event() {
+                log_responder("uplink", e);
+            }
+        }
+    }
+}
+
+fn log_responder(link: &str, e: meshbridge_mdns::ResponderEvent) {
+    match e {
+        meshbridge_mdns::ResponderEvent::NameClaimed(n) => {
+            tracing::info!("mDNS: this box is {n}.local on the {link}")
+        }
+        meshbridge_mdns::ResponderEvent::Conflict { lost } => {
+            tracing::warn!("mDNS: {lost}.local is taken on the {link}; trying the next name")
+        }
+        other => tracing::debug!("mDNS: {other:?}"),
     }
 }
 
@@ -657,6 +764,7 @@ async fn event_loop(
     dual: bool,
     names: Option<&crate::dns::SharedNames>,
     mut api: Option<tokio::sync::mpsc::Receiver<crate::api::Pending>>,
+    links: &mut MdnsLinks,
 ) -> Result<()> {
     let started = std::time::Instant::now();
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -664,11 +772,13 @@ async fn event_loop(
     let mut tap_buf = vec![0u8; 65536];
     let mut tun_buf = vec![0u8; 65536];
     let mut udp_buf = vec![0u8; 65536];
+    let mut mdns_buf = vec![0u8; 9000];
     let mut stats_log = tokio::time::interval(Duration::from_secs(300));
     let mut health = tokio::time::interval(Duration::from_secs(60));
     loop {
         flush(engine, dev, udp, dual).await;
-        handle_events(config, engine, names);
+        handle_events(config, engine, names, links);
+        let mdns_deadline = links.poll_timeout();
         let deadline = engine
             .poll_timeout()
             .map(tokio::time::Instant::from_std)
@@ -687,6 +797,16 @@ async fn event_loop(
                 Err(e) => tracing::debug!("UDP receive: {e}"),
             },
             _ = tokio::time::sleep_until(deadline) => engine.handle_timeout(Now::read()),
+            _ = async { match mdns_deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                links.handle_timeout();
+            }
+            r = async { match links.uplink.as_ref() { Some((_, sock, _)) => sock.recv_from(&mut mdns_buf).await, None => std::future::pending().await } } => {
+                if let (Ok((n, std::net::SocketAddr::V4(from))), Some((resp, _, net))) = (r, links.uplink.as_mut()) {
+                    if crate::mdns_link::on_segment(*net, *from.ip()) {
+                        resp.handle_packet(std::time::Instant::now(), *from.ip(), &mdns_buf[..n]);
+                    }
+                }
+            }
             _ = stats_log.tick() => tracing::debug!("stats: {:?} mesh: {:?}", engine.stats(), engine.mesh().stats()),
             _ = health.tick() => {
                 check_health(config);

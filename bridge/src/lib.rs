@@ -16,6 +16,7 @@ pub mod config;
 pub mod daemon;
 pub mod dns;
 pub mod engine;
+pub mod mdns_link;
 pub mod nft;
 pub mod os;
 pub mod persist;

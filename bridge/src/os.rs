@@ -295,3 +295,32 @@ pub async fn cleanup(handle: &Handle, rec: &Installed) -> Result<()> {
         Err(anyhow!(errors.join("; ")))
     }
 }
+
+/// The first IPv4 address (with prefix) of interface `name`.
+pub async fn ipv4_of(handle: &Handle, name: &str) -> Result<Option<Ipv4Net>> {
+    use rtnetlink::packet_route::address::AddressAttribute;
+    let Some(link) = link_by_name(handle, name).await? else {
+        return Ok(None);
+    };
+    let mut addrs = handle
+        .address()
+        .get()
+        .set_link_index_filter(link.header.index)
+        .execute();
+    while let Some(msg) = addrs
+        .try_next()
+        .await
+        .map_err(|e| anyhow!("reading addresses of {name}: {e}"))?
+    {
+        for a in &msg.attributes {
+            if let AddressAttribute::Local(std::net::IpAddr::V4(v4))
+            | AddressAttribute::Address(std::net::IpAddr::V4(v4)) = a
+            {
+                if let Ok(net) = Ipv4Net::new(*v4, msg.header.prefix_len) {
+                    return Ok(Some(net));
+                }
+            }
+        }
+    }
+    Ok(None)
+}

@@ -1,5 +1,6 @@
-//! Arbitrary mDNS packets into the discovery cache, then DNS-SD questions
-//! through the proxy: counted and dropped or cached, never a panic.
+//! Arbitrary mDNS packets into the discovery cache and the box's own
+//! responder, then DNS-SD questions through the proxy: counted and dropped
+//! or cached, never a panic.
 #![no_main]
 
 use hickory_proto::rr::{Name, RecordType};
@@ -26,6 +27,12 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(name) = Name::from_ascii(format!("{}.mesh.home.arpa.", text.trim_matches('.'))) {
         let _ = proxy.answer(&cache, now, &name, RecordType::ANY);
     }
+    // The box's own responder sees the same packet.
+    let mut r = meshbridge_mdns::Responder::new(now, "meshbridge", std::net::Ipv4Addr::new(10, 77, 1, 1));
+    r.handle_timeout(now);
+    let _ = r.handle_packet(now, std::net::Ipv4Addr::new(10, 77, 1, 100), data);
+    r.handle_timeout(now + Duration::from_secs(2));
+    while r.poll_transmit().is_some() {}
     cache.handle_timeout(now + Duration::from_secs(5000));
     assert!(cache.is_empty());
 });

@@ -3,6 +3,8 @@
 //! * [`cache::Cache`]: what bridged devices announce over mDNS (RFC 6762).
 //! * [`proxy::Proxy`]: the DNS-SD Discovery Proxy (RFC 8766) that answers
 //!   unicast DNS-SD questions in the box's domain from that cache.
+//! * [`responder::Responder`]: the box's own name (`meshbridge.local`),
+//!   probed, announced and defended per link (RFC 6762 §8–9).
 //! * [`names::Names`]: the box's unicast DNS zone:
 //! bridged devices by their DHCP hostname, mesh peers by name, the box
 //! itself, and reverse lookups for all of them. The daemon serves it with
@@ -19,7 +21,9 @@
 pub mod cache;
 pub mod names;
 pub mod proxy;
+pub mod responder;
 
 pub use cache::{browse_query, Cache, MdnsError};
 pub use names::{to_label, Lookup, Names, NamesError};
 pub use proxy::{Proxy, DEFAULT_SERVICES, TTL_CAP};
+pub use responder::{Responder, ResponderEvent};

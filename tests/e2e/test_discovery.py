@@ -120,3 +120,63 @@ def test_static_cast_service_appears_and_goes_away_filtered_and_opt_out(site):
     wait_for(lambda: dig_short(site, site.peer, "_googlecast._tcp.mesh.home.arpa", "PTR") == [], timeout=15,
              what="the cast service to go away")
     assert time.monotonic() - t0 <= 12
+
+
+def avahi_resolve(site, ns, name):
+    r = site.run(ns, ["sh", "-c", f"nsenter --mount=/proc/$(cat {site.tmp}/{ns}.avahi-pid)/ns/mnt "
+                                  f"avahi-resolve -4 -n {name}"], check=False, timeout=20)
+    return r.stdout.split()
+
+
+def test_box_answers_for_meshbridge_local_on_bridge_and_uplink_and_two_boxes_differ(site):
+    dev, _, _ = site.add_device("dev", ipv6=True)
+    site.add_uplink()
+    # Put the uplink on a bridge in the home router, so a second box can join the segment.
+    lbr = f"{site.p}lbr"
+    site.run(site.lan, ["ip", "addr", "del", "192.168.1.1/24", "dev", f"{site.p}w1"])
+    site.run(site.lan, ["ip", "link", "add", lbr, "type", "bridge"])
+    site.run(site.lan, ["ip", "link", "set", f"{site.p}w1", "master", lbr])
+    site.run(site.lan, ["ip", "addr", "add", "192.168.1.1/24", "dev", lbr])
+    site.run(site.lan, ["ip", "link", "set", lbr, "up"])
+    boxb = site._ns("boxb")
+    site._veth(f"{site.p}x0", boxb, f"{site.p}x1", site.lan)
+    site.run(site.lan, ["ip", "link", "set", f"{site.p}x1", "master", lbr])
+    site.run(boxb, ["ip", "addr", "add", "192.168.1.3/24", "dev", f"{site.p}x0"])
+
+    site.start_box(extra=f'[routing]\nuplink = "{site.uplink}"\nbridge_internet = false\n')
+    assert site.udhcpc("dev")[0].returncode == 0
+    key_b = sh(["wg", "genkey"]).stdout.strip()
+    b_cfg = site.tmp / "boxb.toml"
+    b_cfg.write_text(f"""state_dir = "{site.tmp / 'state-b'}"
+[mesh]
+private_key = "{key_b}"
+listen_port = 51821
+address = "10.78.0.1/24"
+[bridge]
+name = "br-mesh"
+[dhcp]
+range = "10.78.1.100-10.78.1.200"
+[routing]
+uplink = "{site.p}x0"
+bridge_internet = false
+""")
+    b_log = site.tmp / "boxb.log"
+    time.sleep(2)  # box A has claimed its name; box B comes second
+    site.procs.append(site.start_meshbridge(boxb, b_cfg, b_log))
+    wait_for(lambda: "this box is meshbridge-2.local on the uplink" in b_log.read_text(), timeout=15,
+             what="box B to settle on another name")
+    assert "this box is meshbridge.local on the uplink" in site.box_log_text()
+    assert "this box is meshbridge.local on the bridge" in site.box_log_text()
+
+    # Real mDNS resolvers (avahi) find the box from the bridge and from the uplink.
+    site.devices["lan"] = (site.lan, None, lbr)
+    for who in ("dev", "lan"):
+        site.run_avahi_device(who, f"resolver-{who}", then=f"echo $$ > {site.tmp}/{site.devices[who][0]}.avahi-pid; exec sleep 600")
+    wait_for(lambda: (site.tmp / f"{dev}.avahi-pid").exists() and (site.tmp / f"{site.lan}.avahi-pid").exists(),
+             what="avahi in both namespaces")
+    assert wait_for(lambda: avahi_resolve(site, dev, "meshbridge.local"), timeout=20, what="resolve from the bridge") == \
+        ["meshbridge.local", "10.77.1.1"]
+    assert wait_for(lambda: avahi_resolve(site, site.lan, "meshbridge.local"), timeout=20, what="resolve from the uplink") == \
+        ["meshbridge.local", "192.168.1.2"]
+    assert wait_for(lambda: avahi_resolve(site, site.lan, "meshbridge-2.local"), timeout=20, what="box B") == \
+        ["meshbridge-2.local", "192.168.1.3"]
