@@ -407,9 +407,11 @@ pub async fn run(config: Config) -> Result<()> {
     let result = event_loop(
         &config,
         &mut engine,
-        &devices,
-        &udp,
-        dual,
+        Io {
+            dev: &devices,
+            udp: &udp,
+            dual,
+        },
         names.as_ref(),
         api,
         &mut links,
@@ -756,16 +758,23 @@ pub fn fmt_mac(m: &[u8; 6]) -> String {
         .join(":")
 }
 
+/// The sockets and devices the loop reads and writes.
+struct Io<'a> {
+    dev: &'a Devices,
+    udp: &'a UdpSocket,
+    /// The UDP socket is dual-stack (IPv4 peers as mapped addresses).
+    dual: bool,
+}
+
 async fn event_loop(
     config: &Config,
     engine: &mut Engine,
-    dev: &Devices,
-    udp: &UdpSocket,
-    dual: bool,
+    io: Io<'_>,
     names: Option<&crate::dns::SharedNames>,
     mut api: Option<tokio::sync::mpsc::Receiver<crate::api::Pending>>,
     links: &mut MdnsLinks,
 ) -> Result<()> {
+    let Io { dev, udp, dual } = io;
     let started = std::time::Instant::now();
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;

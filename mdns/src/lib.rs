@@ -5,11 +5,11 @@
 //!   unicast DNS-SD questions in the box's domain from that cache.
 //! * [`responder::Responder`]: the box's own name (`meshbridge.local`),
 //!   probed, announced and defended per link (RFC 6762 §8–9).
-//! * [`names::Names`]: the box's unicast DNS zone:
-//! bridged devices by their DHCP hostname, mesh peers by name, the box
-//! itself, and reverse lookups for all of them. The daemon serves it with
-//! hickory-server on the box's bridge and mesh addresses and forwards every
-//! other question to the uplink's resolvers.
+//! * [`names::Names`]: the box's unicast DNS zone: bridged devices by their
+//!   DHCP hostname, mesh peers by name, the box itself, and reverse lookups
+//!   for all of them. The daemon serves it with hickory-server on the box's
+//!   bridge and mesh addresses and forwards every other question to the
+//!   uplink's resolvers.
 //!
 //! Sans-IO: the daemon calls [`names::Names::set`] / [`names::Names::remove_addr`]
 //! when leases and peers change and [`names::Names::lookup`] for each

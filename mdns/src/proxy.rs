@@ -156,7 +156,7 @@ impl Proxy {
         };
         // `_svc._proto` or `_sub._sub._svc._proto`: browse.
         let (browse, service) = match rel.len() {
-            2 if is_service(rel) => (true, &rel[..]),
+            2 if is_service(rel) => (true, rel),
             4 if rel[1] == b"_sub" && is_service(&rel[2..]) => (true, &rel[2..]),
             n if n >= 3 && is_service(&rel[n - 2..]) => (false, &rel[n - 2..]),
             _ => (false, &rel[..0]),
@@ -307,6 +307,7 @@ mod tests {
         Name::from_ascii(s).unwrap()
     }
 
+    #[allow(clippy::too_many_arguments)] // a test fixture: one argument per announced field
     fn device(
         cache: &mut Cache,
         now: Instant,
