@@ -32,7 +32,7 @@ def main():
 
     try:
         print(f">> site prefix {site.p}: namespaces {site.box} (the box), {site.peer} (remote laptop)")
-        printer_ns, _, printer_if = site.add_device("printer")
+        printer_ns, _, printer_if = site.add_device("printer", ipv6=True)
         print(f">> starting meshbridge ({meshbridge_bin()}) in {site.box}")
         site.start_box()
         site.start_peer()
@@ -57,11 +57,37 @@ def main():
         except AssertionError as e:
             check("laptop fetches the printer's web page", False, str(e))
         check("printer reaches the laptop", site.ping(printer_ns, "10.77.0.2")[0])
+        # A real IPP Everywhere printer announced over mDNS; the laptop finds it through the box's DNS.
+        spool, printed = tmp / "spool", tmp / "printed"
+        spool.mkdir()
+        printed.mkdir()
+        cmd = tmp / "printcmd.sh"
+        cmd.write_text(f'#!/bin/sh\ncp "$1" {printed}/\nexit 0\n')
+        cmd.chmod(0o755)
+        site.run_avahi_device("printer", "office-printer", then=(
+            f"exec ippeveprinter -p 8631 -d {spool} -c {cmd} -f application/pdf,text/plain 'Office Printer'"))
+        dig = lambda *a: [l for l in site.run(site.peer, ["dig", "+short", "+time=2", "@10.77.0.1", *a],
+                                              check=False).stdout.splitlines() if l.strip()]
+        try:
+            found = wait_for(lambda: dig("_ipp._tcp.mesh.home.arpa", "PTR"), timeout=40, what="DNS-SD")
+            check("laptop finds the printer by DNS-SD (dig _ipp._tcp.mesh.home.arpa PTR)", True, found[0])
+            srv = dig(found[0], "SRV")
+            check("the printer's SRV record", bool(srv), srv[0] if srv else "")
+            doc = tmp / "hello.txt"
+            doc.write_text("Hello from the mesh!\n")
+            r = site.run(site.peer, ["ipptool", "-t", "-f", str(doc), "-d", "filetype=text/plain",
+                                     f"ipp://{ip}:8631/ipp/print", "print-job-and-wait.test"], check=False, timeout=90)
+            check("laptop prints a page to it over the mesh (ipptool)", r.returncode == 0 and bool(list(printed.iterdir())))
+        except AssertionError as e:
+            check("laptop finds the printer by DNS-SD", False, str(e))
+        status = site.run(site.box, [meshbridge_bin(), "status", "--config", str(tmp / "box.toml")], check=False).stdout
         check("laptop pings the box itself (10.77.0.1)", site.ping(site.peer, "10.77.0.1")[0])
         wg = site.run(site.peer, ["wg", "show", site.peer_if], check=False).stdout
         leases = json.loads((site.state_dir / "leases.json").read_text())
 
         print("\n== What to look at ==")
+        print("meshbridge status (run in the box):")
+        print("   " + status.strip().replace("\n", "\n   "))
         print(f"meshbridge log:         {site.box_log}")
         print(f"leases (state_dir):     {site.state_dir / 'leases.json'}")
         for l in leases.get("leases", []):
@@ -71,6 +97,8 @@ def main():
         print("Try it yourself:")
         print(f"   ip netns exec {site.peer} ping {ip}")
         print(f"   ip netns exec {site.peer} curl http://{ip}/")
+        print(f"   ip netns exec {site.peer} dig @10.77.0.1 _ipp._tcp.mesh.home.arpa PTR")
+        print(f"   ip netns exec {site.box} {meshbridge_bin()} status --config {tmp / 'box.toml'}")
         print(f"   ip netns exec {site.box} ip -d link show br-mesh")
         print(f"   ip netns exec {site.box} tcpdump -ni {site.p}u0      # only WireGuard UDP on the underlay")
         print(f"   tail -f {site.box_log}")
