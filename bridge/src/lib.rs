@@ -14,6 +14,7 @@
 pub mod api;
 pub mod config;
 pub mod daemon;
+pub mod discovery;
 pub mod dns;
 pub mod engine;
 pub mod mdns_link;
