@@ -60,6 +60,25 @@ pub mod raw {
         /// `[discovery]`.
         #[serde(default)]
         pub discovery: Discovery,
+        /// `[board]`.
+        #[serde(default)]
+        pub board: Board,
+    }
+
+    /// `[board]`: status LED, hardware watchdog, reset button.
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Board {
+        /// "auto" (the board's status LED), "none", or a name under /sys/class/leds.
+        pub status_led: Option<String>,
+        /// Feed /dev/watchdog while the main loop is healthy.
+        pub watchdog: Option<bool>,
+        /// A reset button on the GPIO character device: "gpiochip0:17".
+        pub reset_button: Option<String>,
+        /// The button pulls the line low when pressed (default true).
+        pub reset_active_low: Option<bool>,
+        /// Filesystem root for board files (tests use a fake tree).
+        pub root: Option<String>,
     }
 
     /// `[discovery]`: mDNS on the bridge and the DNS-SD discovery proxy.
@@ -268,6 +287,21 @@ pub struct Discovery {
     pub mdns_name: String,
 }
 
+/// `[board]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Board {
+    /// `None`: no LED; `Some("auto")`: the board's own; else a LED name.
+    pub status_led: Option<String>,
+    /// Feed the hardware watchdog.
+    pub watchdog: bool,
+    /// Reset button: GPIO chip path and line.
+    pub reset_button: Option<(PathBuf, u32)>,
+    /// The button is active-low.
+    pub reset_active_low: bool,
+    /// Root of /sys, /dev, /proc for board files.
+    pub root: PathBuf,
+}
+
 /// `[routing]`, validated.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Routing {
@@ -346,6 +380,10 @@ pub struct Config {
     pub api_socket: PathBuf,
     /// mDNS listening and the discovery proxy.
     pub discovery: Discovery,
+    /// Status LED, watchdog, reset button.
+    pub board: Board,
+    /// The config file this came from (factory reset removes its folder's contents).
+    pub source: Option<PathBuf>,
 }
 
 fn ifname(key: &str, name: &str) -> Result<String, ConfigError> {
@@ -489,12 +527,29 @@ fn validate_routing(
     })
 }
 
+/// The service types exposed to the mesh unless `discovery.services` says otherwise.
+#[cfg(feature = "dns")]
+fn default_services() -> Vec<String> {
+    meshbridge_mdns::DEFAULT_SERVICES
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Built without the `dns` feature there is no discovery to expose anything.
+#[cfg(not(feature = "dns"))]
+fn default_services() -> Vec<String> {
+    Vec::new()
+}
+
 impl Config {
     /// Read and validate a config file. Relative paths inside it are relative to its folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| bad("config", format!("cannot read {}: {e}", path.display())))?;
-        Self::from_toml(&text, path.parent())
+        let mut c = Self::from_toml(&text, path.parent())?;
+        c.source = Some(path.to_path_buf());
+        Ok(c)
     }
 
     /// Parse and validate TOML text; `base` is the folder relative paths are taken from.
@@ -863,10 +918,7 @@ impl Config {
 
         let services = match &raw.discovery.services {
             Some(list) => list.clone(),
-            None => meshbridge_mdns::DEFAULT_SERVICES
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            None => default_services(),
         };
         for s in &services {
             let parts: Vec<&str> = s.split('.').collect();
@@ -892,8 +944,15 @@ impl Config {
                 .map(|s| s.trim().to_ascii_lowercase())
                 .collect(),
             mdns_name: match &raw.discovery.mdns_name {
-                Some(n) => match meshbridge_mdns::to_label(n) {
-                    Some(l) if l == n.to_ascii_lowercase() => l,
+                Some(n) => match n.to_ascii_lowercase() {
+                    l if !l.is_empty()
+                        && l.len() <= 63
+                        && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                        && !l.starts_with('-')
+                        && !l.ends_with('-') =>
+                    {
+                        l
+                    }
                     _ => {
                         return Err(bad(
                             "discovery.mdns_name",
@@ -905,7 +964,46 @@ impl Config {
             },
         };
 
+        let b = &raw.board;
+        let root = PathBuf::from(b.root.as_deref().unwrap_or("/"));
+        let reset_button = match &b.reset_button {
+            Some(spec) => {
+                let (chip, line) = spec
+                    .rsplit_once(':')
+                    .and_then(|(c, l)| Some((c, l.parse::<u32>().ok()?)))
+                    .ok_or_else(|| {
+                        bad(
+                            "board.reset_button",
+                            format!("{spec:?} is not chip:line like \"gpiochip0:17\""),
+                        )
+                    })?;
+                let chip = if chip.starts_with('/') {
+                    PathBuf::from(chip)
+                } else {
+                    root.join("dev").join(chip)
+                };
+                Some((chip, line))
+            }
+            None => None,
+        };
+        let board =
+            Board {
+                status_led: match b.status_led.as_deref() {
+                    None | Some("auto") => Some("auto".to_string()),
+                    Some("none") | Some("") => None,
+                    Some(name) => Some(ifname("board.status_led", name).map_err(|_| {
+                        bad("board.status_led", format!("{name:?} is not a LED name"))
+                    })?),
+                },
+                watchdog: b.watchdog.unwrap_or(false),
+                reset_button,
+                reset_active_low: b.reset_active_low.unwrap_or(true),
+                root,
+            };
+
         Ok(Config {
+            source: None,
+            board,
             discovery,
             api_socket,
             dns_server,

@@ -388,13 +388,8 @@ pub async fn run(config: Config) -> Result<()> {
         config.dhcp_range.1
     );
 
-    let names = match crate::discovery::start_dns(&config, &engine).await {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::error!("DNS server not started: {e:#}");
-            None
-        }
-    };
+    let mut hardware = crate::hw::Hardware::start(&config);
+    let mut discovery = crate::discovery::Discovery::start(&config, &engine, &handle).await;
     engine.start(Now::read());
     let api = match crate::api::listen(&config.api_socket) {
         Ok(rx) => Some(rx),
@@ -403,7 +398,6 @@ pub async fn run(config: Config) -> Result<()> {
             None
         }
     };
-    let mut links = crate::discovery::MdnsLinks::start(&config, &handle).await;
     let result = event_loop(
         &config,
         &mut engine,
@@ -412,9 +406,9 @@ pub async fn run(config: Config) -> Result<()> {
             udp: &udp,
             dual,
         },
-        names.as_ref(),
         api,
-        &mut links,
+        &mut discovery,
+        &mut hardware,
     )
     .await;
     let _ = std::fs::remove_file(&config.api_socket);
@@ -430,8 +424,12 @@ pub async fn run(config: Config) -> Result<()> {
             tracing::error!("removing what meshbridge installed: {e:#}; run `meshbridge --cleanup`")
         }
     }
+    hardware.stop();
+    if let Ok(Stop::FactoryReset) = result {
+        crate::hw::do_factory_reset(&config);
+    }
     tracing::info!("stopped");
-    result
+    result.map(drop)
 }
 
 async fn flush(engine: &mut Engine, dev: &Devices, udp: &UdpSocket, dual: bool) {
@@ -450,35 +448,11 @@ async fn flush(engine: &mut Engine, dev: &Devices, udp: &UdpSocket, dual: bool) 
 fn handle_events(
     config: &Config,
     engine: &mut Engine,
-    names: Option<&crate::dns::SharedNames>,
-    links: &mut crate::discovery::MdnsLinks,
+    discovery: &mut crate::discovery::Discovery,
 ) {
     let mut persist = false;
-    let mut browse_soon = false;
     while let Some(ev) = engine.poll_event() {
-        if let (Some(names), Event::Dhcp(d)) = (names, &ev) {
-            crate::discovery::update_names(names, d);
-            if let dhcp::Event::Bound { .. } = d {
-                let opt_out = crate::discovery::opt_out_addrs(config, engine);
-                if let Ok(mut z) = names.write() {
-                    if let Some(p) = z.proxy.as_mut() {
-                        p.set_opt_out(opt_out);
-                    }
-                }
-                browse_soon = true;
-            }
-        }
-        if let (Some(r), Event::Mdns { src, payload }) = (links.bridge.as_mut(), &ev) {
-            r.handle_packet(std::time::Instant::now(), *src, payload);
-        }
-        if let (Some(names), Event::Mdns { src, payload }) = (names, &ev) {
-            if let Ok(mut z) = names.write() {
-                if z.proxy.is_some() {
-                    let _ =
-                        z.cache
-                            .handle_packet(std::time::Instant::now(), IpAddr::V4(*src), payload);
-                }
-            }
+        if discovery.on_event(config, engine, &ev) {
             continue;
         }
         match ev {
@@ -511,10 +485,7 @@ fn handle_events(
     if persist {
         save_leases(&config.state_dir, engine);
     }
-    if browse_soon && names.is_some() {
-        crate::discovery::browse(config, engine);
-    }
-    links.pump(engine);
+    discovery.after_events(config, engine);
 }
 
 /// Health checks that can go wrong while running (logged with the fix).
@@ -534,6 +505,30 @@ pub fn fmt_mac(m: &[u8; 6]) -> String {
         .join(":")
 }
 
+/// Why the loop ended.
+enum Stop {
+    /// SIGTERM / SIGINT.
+    Signal,
+    /// The reset button was held.
+    FactoryReset,
+}
+
+/// What the status LED shows.
+fn led_state(config: &Config, engine: &Engine) -> meshbridge_board::LedState {
+    use meshbridge_board::LedState;
+    let forwarding_broken = config.routing.needs_forwarding() && !crate::nft::forwarding_on();
+    if engine.dhcp().is_suspended() || forwarding_broken {
+        LedState::Error
+    } else if engine.mesh().peer_status().iter().any(|p| {
+        p.last_handshake
+            .is_some_and(|d| d < Duration::from_secs(180))
+    }) {
+        LedState::Online
+    } else {
+        LedState::NoMesh
+    }
+}
+
 /// The sockets and devices the loop reads and writes.
 struct Io<'a> {
     dev: &'a Devices,
@@ -546,10 +541,10 @@ async fn event_loop(
     config: &Config,
     engine: &mut Engine,
     io: Io<'_>,
-    names: Option<&crate::dns::SharedNames>,
     mut api: Option<tokio::sync::mpsc::Receiver<crate::api::Pending>>,
-    links: &mut crate::discovery::MdnsLinks,
-) -> Result<()> {
+    discovery: &mut crate::discovery::Discovery,
+    hardware: &mut crate::hw::Hardware,
+) -> Result<Stop> {
     let Io { dev, udp, dual } = io;
     let started = std::time::Instant::now();
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -557,13 +552,13 @@ async fn event_loop(
     let mut tap_buf = vec![0u8; 65536];
     let mut tun_buf = vec![0u8; 65536];
     let mut udp_buf = vec![0u8; 65536];
-    let mut mdns_buf = vec![0u8; 9000];
     let mut stats_log = tokio::time::interval(Duration::from_secs(300));
     let mut health = tokio::time::interval(Duration::from_secs(60));
+    let mut hw_tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         flush(engine, dev, udp, dual).await;
-        handle_events(config, engine, names, links);
-        let mdns_deadline = links.poll_timeout();
+        handle_events(config, engine, discovery);
+        let mdns_deadline = discovery.poll_timeout();
         let deadline = engine
             .poll_timeout()
             .map(tokio::time::Instant::from_std)
@@ -583,24 +578,17 @@ async fn event_loop(
             },
             _ = tokio::time::sleep_until(deadline) => engine.handle_timeout(Now::read()),
             _ = async { match mdns_deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
-                links.handle_timeout();
+                discovery.handle_timeout();
             }
-            r = async { match links.uplink.as_ref() { Some((_, sock, _)) => sock.recv_from(&mut mdns_buf).await, None => std::future::pending().await } } => {
-                if let (Ok((n, std::net::SocketAddr::V4(from))), Some((resp, _, net))) = (r, links.uplink.as_mut()) {
-                    if crate::mdns_link::on_segment(*net, *from.ip()) {
-                        resp.handle_packet(std::time::Instant::now(), *from.ip(), &mdns_buf[..n]);
-                    }
+            r = discovery.recv_uplink() => {
+                if let Some((from, n)) = r {
+                    discovery.on_uplink(from, n);
                 }
             }
             _ = stats_log.tick() => tracing::debug!("stats: {:?} mesh: {:?}", engine.stats(), engine.mesh().stats()),
             _ = health.tick() => {
                 check_health(config);
-                if let Some(names) = names {
-                    if let Ok(mut z) = names.write() {
-                        z.cache.handle_timeout(std::time::Instant::now());
-                    }
-                    crate::discovery::browse(config, engine);
-                }
+                discovery.tick(config, engine);
             }
             Some(p) = async { match api.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
                 let response = match p.request {
@@ -608,8 +596,13 @@ async fn event_loop(
                 };
                 let _ = p.reply.send(response);
             }
-            _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); return Ok(()); }
-            _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); return Ok(()); }
+            _ = hw_tick.tick() => hardware.report(led_state(config, engine)),
+            _ = hardware.reset_requested() => {
+                tracing::warn!("reset button held: factory reset");
+                return Ok(Stop::FactoryReset);
+            }
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); return Ok(Stop::Signal); }
+            _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); return Ok(Stop::Signal); }
         }
     }
 }

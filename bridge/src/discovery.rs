@@ -240,3 +240,122 @@ pub(crate) async fn start_dns(
     );
     Ok(Some(names))
 }
+
+/// Everything about names and discovery the daemon's loop talks to.
+pub struct Discovery {
+    names: Option<crate::dns::SharedNames>,
+    links: MdnsLinks,
+    buf: Vec<u8>,
+    browse_soon: bool,
+}
+
+impl Discovery {
+    /// Start the DNS server and the box's mDNS names (errors are logged: the
+    /// box still bridges without them).
+    pub async fn start(config: &Config, engine: &Engine, handle: &rtnetlink::Handle) -> Discovery {
+        let names = match start_dns(config, engine).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!("DNS server not started: {e:#}");
+                None
+            }
+        };
+        let links = MdnsLinks::start(config, handle).await;
+        Discovery {
+            names,
+            links,
+            buf: vec![0; 9000],
+            browse_soon: false,
+        }
+    }
+
+    /// Look at an engine event; returns true if it was an mDNS packet (consumed here).
+    pub fn on_event(
+        &mut self,
+        config: &Config,
+        engine: &Engine,
+        ev: &crate::engine::Event,
+    ) -> bool {
+        use crate::engine::Event;
+        match ev {
+            Event::Dhcp(d) => {
+                if let Some(names) = &self.names {
+                    update_names(names, d);
+                    if let dhcp::Event::Bound { .. } = d {
+                        let opt_out = opt_out_addrs(config, engine);
+                        if let Ok(mut z) = names.write() {
+                            if let Some(p) = z.proxy.as_mut() {
+                                p.set_opt_out(opt_out);
+                            }
+                        }
+                        self.browse_soon = true;
+                    }
+                }
+                false
+            }
+            Event::Mdns { src, payload } => {
+                let now = std::time::Instant::now();
+                if let Some(r) = self.links.bridge.as_mut() {
+                    r.handle_packet(now, *src, payload);
+                }
+                if let Some(names) = &self.names {
+                    if let Ok(mut z) = names.write() {
+                        if z.proxy.is_some() {
+                            let _ = z.cache.handle_packet(now, IpAddr::V4(*src), payload);
+                        }
+                    }
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// After a batch of events: browse if a device appeared, send what the responders want sent.
+    pub fn after_events(&mut self, config: &Config, engine: &mut Engine) {
+        if std::mem::take(&mut self.browse_soon) && self.names.is_some() {
+            browse(config, engine);
+        }
+        self.links.pump(engine);
+    }
+
+    /// When the responders' timers are due.
+    pub fn poll_timeout(&self) -> Option<tokio::time::Instant> {
+        self.links.poll_timeout()
+    }
+
+    /// Run due responder timers.
+    pub fn handle_timeout(&mut self) {
+        self.links.handle_timeout();
+    }
+
+    /// Wait for an mDNS packet on the uplink (forever if there is no uplink socket).
+    pub async fn recv_uplink(&mut self) -> Option<(std::net::Ipv4Addr, usize)> {
+        match self.links.uplink.as_ref() {
+            Some((_, sock, _)) => match sock.recv_from(&mut self.buf).await {
+                Ok((n, std::net::SocketAddr::V4(from))) => Some((*from.ip(), n)),
+                _ => None,
+            },
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Hand a packet from [`Discovery::recv_uplink`] to the uplink responder.
+    pub fn on_uplink(&mut self, from: std::net::Ipv4Addr, n: usize) {
+        if let Some((resp, _, net)) = self.links.uplink.as_mut() {
+            if crate::mdns_link::on_segment(*net, from) {
+                resp.handle_packet(std::time::Instant::now(), from, &self.buf[..n]);
+            }
+        }
+    }
+
+    /// Once a minute: forget what ran out, browse the bridge again.
+    pub fn tick(&mut self, config: &Config, engine: &mut Engine) {
+        if let Some(names) = &self.names {
+            if let Ok(mut z) = names.write() {
+                z.cache.handle_timeout(std::time::Instant::now());
+            }
+            browse(config, engine);
+        }
+    }
+}

@@ -14,9 +14,16 @@
 pub mod api;
 pub mod config;
 pub mod daemon;
+#[cfg(feature = "dns")]
 pub mod discovery;
+#[cfg(not(feature = "dns"))]
+#[path = "discovery_off.rs"]
+pub mod discovery;
+#[cfg(feature = "dns")]
 pub mod dns;
 pub mod engine;
+pub mod hw;
+#[cfg(feature = "dns")]
 pub mod mdns_link;
 pub mod nft;
 pub mod os;

@@ -237,6 +237,9 @@ class Site:
         lease = over.get("lease_time", "1h")
         extra_dhcp = over.get("extra_dhcp", "")
         extra = over.get("extra", "")
+        # Never touch the machine's own LEDs or watchdog: an empty board tree.
+        (self.tmp / "board").mkdir(exist_ok=True)
+        board = over.get("board", f'[board]\nroot = "{self.tmp / "board"}"\n')
         return f"""state_dir = "{self.state_dir}"
 [mesh]
 private_key = "{self.box_key}"
@@ -256,6 +259,7 @@ range = "10.77.1.100-10.77.1.200"
 lease_time = "{lease}"
 {extra_dhcp}
 {extra}
+{board}
 """
 
     def write_config(self, text=None, **over):

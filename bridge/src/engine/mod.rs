@@ -89,6 +89,9 @@ pub enum Event {
     },
 }
 
+/// The mDNS group (RFC 6762).
+const MDNS_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 251);
+
 /// The mDNS group's Ethernet address (RFC 1112 mapping of 224.0.0.251).
 const MDNS_MAC: Mac = [0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb];
 
@@ -317,7 +320,7 @@ impl Engine {
                         return;
                     }
                     // mDNS to the group: listened to, never forwarded.
-                    if dp == 5353 && info.dst == meshbridge_mdns::cache::MDNS_V4 {
+                    if dp == 5353 && info.dst == MDNS_GROUP {
                         let len = usize::from(udp.length).saturating_sub(8).min(payload.len());
                         self.stats.mdns += 1;
                         if self.events.len() < 256 {
@@ -412,7 +415,7 @@ impl Engine {
     pub fn send_mdns(&mut self, payload: &[u8]) {
         let gw = self.config.bridge_address.addr();
         let builder = PacketBuilder::ethernet2(self.config.mac, MDNS_MAC)
-            .ipv4(gw.octets(), meshbridge_mdns::cache::MDNS_V4.octets(), 255)
+            .ipv4(gw.octets(), MDNS_GROUP.octets(), 255)
             .udp(5353, 5353);
         let mut frame = Vec::with_capacity(builder.size(payload.len()));
         if builder.write(&mut frame, payload).is_ok() {
