@@ -182,6 +182,8 @@ pub mod raw {
         pub domain: Option<String>,
         /// How often to look for another DHCP server on the bridge ("0" turns it off).
         pub probe_interval: Option<String>,
+        /// Write lease changes at most this often ("0" = at once; flash-saving on routers).
+        pub persist_interval: Option<String>,
         #[serde(default)]
         pub reservations: Vec<Reservation>,
     }
@@ -368,6 +370,8 @@ pub struct Config {
     pub domain: String,
     /// Rogue DHCP server probe interval.
     pub probe_interval: Option<Duration>,
+    /// Coalesce lease writes: at most one per this interval (zero: every change at once).
+    pub persist_interval: Duration,
     /// MAC → address reservations.
     pub reservations: Vec<([u8; 6], Ipv4Addr)>,
     /// wg-quick keys we read but ignore (logged at start).
@@ -852,6 +856,16 @@ impl Config {
                 format!("{domain:?} is not a valid domain name"),
             ));
         }
+        let persist_interval = duration(
+            "dhcp.persist_interval",
+            d.persist_interval.as_deref().unwrap_or("0"),
+        )?;
+        if persist_interval > Duration::from_secs(3600) {
+            return Err(bad(
+                "dhcp.persist_interval",
+                "must be at most 1h (leases written later are lost in a power cut)",
+            ));
+        }
         let probe_interval = match duration(
             "dhcp.probe_interval",
             d.probe_interval.as_deref().unwrap_or("60s"),
@@ -1025,6 +1039,7 @@ impl Config {
             dns,
             domain,
             probe_interval,
+            persist_interval,
             reservations,
             ignored_wg_keys: wg.map(|w| w.ignored).unwrap_or_default(),
         })

@@ -445,10 +445,35 @@ async fn flush(engine: &mut Engine, dev: &Devices, udp: &UdpSocket, dual: bool) 
     }
 }
 
+/// Lease writes, coalesced by `dhcp.persist_interval` to spare flash.
+struct LeaseWriter {
+    last: Option<std::time::Instant>,
+    pending: bool,
+}
+
+impl LeaseWriter {
+    fn changed(&mut self, config: &Config, engine: &Engine) {
+        self.pending = true;
+        self.flush_if_due(config, engine);
+    }
+
+    fn flush_if_due(&mut self, config: &Config, engine: &Engine) {
+        let due = self
+            .last
+            .is_none_or(|t| t.elapsed() >= config.persist_interval);
+        if self.pending && due {
+            save_leases(&config.state_dir, engine);
+            self.pending = false;
+            self.last = Some(std::time::Instant::now());
+        }
+    }
+}
+
 fn handle_events(
     config: &Config,
     engine: &mut Engine,
     discovery: &mut crate::discovery::Discovery,
+    leases: &mut LeaseWriter,
 ) {
     let mut persist = false;
     while let Some(ev) = engine.poll_event() {
@@ -483,7 +508,7 @@ fn handle_events(
         }
     }
     if persist {
-        save_leases(&config.state_dir, engine);
+        leases.changed(config, engine);
     }
     discovery.after_events(config, engine);
 }
@@ -555,9 +580,13 @@ async fn event_loop(
     let mut stats_log = tokio::time::interval(Duration::from_secs(300));
     let mut health = tokio::time::interval(Duration::from_secs(60));
     let mut hw_tick = tokio::time::interval(Duration::from_secs(2));
+    let mut leases = LeaseWriter {
+        last: None,
+        pending: false,
+    };
     loop {
         flush(engine, dev, udp, dual).await;
-        handle_events(config, engine, discovery);
+        handle_events(config, engine, discovery, &mut leases);
         let mdns_deadline = discovery.poll_timeout();
         let deadline = engine
             .poll_timeout()
@@ -596,7 +625,10 @@ async fn event_loop(
                 };
                 let _ = p.reply.send(response);
             }
-            _ = hw_tick.tick() => hardware.report(led_state(config, engine)),
+            _ = hw_tick.tick() => {
+                hardware.report(led_state(config, engine));
+                leases.flush_if_due(config, engine);
+            }
             _ = hardware.reset_requested() => {
                 tracing::warn!("reset button held: factory reset");
                 return Ok(Stop::FactoryReset);

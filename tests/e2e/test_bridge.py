@@ -247,3 +247,18 @@ def test_dhcp_is_never_served_outside_the_bridge(site):
                              "-s", "/bin/true"], check=False, timeout=30)
     assert r.returncode != 0, r.stdout + r.stderr
     assert "lease of" not in (r.stdout + r.stderr)
+
+
+def test_coalesced_lease_writes_still_reach_disk_on_stop(site):
+    """dhcp.persist_interval spares a router's flash; a clean stop still writes everything."""
+    site.add_device("dva")
+    site.add_device("dvb")
+    site.start_box(extra_dhcp='persist_interval = "1h"')
+    assert site.udhcpc("dva", hostname="first")[0].returncode == 0
+    leases = site.state_dir / "leases.json"
+    wait_for(lambda: leases.exists() and "first" in leases.read_text(), what="the first write")
+    assert site.udhcpc("dvb", hostname="second")[0].returncode == 0
+    time.sleep(3)
+    assert "second" not in leases.read_text(), "the second change waits for the interval"
+    site.stop_box()
+    assert "second" in leases.read_text() and "first" in leases.read_text()
