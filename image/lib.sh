@@ -1,11 +1,15 @@
+# shellcheck shell=bash disable=SC2034
 # Shared helpers for the image/ scripts (sourced, not run). Debian, as root.
 # Every build output goes under target/ (gitignored): binaries in target/cross/out/<triple>/,
 # packages in target/pkg/.
 set -euo pipefail
 
 IMG_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+MB_SELF="$IMG_DIR/$(basename "$0")"   # the running script, by absolute path
 REPO="$(cd "$IMG_DIR/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target/cross}"
+# zig's cache (musl crt/libc objects per target) also lives under target/.
+export ZIG_GLOBAL_CACHE_DIR="${ZIG_GLOBAL_CACHE_DIR:-$CARGO_TARGET_DIR/zig-cache}"
 OUT_DIR="$CARGO_TARGET_DIR/out"          # <triple>/meshbridge, <triple>/build.log, <triple>/FAILED
 PKG_DIR="${MB_PKG_DIR:-$REPO/target/pkg}"
 VENV="${MB_ZIG_VENV:-$REPO/target/zig-venv}"
@@ -104,3 +108,10 @@ mb_ensure_nightly() {
 }
 
 mb_mib() { awk -v b="$1" 'BEGIN { printf "%.2f", b / 1048576 }'; }
+
+# `SCRIPT -h|--help`: print the script's header comment and exit.
+mb_help() {
+  case "${1:-}" in
+    -h | --help) sed -n '2,/^set -euo/p' "$MB_SELF" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+  esac
+}
