@@ -1,11 +1,10 @@
 //! The local API over a unix socket (mode 0600, root only) that the CLI uses:
-//! one JSON request line in, one JSON response line out. Today it answers
-//! `status`; the web page and more commands build on it.
+//! one JSON request line in ([`Request`]), one JSON line out (`{"ok": ...}`
+//! or a [`Failure`]). The web page sends the same requests over a channel.
 
 use crate::config::Config;
 use crate::engine::Engine;
 use anyhow::{anyhow, bail, Context, Result};
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -17,115 +16,45 @@ pub fn default_socket(state_dir: &Path) -> PathBuf {
     state_dir.join("meshbridge.sock")
 }
 
-/// A request.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(tag = "cmd", rename_all = "kebab-case")]
-pub enum Request {
-    /// Peers, devices, health.
-    Status,
-}
-
-/// The box itself.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct BoxStatus {
-    /// meshbridge version.
-    pub version: String,
-    /// Public key.
-    pub public_key: String,
-    /// Mesh address with prefix.
-    pub mesh_address: String,
-    /// Gateway address on the bridge with prefix.
-    pub bridge_address: String,
-    /// Bridge name.
-    pub bridge: String,
-    /// WireGuard UDP port.
-    pub listen_port: u16,
-    /// Seconds since start.
-    pub uptime_s: u64,
-}
-
-/// One peer.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct PeerStatus {
-    /// Name.
-    pub name: String,
-    /// Public key.
-    pub public_key: String,
-    /// Current endpoint.
-    pub endpoint: Option<String>,
-    /// Allowed IPs.
-    pub allowed_ips: Vec<String>,
-    /// Seconds since the last handshake (none: never / expired).
-    pub last_handshake_s: Option<u64>,
-    /// A handshake within the last 3 minutes.
-    pub online: bool,
-    /// Bytes received from the peer.
-    pub rx_bytes: u64,
-    /// Bytes sent to the peer.
-    pub tx_bytes: u64,
-}
-
-/// One bridged device (a DHCP lease, current or remembered).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct DeviceStatus {
-    /// MAC address.
-    pub mac: String,
-    /// Mesh address.
-    pub ip: String,
-    /// DHCP hostname.
-    pub hostname: Option<String>,
-    /// Whether the lease is active now.
-    pub active: bool,
-    /// Seconds until the lease expires (negative: expired that long ago).
-    pub expires_in_s: i64,
-}
-
-/// One health check, with a plain-language fix when it fails.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Health {
-    /// Check name.
-    pub check: String,
-    /// Passing?
-    pub ok: bool,
-    /// What is wrong and what to do.
-    pub message: String,
-}
-
-/// The answer to `status`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Status {
-    /// The box.
-    #[serde(rename = "box")]
-    pub this: BoxStatus,
-    /// Peers.
-    pub peers: Vec<PeerStatus>,
-    /// Bridged devices.
-    pub devices: Vec<DeviceStatus>,
-    /// Health checks.
-    pub health: Vec<Health>,
-}
-
-/// A response line.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(untagged)]
-pub enum Response {
-    /// `status`.
-    Status(Box<Status>),
-    /// A failed request.
-    Error {
-        /// What went wrong.
-        error: String,
-    },
-}
+pub use meshbridge_web::proto::{
+    BoxStatus, DeviceStatus, Failure, Health, PeerStatus, Pending, Reply, Request, Status,
+    WireReply,
+};
 
 fn fmt_mac(m: &[u8; 6]) -> String {
     crate::daemon::fmt_mac(m)
 }
 
+/// Is there a default route (IPv4 or IPv6)? Without one, peers cannot reach the box.
+fn has_default_route() -> bool {
+    let v4 = std::fs::read_to_string("/proc/net/route").is_ok_and(|t| {
+        t.lines()
+            .skip(1)
+            .any(|l| l.split_whitespace().nth(1) == Some("00000000"))
+    });
+    let v6 = std::fs::read_to_string("/proc/net/ipv6_route").is_ok_and(|t| {
+        t.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 9
+                && f[0] == "00000000000000000000000000000000"
+                && f[1] == "00"
+                && f[9] != "lo"
+        })
+    });
+    v4 || v6
+}
+
 /// Build the status from the running engine.
-pub fn status(config: &Config, engine: &Engine, started: Instant) -> Status {
+pub fn status(
+    config: &Config,
+    engine: &Engine,
+    started: Instant,
+    board: &str,
+    restart_pending: bool,
+) -> Status {
     let now = SystemTime::now();
-    let peers = engine
+    let mono = Instant::now();
+    let mut peers: Vec<PeerStatus> = engine
         .mesh()
         .peer_status()
         .into_iter()
@@ -140,22 +69,63 @@ pub fn status(config: &Config, engine: &Engine, started: Instant) -> Status {
             allowed_ips: p.allowed_ips.iter().map(|n| n.to_string()).collect(),
             rx_bytes: p.rx_bytes,
             tx_bytes: p.tx_bytes,
+            enabled: true,
         })
         .collect();
-    let devices = engine
+    for p in config.peers.iter().filter(|p| !p.enabled) {
+        peers.push(PeerStatus {
+            name: p.name.clone(),
+            public_key: p.public_key.to_string(),
+            endpoint: None,
+            allowed_ips: p.allowed_ips.iter().map(|n| n.to_string()).collect(),
+            last_handshake_s: None,
+            online: false,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            enabled: false,
+        });
+    }
+    let name_of = |mac: &[u8; 6]| {
+        config
+            .device_names
+            .iter()
+            .find(|(m, _)| m == mac)
+            .map(|(_, n)| n.clone())
+    };
+    let mut devices: Vec<DeviceStatus> = engine
         .dhcp()
         .leases()
         .map(|l| DeviceStatus {
             mac: fmt_mac(&l.mac),
             ip: l.ip.to_string(),
             hostname: l.hostname.clone(),
+            name: name_of(&l.mac),
+            pinned: config.reservations.iter().any(|(m, _)| *m == l.mac),
             active: l.is_active(now),
             expires_in_s: match l.expires.duration_since(now) {
                 Ok(d) => d.as_secs() as i64,
                 Err(e) => -(e.duration().as_secs() as i64),
             },
+            last_seen_s: engine
+                .last_seen(&l.mac)
+                .map(|t| mono.saturating_duration_since(t).as_secs()),
         })
         .collect();
+    // Named or pinned devices without a lease yet.
+    for (mac, ip) in &config.reservations {
+        if !engine.dhcp().leases().any(|l| l.mac == *mac) {
+            devices.push(DeviceStatus {
+                mac: fmt_mac(mac),
+                ip: ip.to_string(),
+                hostname: None,
+                name: name_of(mac),
+                pinned: true,
+                active: false,
+                expires_in_s: 0,
+                last_seen_s: None,
+            });
+        }
+    }
     let mut health = Vec::new();
     let foreign = engine.dhcp().is_suspended();
     health.push(Health {
@@ -165,6 +135,16 @@ pub fn status(config: &Config, engine: &Engine, started: Instant) -> Status {
             format!("Another DHCP server answers on bridge {}: meshbridge is not handing out addresses. Turn that server off or take its port out of the bridge.", config.bridge_name)
         } else {
             "serving addresses on the bridge".into()
+        },
+    });
+    let uplink = has_default_route();
+    health.push(Health {
+        check: "uplink".into(),
+        ok: uplink,
+        message: if uplink {
+            "the box has a route to the internet".into()
+        } else {
+            "No uplink: the box has no default route, so peers elsewhere cannot reach it. Check the uplink cable or Wi-Fi settings, and that the router gives the box an address.".into()
         },
     });
     if config.routing.needs_forwarding() {
@@ -191,6 +171,15 @@ pub fn status(config: &Config, engine: &Engine, started: Instant) -> Status {
             "The clock is not set (no NTP yet?): lease times are wrong until it is. Check the uplink and NTP.".into()
         },
     });
+    if restart_pending {
+        health.push(Health {
+            check: "restart".into(),
+            ok: false,
+            message:
+                "Saved settings wait for a restart: restart meshbridge (System page) to apply them."
+                    .into(),
+        });
+    }
     Status {
         this: BoxStatus {
             version: env!("CARGO_PKG_VERSION").into(),
@@ -200,6 +189,12 @@ pub fn status(config: &Config, engine: &Engine, started: Instant) -> Status {
             bridge: config.bridge_name.clone(),
             listen_port: config.listen_port,
             uptime_s: started.elapsed().as_secs(),
+            board: board.to_string(),
+            hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default(),
+            domain: config.domain.clone(),
+            endpoint: crate::control::endpoint(config),
         },
         peers,
         devices,
@@ -207,17 +202,9 @@ pub fn status(config: &Config, engine: &Engine, started: Instant) -> Status {
     }
 }
 
-/// A request from a client, waiting for the main loop's answer.
-pub struct Pending {
-    /// What was asked.
-    pub request: Request,
-    /// Where the answer goes.
-    pub reply: oneshot::Sender<Response>,
-}
-
 /// Listen on `path`; requests arrive on the returned channel (the main loop
 /// owns the engine and answers them).
-pub fn listen(path: &Path) -> Result<mpsc::Receiver<Pending>> {
+pub fn listen(path: &Path, tx: mpsc::Sender<Pending>) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -232,7 +219,6 @@ pub fn listen(path: &Path) -> Result<mpsc::Receiver<Pending>> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     }
-    let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -244,7 +230,7 @@ pub fn listen(path: &Path) -> Result<mpsc::Receiver<Pending>> {
             });
         }
     });
-    Ok(rx)
+    Ok(())
 }
 
 async fn serve(stream: UnixStream, tx: mpsc::Sender<Pending>) -> Result<()> {
@@ -253,17 +239,15 @@ async fn serve(stream: UnixStream, tx: mpsc::Sender<Pending>) -> Result<()> {
     BufReader::new(r.take(64 * 1024))
         .read_line(&mut line)
         .await?;
-    let response = match serde_json::from_str::<Request>(&line) {
+    let response: WireReply = match serde_json::from_str::<Request>(&line) {
         Ok(request) => {
             let (reply, answer) = oneshot::channel();
             tx.send(Pending { request, reply })
                 .await
                 .map_err(|_| anyhow!("daemon stopping"))?;
-            answer.await?
+            answer.await?.into()
         }
-        Err(e) => Response::Error {
-            error: format!("bad request: {e}"),
-        },
+        Err(e) => WireReply::Err(Failure::new(400, format!("bad request: {e}"))),
     };
     let mut out = serde_json::to_string(&response)?;
     out.push('\n');
@@ -272,7 +256,7 @@ async fn serve(stream: UnixStream, tx: mpsc::Sender<Pending>) -> Result<()> {
 }
 
 /// Ask the daemon at `path`.
-pub async fn ask(path: &Path, request: &Request) -> Result<Response> {
+pub async fn ask(path: &Path, request: &Request) -> Result<Reply> {
     let stream = UnixStream::connect(path).await.with_context(|| {
         format!(
             "connecting to {} (is meshbridge running? are you root?)",
@@ -293,7 +277,8 @@ pub async fn ask(path: &Path, request: &Request) -> Result<Response> {
     if answer.is_empty() {
         bail!("the daemon closed the connection");
     }
-    serde_json::from_str(&answer).context("reading the daemon's answer")
+    let wire: WireReply = serde_json::from_str(&answer).context("reading the daemon's answer")?;
+    Ok(wire.into())
 }
 
 fn ago(s: u64) -> String {

@@ -63,6 +63,20 @@ pub mod raw {
         /// `[board]`.
         #[serde(default)]
         pub board: Board,
+        /// `[web]`.
+        #[serde(default)]
+        pub web: Web,
+    }
+
+    /// `[web]`: the config page.
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Web {
+        pub enabled: Option<bool>,
+        /// `addr:port` to serve the page on (default: the bridge and mesh addresses, port 80).
+        pub listen: Option<Vec<String>>,
+        /// Log out after this long without a request (default 30m).
+        pub session_timeout: Option<String>,
     }
 
     /// `[board]`: status LED, hardware watchdog, reset button.
@@ -141,6 +155,8 @@ pub mod raw {
         pub mtu: Option<u16>,
         /// Name of the host-side TUN device.
         pub tun: Option<String>,
+        /// `host:port` clients reach the box at, for generated peer configs.
+        pub endpoint: Option<String>,
         #[serde(default)]
         pub peers: Vec<Peer>,
     }
@@ -156,6 +172,8 @@ pub mod raw {
         #[serde(default)]
         pub allowed_ips: Vec<String>,
         pub persistent_keepalive: Option<u16>,
+        /// A disabled peer stays in the file but is not in the mesh.
+        pub enabled: Option<bool>,
     }
 
     /// `[bridge]`.
@@ -193,7 +211,10 @@ pub mod raw {
     #[serde(deny_unknown_fields)]
     pub struct Reservation {
         pub mac: String,
-        pub ip: String,
+        /// The reserved address (optional: an entry may only name the device).
+        pub ip: Option<String>,
+        /// The device's name (DNS name and on the page), instead of its DHCP hostname.
+        pub name: Option<String>,
     }
 }
 
@@ -207,7 +228,8 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    fn parse(key: &str, s: &str) -> Result<Self, ConfigError> {
+    /// Parse `host:port` or `ip:port`; `key` names the setting in errors.
+    pub fn parse(key: &str, s: &str) -> Result<Self, ConfigError> {
         if let Ok(a) = s.parse::<SocketAddr>() {
             return Ok(Endpoint::Addr(a));
         }
@@ -265,6 +287,19 @@ pub struct Peer {
     pub allowed_ips: Vec<IpNet>,
     /// Keepalive seconds.
     pub persistent_keepalive: Option<u16>,
+    /// In the mesh (false: kept in the file only).
+    pub enabled: bool,
+}
+
+/// `[web]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Web {
+    /// Serve the page.
+    pub enabled: bool,
+    /// Addresses to listen on.
+    pub listen: Vec<SocketAddr>,
+    /// Idle session timeout.
+    pub session_timeout: Duration,
 }
 
 /// `[dns]`, validated.
@@ -374,6 +409,12 @@ pub struct Config {
     pub persist_interval: Duration,
     /// MAC → address reservations.
     pub reservations: Vec<([u8; 6], Ipv4Addr)>,
+    /// MAC → name given on the page.
+    pub device_names: Vec<([u8; 6], String)>,
+    /// `host:port` for generated peer configs.
+    pub endpoint: Option<String>,
+    /// The web page.
+    pub web: Web,
     /// wg-quick keys we read but ignore (logged at start).
     pub ignored_wg_keys: Vec<String>,
     /// Subnet router and exit node.
@@ -678,6 +719,7 @@ impl Config {
                         .transpose()?,
                     allowed_ips: p.allowed_ips.clone(),
                     persistent_keepalive: p.persistent_keepalive,
+                    enabled: true,
                 });
             }
         }
@@ -712,6 +754,7 @@ impl Config {
                     .transpose()?,
                 allowed_ips,
                 persistent_keepalive: p.persistent_keepalive.filter(|&k| k > 0),
+                enabled: p.enabled.unwrap_or(true),
             });
         }
         let own_public = private_key.public_key();
@@ -877,6 +920,7 @@ impl Config {
             p => Some(p),
         };
         let mut reservations = Vec::new();
+        let mut device_names: Vec<([u8; 6], String)> = Vec::new();
         for (i, r) in d.reservations.iter().enumerate() {
             let mac = parse_mac(&r.mac).ok_or_else(|| {
                 bad(
@@ -884,7 +928,31 @@ impl Config {
                     format!("{:?} is not a MAC like aa:bb:cc:dd:ee:ff", r.mac),
                 )
             })?;
-            let ip = ipv4(&format!("dhcp.reservations[{i}].ip"), &r.ip)?;
+            if let Some(n) = &r.name {
+                if !label_ok(n) {
+                    return Err(bad(
+                        format!("dhcp.reservations[{i}].name"),
+                        format!("{n:?} is not a device name: use 1 to 63 letters, digits and '-' (it becomes its DNS name)"),
+                    ));
+                }
+                if device_names
+                    .iter()
+                    .any(|(m, x)| *m == mac || x.eq_ignore_ascii_case(n))
+                {
+                    return Err(bad(
+                        format!("dhcp.reservations[{i}].name"),
+                        format!("{n:?} or this MAC is named twice"),
+                    ));
+                }
+                device_names.push((mac, n.clone()));
+            } else if r.ip.is_none() {
+                return Err(bad(
+                    format!("dhcp.reservations[{i}]"),
+                    "give an ip, a name, or both",
+                ));
+            }
+            let Some(ip) = &r.ip else { continue };
+            let ip = ipv4(&format!("dhcp.reservations[{i}].ip"), ip)?;
             if !subnet.contains(&ip)
                 || ip == bridge_address.addr()
                 || ip == subnet.network()
@@ -905,6 +973,50 @@ impl Config {
         }
 
         let routing = validate_routing(&raw.routing, &peers, &names, subnet, mesh_net)?;
+
+        let endpoint = match &m.endpoint {
+            Some(e) if e.trim().is_empty() => None,
+            Some(e) => {
+                Endpoint::parse("mesh.endpoint", e.trim())?;
+                Some(e.trim().to_string())
+            }
+            None => None,
+        };
+        let web = Web {
+            enabled: raw.web.enabled.unwrap_or(true),
+            listen: match &raw.web.listen {
+                Some(list) => list
+                    .iter()
+                    .map(|s| {
+                        s.parse::<SocketAddr>()
+                            .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 80)))
+                            .map_err(|_| {
+                                bad(
+                                    "web.listen",
+                                    format!("{s:?} is not an address like 10.77.1.1:80"),
+                                )
+                            })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => vec![
+                    SocketAddr::new(IpAddr::V4(bridge_address.addr()), 80),
+                    SocketAddr::new(IpAddr::V4(mesh_address.addr()), 80),
+                ],
+            },
+            session_timeout: {
+                let t = duration(
+                    "web.session_timeout",
+                    raw.web.session_timeout.as_deref().unwrap_or("30m"),
+                )?;
+                if t < Duration::from_secs(60) || t > Duration::from_secs(7 * 86400) {
+                    return Err(bad(
+                        "web.session_timeout",
+                        "must be between 1 minute and 7 days",
+                    ));
+                }
+                t
+            },
+        };
 
         let dns_server = Dns {
             enabled: raw.dns.enabled.unwrap_or(true),
@@ -1041,6 +1153,9 @@ impl Config {
             probe_interval,
             persist_interval,
             reservations,
+            device_names,
+            endpoint,
+            web,
             ignored_wg_keys: wg.map(|w| w.ignored).unwrap_or_default(),
         })
     }

@@ -8,7 +8,7 @@ use crate::os::{self, Installed};
 use crate::persist::write_atomic;
 use anyhow::{Context, Result};
 use meshbridge_dhcp as dhcp;
-use meshbridge_mesh::{Mesh, PeerConfig};
+use meshbridge_mesh::Mesh;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -256,8 +256,9 @@ fn setup_routing(config: &Config, rec: &mut Installed, exit_v6: bool) -> Result<
     Ok(())
 }
 
-/// Run the daemon until SIGTERM or SIGINT.
-pub async fn run(config: Config) -> Result<()> {
+/// Run the daemon until SIGTERM or SIGINT. `Ok(true)`: restart requested
+/// (from the page or the CLI); everything installed has been removed.
+pub async fn run(mut config: Config) -> Result<bool> {
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating state_dir {}", config.state_dir.display()))?;
     for key in &config.ignored_wg_keys {
@@ -272,54 +273,10 @@ pub async fn run(config: Config) -> Result<()> {
 
     let now = Now::read();
     let mut mesh = Mesh::new(&config.private_key);
-    for p in &config.peers {
-        let endpoint = match &p.endpoint {
-            Some(ep) => match ep.resolve() {
-                Ok(a) => Some(a),
-                Err(e) => {
-                    tracing::warn!(
-                        "peer {}: cannot resolve endpoint ({e}); waiting for it to connect",
-                        p.name
-                    );
-                    None
-                }
-            },
-            None => None,
-        };
-        let mut allowed_ips = p.allowed_ips.clone();
-        if config.routing.use_exit_node.as_deref() == Some(p.name.as_str()) {
-            // Replies from the internet come back from the exit node with any source.
-            let any: ipnet::IpNet = "0.0.0.0/0".parse().expect("valid prefix");
-            if !allowed_ips.contains(&any) {
-                allowed_ips.push(any);
-            }
-        }
-        mesh.add_peer(
-            now.mono,
-            PeerConfig {
-                name: p.name.clone(),
-                public_key: p.public_key,
-                preshared_key: p.preshared_key.clone(),
-                endpoint,
-                allowed_ips,
-                persistent_keepalive: p.persistent_keepalive,
-            },
-        );
+    for p in config.peers.iter().filter(|p| p.enabled) {
+        mesh.add_peer(now.mono, crate::control::mesh_peer(&config, p));
     }
-    let dhcp_config = dhcp::ServerConfig {
-        server_ip: config.bridge_address.addr(),
-        server_mac: macs.engine,
-        subnet_mask: config.bridge_address.netmask(),
-        range_start: config.dhcp_range.0,
-        range_end: config.dhcp_range.1,
-        router: Some(config.bridge_address.addr()),
-        dns: config.dns.clone(),
-        domain: Some(config.domain.clone()),
-        mtu: Some(config.mtu),
-        lease_time: config.lease_time,
-        reservations: config.reservations.clone(),
-        probe_interval: config.probe_interval,
-    };
+    let dhcp_config = crate::control::dhcp_config(&config, macs.engine);
     let use_exit = match &config.routing.use_exit_node {
         Some(name) => Some(
             mesh.peer_by_name(name)
@@ -391,22 +348,32 @@ pub async fn run(config: Config) -> Result<()> {
     let mut hardware = crate::hw::Hardware::start(&config);
     let mut discovery = crate::discovery::Discovery::start(&config, &engine, &handle).await;
     engine.start(Now::read());
-    let api = match crate::api::listen(&config.api_socket) {
-        Ok(rx) => Some(rx),
-        Err(e) => {
-            tracing::error!("local API not available: {e:#}");
-            None
+    let (requests_tx, requests) = tokio::sync::mpsc::channel(16);
+    if let Err(e) = crate::api::listen(&config.api_socket, requests_tx.clone()) {
+        tracing::error!("local API not available: {e:#}");
+    }
+    if config.web.enabled {
+        let web = meshbridge_web::server::WebConfig {
+            listen: config.web.listen.clone(),
+            idle_timeout: config.web.session_timeout,
+            state_dir: config.state_dir.clone(),
+        };
+        match meshbridge_web::server::start(&web, requests_tx.clone()).await {
+            Ok(0) => tracing::error!("web page: no listen address could be bound (web.listen)"),
+            Ok(_) => {}
+            Err(e) => tracing::error!("web page not started: {e}"),
         }
-    };
+    }
+    drop(requests_tx);
     let result = event_loop(
-        &config,
+        &mut config,
         &mut engine,
         Io {
             dev: &devices,
             udp: &udp,
             dual,
         },
-        api,
+        requests,
         &mut discovery,
         &mut hardware,
     )
@@ -429,7 +396,7 @@ pub async fn run(config: Config) -> Result<()> {
         crate::hw::do_factory_reset(&config);
     }
     tracing::info!("stopped");
-    result.map(drop)
+    result.map(|s| matches!(s, Stop::Restart))
 }
 
 async fn flush(engine: &mut Engine, dev: &Devices, udp: &UdpSocket, dual: bool) {
@@ -536,6 +503,8 @@ enum Stop {
     Signal,
     /// The reset button was held.
     FactoryReset,
+    /// Asked to restart (new settings, restored backup).
+    Restart,
 }
 
 /// What the status LED shows.
@@ -563,10 +532,10 @@ struct Io<'a> {
 }
 
 async fn event_loop(
-    config: &Config,
+    config: &mut Config,
     engine: &mut Engine,
     io: Io<'_>,
-    mut api: Option<tokio::sync::mpsc::Receiver<crate::api::Pending>>,
+    mut requests: tokio::sync::mpsc::Receiver<crate::api::Pending>,
     discovery: &mut crate::discovery::Discovery,
     hardware: &mut crate::hw::Hardware,
 ) -> Result<Stop> {
@@ -584,6 +553,8 @@ async fn event_loop(
         last: None,
         pending: false,
     };
+    let mut restart_pending = false;
+    let board = hardware.board_name.clone();
     loop {
         flush(engine, dev, udp, dual).await;
         handle_events(config, engine, discovery, &mut leases);
@@ -619,11 +590,24 @@ async fn event_loop(
                 check_health(config);
                 discovery.tick(config, engine);
             }
-            Some(p) = async { match api.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
-                let response = match p.request {
-                    crate::api::Request::Status => crate::api::Response::Status(Box::new(crate::api::status(config, engine, started))),
-                };
-                let _ = p.reply.send(response);
+            Some(p) = requests.recv() => {
+                let mut restart_now = false;
+                let reply = crate::control::handle(p.request, &mut crate::control::Ctx {
+                    config: &mut *config,
+                    engine: &mut *engine,
+                    discovery: &mut *discovery,
+                    started,
+                    board: &board,
+                    restart_pending: &mut restart_pending,
+                    restart_now: &mut restart_now,
+                });
+                let _ = p.reply.send(reply);
+                if restart_now {
+                    // Let the answer reach the page before the sockets close.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    flush(engine, dev, udp, dual).await;
+                    return Ok(Stop::Restart);
+                }
             }
             _ = hw_tick.tick() => {
                 hardware.report(led_state(config, engine));

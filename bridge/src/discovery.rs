@@ -191,7 +191,7 @@ pub(crate) async fn start_dns(
         ipnet::IpNet::V4(config.bridge_address.trunc()),
         ipnet::IpNet::V4(config.mesh_address.trunc()),
     ];
-    for p in &config.peers {
+    for p in config.peers.iter().filter(|p| p.enabled) {
         let hosts: Vec<IpAddr> = p
             .allowed_ips
             .iter()
@@ -205,6 +205,9 @@ pub(crate) async fn start_dns(
     for l in engine.dhcp().leases().filter(|l| l.is_active(now)) {
         if let Some(h) = &l.hostname {
             zone.set(h, vec![IpAddr::V4(l.ip)]);
+        }
+        if let Some((_, n)) = config.device_names.iter().find(|(m, _)| *m == l.mac) {
+            zone.set(n, vec![IpAddr::V4(l.ip)]);
         }
     }
     let upstream = config
@@ -281,6 +284,13 @@ impl Discovery {
             Event::Dhcp(d) => {
                 if let Some(names) = &self.names {
                     update_names(names, d);
+                    if let dhcp::Event::Bound { mac, ip, .. } = d {
+                        if let Some((_, n)) = config.device_names.iter().find(|(m, _)| m == mac) {
+                            if let Ok(mut z) = names.write() {
+                                z.names.set(n, vec![IpAddr::V4(*ip)]);
+                            }
+                        }
+                    }
                     if let dhcp::Event::Bound { .. } = d {
                         let opt_out = opt_out_addrs(config, engine);
                         if let Ok(mut z) = names.write() {
@@ -347,6 +357,138 @@ impl Discovery {
                 resp.handle_packet(std::time::Instant::now(), from, &self.buf[..n]);
             }
         }
+    }
+
+    /// The config changed while running: peer and device names, the allow
+    /// list and the opted-out devices follow.
+    pub fn reconfigure(&mut self, old: &Config, new: &Config, engine: &mut Engine) {
+        let Some(names) = &self.names else { return };
+        let opt_out = opt_out_addrs(new, engine);
+        let Ok(mut z) = names.write() else { return };
+        let hosts = |p: &crate::config::Peer| -> Vec<IpAddr> {
+            p.allowed_ips
+                .iter()
+                .filter(|n| n.prefix_len() == n.max_prefix_len())
+                .map(|n| n.addr())
+                .collect()
+        };
+        for p in &old.peers {
+            for a in hosts(p) {
+                z.names.remove_addr(a);
+            }
+        }
+        for p in new.peers.iter().filter(|p| p.enabled) {
+            z.names.set(&p.name, hosts(p));
+        }
+        let now = std::time::SystemTime::now();
+        for l in engine.dhcp().leases() {
+            z.names.remove_addr(IpAddr::V4(l.ip));
+            if !l.is_active(now) {
+                continue;
+            }
+            if let Some(h) = &l.hostname {
+                z.names.set(h, vec![IpAddr::V4(l.ip)]);
+            }
+            if let Some((_, n)) = new.device_names.iter().find(|(m, _)| *m == l.mac) {
+                z.names.set(n, vec![IpAddr::V4(l.ip)]);
+            }
+        }
+        if let Some(p) = z.proxy.as_mut() {
+            p.set_allow(&new.discovery.services);
+            p.set_opt_out(opt_out);
+        }
+        drop(z);
+        if new.discovery.services != old.discovery.services {
+            browse(new, engine);
+        }
+    }
+
+    /// A device was forgotten: its names go.
+    pub fn forget_addr(&mut self, addr: IpAddr) {
+        if let Some(names) = &self.names {
+            if let Ok(mut z) = names.write() {
+                z.names.remove_addr(addr);
+            }
+        }
+    }
+
+    /// Services seen on the bridge, for the discovery page.
+    pub fn services(
+        &self,
+        config: &Config,
+        engine: &Engine,
+    ) -> Vec<meshbridge_web::proto::ServiceInfo> {
+        use hickory_server::proto::rr::{RData, RecordType};
+        let Some(names) = &self.names else {
+            return Vec::new();
+        };
+        let Ok(z) = names.read() else {
+            return Vec::new();
+        };
+        let now = std::time::Instant::now();
+        let opt_out = opt_out_addrs(config, engine);
+        let wall = std::time::SystemTime::now();
+        let mut out = Vec::new();
+        for owner in z.cache.ptr_names(now) {
+            let labels: Vec<String> = owner
+                .iter()
+                .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase())
+                .collect();
+            // `_x._tcp.local` only (not subtypes, not the enumeration).
+            if labels.len() != 3 || !labels[0].starts_with('_') || labels[0] == "_services" {
+                continue;
+            }
+            let kind = format!("{}.{}", labels[0], labels[1]);
+            for (e, _) in z.cache.lookup(now, &owner, RecordType::PTR) {
+                let RData::PTR(instance) = &e.record.data else {
+                    continue;
+                };
+                let instance = &instance.0;
+                let label = instance
+                    .iter()
+                    .next()
+                    .map(|l| String::from_utf8_lossy(l).into_owned())
+                    .unwrap_or_default();
+                let (host, port) = z
+                    .cache
+                    .lookup(now, instance, RecordType::SRV)
+                    .into_iter()
+                    .find_map(|(e, _)| match &e.record.data {
+                        RData::SRV(srv) => Some((srv.target.to_utf8(), srv.port)),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                let device = match e.source {
+                    IpAddr::V4(ip) => engine
+                        .dhcp()
+                        .leases()
+                        .find(|l| l.ip == ip && l.is_active(wall))
+                        .and_then(|l| {
+                            config
+                                .device_names
+                                .iter()
+                                .find(|(m, _)| *m == l.mac)
+                                .map(|(_, n)| n.clone())
+                                .or_else(|| l.hostname.clone())
+                        }),
+                    _ => None,
+                };
+                let exposed = config.discovery.enabled
+                    && z.proxy.as_ref().is_some_and(|p| p.allows(&kind))
+                    && !opt_out.contains(&e.source);
+                out.push(meshbridge_web::proto::ServiceInfo {
+                    instance: label,
+                    kind: kind.clone(),
+                    host: host.trim_end_matches('.').to_string(),
+                    port,
+                    device,
+                    exposed,
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.kind, &a.instance).cmp(&(&b.kind, &b.instance)));
+        out.dedup();
+        out
     }
 
     /// Once a minute: forget what ran out, browse the bridge again.

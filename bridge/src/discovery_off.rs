@@ -47,4 +47,19 @@ impl Discovery {
 
     /// Nothing to refresh.
     pub fn tick(&mut self, _config: &Config, _engine: &mut Engine) {}
+
+    /// No names to keep in step.
+    pub fn reconfigure(&mut self, _old: &Config, _new: &Config, _engine: &mut Engine) {}
+
+    /// No names to forget.
+    pub fn forget_addr(&mut self, _addr: std::net::IpAddr) {}
+
+    /// Nothing is listened to.
+    pub fn services(
+        &self,
+        _config: &Config,
+        _engine: &Engine,
+    ) -> Vec<meshbridge_web::proto::ServiceInfo> {
+        Vec::new()
+    }
 }

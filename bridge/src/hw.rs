@@ -19,6 +19,8 @@ type Feeder = (std::thread::JoinHandle<()>, Arc<AtomicBool>);
 
 /// The LED, the watchdog feeder and the button watcher.
 pub struct Hardware {
+    /// What the board is, for the System page ("Raspberry Pi 4 Model B", "generic Linux").
+    pub board_name: String,
     led: Option<SysfsLed>,
     gate: Option<Arc<Mutex<WatchdogGate>>>,
     feeder: Option<Feeder>,
@@ -65,6 +67,10 @@ impl Hardware {
                 start_button(chip.clone(), *line, config.board.reset_active_low)
             });
         Hardware {
+            board_name: board
+                .as_ref()
+                .map(|b| b.kind.to_string())
+                .unwrap_or_else(|| "unknown".into()),
             led,
             gate,
             feeder,

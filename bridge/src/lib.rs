@@ -13,6 +13,8 @@
 
 pub mod api;
 pub mod config;
+pub mod config_edit;
+pub mod control;
 pub mod daemon;
 #[cfg(feature = "dns")]
 pub mod discovery;

@@ -46,6 +46,90 @@ enum Command {
         #[arg(long, value_name = "PATH", conflicts_with = "config")]
         socket: Option<PathBuf>,
     },
+    /// Add or remove mesh peers on the running box.
+    Peer {
+        #[command(subcommand)]
+        action: PeerAction,
+    },
+    /// Set the web page's admin password (console recovery). Reads it from the
+    /// terminal, or the first line of stdin when that is not a terminal.
+    SetPassword {
+        /// The daemon's config file (to find its state folder).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The state folder (default /var/lib/meshbridge).
+        #[arg(long, value_name = "DIR", conflicts_with = "config")]
+        state_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PeerAction {
+    /// Generate a key pair for a new peer, add it, print its config and QR code.
+    Add {
+        /// The peer's name (letters, digits, '-', '_', '.').
+        name: String,
+        /// The client sends all its internet traffic through the box (exit node).
+        #[arg(long)]
+        route_all: bool,
+        /// host:port the client reaches the box at (default: mesh.endpoint or the uplink address).
+        #[arg(long, value_name = "HOST:PORT")]
+        endpoint: Option<String>,
+        /// Print only the config (no QR code).
+        #[arg(long)]
+        no_qr: bool,
+        /// The daemon's config file (to find its socket).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The daemon's API socket.
+        #[arg(long, value_name = "PATH", conflicts_with = "config")]
+        socket: Option<PathBuf>,
+    },
+    /// Remove a peer.
+    Remove {
+        /// The peer's name.
+        name: String,
+        /// The daemon's config file (to find its socket).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The daemon's API socket.
+        #[arg(long, value_name = "PATH", conflicts_with = "config")]
+        socket: Option<PathBuf>,
+    },
+}
+
+fn socket_path(socket: Option<PathBuf>, config: Option<PathBuf>) -> Result<PathBuf> {
+    Ok(match (socket, config) {
+        (Some(s), _) => s,
+        (None, Some(c)) => {
+            Config::load(&c)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", c.display()))?
+                .api_socket
+        }
+        (None, None) => meshbridge::api::default_socket(std::path::Path::new(DEFAULT_STATE_DIR)),
+    })
+}
+
+fn ask(path: &std::path::Path, request: meshbridge::api::Request) -> Result<serde_json::Value> {
+    runtime()?
+        .block_on(meshbridge::api::ask(path, &request))?
+        .map_err(|f| match f.field {
+            Some(field) => anyhow::anyhow!("{field}: {}", f.error),
+            None => anyhow::anyhow!("{}", f.error),
+        })
+}
+
+fn read_password() -> Result<String> {
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        let a = rpassword::prompt_password("New admin password: ")?;
+        let b = rpassword::prompt_password("Again: ")?;
+        anyhow::ensure!(a == b, "the two passwords differ");
+        Ok(a)
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    }
 }
 
 fn init_logs(filter: &str) {
@@ -62,7 +146,7 @@ fn init_logs(filter: &str) {
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
+                .with_writer(meshbridge_web::logbuf::Tee)
                 .with_target(false)
                 .with_ansi(ansi),
         )
@@ -101,30 +185,80 @@ fn real_main(cli: Cli) -> Result<()> {
             config,
             socket,
         }) => {
-            let path = match (socket, config.or(cli.config.clone())) {
-                (Some(s), _) => s,
+            let path = socket_path(socket, config.or(cli.config.clone()))?;
+            let v = ask(&path, meshbridge::api::Request::Status)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let s: meshbridge::api::Status =
+                    serde_json::from_value(v).context("reading the daemon's status")?;
+                print!("{}", meshbridge::api::render(&s));
+            }
+            return Ok(());
+        }
+        Some(Command::Peer { action }) => {
+            match action {
+                PeerAction::Add {
+                    name,
+                    route_all,
+                    endpoint,
+                    no_qr,
+                    config,
+                    socket,
+                } => {
+                    let path = socket_path(socket, config.or(cli.config.clone()))?;
+                    let v = ask(
+                        &path,
+                        meshbridge::api::Request::PeerAdd {
+                            name,
+                            route_all,
+                            endpoint,
+                        },
+                    )?;
+                    let added: meshbridge_web::proto::PeerAdded =
+                        serde_json::from_value(v).context("reading the daemon's answer")?;
+                    if !no_qr {
+                        if let Some(qr) = meshbridge_web::peerconf::qr_terminal(&added.config) {
+                            println!("{qr}");
+                        }
+                    }
+                    println!(
+                        "# {} — the private key is shown only now; it is not kept on the box.",
+                        added.filename
+                    );
+                    print!("{}", added.config);
+                }
+                PeerAction::Remove {
+                    name,
+                    config,
+                    socket,
+                } => {
+                    let path = socket_path(socket, config.or(cli.config.clone()))?;
+                    ask(
+                        &path,
+                        meshbridge::api::Request::PeerRemove { name: name.clone() },
+                    )?;
+                    println!("peer {name} removed");
+                }
+            }
+            return Ok(());
+        }
+        Some(Command::SetPassword { config, state_dir }) => {
+            let dir = match (state_dir, config.or(cli.config.clone())) {
+                (Some(d), _) => d,
                 (None, Some(c)) => {
                     Config::load(&c)
                         .map_err(|e| anyhow::anyhow!("{}: {e}", c.display()))?
-                        .api_socket
+                        .state_dir
                 }
-                (None, None) => {
-                    meshbridge::api::default_socket(std::path::Path::new(DEFAULT_STATE_DIR))
-                }
+                (None, None) => PathBuf::from(DEFAULT_STATE_DIR),
             };
-            let response = runtime()?.block_on(meshbridge::api::ask(
-                &path,
-                &meshbridge::api::Request::Status,
-            ))?;
-            match response {
-                meshbridge::api::Response::Status(s) if json => {
-                    println!("{}", serde_json::to_string_pretty(&s)?)
-                }
-                meshbridge::api::Response::Status(s) => print!("{}", meshbridge::api::render(&s)),
-                meshbridge::api::Response::Error { error } => {
-                    anyhow::bail!("the daemon says: {error}")
-                }
-            }
+            let pw = read_password()?;
+            meshbridge_web::auth::check_new_password(&pw)
+                .map_err(|e| anyhow::anyhow!("password: {e}"))?;
+            meshbridge_web::auth::set_password_file(&dir, &pw)
+                .with_context(|| format!("writing the password to {}", dir.display()))?;
+            println!("admin password set; web sessions are logged out");
             return Ok(());
         }
         None => {}
@@ -165,7 +299,18 @@ fn real_main(cli: Cli) -> Result<()> {
     if let Some(path) = cli.config {
         init_logs(&cli.log);
         let config = Config::load(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        return runtime()?.block_on(meshbridge::daemon::run(config));
+        let restart = runtime()?.block_on(meshbridge::daemon::run(config))?;
+        if restart {
+            // Start again from the config file, as the same process (systemd and
+            // procd keep tracking it).
+            use std::os::unix::process::CommandExt;
+            let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+            let err = std::process::Command::new(&exe)
+                .args(std::env::args_os().skip(1))
+                .exec();
+            return Err(err).context("restarting meshbridge");
+        }
+        return Ok(());
     }
     anyhow::bail!("nothing to do: use --config FILE to run (see --help)")
 }

@@ -25,6 +25,10 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
         .truncate(true)
         .open(&tmp)
         .with_context(|| format!("creating {}", tmp.display()))?;
+    // Keep the old file's mode (a config with a key in it stays private).
+    if let Ok(m) = fs::metadata(path) {
+        let _ = fs::set_permissions(&tmp, m.permissions());
+    }
     f.write_all(data)
         .with_context(|| format!("writing {}", tmp.display()))?;
     f.sync_all()

@@ -540,11 +540,31 @@ fn set_config_keeps_leases_and_drops_disallowed_ones() {
     cfg.range_start = ip(101);
     cfg.lease_time = Duration::from_secs(7200);
     s.set_config(cfg).unwrap();
-    assert_eq!(s.active_ip_for(&mac(1), t0()), None, "{a} left the pool");
+    assert_eq!(
+        s.active_ip_for(&mac(1), t0()),
+        Some(a),
+        "{a} left the pool but the device keeps it until it renews"
+    );
     assert_eq!(s.active_ip_for(&mac(2), t0()), Some(b));
-    assert_eq!(events(&mut s), vec![Event::LeasesChanged]);
+    assert_eq!(events(&mut s), vec![]);
     send(&mut s, t0(), &request_renew(mac(1), a)).unwrap();
     assert_eq!(msg_type(&one_reply(&mut s).1), Some(MessageType::Nak));
+    assert!(
+        dora(&mut s, mac(1), t0()) >= ip(101),
+        "it moves into the new pool"
+    );
+    // A lease that has run out is dropped by the next change.
+    let later = t0() + Duration::from_secs(100_000);
+    send(&mut s, later, &discover(mac(9))).unwrap();
+    events(&mut s);
+    let mut cfg = config();
+    cfg.range_start = ip(102);
+    cfg.lease_time = Duration::from_secs(7200);
+    s.set_config(cfg).unwrap();
+    assert!(
+        s.leases().all(|l| l.ip >= ip(102) || l.mac == mac(9)),
+        "expired records outside the pool are gone"
+    );
     let mut bad = config();
     bad.lease_time = Duration::from_secs(1);
     assert!(s.set_config(bad).is_err());
@@ -575,4 +595,19 @@ fn renewal_of_another_networks_address_is_never_naked() {
     .unwrap();
     assert!(s.poll_transmit().is_none());
     assert_eq!(s.stats().naks, 0);
+}
+
+#[test]
+fn forgetting_a_device_drops_its_lease_and_its_address_can_go_to_another() {
+    let mut s = server();
+    let now = t0();
+    let a = dora(&mut s, mac(1), now);
+    events(&mut s);
+    assert!(s.forget(&mac(1)));
+    assert_eq!(events(&mut s), vec![Event::LeasesChanged]);
+    assert_eq!(s.active_ip_for(&mac(1), now), None);
+    assert_eq!(s.leases().count(), 0);
+    assert!(!s.forget(&mac(1)), "nothing left to forget");
+    // The freed address is the lowest again, so the next device gets it.
+    assert_eq!(dora(&mut s, mac(2), now), a);
 }

@@ -56,18 +56,29 @@ impl Proxy {
     /// A proxy answering under `domain` for the service types in `allow`
     /// (like `_ipp._tcp`), hiding devices whose addresses are in `opt_out`.
     pub fn new(domain: &Name, allow: &[String], opt_out: Vec<IpAddr>) -> Self {
-        let allow = allow
+        let mut p = Proxy {
+            domain: domain.to_lowercase(),
+            local: Name::from_ascii("local.").expect("valid"),
+            allow: Vec::new(),
+            opt_out,
+        };
+        p.set_allow(allow);
+        p
+    }
+
+    /// Replace the allow list of service types.
+    pub fn set_allow(&mut self, allow: &[String]) {
+        self.allow = allow
             .iter()
             .filter_map(|s| Name::from_ascii(s).ok())
             .map(|n| labels(&n))
             .filter(|l| l.len() == 2)
             .collect();
-        Proxy {
-            domain: domain.to_lowercase(),
-            local: Name::from_ascii("local.").expect("valid"),
-            allow,
-            opt_out,
-        }
+    }
+
+    /// Is this service type (like `_ipp._tcp`) on the allow list?
+    pub fn allows(&self, service: &str) -> bool {
+        Name::from_ascii(service).is_ok_and(|n| self.allowed(&labels(&n)))
     }
 
     /// Replace the opted-out devices' addresses.

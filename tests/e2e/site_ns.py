@@ -321,6 +321,45 @@ lease_time = "{lease}"
         self.peer_if = ifc
         return ifc
 
+    def start_peer_from_conf(self, conf_text, ns=None, suffix="wq"):
+        """A wireguard-go peer (in `ns`, by default the peer namespace) brought up from a
+        wg-quick file, as a phone or laptop would import it: `wg-quick strip` must accept
+        the file; Address and routes for its AllowedIPs (except default routes) are set
+        like wg-quick does. Returns the interface name."""
+        ns = ns or self.peer
+        ifc = f"{self.p}{suffix}"
+        self.wg_ifaces.append(ifc)
+        conf = self.tmp / f"{ifc}.conf"  # wg-quick takes the interface name from the file name
+        conf.write_text(conf_text)
+        conf.chmod(0o600)
+        stripped = sh(["wg-quick", "strip", str(conf)]).stdout
+        native = self.tmp / f"{ifc}.native.conf"
+        native.write_text(stripped)
+        native.chmod(0o600)
+        self.spawn(ns, ["wireguard-go", "-f", ifc], log=self.tmp / f"wireguard-go-{suffix}.log")
+        wait_for(lambda: Path(f"/var/run/wireguard/{ifc}.sock").exists(), what="wireguard-go socket")
+        self.run(ns, ["wg", "setconf", ifc, str(native)])
+        section, addrs, allowed = None, [], []
+        for line in conf_text.splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line.startswith("["):
+                section = line.lower()
+                continue
+            key, _, value = line.partition("=")
+            values = [v.strip() for v in value.split(",") if v.strip()]
+            if section == "[interface]" and key.strip().lower() == "address":
+                addrs += values
+            elif section == "[peer]" and key.strip().lower() == "allowedips":
+                allowed += values
+        for a in addrs:
+            self.run(ns, ["ip", "-6" if ":" in a else "-4", "addr", "add", a, "dev", ifc] + (["nodad"] if ":" in a else []))
+        self.run(ns, ["ip", "link", "set", ifc, "up"])
+        for r in allowed:
+            if r.endswith("/0"):
+                continue  # a real client would install a default route; the test namespace keeps its own
+            self.run(ns, ["ip", "-6" if ":" in r else "-4", "route", "replace", r, "dev", ifc])
+        return ifc
+
     # ---- home LAN and internet ------------------------------------------
     def add_uplink(self, ipv6=False):
         """box --{p}w0/w1--> [lan] home router + LAN host 192.168.1.1 --> [isp] --> [inet] 203.0.113.10.

@@ -29,7 +29,10 @@ def test_status_shows_peers_devices_and_health(site):
     assert peer["public_key"] == site.peer_pub
     dev = [d for d in s["devices"] if d["ip"] == ip][0]
     assert dev["hostname"] == "printer" and dev["active"] and 3500 < dev["expires_in_s"] <= 3600
-    assert all(h["ok"] for h in s["health"]), s["health"]
+    assert all(h["ok"] for h in s["health"] if h["check"] != "uplink"), s["health"]
+    # This box has no default route: the uplink check says so, with what to do.
+    (up,) = [h for h in s["health"] if h["check"] == "uplink"]
+    assert not up["ok"] and "No uplink" in up["message"]
     # The socket is root's only.
     sock = site.state_dir / "meshbridge.sock"
     assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600

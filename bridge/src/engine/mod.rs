@@ -152,7 +152,11 @@ pub struct Engine {
     events: VecDeque<Event>,
     stats: Stats,
     last: Now,
+    last_seen: std::collections::HashMap<Mac, Instant>,
 }
+
+/// At most this many MACs have a "last seen" time.
+const MAX_SEEN: usize = 1024;
 
 /// The tables [`decide`] reads, borrowed from the engine for one decision.
 struct View<'a> {
@@ -215,6 +219,7 @@ impl Engine {
             events: VecDeque::new(),
             stats: Stats::default(),
             last: now,
+            last_seen: std::collections::HashMap::new(),
         })
     }
 
@@ -233,6 +238,31 @@ impl Engine {
     /// The DHCP server, for status and persistence.
     pub fn dhcp(&self) -> &dhcp::Server {
         &self.dhcp
+    }
+
+    /// The mesh, to add and remove peers while running.
+    pub fn mesh_mut(&mut self) -> &mut Mesh {
+        &mut self.mesh
+    }
+
+    /// New DHCP settings (range, lease time, reservations) while running.
+    pub fn set_dhcp_config(&mut self, config: dhcp::ServerConfig) -> Result<(), dhcp::ConfigError> {
+        self.dhcp.set_config(config.clone())?;
+        self.config.dhcp = config;
+        Ok(())
+    }
+
+    /// Forget a bridged device's lease; returns whether it had one.
+    pub fn forget_device(&mut self, mac: &Mac) -> bool {
+        self.last_seen.remove(mac);
+        let had = self.dhcp.forget(mac);
+        self.drain_dhcp(self.last);
+        had
+    }
+
+    /// When the box last saw a frame from `mac` on the bridge.
+    pub fn last_seen(&self, mac: &Mac) -> Option<Instant> {
+        self.last_seen.get(mac).copied()
     }
 
     /// Counters.
@@ -259,6 +289,9 @@ impl Engine {
         };
         if eth.source == self.config.mac {
             return;
+        }
+        if self.last_seen.len() < MAX_SEEN || self.last_seen.contains_key(&eth.source) {
+            self.last_seen.insert(eth.source, now.mono);
         }
         match eth.ether_type {
             EtherType::ARP => {

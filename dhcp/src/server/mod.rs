@@ -464,8 +464,19 @@ impl Server {
         )
     }
 
+    /// Forgets `mac`'s lease (the device gets a new one when it asks again);
+    /// queues [`Event::LeasesChanged`]. Returns whether there was a lease.
+    pub fn forget(&mut self, mac: &Mac) -> bool {
+        let had = self.table.forget(mac);
+        if had {
+            self.push_event(Event::LeasesChanged);
+        }
+        had
+    }
+
     /// Replaces the configuration, keeping leases the new config still
-    /// allows (and queuing [`Event::LeasesChanged`] if any were dropped).
+    /// allows, and active leases now outside the pool until they renew
+    /// (queuing [`Event::LeasesChanged`] if any were dropped).
     /// Probe timing changes take effect from the last `now` the server saw.
     ///
     /// # Errors
@@ -473,7 +484,7 @@ impl Server {
     /// The [`ConfigError`] from [`ServerConfig::validate`]; nothing changes.
     pub fn set_config(&mut self, config: ServerConfig) -> Result<(), ConfigError> {
         config.validate()?;
-        let dropped = self.table.retain_allowed(&config);
+        let dropped = self.table.retain_for_reconfig(&config, self.last_now);
         self.probe_mac = wire::probe_mac(config.server_mac);
         self.guard.reconfigure(
             config.probe_interval,

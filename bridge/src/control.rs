@@ -1,0 +1,533 @@
+//! Requests from the web page and the CLI, answered inside the daemon's
+//! main loop (which owns the engine and the config). Every change is made to
+//! the config file, validated as a whole, written atomically, and then
+//! applied to the running daemon, or, for the few settings that need it,
+//! applied at the next restart.
+
+use crate::config::{Config, Peer};
+use crate::config_edit::{self, Edit, Effect};
+use crate::engine::Engine;
+use ipnet::{IpNet, Ipv4Net};
+use meshbridge_mesh::{PeerConfig, PresharedKey, PrivateKey};
+use meshbridge_web::peerconf::{self, ClientConfig};
+use meshbridge_web::proto::{
+    DiscoveryInfo, Failure, PeerAdded, PeerInfo, Reply, Request, SystemInfo,
+};
+use serde_json::json;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Instant;
+
+/// What a request may touch.
+pub struct Ctx<'a> {
+    /// The running config (replaced when a change is applied live).
+    pub config: &'a mut Config,
+    /// The engine.
+    pub engine: &'a mut Engine,
+    /// DNS names and discovery.
+    pub discovery: &'a mut crate::discovery::Discovery,
+    /// When the daemon started.
+    pub started: Instant,
+    /// The board, for the System page.
+    pub board: &'a str,
+    /// A saved change waits for a restart.
+    pub restart_pending: &'a mut bool,
+    /// Restart after answering.
+    pub restart_now: &'a mut bool,
+}
+
+/// The peer as the mesh runs it (endpoint names resolved now).
+pub fn mesh_peer(config: &Config, p: &Peer) -> PeerConfig {
+    let endpoint = match &p.endpoint {
+        Some(ep) => match ep.resolve() {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::warn!(
+                    "peer {}: cannot resolve endpoint ({e}); waiting for it to connect",
+                    p.name
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    let mut allowed_ips = p.allowed_ips.clone();
+    if config.routing.use_exit_node.as_deref() == Some(p.name.as_str()) {
+        // Replies from the internet come back from the exit node with any source.
+        let any: IpNet = "0.0.0.0/0".parse().expect("valid prefix");
+        if !allowed_ips.contains(&any) {
+            allowed_ips.push(any);
+        }
+    }
+    PeerConfig {
+        name: p.name.clone(),
+        public_key: p.public_key,
+        preshared_key: p.preshared_key.clone(),
+        endpoint,
+        allowed_ips,
+        persistent_keepalive: p.persistent_keepalive,
+    }
+}
+
+/// The box's DHCP server settings from the config (the server MAC is the engine's).
+pub fn dhcp_config(config: &Config, server_mac: [u8; 6]) -> meshbridge_dhcp::ServerConfig {
+    meshbridge_dhcp::ServerConfig {
+        server_ip: config.bridge_address.addr(),
+        server_mac,
+        subnet_mask: config.bridge_address.netmask(),
+        range_start: config.dhcp_range.0,
+        range_end: config.dhcp_range.1,
+        router: Some(config.bridge_address.addr()),
+        dns: config.dns.clone(),
+        domain: Some(config.domain.clone()),
+        mtu: Some(config.mtu),
+        lease_time: config.lease_time,
+        reservations: config.reservations.clone(),
+        probe_interval: config.probe_interval,
+    }
+}
+
+/// `host:port` clients reach the box at: `mesh.endpoint`, else the address
+/// the box would send to the internet from.
+pub fn endpoint(config: &Config) -> Option<String> {
+    if let Some(e) = &config.endpoint {
+        return Some(e.clone());
+    }
+    // connect() on UDP sends nothing; it only picks the route and source.
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    match s.local_addr().ok()?.ip() {
+        IpAddr::V4(a) if !a.is_unspecified() && !config.mesh_address.contains(&a) => {
+            Some(SocketAddr::new(IpAddr::V4(a), config.listen_port).to_string())
+        }
+        _ => None,
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn parse_mac(s: &str) -> Result<[u8; 6], Failure> {
+    crate::config::parse_mac(s).ok_or_else(|| {
+        Failure::invalid("mac", format!("{s:?} is not a MAC like aa:bb:cc:dd:ee:ff"))
+    })
+}
+
+fn peer_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// Answer one request.
+pub fn handle(request: Request, ctx: &mut Ctx<'_>) -> Reply {
+    match request {
+        Request::Status => {
+            let s = crate::api::status(
+                ctx.config,
+                ctx.engine,
+                ctx.started,
+                ctx.board,
+                *ctx.restart_pending,
+            );
+            serde_json::to_value(s).map_err(|e| Failure::new(500, e.to_string()))
+        }
+        Request::System => Ok(json!(SystemInfo {
+            version: env!("CARGO_PKG_VERSION").into(),
+            board: ctx.board.to_string(),
+            hostname: hostname(),
+            uptime_s: ctx.started.elapsed().as_secs(),
+            config_path: ctx
+                .config
+                .source
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        })),
+        Request::Discovery => {
+            let dns = ctx.config.mesh_address.addr().to_string();
+            Ok(json!(DiscoveryInfo {
+                enabled: ctx.config.discovery.enabled && ctx.config.dns_server.enabled,
+                domain: ctx.config.domain.clone(),
+                wg_line: format!("DNS = {dns}, {}", ctx.config.domain),
+                dns_server: dns,
+                services: ctx.discovery.services(ctx.config, ctx.engine),
+            }))
+        }
+        Request::Settings => Ok(settings(ctx.config)),
+        Request::SettingsSet { changes } => {
+            if changes.is_empty() {
+                return Ok(json!({"ok": true, "applied": "live", "message": "nothing changed"}));
+            }
+            let mut e = Edit::open(ctx.config)?;
+            let effect = e.settings(&changes)?;
+            let keys: Vec<&str> = changes.keys().map(String::as_str).collect();
+            commit_and_apply(
+                ctx,
+                e,
+                effect,
+                &format!("settings changed: {}", keys.join(", ")),
+            )
+        }
+        Request::PeerAdd {
+            name,
+            route_all,
+            endpoint,
+        } => peer_add(ctx, name.trim(), route_all, endpoint),
+        Request::PeerRemove { name } => {
+            if ctx.config.routing.use_exit_node.as_deref() == Some(name.as_str()) {
+                return Err(Failure::new(409, format!("{name} is the exit node the bridged devices use (routing.use_exit_node): change that first")));
+            }
+            let mut e = Edit::open(ctx.config)?;
+            if !e.remove_peer(&name)? {
+                return Err(no_peer(ctx.config, &name));
+            }
+            commit_and_apply(ctx, e, Effect::Live, &format!("peer {name} removed"))
+        }
+        Request::PeerSet { name, enabled } => {
+            if !enabled && ctx.config.routing.use_exit_node.as_deref() == Some(name.as_str()) {
+                return Err(Failure::new(409, format!("{name} is the exit node the bridged devices use (routing.use_exit_node): change that first")));
+            }
+            let mut e = Edit::open(ctx.config)?;
+            if !e.set_peer_enabled(&name, enabled)? {
+                return Err(no_peer(ctx.config, &name));
+            }
+            let what = if enabled { "enabled" } else { "disabled" };
+            commit_and_apply(ctx, e, Effect::Live, &format!("peer {name} {what}"))
+        }
+        Request::DeviceSet { mac, name, pin } => {
+            let m = parse_mac(&mac)?;
+            let lease_ip = ctx
+                .engine
+                .dhcp()
+                .leases()
+                .find(|l| l.mac == m)
+                .map(|l| l.ip);
+            let known = lease_ip.is_some()
+                || ctx.config.reservations.iter().any(|(x, _)| *x == m)
+                || ctx.config.device_names.iter().any(|(x, _)| *x == m);
+            if !known {
+                return Err(Failure::new(404, format!("no device {mac}")));
+            }
+            let name = name.map(|n| n.trim().to_string());
+            let ip = match pin {
+                Some(true) => {
+                    let ip = ctx
+                        .config
+                        .reservations
+                        .iter()
+                        .find(|(x, _)| *x == m)
+                        .map(|(_, a)| *a)
+                        .or(lease_ip)
+                        .ok_or_else(|| {
+                            Failure::invalid("pin", "the device has no address to pin")
+                        })?;
+                    Some(Some(ip))
+                }
+                Some(false) => Some(None),
+                None => None,
+            };
+            let mut e = Edit::open(ctx.config)?;
+            e.set_device(
+                &m,
+                name.as_deref().map(|n| (!n.is_empty()).then_some(n)),
+                ip,
+            )?;
+            // Field names on the page: "name" and "pin".
+            let applied = commit_and_apply(ctx, e, Effect::Live, &format!("device {mac} changed"));
+            applied.map_err(|mut f| {
+                if let Some(k) = &f.field {
+                    if k.ends_with(".name") {
+                        f.field = Some("name".into());
+                    } else if k.starts_with("dhcp.reservations") {
+                        f.field = Some("pin".into());
+                    }
+                }
+                f
+            })
+        }
+        Request::DeviceForget { mac } => {
+            let m = parse_mac(&mac)?;
+            let named = ctx.config.reservations.iter().any(|(x, _)| *x == m)
+                || ctx.config.device_names.iter().any(|(x, _)| *x == m);
+            let leased = ctx.engine.dhcp().leases().any(|l| l.mac == m);
+            if !named && !leased {
+                return Err(Failure::new(404, format!("no device {mac}")));
+            }
+            if named {
+                let mut e = Edit::open(ctx.config)?;
+                e.set_device(&m, Some(None), Some(None))?;
+                commit_and_apply(ctx, e, Effect::Live, &format!("device {mac} forgotten"))?;
+            }
+            if let Some(ip) = ctx
+                .engine
+                .dhcp()
+                .leases()
+                .find(|l| l.mac == m)
+                .map(|l| l.ip)
+            {
+                ctx.discovery.forget_addr(IpAddr::V4(ip));
+            }
+            ctx.engine.forget_device(&m);
+            tracing::info!("device {mac} forgotten");
+            Ok(json!({"ok": true}))
+        }
+        Request::Backup => config_edit::backup(ctx.config).map(serde_json::Value::String),
+        Request::Restore { config } => {
+            let (_, text, key) = config_edit::restore(ctx.config, &config)?;
+            let path = ctx
+                .config
+                .source
+                .clone()
+                .expect("restore checked the source");
+            if let Some((kpath, k)) = key {
+                crate::persist::write_atomic(&kpath, format!("{k}\n").as_bytes()).map_err(|e| {
+                    Failure::new(500, format!("writing {}: {e:#}", kpath.display()))
+                })?;
+            }
+            config_edit::commit(&path, &text)?;
+            tracing::warn!("config restored from a backup: restarting");
+            *ctx.restart_now = true;
+            Ok(
+                json!({"ok": true, "applied": "restart", "message": "restored; meshbridge restarts now"}),
+            )
+        }
+        Request::Restart => {
+            tracing::warn!("restart requested");
+            *ctx.restart_now = true;
+            Ok(json!({"ok": true, "message": "meshbridge restarts now"}))
+        }
+    }
+}
+
+fn no_peer(config: &Config, name: &str) -> Failure {
+    if config.peers.iter().any(|p| p.name == name) {
+        Failure::new(
+            409,
+            format!(
+                "peer {name} comes from the wg-quick file (mesh.wireguard_config): change it there"
+            ),
+        )
+    } else {
+        Failure::new(404, format!("no peer called {name:?}"))
+    }
+}
+
+fn settings(c: &Config) -> serde_json::Value {
+    let mut interfaces: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| {
+                    n != "lo" && *n != c.bridge_name && *n != c.tap_name && *n != c.tun_name
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    interfaces.sort();
+    json!({
+        "bridge.ports": c.bridge_ports,
+        "dhcp.range": format!("{}-{}", c.dhcp_range.0, c.dhcp_range.1),
+        "dhcp.lease_time": humantime::format_duration(c.lease_time).to_string(),
+        "mesh.listen_port": c.listen_port,
+        "mesh.endpoint": c.endpoint.clone().unwrap_or_default(),
+        "web.listen": c.web.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "discovery.services": c.discovery.services,
+        "discovery.opt_out": c.discovery.opt_out,
+        "routing.advertise_routes": c.routing.advertise_routes.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        "routing.exit_node": c.routing.exit_node,
+        "routing.uplink": c.routing.uplink,
+        "interfaces": interfaces,
+        "endpoint_default": endpoint(c),
+    })
+}
+
+/// Validate, write, then apply live (or mark a restart as pending).
+fn commit_and_apply(ctx: &mut Ctx<'_>, e: Edit, effect: Effect, what: &str) -> Reply {
+    let (new, text) = e.validate()?;
+    if effect == Effect::Live && !*ctx.restart_pending {
+        // Check what the engine will be given before anything is written.
+        let dhcp = dhcp_config(&new, ctx.engine.dhcp().config().server_mac);
+        dhcp.validate()
+            .map_err(|err| Failure::invalid("dhcp.range", err.to_string()))?;
+    }
+    config_edit::commit(e.path(), &text)?;
+    tracing::info!("{what} (saved to {})", e.path().display());
+    if effect == Effect::Restart || *ctx.restart_pending {
+        // The running daemon keeps its settings; the file has the new ones.
+        // Peers and devices still change at once.
+        *ctx.restart_pending = true;
+        apply_live(ctx, &new);
+        return Ok(json!({
+            "ok": true,
+            "applied": "restart",
+            "message": "saved; restart meshbridge to apply it",
+        }));
+    }
+    apply_live(ctx, &new);
+    Ok(json!({"ok": true, "applied": "live", "message": "saved and applied"}))
+}
+
+/// Bring the running daemon in line with `new` for what can change live:
+/// peers, DHCP pool and reservations, device names, discovery lists.
+fn apply_live(ctx: &mut Ctx<'_>, new: &Config) {
+    let old = ctx.config.clone();
+    let now = Instant::now();
+    // Peers: by name; a changed peer is replaced.
+    for p in &old.peers {
+        let same = new
+            .peers
+            .iter()
+            .find(|q| q.name == p.name)
+            .is_some_and(|q| {
+                q.enabled == p.enabled
+                    && q.public_key == p.public_key
+                    && q.allowed_ips == p.allowed_ips
+                    && q.endpoint == p.endpoint
+                    && q.persistent_keepalive == p.persistent_keepalive
+                    && q.preshared_key.as_ref().map(|k| k.0)
+                        == p.preshared_key.as_ref().map(|k| k.0)
+            });
+        if !same && p.enabled {
+            if let Some(id) = ctx.engine.mesh().peer_by_name(&p.name) {
+                ctx.engine.mesh_mut().remove_peer(id);
+            }
+        }
+    }
+    for q in &new.peers {
+        let running = q.enabled && ctx.engine.mesh().peer_by_name(&q.name).is_some();
+        if q.enabled && !running {
+            let pc = mesh_peer(new, q);
+            ctx.engine.mesh_mut().add_peer(now, pc);
+        }
+    }
+    // DHCP: pool, lease time, reservations.
+    let dhcp = dhcp_config(new, ctx.engine.dhcp().config().server_mac);
+    if dhcp != *ctx.engine.dhcp().config() {
+        if let Err(e) = ctx.engine.set_dhcp_config(dhcp) {
+            tracing::error!("new DHCP settings not applied: {e}");
+        }
+    }
+    let mut applied = new.clone();
+    if *ctx.restart_pending {
+        // Keep showing what runs for the settings that wait for a restart.
+        applied.listen_port = old.listen_port;
+        applied.bridge_ports = old.bridge_ports.clone();
+        applied.web = old.web.clone();
+        applied.routing = old.routing.clone();
+    }
+    *ctx.config = applied;
+    ctx.discovery.reconfigure(&old, ctx.config, ctx.engine);
+}
+
+fn peer_add(ctx: &mut Ctx<'_>, name: &str, route_all: bool, endpoint_in: Option<String>) -> Reply {
+    if !peer_name_ok(name) {
+        return Err(Failure::invalid(
+            "name",
+            "1 to 32 letters, digits, '-', '_' or '.'",
+        ));
+    }
+    if ctx
+        .config
+        .peers
+        .iter()
+        .any(|p| p.name.eq_ignore_ascii_case(name))
+    {
+        return Err(Failure {
+            status: 409,
+            error: format!("a peer called {name:?} exists already"),
+            field: Some("name".into()),
+        });
+    }
+    if route_all && !ctx.config.routing.exit_node {
+        return Err(Failure::invalid(
+            "route_all",
+            "turn on the exit node (Settings) before sending a device's internet traffic through the box",
+        ));
+    }
+    let endpoint = match endpoint_in.map(|e| e.trim().to_string()).filter(|e| !e.is_empty()) {
+        Some(e) => {
+            crate::config::Endpoint::parse("endpoint", &e).map_err(|err| Failure::invalid("endpoint", err.problem))?;
+            e
+        }
+        None => endpoint(ctx.config).ok_or_else(|| {
+            Failure::invalid("endpoint", "the box does not know the address devices reach it at: enter it (host:port), or set mesh.endpoint in Settings")
+        })?,
+    };
+    // The next free address in the mesh subnet.
+    let net: Ipv4Net = ctx.config.mesh_address.trunc();
+    let used = |a: Ipv4Addr| {
+        a == ctx.config.mesh_address.addr()
+            || ctx
+                .config
+                .peers
+                .iter()
+                .any(|p| p.allowed_ips.iter().any(|n| n.contains(&IpAddr::V4(a))))
+    };
+    let address = net.hosts().find(|a| !used(*a)).ok_or_else(|| {
+        Failure::new(
+            409,
+            format!("no free address left in the mesh subnet {net}"),
+        )
+    })?;
+    let key = PrivateKey::generate();
+    let public = key.public_key().to_string();
+    let psk_bytes: [u8; 32] = rand::random();
+    let psk = PresharedKey(psk_bytes);
+    let psk_b64 = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(psk.0)
+    };
+    let box_side = vec![format!("{address}/32")];
+    let mut e = Edit::open(ctx.config)?;
+    e.add_peer(name, &public, &psk_b64, &box_side)?;
+    let reply = commit_and_apply(
+        ctx,
+        e,
+        Effect::Live,
+        &format!("peer {name} added ({address})"),
+    )
+    .map_err(|mut f| {
+        if f.field.as_deref().is_some_and(|k| k.ends_with(".name")) {
+            f.field = Some("name".into());
+        }
+        f
+    })?;
+    let _ = reply;
+    let c = &*ctx.config;
+    let mut allowed: Vec<String> = if route_all {
+        vec!["0.0.0.0/0".into(), "::/0".into()]
+    } else {
+        let mut v = vec![net.to_string(), c.bridge_address.trunc().to_string()];
+        v.extend(c.routing.advertise_routes.iter().map(|n| n.to_string()));
+        v
+    };
+    allowed.dedup();
+    let text = peerconf::render(&ClientConfig {
+        private_key: key.to_base64(),
+        address: format!("{address}/32"),
+        dns: c
+            .dns_server
+            .enabled
+            .then(|| (c.mesh_address.addr().to_string(), c.domain.clone())),
+        server_public_key: c.private_key.public_key().to_string(),
+        preshared_key: Some(psk_b64),
+        endpoint,
+        allowed_ips: allowed,
+        keepalive: 25,
+        mtu: c.mtu,
+    });
+    Ok(json!(PeerAdded {
+        peer: PeerInfo {
+            name: name.to_string(),
+            public_key: public,
+            allowed_ips: box_side,
+        },
+        config: text,
+        filename: format!("{name}.conf"),
+    }))
+}

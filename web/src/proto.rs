@@ -1,0 +1,324 @@
+//! What the web server and the CLI ask the daemon, and what it answers.
+//! The daemon's main loop owns the engine and the config; requests reach it
+//! over a channel ([`Pending`]) and it answers with a [`Reply`].
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+/// A request to the daemon.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum Request {
+    /// Peers, devices, health ([`Status`]).
+    Status,
+    /// Services seen on the bridge ([`DiscoveryInfo`]).
+    Discovery,
+    /// Version, board, config path ([`SystemInfo`]).
+    System,
+    /// Generate a key pair for a new peer and add it ([`PeerAdded`]).
+    PeerAdd {
+        /// Peer name.
+        name: String,
+        /// Client sends all its traffic through the box (exit node).
+        #[serde(default)]
+        route_all: bool,
+        /// `host:port` the client reaches the box at (default: `mesh.endpoint` or the uplink address).
+        #[serde(default)]
+        endpoint: Option<String>,
+    },
+    /// Remove a peer.
+    PeerRemove {
+        /// Peer name.
+        name: String,
+    },
+    /// Enable or disable a peer.
+    PeerSet {
+        /// Peer name.
+        name: String,
+        /// Enabled?
+        enabled: bool,
+    },
+    /// Rename a bridged device and/or pin its address.
+    DeviceSet {
+        /// MAC address.
+        mac: String,
+        /// New name ("" clears).
+        #[serde(default)]
+        name: Option<String>,
+        /// Reserve (true) or release (false) its address.
+        #[serde(default)]
+        pin: Option<bool>,
+    },
+    /// Forget a device: lease, reservation, name.
+    DeviceForget {
+        /// MAC address.
+        mac: String,
+    },
+    /// The editable settings ([`serde_json::Value`] object keyed by config key).
+    Settings,
+    /// Change settings: all or nothing.
+    SettingsSet {
+        /// Config key → new value.
+        changes: serde_json::Map<String, serde_json::Value>,
+    },
+    /// The config file, keys included.
+    Backup,
+    /// Replace the config file (validated first), then restart.
+    Restore {
+        /// TOML text.
+        config: String,
+    },
+    /// Restart the daemon.
+    Restart,
+}
+
+/// A failed request: HTTP-style status, message, the config key at fault.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Failure {
+    /// 400, 404, 409, 422, 500...
+    pub status: u16,
+    /// Plain-language message.
+    pub error: String,
+    /// The config key or form field that is wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl Failure {
+    /// A failure with a status and message.
+    pub fn new(status: u16, error: impl Into<String>) -> Self {
+        Failure {
+            status,
+            error: error.into(),
+            field: None,
+        }
+    }
+    /// 422 for `field`.
+    pub fn invalid(field: impl Into<String>, error: impl Into<String>) -> Self {
+        Failure {
+            status: 422,
+            error: error.into(),
+            field: Some(field.into()),
+        }
+    }
+}
+
+/// The daemon's answer.
+pub type Reply = Result<serde_json::Value, Failure>;
+
+/// The answer as sent over the unix socket: `{"ok": ...}` or a [`Failure`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum WireReply {
+    /// Success.
+    Ok {
+        /// The value.
+        ok: serde_json::Value,
+    },
+    /// Failure.
+    Err(Failure),
+}
+
+impl From<Reply> for WireReply {
+    fn from(r: Reply) -> Self {
+        match r {
+            Ok(ok) => WireReply::Ok { ok },
+            Err(f) => WireReply::Err(f),
+        }
+    }
+}
+
+impl From<WireReply> for Reply {
+    fn from(r: WireReply) -> Self {
+        match r {
+            WireReply::Ok { ok } => Ok(ok),
+            WireReply::Err(f) => Err(f),
+        }
+    }
+}
+
+/// A request waiting for the main loop's answer.
+pub struct Pending {
+    /// What was asked.
+    pub request: Request,
+    /// Where the answer goes.
+    pub reply: oneshot::Sender<Reply>,
+}
+
+/// The box itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BoxStatus {
+    /// meshbridge version.
+    pub version: String,
+    /// Public key.
+    pub public_key: String,
+    /// Mesh address with prefix.
+    pub mesh_address: String,
+    /// Gateway address on the bridge with prefix.
+    pub bridge_address: String,
+    /// Bridge name.
+    pub bridge: String,
+    /// WireGuard UDP port.
+    pub listen_port: u16,
+    /// Seconds since start.
+    pub uptime_s: u64,
+    /// Board model.
+    #[serde(default)]
+    pub board: String,
+    /// Host name.
+    #[serde(default)]
+    pub hostname: String,
+    /// DNS domain of bridged devices and peers.
+    #[serde(default)]
+    pub domain: String,
+    /// `host:port` clients reach the box at (for generated peer configs).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+}
+
+/// One peer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PeerStatus {
+    /// Name.
+    pub name: String,
+    /// Public key.
+    pub public_key: String,
+    /// Current endpoint.
+    pub endpoint: Option<String>,
+    /// Allowed IPs.
+    pub allowed_ips: Vec<String>,
+    /// Seconds since the last handshake (none: never / expired).
+    pub last_handshake_s: Option<u64>,
+    /// A handshake within the last 3 minutes.
+    pub online: bool,
+    /// Bytes received from the peer.
+    pub rx_bytes: u64,
+    /// Bytes sent to the peer.
+    pub tx_bytes: u64,
+    /// Disabled peers are in the config but not in the mesh.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One bridged device (a DHCP lease, current or remembered).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeviceStatus {
+    /// MAC address.
+    pub mac: String,
+    /// Mesh address.
+    pub ip: String,
+    /// DHCP hostname.
+    pub hostname: Option<String>,
+    /// Name given on the page (a reservation's `name`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The address is reserved for this MAC.
+    #[serde(default)]
+    pub pinned: bool,
+    /// Whether the lease is active now.
+    pub active: bool,
+    /// Seconds until the lease expires (negative: expired that long ago).
+    pub expires_in_s: i64,
+    /// Seconds since the box last saw a frame from it.
+    #[serde(default)]
+    pub last_seen_s: Option<u64>,
+}
+
+/// One health check, with a plain-language fix when it fails.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Health {
+    /// Check name.
+    pub check: String,
+    /// Passing?
+    pub ok: bool,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+/// The answer to `status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    /// The box.
+    #[serde(rename = "box")]
+    pub this: BoxStatus,
+    /// Peers.
+    pub peers: Vec<PeerStatus>,
+    /// Bridged devices.
+    pub devices: Vec<DeviceStatus>,
+    /// Health checks.
+    pub health: Vec<Health>,
+}
+
+/// A peer as configured.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PeerInfo {
+    /// Name.
+    pub name: String,
+    /// Public key.
+    pub public_key: String,
+    /// Allowed IPs on the box's side.
+    pub allowed_ips: Vec<String>,
+}
+
+/// The answer to `peer-add`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PeerAdded {
+    /// The new peer.
+    pub peer: PeerInfo,
+    /// The client's wg-quick config, private key included (never stored).
+    pub config: String,
+    /// Suggested file name.
+    pub filename: String,
+}
+
+/// A service seen on the bridge.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServiceInfo {
+    /// Instance name ("Office Printer").
+    pub instance: String,
+    /// Service type ("_ipp._tcp").
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Target host (".local" name).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Bridged device it belongs to (DHCP hostname or name).
+    pub device: Option<String>,
+    /// Exposed to the mesh (allowed type, device not opted out).
+    pub exposed: bool,
+}
+
+/// The answer to `discovery`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DiscoveryInfo {
+    /// Discovery on?
+    pub enabled: bool,
+    /// The box's domain.
+    pub domain: String,
+    /// The box's DNS server address for peers.
+    pub dns_server: String,
+    /// The line for a client's WireGuard config.
+    pub wg_line: String,
+    /// Services seen.
+    pub services: Vec<ServiceInfo>,
+}
+
+/// The answer to `system`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SystemInfo {
+    /// Version.
+    pub version: String,
+    /// Board model.
+    pub board: String,
+    /// Host name.
+    pub hostname: String,
+    /// Seconds since start.
+    pub uptime_s: u64,
+    /// Config file.
+    pub config_path: String,
+}
