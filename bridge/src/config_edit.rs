@@ -351,12 +351,12 @@ pub fn backup(config: &Config) -> Result<String, Failure> {
     Ok(text)
 }
 
+/// What restoring a backup writes.
+pub type Restored = (Config, String, Option<(PathBuf, String)>);
+
 /// Check a backup and say what restoring it writes: the config text, and the
 /// key file to write when the running config keeps its key in a file.
-pub fn restore(
-    current: &Config,
-    text: &str,
-) -> Result<(Config, String, Option<(PathBuf, String)>), Failure> {
+pub fn restore(current: &Config, text: &str) -> Result<Restored, Failure> {
     let path = current
         .source
         .clone()

@@ -259,6 +259,11 @@ fn setup_routing(config: &Config, rec: &mut Installed, exit_v6: bool) -> Result<
 /// Run the daemon until SIGTERM or SIGINT. `Ok(true)`: restart requested
 /// (from the page or the CLI); everything installed has been removed.
 pub async fn run(mut config: Config) -> Result<bool> {
+    // Catch SIGTERM/SIGINT from the start, so a stop during setup still cleans up.
+    let signals = Signals {
+        term: signal(SignalKind::terminate())?,
+        int: signal(SignalKind::interrupt())?,
+    };
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating state_dir {}", config.state_dir.display()))?;
     for key in &config.ignored_wg_keys {
@@ -376,6 +381,7 @@ pub async fn run(mut config: Config) -> Result<bool> {
         requests,
         &mut discovery,
         &mut hardware,
+        signals,
     )
     .await;
     let _ = std::fs::remove_file(&config.api_socket);
@@ -523,6 +529,12 @@ fn led_state(config: &Config, engine: &Engine) -> meshbridge_board::LedState {
     }
 }
 
+/// SIGTERM and SIGINT, registered when the daemon starts.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
 /// The sockets and devices the loop reads and writes.
 struct Io<'a> {
     dev: &'a Devices,
@@ -538,11 +550,14 @@ async fn event_loop(
     mut requests: tokio::sync::mpsc::Receiver<crate::api::Pending>,
     discovery: &mut crate::discovery::Discovery,
     hardware: &mut crate::hw::Hardware,
+    signals: Signals,
 ) -> Result<Stop> {
     let Io { dev, udp, dual } = io;
     let started = std::time::Instant::now();
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
+    let Signals {
+        term: mut sigterm,
+        int: mut sigint,
+    } = signals;
     let mut tap_buf = vec![0u8; 65536];
     let mut tun_buf = vec![0u8; 65536];
     let mut udp_buf = vec![0u8; 65536];

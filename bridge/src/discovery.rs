@@ -28,9 +28,24 @@ impl MdnsLinks {
         }
         let now = std::time::Instant::now();
         let name = &config.discovery.mdns_name;
-        let bridge = Some(meshbridge_mdns::Responder::new(
-            now,
-            name,
+        // The web page is announced (`_http._tcp`) on a link where it is served.
+        let web_port = |addr: std::net::Ipv4Addr| {
+            if !config.web.enabled {
+                return None;
+            }
+            config
+                .web
+                .listen
+                .iter()
+                .find(|l| l.ip() == IpAddr::V4(addr) || l.ip().is_unspecified())
+                .map(|l| l.port())
+        };
+        let with_web = |r: meshbridge_mdns::Responder, addr| match web_port(addr) {
+            Some(p) => r.with_http(p),
+            None => r,
+        };
+        let bridge = Some(with_web(
+            meshbridge_mdns::Responder::new(now, name, config.bridge_address.addr()),
             config.bridge_address.addr(),
         ));
         let mut uplink = None;
@@ -39,7 +54,10 @@ impl MdnsLinks {
                 Ok(Some(net)) => match crate::mdns_link::uplink_socket(net.addr()) {
                     Ok(sock) => {
                         uplink = Some((
-                            meshbridge_mdns::Responder::new(now, name, net.addr()),
+                            with_web(
+                                meshbridge_mdns::Responder::new(now, name, net.addr()),
+                                net.addr(),
+                            ),
                             sock,
                             net,
                         ))

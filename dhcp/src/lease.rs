@@ -388,16 +388,8 @@ impl LeaseTable {
         self.leases.remove(mac).is_some()
     }
 
-    /// Forgets records and offers the config no longer allows. Returns
-    /// whether a lease record was dropped.
-    pub(crate) fn retain_allowed(&mut self, cfg: &ServerConfig) -> bool {
-        self.offers.retain(|mac, o| cfg.allowed_for(mac, o.ip));
-        let before = self.leases.len();
-        self.leases.retain(|mac, l| cfg.allowed_for(mac, l.ip));
-        self.leases.len() != before
-    }
-
-    /// After a config change while running: like [`Self::retain_allowed`], but a
+    /// After a config change while running: forgets records and offers the config no
+    /// longer allows, except that a
     /// device whose active lease is now outside the pool keeps it until it
     /// renews (it is then NAKed and moves into the new pool), so a range
     /// change never cuts a device off mid-lease. Returns whether a record was dropped.

@@ -6,7 +6,7 @@
 //! time in, packets out.
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
-use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::rdata::{A, PTR, SRV, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 /// TTL of the box's address record (RFC 6762 §10: 120 s for host records).
 pub const HOST_TTL: u32 = 120;
+/// TTL of the web page's PTR and TXT records (RFC 6762 §10: 75 minutes).
+pub const SERVICE_TTL: u32 = 4500;
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 const PROBES: u8 = 3;
 const ANNOUNCEMENTS: u8 = 2;
@@ -51,9 +53,51 @@ pub struct Responder {
     conflicts: u32,
     out: VecDeque<Vec<u8>>,
     events: VecDeque<ResponderEvent>,
+    /// The web page's port, announced as `_http._tcp` (DNS-SD, RFC 6763).
+    http_port: Option<u16>,
 }
 
 impl Responder {
+    /// Also announce the web page as `<host>._http._tcp.local` on `port`.
+    pub fn with_http(mut self, port: u16) -> Self {
+        self.http_port = Some(port);
+        self
+    }
+
+    fn http_type() -> Name {
+        Name::from_ascii("_http._tcp.local.").expect("valid")
+    }
+
+    fn http_instance(&self) -> Name {
+        Name::from_ascii(format!("{}._http._tcp.local.", self.host()))
+            .unwrap_or_else(|_| Name::from_ascii("meshbridge._http._tcp.local.").expect("valid"))
+    }
+
+    /// The web page's records: PTR (shared), SRV and TXT (ours alone).
+    fn http_records(&self, flush: bool) -> Vec<Record> {
+        let Some(port) = self.http_port else {
+            return Vec::new();
+        };
+        let mut srv = Record::from_rdata(
+            self.http_instance(),
+            HOST_TTL,
+            RData::SRV(SRV::new(0, 0, port, self.fqdn())),
+        );
+        srv.mdns_cache_flush = flush;
+        let mut txt = Record::from_rdata(
+            self.http_instance(),
+            SERVICE_TTL,
+            RData::TXT(TXT::new(vec!["path=/".to_string()])),
+        );
+        txt.mdns_cache_flush = flush;
+        let ptr = Record::from_rdata(
+            Self::http_type(),
+            SERVICE_TTL,
+            RData::PTR(PTR(self.http_instance())),
+        );
+        vec![ptr, srv, txt]
+    }
+
     /// Claim `<base>.local` for `addr` on this link, starting now.
     pub fn new(now: Instant, base: &str, addr: Ipv4Addr) -> Self {
         Responder {
@@ -64,6 +108,7 @@ impl Responder {
             conflicts: 0,
             out: VecDeque::new(),
             events: VecDeque::new(),
+            http_port: None,
         }
     }
 
@@ -99,6 +144,13 @@ impl Responder {
         q.set_mdns_unicast_response(true);
         m.add_query(q);
         m.authorities.push(self.a_record(false));
+        if self.http_port.is_some() {
+            let mut q = Query::query(self.http_instance(), RecordType::ANY);
+            q.set_mdns_unicast_response(true);
+            m.add_query(q);
+            m.authorities
+                .extend(self.http_records(false).into_iter().skip(1));
+        }
         m.to_vec().unwrap_or_default()
     }
 
@@ -106,6 +158,20 @@ impl Responder {
         let mut m = Message::response(0, OpCode::Query);
         m.metadata.authoritative = true;
         m.add_answer(self.a_record(true));
+        for r in self.http_records(true) {
+            m.add_answer(r);
+        }
+        m.to_vec().unwrap_or_default()
+    }
+
+    /// The answer to a browse for `_http._tcp` or for the instance.
+    fn http_answer(&self) -> Vec<u8> {
+        let mut m = Message::response(0, OpCode::Query);
+        m.metadata.authoritative = true;
+        for r in self.http_records(true) {
+            m.add_answer(r);
+        }
+        m.additionals.push(self.a_record(true));
         m.to_vec().unwrap_or_default()
     }
 
@@ -135,15 +201,20 @@ impl Responder {
             return false;
         };
         let me = self.fqdn().to_lowercase();
+        let instance = self.http_instance().to_lowercase();
+        let serves_http = self.http_port.is_some();
+        let expected_srv = self.http_records(false).into_iter().nth(1).map(|r| r.data);
         let mine = |r: &Record| r.name.to_lowercase() == me;
+        let my_instance = |r: &Record| serves_http && r.name.to_lowercase() == instance;
         match (msg.metadata.message_type, self.state) {
             // Someone answers for our name with other data: conflict (§9).
             (MessageType::Response, _) => {
-                let clash = msg
-                    .answers
-                    .iter()
-                    .chain(&msg.additionals)
-                    .any(|r| mine(r) && r.data != RData::A(A(self.addr)));
+                let clash = msg.answers.iter().chain(&msg.additionals).any(|r| {
+                    (mine(r) && r.data != RData::A(A(self.addr)))
+                        || (my_instance(r)
+                            && r.record_type() == RecordType::SRV
+                            && Some(&r.data) != expected_srv.as_ref())
+                });
                 if clash {
                     self.rename(now);
                 }
@@ -174,8 +245,24 @@ impl Responder {
                 });
                 if asked {
                     self.out.push_back(self.announcement());
+                    return true;
                 }
-                asked
+                let http_type = Self::http_type();
+                let browse = serves_http
+                    && msg.queries.iter().any(|q| {
+                        let n = q.name().to_lowercase();
+                        (n == http_type
+                            && matches!(q.query_type(), RecordType::PTR | RecordType::ANY))
+                            || (n == instance
+                                && matches!(
+                                    q.query_type(),
+                                    RecordType::SRV | RecordType::TXT | RecordType::ANY
+                                ))
+                    });
+                if browse {
+                    self.out.push_back(self.http_answer());
+                }
+                browse
             }
         }
     }
@@ -338,5 +425,67 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Responder::new(t0, "meshbridge", Ipv4Addr::new(10, 77, 1, 1));
         assert!(!r.handle_packet(t0, Ipv4Addr::new(10, 77, 1, 100), b"\x00\x00nonsense"));
+    }
+    #[test]
+    fn announces_the_web_page_as_http_and_answers_browses() {
+        let t0 = Instant::now();
+        let mut r = Responder::new(t0, "meshbridge", Ipv4Addr::new(10, 77, 1, 1)).with_http(80);
+        let sent = run(&mut r, t0, 3);
+        let announce = sent
+            .iter()
+            .map(|p| Message::from_vec(p).unwrap())
+            .find(|m| m.metadata.message_type == MessageType::Response)
+            .unwrap();
+        let srv = announce
+            .answers
+            .iter()
+            .find_map(|a| match &a.data {
+                RData::SRV(s) => Some(s.clone()),
+                _ => None,
+            })
+            .expect("SRV announced");
+        assert_eq!(srv.port, 80);
+        assert_eq!(srv.target, Name::from_ascii("meshbridge.local.").unwrap());
+        let mut q = Message::query();
+        q.add_query(Query::query(
+            Name::from_ascii("_http._tcp.local.").unwrap(),
+            RecordType::PTR,
+        ));
+        assert!(r.handle_packet(t0, Ipv4Addr::new(10, 77, 1, 100), &q.to_vec().unwrap()));
+        let answer = Message::from_vec(&r.poll_transmit().unwrap()).unwrap();
+        assert!(answer.answers.iter().any(|a| matches!(&a.data,
+            RData::PTR(p) if p.0 == Name::from_ascii("meshbridge._http._tcp.local.").unwrap())));
+        assert!(answer
+            .answers
+            .iter()
+            .any(|a| matches!(&a.data, RData::TXT(_))));
+        assert!(answer
+            .additionals
+            .iter()
+            .any(|a| matches!(&a.data, RData::A(_))));
+        // Another host's web page under our instance name: a conflict, rename.
+        let mut other = Message::response(0, OpCode::Query);
+        other.add_answer(Record::from_rdata(
+            Name::from_ascii("meshbridge._http._tcp.local.").unwrap(),
+            120,
+            RData::SRV(SRV::new(
+                0,
+                0,
+                8080,
+                Name::from_ascii("nas.local.").unwrap(),
+            )),
+        ));
+        r.poll_event();
+        r.handle_packet(t0, Ipv4Addr::new(10, 77, 1, 50), &other.to_vec().unwrap());
+        assert_eq!(
+            r.poll_event(),
+            Some(ResponderEvent::Conflict {
+                lost: "meshbridge".into()
+            })
+        );
+        // Without with_http, browses are not answered.
+        let mut plain = Responder::new(t0, "meshbridge", Ipv4Addr::new(10, 77, 1, 1));
+        run(&mut plain, t0, 3);
+        assert!(!plain.handle_packet(t0, Ipv4Addr::new(10, 77, 1, 100), &q.to_vec().unwrap()));
     }
 }

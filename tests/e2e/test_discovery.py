@@ -159,6 +159,8 @@ range = "10.78.1.100-10.78.1.200"
 [routing]
 uplink = "{site.p}x0"
 bridge_internet = false
+[web]
+listen = ["0.0.0.0:8080"]
 """)
     b_log = site.tmp / "boxb.log"
     time.sleep(2)  # box A has claimed its name; box B comes second
@@ -180,3 +182,20 @@ bridge_internet = false
         ["meshbridge.local", "192.168.1.2"]
     assert wait_for(lambda: avahi_resolve(site, site.lan, "meshbridge-2.local"), timeout=20, what="box B") == \
         ["meshbridge-2.local", "192.168.1.3"]
+    # The web page is announced as _http._tcp where it is served: box A's on the bridge
+    # only (its page is not on the uplink), box B's on the uplink too (it listens everywhere).
+    on_bridge = wait_for(lambda: [l for l in avahi_browse_http(site, dev) if l[3] == "meshbridge"],
+                         timeout=20, what="the web page browsed from the bridge")
+    assert on_bridge[0][7:9] == ["10.77.1.1", "80"] and "path=/" in on_bridge[0][9], on_bridge
+    on_lan = wait_for(lambda: [l for l in avahi_browse_http(site, site.lan) if l[3] == "meshbridge-2"],
+                      timeout=20, what="box B's page browsed from the uplink")
+    assert on_lan[0][7:9] == ["192.168.1.3", "8080"], on_lan
+    assert site.fetch(site.lan, "http://192.168.1.3:8080/setup") is not None
+    assert not [l for l in avahi_browse_http(site, site.lan) if l[3] == "meshbridge"], \
+        "box A does not announce a page it does not serve on the uplink"
+
+
+def avahi_browse_http(site, ns):
+    r = site.run(ns, ["sh", "-c", f"nsenter --mount=/proc/$(cat {site.tmp}/{ns}.avahi-pid)/ns/mnt "
+                                  f"avahi-browse -rtpk _http._tcp"], check=False, timeout=30)
+    return [l.split(";") for l in r.stdout.splitlines() if l.startswith("=") and ";IPv4;" in l]
