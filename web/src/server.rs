@@ -1,6 +1,9 @@
 //! The HTTP server: the page (embedded assets), login and sessions, and the
 //! JSON API under `/api/` that forwards to the daemon's main loop.
 
+// Handlers return a ready `Response` as their error, as axum does.
+#![allow(clippy::result_large_err)]
+
 use crate::auth::{self, Auth};
 use crate::proto::{Failure, PeerAdded, Pending, Request};
 use axum::body::Bytes;
@@ -55,9 +58,9 @@ pub struct WebConfig {
     pub state_dir: std::path::PathBuf,
 }
 
-/// Start listening on every address in `config.listen`; requests that need
-/// the daemon go to `daemon`. Addresses that cannot be bound are logged and skipped.
-pub async fn start(config: &WebConfig, daemon: mpsc::Sender<Pending>) -> std::io::Result<usize> {
+/// The page and the API as a router (what [`start`] serves; tests and the
+/// fuzzer drive it directly). Makes the setup code on first use.
+pub fn app(config: &WebConfig, daemon: mpsc::Sender<Pending>) -> std::io::Result<Router> {
     let (auth, made) = Auth::open(&config.state_dir, config.idle_timeout)?;
     if let Some(code) = made {
         tracing::warn!(
@@ -74,7 +77,13 @@ pub async fn start(config: &WebConfig, daemon: mpsc::Sender<Pending>) -> std::io
         auth: Mutex::new(auth),
         daemon,
     });
-    let app = router(state);
+    Ok(router(state))
+}
+
+/// Start listening on every address in `config.listen`; requests that need
+/// the daemon go to `daemon`. Addresses that cannot be bound are logged and skipped.
+pub async fn start(config: &WebConfig, daemon: mpsc::Sender<Pending>) -> std::io::Result<usize> {
+    let app = app(config, daemon)?;
     let mut bound = 0;
     for &addr in &config.listen {
         match tokio::net::TcpListener::bind(addr).await {
@@ -97,8 +106,7 @@ pub async fn start(config: &WebConfig, daemon: mpsc::Sender<Pending>) -> std::io
     Ok(bound)
 }
 
-/// The routes.
-pub fn router(state: St) -> Router {
+fn router(state: St) -> Router {
     let protected = Router::new()
         .route("/api/status", get(status))
         .route("/api/logout", post(logout))
