@@ -929,10 +929,16 @@ impl Config {
                 )
             })?;
             if let Some(n) = &r.name {
-                if !label_ok(n) {
+                // A display name ("Office printer"); its DNS name is made from it
+                // ("office-printer"), so it needs a letter or digit.
+                let n = n.trim();
+                if n.chars().count() > 64
+                    || n.chars().any(char::is_control)
+                    || !n.chars().any(|c| c.is_ascii_alphanumeric())
+                {
                     return Err(bad(
                         format!("dhcp.reservations[{i}].name"),
-                        format!("{n:?} is not a device name: use 1 to 63 letters, digits and '-' (it becomes its DNS name)"),
+                        format!("{n:?} is not a device name: up to 64 characters, with letters or digits (it also becomes its DNS name)"),
                     ));
                 }
                 if device_names
@@ -944,7 +950,7 @@ impl Config {
                         format!("{n:?} or this MAC is named twice"),
                     ));
                 }
-                device_names.push((mac, n.clone()));
+                device_names.push((mac, n.to_string()));
             } else if r.ip.is_none() {
                 return Err(bad(
                     format!("dhcp.reservations[{i}]"),

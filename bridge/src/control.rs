@@ -103,6 +103,16 @@ pub fn endpoint(config: &Config) -> Option<String> {
     }
 }
 
+/// Does the IPv4 default route go out of `dev`?
+fn default_route_dev(dev: &str) -> bool {
+    std::fs::read_to_string("/proc/net/route").is_ok_and(|t| {
+        t.lines().skip(1).any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 1 && f[0] == dev && f[1] == "00000000"
+        })
+    })
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
@@ -323,7 +333,13 @@ fn settings(c: &Config) -> serde_json::Value {
             d.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .filter(|n| {
-                    n != "lo" && *n != c.bridge_name && *n != c.tap_name && *n != c.tun_name
+                    n != "lo"
+                        && *n != c.bridge_name
+                        && *n != c.tap_name
+                        && *n != c.tun_name
+                        // Never offer the uplink as a bridge port.
+                        && c.routing.uplink.as_deref() != Some(n.as_str())
+                        && !default_route_dev(n)
                 })
                 .collect()
         })

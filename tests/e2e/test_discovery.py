@@ -8,6 +8,7 @@ import signal
 import time
 
 from site_ns import sh, wait_for
+from web_client import Http
 
 
 def dig_short(site, ns, *args):
@@ -108,6 +109,26 @@ def test_static_cast_service_appears_and_goes_away_filtered_and_opt_out(site):
     # A type outside the allow list never appears.
     assert dig_short(site, site.peer, "_ssh._tcp.mesh.home.arpa", "PTR") == []
     assert "_ssh" not in " ".join(dig_short(site, site.peer, "_services._dns-sd._udp.mesh.home.arpa", "PTR"))
+    # The discovery page: what the bridge announces, what is exposed, the line for WireGuard configs.
+    web = Http(site, site.peer, "http://10.77.0.1")
+    assert web.setup((site.state_dir / "setup-code").read_text().strip(), "discovery test pw")[0] == 200
+    code, d = web.json("GET", "/api/discovery")
+    assert code == 200 and d["wg_line"] == "DNS = 10.77.0.1, mesh.home.arpa", d
+    seen = {(x["instance"], x["type"]): x for x in d["services"]}
+    living = seen[("Living Room TV", "_googlecast._tcp")]
+    assert living["exposed"] and living["device"] == "tv" and living["port"] == 8009, living
+    assert not seen[("Bedroom TV", "_googlecast._tcp")]["exposed"], "opted out"
+    assert not [x for x in d["services"] if x["type"] == "_ssh._tcp" and x["exposed"]]
+    # The allow list from Settings applies at once: without _googlecast the TV is gone, and back.
+    services = web.json("GET", "/api/settings")[1]["discovery.services"]
+    code, r = web.json("PUT", "/api/settings", {"discovery.services": [x for x in services if x != "_googlecast._tcp"]})
+    assert code == 200 and r["applied"] == "live", r
+    assert dig_short(site, site.peer, "_googlecast._tcp.mesh.home.arpa", "PTR") == []
+    assert "_googlecast" not in (site.tmp / "box.toml").read_text().split("[discovery]")[1].split("opt_out")[0] \
+        or "services" in (site.tmp / "box.toml").read_text()
+    assert web.json("PUT", "/api/settings", {"discovery.services": services})[0] == 200
+    assert wait_for(lambda: dig_short(site, site.peer, "_googlecast._tcp.mesh.home.arpa", "PTR"), timeout=15,
+                    what="the cast service back")
     # Goodbye: removing the service makes avahi withdraw it (TTL 0); it leaves DNS within the capped TTL.
     (tv_services / "cast.service").unlink()
     for pid in sh(["ip", "netns", "pids", ns]).stdout.split():

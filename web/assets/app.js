@@ -424,6 +424,11 @@ $('#logout').addEventListener('click', async (ev) => {
 
 // ----------------------------------------------------------------- status --
 
+function noteStatus(s) {
+  state.status = s;
+  if (s.box && s.box.hostname) $('#box-name').textContent = s.box.hostname;
+}
+
 function peerKey(p) { return p.public_key || p.name; }
 
 function recordTraffic(peers) {
@@ -553,7 +558,6 @@ function healthCard(health) {
 async function viewStatus(m, current) {
   const draw = (s) => {
     const b = s.box || {};
-    if (b.hostname) $('#box-name').textContent = b.hostname;
     const keep = window.scrollY;
     fill(m, pageHead('Status', h('span', { class: 'muted small live' }, 'live · every 3 s')),
       healthCard((s.health || []).slice().sort((a, c) => a.ok - c.ok)),
@@ -564,7 +568,7 @@ async function viewStatus(m, current) {
     try {
       const s = await api('GET', '/api/status');
       if (!current()) return;
-      state.status = s;
+      noteStatus(s);
       recordTraffic(s.peers);
       setBanner('');
       draw(s);
@@ -583,7 +587,7 @@ async function viewStatus(m, current) {
 async function viewDevices(m, current) {
   const s = await api('GET', '/api/status');
   if (!current()) return;
-  state.status = s;
+  noteStatus(s);
   const devices = s.devices || [];
   const cards = devices.map((d) => {
     const id = macId(d.mac);
@@ -654,7 +658,7 @@ function fixSvg(container) {
 async function viewPeers(m, current) {
   const [s, settings] = await Promise.all([api('GET', '/api/status'), api('GET', '/api/settings').catch(() => null)]);
   if (!current()) return;
-  state.status = s;
+  noteStatus(s);
   const box = s.box || {};
   const list = h('section', { class: 'card', id: 'peer-list' });
   drawPeerList(list, s.peers || []);
@@ -690,7 +694,7 @@ async function viewPeers(m, current) {
       // Refresh the list without losing the result panel.
       try {
         const s2 = await api('GET', '/api/status');
-        if (current()) { state.status = s2; drawPeerList(list, s2.peers || [], n); }
+        if (current()) { noteStatus(s2); drawPeerList(list, s2.peers || [], n); }
       } catch (_) { /* the list refreshes on the next visit */ }
     });
   });
@@ -846,13 +850,16 @@ function restartBox(text) {
   const b = h('button', { class: 'btn primary', type: 'button', id: 'restart-now' }, 'Restart now');
   const wrap = h('div', { class: 'restart' }, h('p', {}, text), b, formError());
   b.addEventListener('click', () => busy(wrap, async () => {
+    let gone = false;
     try {
-      await api('POST', '/api/restart', {});
+      await api('POST', '/api/restart', {}, { quiet401: true });
     } catch (err) {
-      if (err.status !== 0) throw err; // no answer: it is already restarting
+      // No answer, or our session is gone: it is restarting or has already restarted.
+      if (err.status !== 0 && err.status !== 401) throw err;
+      gone = true;
     }
     b.textContent = 'Restarting…';
-    await afterRestart();
+    await afterRestart(gone);
   }));
   return wrap;
 }
@@ -865,20 +872,27 @@ async function afterRestart(gone) {
   setBanner('The box has restarted.', 'good');
 }
 
+// Answers at all, and with our session still valid?
 async function probeBox() {
   const ctl = new AbortController();
   const t = setTimeout(() => ctl.abort(), 2000);
-  try { return (await fetch('/api/session', { cache: 'no-store', signal: ctl.signal })).ok; } catch (_) { return false; } finally { clearTimeout(t); }
+  try {
+    const r = await fetch('/api/session', { cache: 'no-store', signal: ctl.signal });
+    const s = r.ok ? await r.json() : null;
+    return { up: r.ok, authed: !!(s && s.authenticated) };
+  } catch (_) { return { up: false, authed: false }; } finally { clearTimeout(t); }
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-// Does the box stop answering within `ms`? (It restarts by itself after some changes.)
+// Does the box restart within `ms`? Seen as a moment without answer, or as our
+// session ending (a quick restart can fall between two probes).
 async function goesAway(ms) {
   const t0 = Date.now();
   while (Date.now() - t0 < ms) {
-    if (!await probeBox()) return true;
-    await sleep(400);
+    const p = await probeBox();
+    if (!p.up || !p.authed) return true;
+    await sleep(300);
   }
   return false;
 }
@@ -888,7 +902,7 @@ async function waitForRestart(gone) {
   if (!gone) await goesAway(10000);
   const t0 = Date.now();
   while (Date.now() - t0 < 90000) {
-    if (await probeBox()) return;
+    if ((await probeBox()).up) return;
     await sleep(1000);
   }
   throw new ApiError(0, { error: 'The box did not come back within 90 s. Check its power and network, then reload this page.' });

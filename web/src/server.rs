@@ -527,7 +527,7 @@ async fn change_password(
     if let Err(r) = check_password(&st, from.ip(), b.current).await {
         if r.status() == StatusCode::UNAUTHORIZED {
             return fail(Failure {
-                status: 401,
+                status: 422,
                 error: "the current password is wrong".into(),
                 field: Some("current".into()),
             });
