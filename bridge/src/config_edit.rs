@@ -517,10 +517,13 @@ range = "10.77.1.100-10.77.1.200"
             e.validate().unwrap_err().field.as_deref(),
             Some("mesh.peers[1].public_key")
         );
-        // A bad device name is refused with its key.
+        // A display name is fine (its DNS name is made from it); a name with no
+        // letters or digits is refused with its key.
         let mut e = Edit::open(&c).unwrap();
         e.set_device(&mac, Some(Some("Office printer")), None)
             .unwrap();
+        assert_eq!(e.validate().unwrap().0.device_names[0].1, "Office printer");
+        e.set_device(&mac, Some(Some("!!!")), None).unwrap();
         assert_eq!(
             e.validate().unwrap_err().field.as_deref(),
             Some("dhcp.reservations[0].name")
