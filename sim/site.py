@@ -33,6 +33,8 @@ def main():
     try:
         print(f">> site prefix {site.p}: namespaces {site.box} (the box), {site.peer} (remote laptop)")
         printer_ns, _, printer_if = site.add_device("printer", ipv6=True)
+        # The box's uplink: its default route points at the underlay (the "internet" side).
+        site.run(site.box, ["ip", "route", "add", "default", "via", "198.51.100.2"])
         print(f">> starting meshbridge ({meshbridge_bin()}) in {site.box}")
         site.start_box()
         site.start_peer()
@@ -80,6 +82,12 @@ def main():
             check("laptop prints a page to it over the mesh (ipptool)", r.returncode == 0 and bool(list(printed.iterdir())))
         except AssertionError as e:
             check("laptop finds the printer by DNS-SD", False, str(e))
+        # The box's own web page, from the laptop over the mesh: first start asks for the setup code.
+        code = (site.state_dir / "setup-code").read_text().strip()
+        r = site.run(site.peer, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "--max-time", "5",
+                                 "http://10.77.0.1/"], check=False)
+        check("laptop opens the box's web page (first start: set a password)", r.stdout.strip() == "303 http://10.77.0.1/setup",
+              r.stdout.strip())
         status = site.run(site.box, [meshbridge_bin(), "status", "--config", str(tmp / "box.toml")], check=False).stdout
         check("laptop pings the box itself (10.77.0.1)", site.ping(site.peer, "10.77.0.1")[0])
         wg = site.run(site.peer, ["wg", "show", site.peer_if], check=False).stdout
@@ -94,6 +102,9 @@ def main():
             print(f"   {l.get('ip')}  {l.get('hostname')}  {l.get('mac')}")
         print(f"the laptop's WireGuard view (wg show {site.peer_if}):")
         print("   " + wg.strip().replace("\n", "\n   "))
+        print(f"the box's web page:     http://10.77.0.1/ from the laptop, http://10.77.1.1/ from the printer's side")
+        print(f"   setup code {code} (in {site.state_dir / 'setup-code'}); a browser in the laptop's namespace:")
+        print(f"   ip netns exec {site.peer} chromium --headless=new --no-sandbox --screenshot=/tmp/box.png http://10.77.0.1/")
         print("Try it yourself:")
         print(f"   ip netns exec {site.peer} ping {ip}")
         print(f"   ip netns exec {site.peer} curl http://{ip}/")
