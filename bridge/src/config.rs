@@ -1322,3 +1322,57 @@ mod sample_tests {
             .needs_forwarding());
     }
 }
+
+#[cfg(test)]
+mod web_keys_tests {
+    use super::tests::sample_text;
+    use super::*;
+
+    #[test]
+    fn web_section_defaults_to_bridge_and_mesh_addresses() {
+        let c = Config::from_toml(&sample_text(), None).unwrap();
+        assert!(c.web.enabled);
+        let listen: Vec<String> = c.web.listen.iter().map(|a| a.to_string()).collect();
+        assert_eq!(listen, vec!["10.77.1.1:80", "10.77.0.1:80"]);
+        assert_eq!(c.web.session_timeout, Duration::from_secs(1800));
+        let with = |w: &str| Config::from_toml(&format!("{}\n[web]\n{w}\n", sample_text()), None);
+        let c =
+            with("listen = [\"0.0.0.0:8080\", \"10.77.0.1\"]\nsession_timeout = \"2h\"").unwrap();
+        assert_eq!(c.web.listen[1].to_string(), "10.77.0.1:80");
+        assert_eq!(
+            with("listen = [\"nowhere\"]").unwrap_err().key,
+            "web.listen"
+        );
+        assert_eq!(
+            with("session_timeout = \"1s\"").unwrap_err().key,
+            "web.session_timeout"
+        );
+        assert_eq!(with("colour = \"red\"").unwrap_err().key, "config");
+    }
+
+    #[test]
+    fn endpoint_disabled_peers_and_named_devices() {
+        let base = sample_text();
+        let text = format!(
+            "{}\n[[dhcp.reservations]]\nmac = \"02:00:00:00:00:01\"\nname = \"Office printer\"\n[[dhcp.reservations]]\nmac = \"02:00:00:00:00:02\"\nip = \"10.77.1.50\"\n",
+            base.replace("[mesh]", "[mesh]\nendpoint = \"box.example.net:51820\"")
+        );
+        let c = Config::from_toml(&text, None).unwrap();
+        assert_eq!(c.endpoint.as_deref(), Some("box.example.net:51820"));
+        assert_eq!(
+            c.device_names,
+            vec![([2, 0, 0, 0, 0, 1], "Office printer".to_string())]
+        );
+        assert_eq!(c.reservations.len(), 1);
+        let bad = format!("{base}\n[[dhcp.reservations]]\nmac = \"02:00:00:00:00:01\"\n");
+        assert_eq!(
+            Config::from_toml(&bad, None).unwrap_err().key,
+            "dhcp.reservations[0]"
+        );
+        let bad = base.replace("[mesh]", "[mesh]\nendpoint = \"no port\"");
+        assert_eq!(
+            Config::from_toml(&bad, None).unwrap_err().key,
+            "mesh.endpoint"
+        );
+    }
+}
