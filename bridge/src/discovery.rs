@@ -228,14 +228,15 @@ pub(crate) async fn start_dns(
             zone.set(n, vec![IpAddr::V4(l.ip)]);
         }
     }
-    let upstream = config
-        .dns_server
-        .upstream
-        .clone()
-        .unwrap_or_else(|| crate::dns::system_upstreams(&own));
-    if upstream.is_empty() {
+    let upstream = match config.dns_server.upstream.clone() {
+        Some(list) => crate::dns::Upstreams::Fixed(list),
+        None => crate::dns::Upstreams::system(own.to_vec()),
+    };
+    let now_up = upstream.current();
+    if now_up.is_empty() {
         tracing::warn!(
-            "DNS: no upstream resolver found (set dns.upstream): only the box's own names resolve"
+            "DNS: no upstream resolver yet (none in resolv.conf; set dns.upstream to fix one): only the box's own names resolve until the system has one (read again every {} s)",
+            crate::dns::RESOLV_REFRESH.as_secs()
         );
     }
     let names = std::sync::Arc::new(std::sync::RwLock::new(crate::dns::Zone {
@@ -243,16 +244,16 @@ pub(crate) async fn start_dns(
         cache: meshbridge_mdns::Cache::new(),
         proxy,
     }));
-    crate::dns::start(names.clone(), &own, upstream.clone(), clients).await?;
+    crate::dns::start(names.clone(), &own, upstream, clients).await?;
     tracing::info!(
         "DNS on {} and {}: names under {}, forwarding to {}",
         own[0],
         own[1],
         config.domain,
-        if upstream.is_empty() {
-            "nobody".to_string()
+        if now_up.is_empty() {
+            "nobody yet".to_string()
         } else {
-            upstream
+            now_up
                 .iter()
                 .map(|u| u.to_string())
                 .collect::<Vec<_>>()

@@ -89,10 +89,69 @@ pub fn system_upstreams(exclude: &[IpAddr]) -> Vec<SocketAddr> {
     Vec::new()
 }
 
+/// Where forwarded queries go.
+pub enum Upstreams {
+    /// `dns.upstream` from the config.
+    Fixed(Vec<SocketAddr>),
+    /// The system's resolvers, read again every [`RESOLV_REFRESH`] (DHCP on
+    /// the uplink may write them only after the daemon started).
+    System {
+        /// The box's own addresses (never an upstream).
+        exclude: Vec<IpAddr>,
+        /// When they were read, and what.
+        cache: std::sync::Mutex<(std::time::Instant, Vec<SocketAddr>)>,
+    },
+}
+
+/// How often the system's resolvers are read again.
+pub const RESOLV_REFRESH: Duration = Duration::from_secs(10);
+
+impl Upstreams {
+    /// The system's resolvers, as read now.
+    pub fn system(exclude: Vec<IpAddr>) -> Self {
+        let now = system_upstreams(&exclude);
+        Upstreams::System {
+            exclude,
+            cache: std::sync::Mutex::new((std::time::Instant::now(), now)),
+        }
+    }
+
+    /// The resolvers to use now.
+    pub fn current(&self) -> Vec<SocketAddr> {
+        match self {
+            Upstreams::Fixed(v) => v.clone(),
+            Upstreams::System { exclude, cache } => {
+                let Ok(mut c) = cache.lock() else {
+                    return Vec::new();
+                };
+                if c.0.elapsed() >= RESOLV_REFRESH {
+                    let fresh = system_upstreams(exclude);
+                    if fresh != c.1 {
+                        tracing::info!(
+                            "DNS: forwarding to {} (from the system's resolv.conf)",
+                            if fresh.is_empty() {
+                                "nobody".to_string()
+                            } else {
+                                fresh
+                                    .iter()
+                                    .map(|u| u.to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            }
+                        );
+                    }
+                    *c = (std::time::Instant::now(), fresh);
+                }
+                c.1.clone()
+            }
+        }
+    }
+}
+
 /// The request handler.
 pub struct Handler {
     names: SharedNames,
-    upstream: Vec<SocketAddr>,
+    upstream: Upstreams,
     clients: Vec<IpNet>,
 }
 
@@ -133,9 +192,9 @@ impl Handler {
     }
 
     /// Ask the upstreams in turn; a truncated UDP answer is retried over TCP.
-    async fn forward(&self, request: &Request) -> Option<Message> {
+    async fn forward(&self, request: &Request, upstream: &[SocketAddr]) -> Option<Message> {
         let query = request.as_slice();
-        for up in &self.upstream {
+        for up in upstream {
             let reply = match self.forward_udp(query, *up).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -243,15 +302,16 @@ impl RequestHandler for Handler {
                 send(request, handle, meta, &[], &[soa], &[]).await
             }
             Lookup::NotOurs => {
-                if !request.metadata.recursion_desired || self.upstream.is_empty() {
-                    let code = if self.upstream.is_empty() {
+                let upstream = self.upstream.current();
+                if !request.metadata.recursion_desired || upstream.is_empty() {
+                    let code = if upstream.is_empty() {
                         ResponseCode::ServFail
                     } else {
                         ResponseCode::Refused
                     };
-                    return send_code(request, handle, code, !self.upstream.is_empty()).await;
+                    return send_code(request, handle, code, !upstream.is_empty()).await;
                 }
-                match self.forward(request).await {
+                match self.forward(request, &upstream).await {
                     Some(reply) => {
                         meta.response_code = reply.metadata.response_code;
                         meta.authentic_data = false;
@@ -277,7 +337,7 @@ impl RequestHandler for Handler {
 pub async fn start(
     names: SharedNames,
     listen: &[IpAddr],
-    upstream: Vec<SocketAddr>,
+    upstream: Upstreams,
     clients: Vec<IpNet>,
 ) -> Result<()> {
     let mut server = Server::new(Handler {

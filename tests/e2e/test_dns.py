@@ -51,3 +51,33 @@ def test_other_names_are_forwarded_upstream_and_uplink_clients_are_refused(site)
     site.run(site.lan, ["ip", "route", "add", "10.77.1.0/24", "via", "192.168.1.2"])
     out = dig(site, site.lan, "10.77.1.1", "internet.example", "A")
     assert "status: REFUSED" in out, out
+
+
+def test_system_resolvers_learned_after_start_are_used(site):
+    """Without dns.upstream the box forwards to the system's resolvers; on a Pi the
+    uplink's DHCP often writes them only after meshbridge started."""
+    import shutil
+    from pathlib import Path
+    dev, _, _ = site.add_device("dev")
+    site.add_uplink()
+    site.spawn(site.lan, ["dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--listen-address=192.168.1.1",
+                          "--bind-interfaces", "--address=/internet.example/203.0.113.10",
+                          f"--pid-file={site.tmp}/lan-dns.pid"], log=site.tmp / "lan-dns.log")
+    # `ip netns exec` shows /etc/netns/<ns>/resolv.conf as the box's /etc/resolv.conf.
+    etc = Path("/etc/netns") / site.box
+    etc.mkdir(parents=True, exist_ok=True)
+    conf = etc / "resolv.conf"
+    conf.write_text("# no resolver yet\n")
+    try:
+        site.start_box(extra=f'[routing]\nuplink = "{site.uplink}"\n')
+        assert "no upstream resolver yet" in site.box_log_text()
+        assert site.udhcpc("dev")[0].returncode == 0
+        assert "status: SERVFAIL" in dig(site, dev, "10.77.1.1", "internet.example", "A")
+        with open(conf, "w") as f:  # in place: the bind mount keeps the same file
+            f.write("nameserver 192.168.1.1\n")
+        got = wait_for(lambda: short(site, dev, "10.77.1.1", "internet.example", "A"), timeout=30,
+                       what="the late resolver to be used")
+        assert got == ["203.0.113.10"]
+        assert "DNS: forwarding to 192.168.1.1:53" in site.box_log_text()
+    finally:
+        shutil.rmtree(etc, ignore_errors=True)
