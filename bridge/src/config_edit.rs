@@ -138,23 +138,7 @@ impl Edit {
     }
 
     fn peers_mut(&mut self) -> Result<&mut ArrayOfTables, Failure> {
-        let mesh = self.table("mesh")?;
-        let item = mesh
-            .entry("peers")
-            .or_insert_with(|| Item::ArrayOfTables(ArrayOfTables::new()));
-        if let Item::Value(toml_edit::Value::Array(a)) = item {
-            // peers = [{...}, ...]: turn into [[mesh.peers]] so entries can be edited.
-            let mut aot = ArrayOfTables::new();
-            for v in a.iter() {
-                if let Some(t) = v.as_inline_table() {
-                    aot.push(t.clone().into_table());
-                }
-            }
-            *item = Item::ArrayOfTables(aot);
-        }
-        item.as_array_of_tables_mut().ok_or_else(|| {
-            Failure::new(409, "mesh.peers in the config file is not a list of tables")
-        })
+        array_of_tables(self.table("mesh")?, "mesh", "peers")
     }
 
     fn peer_index(&mut self, name: &str) -> Result<Option<usize>, Failure> {
@@ -211,25 +195,7 @@ impl Edit {
     }
 
     fn reservations_mut(&mut self) -> Result<&mut ArrayOfTables, Failure> {
-        let dhcp = self.table("dhcp")?;
-        let item = dhcp
-            .entry("reservations")
-            .or_insert_with(|| Item::ArrayOfTables(ArrayOfTables::new()));
-        if let Item::Value(toml_edit::Value::Array(a)) = item {
-            let mut aot = ArrayOfTables::new();
-            for v in a.iter() {
-                if let Some(t) = v.as_inline_table() {
-                    aot.push(t.clone().into_table());
-                }
-            }
-            *item = Item::ArrayOfTables(aot);
-        }
-        item.as_array_of_tables_mut().ok_or_else(|| {
-            Failure::new(
-                409,
-                "dhcp.reservations in the config file is not a list of tables",
-            )
-        })
+        array_of_tables(self.table("dhcp")?, "dhcp", "reservations")
     }
 
     /// Set a device's name and/or reserved address (`Some(None)` clears one);
@@ -305,6 +271,33 @@ impl Edit {
 pub fn commit(path: &Path, text: &str) -> Result<(), Failure> {
     crate::persist::write_atomic(path, text.as_bytes())
         .map_err(|e| internal(format!("writing {}: {e}", path.display())))
+}
+
+/// `[[section.key]]` entries, editable: created if missing; an inline array
+/// (`key = [{...}, ...]`) is turned into `[[section.key]]` tables.
+fn array_of_tables<'a>(
+    t: &'a mut Table,
+    section: &str,
+    key: &str,
+) -> Result<&'a mut ArrayOfTables, Failure> {
+    let item = t
+        .entry(key)
+        .or_insert_with(|| Item::ArrayOfTables(ArrayOfTables::new()));
+    if let Item::Value(toml_edit::Value::Array(a)) = item {
+        let mut aot = ArrayOfTables::new();
+        for v in a.iter() {
+            if let Some(t) = v.as_inline_table() {
+                aot.push(t.clone().into_table());
+            }
+        }
+        *item = Item::ArrayOfTables(aot);
+    }
+    item.as_array_of_tables_mut().ok_or_else(|| {
+        Failure::new(
+            409,
+            format!("{section}.{key} in the config file is not a list of tables"),
+        )
+    })
 }
 
 fn string(key: &str, v: &Value) -> Result<String, Failure> {

@@ -250,15 +250,7 @@ pub(crate) async fn start_dns(
         own[0],
         own[1],
         config.domain,
-        if now_up.is_empty() {
-            "nobody yet".to_string()
-        } else {
-            now_up
-                .iter()
-                .map(|u| u.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
+        crate::dns::fmt_upstreams(&now_up)
     );
     Ok(Some(names))
 }

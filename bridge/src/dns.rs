@@ -103,6 +103,18 @@ pub enum Upstreams {
     },
 }
 
+/// `a:53, b:53`, or `nobody` for none (for the log).
+pub fn fmt_upstreams(list: &[SocketAddr]) -> String {
+    if list.is_empty() {
+        "nobody".to_string()
+    } else {
+        list.iter()
+            .map(|u| u.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// How often the system's resolvers are read again.
 pub const RESOLV_REFRESH: Duration = Duration::from_secs(10);
 
@@ -129,15 +141,7 @@ impl Upstreams {
                     if fresh != c.1 {
                         tracing::info!(
                             "DNS: forwarding to {} (from the system's resolv.conf)",
-                            if fresh.is_empty() {
-                                "nobody".to_string()
-                            } else {
-                                fresh
-                                    .iter()
-                                    .map(|u| u.to_string())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            }
+                            fmt_upstreams(&fresh)
                         );
                     }
                     *c = (std::time::Instant::now(), fresh);
