@@ -291,8 +291,7 @@ async fn forward(st: &Web, request: Request) -> Response {
     }
 }
 
-fn page_response(path: &str) -> Response {
-    let _ = path;
+fn page_response() -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -324,7 +323,7 @@ async fn page(State(st): State<St>, method: Method, uri: Uri, headers: HeaderMap
     };
     if setup {
         return if path == "/setup" {
-            page_response(path)
+            page_response()
         } else {
             see_other("/setup")
         };
@@ -333,9 +332,9 @@ async fn page(State(st): State<St>, method: Method, uri: Uri, headers: HeaderMap
     match (logged_in, path) {
         (true, "/login" | "/setup") => see_other("/"),
         (false, "/setup") => see_other("/login"),
-        (false, "/login") => page_response(path),
+        (false, "/login") => page_response(),
         (false, _) => see_other("/login"),
-        (true, _) => page_response(path),
+        (true, _) => page_response(),
     }
 }
 
