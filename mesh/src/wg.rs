@@ -308,6 +308,7 @@ impl Mesh {
             if peer.config == *want {
                 continue;
             }
+            let found_endpoint = peer.endpoint.is_none() && want.endpoint.is_some();
             if want.endpoint.is_some() && want.endpoint != peer.config.endpoint {
                 peer.endpoint = want.endpoint;
             }
@@ -325,15 +326,18 @@ impl Mesh {
                     .map(|_| now);
             }
             peer.config = want.clone();
+            let keepalive = peer.endpoint.is_some() && peer.next_keepalive.is_some();
             match new_tunn {
                 Some(tunn) => {
                     peer.tunn = tunn;
                     applied.rekeyed.push(id);
-                    if peer.endpoint.is_some() && peer.next_keepalive.is_some() {
-                        self.initiate(id);
-                    }
                 }
                 None => applied.updated.push(id),
+            }
+            // As `add_peer`: a keepalive peer handshakes as soon as it can
+            // be reached (a new session, or an endpoint name just resolved).
+            if keepalive && (applied.rekeyed.last() == Some(&id) || found_endpoint) {
+                self.initiate(id);
             }
         }
         self.routes = AllowedIps::new();
