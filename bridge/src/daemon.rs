@@ -381,8 +381,10 @@ pub async fn run(mut config: Config) -> Result<bool> {
             udp: &udp,
             dual,
         },
-        requests,
-        &mut static_peers,
+        ControlPlane {
+            requests,
+            static_peers: &mut static_peers,
+        },
         &mut discovery,
         &mut hardware,
         signals,
@@ -547,17 +549,28 @@ struct Io<'a> {
     dual: bool,
 }
 
+/// What feeds the loop's control plane: requests from the page and the
+/// CLI, and the producers of the mesh's peer set.
+struct ControlPlane<'a> {
+    requests: tokio::sync::mpsc::Receiver<crate::api::Pending>,
+    /// The config's peers, with endpoint names resolved by a task.
+    static_peers: &'a mut crate::peers::StaticPeers,
+}
+
 async fn event_loop(
     config: &mut Config,
     engine: &mut Engine,
     io: Io<'_>,
-    mut requests: tokio::sync::mpsc::Receiver<crate::api::Pending>,
-    static_peers: &mut crate::peers::StaticPeers,
+    control: ControlPlane<'_>,
     discovery: &mut crate::discovery::Discovery,
     hardware: &mut crate::hw::Hardware,
     signals: Signals,
 ) -> Result<Stop> {
     let Io { dev, udp, dual } = io;
+    let ControlPlane {
+        mut requests,
+        static_peers,
+    } = control;
     let started = std::time::Instant::now();
     let Signals {
         term: mut sigterm,

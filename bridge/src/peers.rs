@@ -259,4 +259,31 @@ allowed_ips = ["10.77.0.3/32"]
             Some("203.0.113.7:51820".parse().unwrap())
         );
     }
+
+    #[tokio::test]
+    async fn the_resolver_task_reports_an_address_and_follows_the_name_list() {
+        let (names_tx, names_rx) = watch::channel(vec!["localhost:51820".to_string()]);
+        let (tx, mut rx) = mpsc::channel(4);
+        let task = tokio::spawn(resolve_task(names_rx, tx));
+        let (name, addr) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("an answer within 10 s")
+            .expect("the task runs");
+        assert_eq!(name, "localhost:51820");
+        assert!(addr.ip().is_loopback() && addr.port() == 51820, "{addr}");
+        // A new list is looked up at once, not after REFRESH.
+        names_tx.send_replace(vec!["localhost:4500".to_string()]);
+        let (name, addr) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("an answer within 10 s")
+            .expect("the task runs");
+        assert_eq!((name.as_str(), addr.port()), ("localhost:4500", 4500));
+        // The loop is gone: the task ends.
+        drop(rx);
+        drop(names_tx);
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the task ends")
+            .unwrap();
+    }
 }

@@ -27,14 +27,21 @@
 //! (`REKEY_TIMEOUT`, 5 s), rekeying (`REKEY_AFTER_TIME`, 120 s), session
 //! expiry (`REJECT_AFTER_TIME`, 180 s) and so the age of the last handshake
 //! that [`wg::Mesh::is_up`] and the daemon's exit-node kill switch use. In
-//! this crate's tests boringtun reads a fake clock ([`clock`]), moved with
-//! `now`, so all of those are simulated: tests show that a session expires
+//! this crate's tests boringtun reads a fake clock ([`clock`], boringtun's
+//! `mock-instant`), moved together with `now`, so all of those are
+//! simulated: tests show that a session expires after `REJECT_AFTER_TIME`
 //! without traffic, that `is_up` then turns false, and that an unanswered
-//! handshake is retried. Not simulated: the cookie/rate-limiter's
-//! one-second window and the TAI64N handshake timestamps, which stay on
-//! boringtun's clock (the fake one in tests, which does not move by itself);
-//! outside this crate's tests the daemon's `now` and boringtun's clock are
-//! both the real monotonic clock.
+//! handshake is retried after `REKEY_TIMEOUT`. Another crate's tests (the
+//! engine's kill switch) get the same by enabling the `fake-clock` feature
+//! in their dev-dependencies. The handshake rate limiter runs on the same
+//! fake clock.
+//!
+//! Not simulated: the TAI64N timestamp in handshake initiations starts from
+//! the real wall clock when a peer's `Tunn` is created (then moves with
+//! boringtun's clock), and boringtun's clock may differ from the daemon's
+//! `now` across a suspend (boringtun counts suspended time, `Instant` does
+//! not) — outside tests both are the real clock, read a few microseconds
+//! apart.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
