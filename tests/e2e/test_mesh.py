@@ -3,11 +3,13 @@ and roaming, persistent keepalive, unknown peers, peer changes that keep
 other sessions."""
 
 import json
+import os
 import re
 import signal
+import subprocess
 import time
 
-from site_ns import meshbridge_bin, sh
+from site_ns import meshbridge_bin, sh, wait_for
 from web_client import Http
 
 
@@ -138,3 +140,41 @@ def test_peer_changes_from_the_page_and_cli_keep_live_sessions(site):
     # Traffic now goes to the new endpoint, over the same session.
     assert site.ping(ns, "10.77.0.2", count=3)[0]
     assert _peer_handshake(site) == hs
+
+
+def test_an_endpoint_name_is_resolved_off_the_loop_and_followed_once_it_resolves(site):
+    """The laptop's endpoint is a host name that does not resolve yet (dynamic
+    DNS not updated): the box starts anyway, keeps trying in the background,
+    and sends its handshake as soon as the name has an address."""
+    site.add_device("dev")
+    # The box gets its own /etc/hosts (a private mount namespace, nothing on the host changes).
+    hosts = site.tmp / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n")
+    text = site.config_text().replace('endpoint = "198.51.100.2:51820"', 'endpoint = "laptop.mbtest.invalid:51820"')
+    path = site.write_config(text)
+    logf = open(site.box_log, "ab")
+    site.box_proc = subprocess.Popen(
+        ["ip", "netns", "exec", site.box, "unshare", "-m", "--propagation", "private", "sh", "-c",
+         f"mount --bind {hosts} /etc/hosts && exec {meshbridge_bin()} --config {path} --log debug"],
+        stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ, NO_COLOR="1"))
+    wait_for(lambda: " up: bridge" in site.box_log_text() or site.box_proc.poll() is not None, what="box up")
+    assert site.box_proc.poll() is None, site.box_log_text()[-3000:]
+    cap = site.tmp / "dns.pcap"
+    tcpd = site.spawn(site.box, ["tcpdump", "--immediate-mode", "-Z", "root", "-U", "-i", f"{site.p}u0", "-nn",
+                                 "-w", str(cap), "udp and dst host 198.51.100.2"])
+    time.sleep(3)
+
+    def sent():
+        return site.run(site.box, ["tcpdump", "-nn", "-r", str(cap)], check=False).stdout
+
+    assert "198.51.100.2.51820" not in sent(), "nothing to send to before the name resolves"
+    with open(hosts, "a") as f:  # the same file (inode): the bind mount sees it
+        f.write("198.51.100.2 laptop.mbtest.invalid\n")
+    # Unresolved names are retried every 10 s: the handshake initiation (148 bytes) follows.
+    wait_for(lambda: re.search(r"198\.51\.100\.1\.51820 > 198\.51\.100\.2\.51820: UDP, length 148", sent()),
+             timeout=25, what="a handshake to the resolved address")
+    tcpd.send_signal(signal.SIGINT)
+    tcpd.wait(timeout=5)
+    site.start_peer()
+    assert site.udhcpc("dev")[0].returncode == 0
+    site.ping_until(site.devices["dev"][0], "10.77.0.2")
