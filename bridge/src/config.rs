@@ -5,7 +5,7 @@
 use ipnet::{IpNet, Ipv4Net};
 use meshbridge_mesh::wgquick;
 use meshbridge_mesh::{PresharedKey, PrivateKey, PublicKey};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -218,7 +218,8 @@ pub mod raw {
     }
 }
 
-/// A peer endpoint: an address, or a name resolved when the daemon starts.
+/// A peer endpoint: an address, or a name the daemon resolves off its event
+/// loop and follows (`peers.rs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
     /// Literal address.
@@ -247,27 +248,6 @@ impl Endpoint {
                     "{s:?} is not host:port (e.g. 198.51.100.2:51820 or vpn.example.org:51820)"
                 ),
             )),
-        }
-    }
-
-    /// The address to use now (resolving a name, preferring IPv4).
-    pub fn resolve(&self) -> std::io::Result<SocketAddr> {
-        match self {
-            Endpoint::Addr(a) => Ok(*a),
-            Endpoint::Name(n) => {
-                let addrs: Vec<SocketAddr> = n.to_socket_addrs()?.collect();
-                addrs
-                    .iter()
-                    .find(|a| a.is_ipv4())
-                    .or(addrs.first())
-                    .copied()
-                    .ok_or_else(|| {
-                        std::io::Error::new(
-                            std::io::ErrorKind::NotFound,
-                            format!("{n} has no address"),
-                        )
-                    })
-            }
         }
     }
 }

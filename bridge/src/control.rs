@@ -4,11 +4,11 @@
 //! applied to the running daemon, or, for the few settings that need it,
 //! applied at the next restart.
 
-use crate::config::{Config, Peer};
+use crate::config::Config;
 use crate::config_edit::{self, Edit, Effect};
 use crate::engine::Engine;
-use ipnet::{IpNet, Ipv4Net};
-use meshbridge_mesh::{PeerConfig, PresharedKey, PrivateKey};
+use ipnet::Ipv4Net;
+use meshbridge_mesh::{PresharedKey, PrivateKey};
 use meshbridge_web::peerconf::{self, ClientConfig};
 use meshbridge_web::proto::{
     DiscoveryInfo, Failure, PeerAdded, PeerInfo, Reply, Request, SystemInfo,
@@ -23,6 +23,8 @@ pub struct Ctx<'a> {
     pub config: &'a mut Config,
     /// The engine.
     pub engine: &'a mut Engine,
+    /// The config's peers as the mesh's peer set (and their resolved endpoint names).
+    pub peers: &'a mut crate::peers::StaticPeers,
     /// DNS names and discovery.
     pub discovery: &'a mut crate::discovery::Discovery,
     /// When the daemon started.
@@ -33,39 +35,6 @@ pub struct Ctx<'a> {
     pub restart_pending: &'a mut bool,
     /// Restart after answering.
     pub restart_now: &'a mut bool,
-}
-
-/// The peer as the mesh runs it (endpoint names resolved now).
-pub fn mesh_peer(config: &Config, p: &Peer) -> PeerConfig {
-    let endpoint = match &p.endpoint {
-        Some(ep) => match ep.resolve() {
-            Ok(a) => Some(a),
-            Err(e) => {
-                tracing::warn!(
-                    "peer {}: cannot resolve endpoint ({e}); waiting for it to connect",
-                    p.name
-                );
-                None
-            }
-        },
-        None => None,
-    };
-    let mut allowed_ips = p.allowed_ips.clone();
-    if config.routing.use_exit_node.as_deref() == Some(p.name.as_str()) {
-        // Replies from the internet come back from the exit node with any source.
-        let any: IpNet = "0.0.0.0/0".parse().expect("valid prefix");
-        if !allowed_ips.contains(&any) {
-            allowed_ips.push(any);
-        }
-    }
-    PeerConfig {
-        name: p.name.clone(),
-        public_key: p.public_key,
-        preshared_key: p.preshared_key.clone(),
-        endpoint,
-        allowed_ips,
-        persistent_keepalive: p.persistent_keepalive,
-    }
 }
 
 /// The box's DHCP server settings from the config (the server MAC is the engine's).
@@ -393,34 +362,6 @@ fn commit_and_apply(ctx: &mut Ctx<'_>, e: Edit, effect: Effect, what: &str) -> R
 fn apply_live(ctx: &mut Ctx<'_>, new: &Config) {
     let old = ctx.config.clone();
     let now = Instant::now();
-    // Peers: by name; a changed peer is replaced.
-    for p in &old.peers {
-        let same = new
-            .peers
-            .iter()
-            .find(|q| q.name == p.name)
-            .is_some_and(|q| {
-                q.enabled == p.enabled
-                    && q.public_key == p.public_key
-                    && q.allowed_ips == p.allowed_ips
-                    && q.endpoint == p.endpoint
-                    && q.persistent_keepalive == p.persistent_keepalive
-                    && q.preshared_key.as_ref().map(|k| k.0)
-                        == p.preshared_key.as_ref().map(|k| k.0)
-            });
-        if !same && p.enabled {
-            if let Some(id) = ctx.engine.mesh().peer_by_name(&p.name) {
-                ctx.engine.mesh_mut().remove_peer(id);
-            }
-        }
-    }
-    for q in &new.peers {
-        let running = q.enabled && ctx.engine.mesh().peer_by_name(&q.name).is_some();
-        if q.enabled && !running {
-            let pc = mesh_peer(new, q);
-            ctx.engine.mesh_mut().add_peer(now, pc);
-        }
-    }
     // DHCP: pool, lease time, reservations.
     let dhcp = dhcp_config(new, ctx.engine.dhcp().config().server_mac);
     if dhcp != *ctx.engine.dhcp().config() {
@@ -436,6 +377,11 @@ fn apply_live(ctx: &mut Ctx<'_>, new: &Config) {
         applied.web = old.web.clone();
         applied.routing = old.routing.clone();
     }
+    // Peers: the running config's set, applied by public key (the exit
+    // node's default route follows the running routing settings). A peer
+    // that stays keeps its session; an edited endpoint, allowed IPs or
+    // keepalive change in place.
+    ctx.peers.apply(now, &applied, ctx.engine.mesh_mut());
     *ctx.config = applied;
     ctx.discovery.reconfigure(&old, ctx.config, ctx.engine);
 }

@@ -259,6 +259,9 @@ fn setup_routing(config: &Config, rec: &mut Installed, exit_v6: bool) -> Result<
 /// Run the daemon until SIGTERM or SIGINT. `Ok(true)`: restart requested
 /// (from the page or the CLI); everything installed has been removed.
 pub async fn run(mut config: Config) -> Result<bool> {
+    if meshbridge_mesh::clock::FAKE {
+        anyhow::bail!("this meshbridge binary was built with the mesh's fake clock for tests (a `cargo test --workspace` build) and cannot run a real mesh: rebuild it with `cargo build -p meshbridge`");
+    }
     // Catch SIGTERM/SIGINT from the start, so a stop during setup still cleans up.
     let signals = Signals {
         term: signal(SignalKind::terminate())?,
@@ -278,9 +281,9 @@ pub async fn run(mut config: Config) -> Result<bool> {
 
     let now = Now::read();
     let mut mesh = Mesh::new(&config.private_key);
-    for p in config.peers.iter().filter(|p| p.enabled) {
-        mesh.add_peer(now.mono, crate::control::mesh_peer(&config, p));
-    }
+    // Endpoint names are resolved by a task; their peers get the address when it comes.
+    let mut static_peers = crate::peers::StaticPeers::start(&config);
+    static_peers.apply(now.mono, &config, &mut mesh);
     let dhcp_config = crate::control::dhcp_config(&config, macs.engine);
     let use_exit = match &config.routing.use_exit_node {
         Some(name) => Some(
@@ -378,7 +381,10 @@ pub async fn run(mut config: Config) -> Result<bool> {
             udp: &udp,
             dual,
         },
-        requests,
+        ControlPlane {
+            requests,
+            static_peers: &mut static_peers,
+        },
         &mut discovery,
         &mut hardware,
         signals,
@@ -543,16 +549,28 @@ struct Io<'a> {
     dual: bool,
 }
 
+/// What feeds the loop's control plane: requests from the page and the
+/// CLI, and the producers of the mesh's peer set.
+struct ControlPlane<'a> {
+    requests: tokio::sync::mpsc::Receiver<crate::api::Pending>,
+    /// The config's peers, with endpoint names resolved by a task.
+    static_peers: &'a mut crate::peers::StaticPeers,
+}
+
 async fn event_loop(
     config: &mut Config,
     engine: &mut Engine,
     io: Io<'_>,
-    mut requests: tokio::sync::mpsc::Receiver<crate::api::Pending>,
+    control: ControlPlane<'_>,
     discovery: &mut crate::discovery::Discovery,
     hardware: &mut crate::hw::Hardware,
     signals: Signals,
 ) -> Result<Stop> {
     let Io { dev, udp, dual } = io;
+    let ControlPlane {
+        mut requests,
+        static_peers,
+    } = control;
     let started = std::time::Instant::now();
     let Signals {
         term: mut sigterm,
@@ -600,6 +618,11 @@ async fn event_loop(
                     discovery.on_uplink(from, n);
                 }
             }
+            Some((name, addr)) = static_peers.next_resolved() => {
+                if static_peers.learn(name, addr) {
+                    static_peers.apply(std::time::Instant::now(), config, engine.mesh_mut());
+                }
+            }
             _ = stats_log.tick() => tracing::debug!("stats: {:?} mesh: {:?}", engine.stats(), engine.mesh().stats()),
             _ = health.tick() => {
                 check_health(config);
@@ -610,6 +633,7 @@ async fn event_loop(
                 let reply = crate::control::handle(p.request, &mut crate::control::Ctx {
                     config: &mut *config,
                     engine: &mut *engine,
+                    peers: &mut *static_peers,
                     discovery: &mut *discovery,
                     started,
                     board: &board,

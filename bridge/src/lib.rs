@@ -29,4 +29,5 @@ pub mod hw;
 pub mod mdns_link;
 pub mod nft;
 pub mod os;
+pub mod peers;
 pub mod persist;

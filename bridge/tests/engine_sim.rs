@@ -8,7 +8,7 @@ use dhcproto::{Decodable, Decoder, Encodable};
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use meshbridge::engine::{Engine, EngineConfig, Now, Transmit};
 use meshbridge_dhcp::{LeaseDb, ServerConfig};
-use meshbridge_mesh::{Mesh, Output, PeerConfig, PrivateKey};
+use meshbridge_mesh::{Mesh, Output, Path, PeerConfig, PrivateKey};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -125,7 +125,7 @@ impl Sim {
                 moved = true;
                 match o {
                     Output::Datagram(to, d) => {
-                        assert_eq!(to, self.box_addr);
+                        assert_eq!(to, Path::Udp(self.box_addr));
                         self.engine.handle_datagram(self.now, self.peer_addr, &d);
                     }
                     Output::Packet(_, p) => self.at_peer.push(p),

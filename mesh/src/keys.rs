@@ -38,6 +38,14 @@ impl PrivateKey {
         PrivateKey(bytes)
     }
 
+    /// A key from fixed bytes (clamped as [`PrivateKey::generate`] does):
+    /// for tests, simulations and fuzz targets that must reproduce.
+    pub fn from_bytes(mut bytes: [u8; 32]) -> Self {
+        bytes[0] &= 248;
+        bytes[31] = (bytes[31] & 127) | 64;
+        PrivateKey(bytes)
+    }
+
     /// The raw key bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0

@@ -7,8 +7,13 @@
 //! drains [`Mesh::poll_output`]; it calls [`Mesh::handle_timeout`] when
 //! [`Mesh::poll_timeout`] is due.
 //!
-//! boringtun reads the monotonic clock itself; `now` arguments here only drive
-//! our own schedule (when to tick the noise timers).
+//! Peers are normally managed as a whole with [`Mesh::apply`] (a
+//! [`crate::PeerSet`]); [`Mesh::add_peer`] and [`Mesh::remove_peer`] are the
+//! low-level steps it is made of.
+//!
+//! Time: `now` drives our own schedule (when to tick the noise timers,
+//! persistent keepalives). boringtun reads its own clock for handshake
+//! timing and session expiry; see the crate docs and [`crate::clock`].
 
 use crate::allowed_ips::AllowedIps;
 use crate::keys::{PresharedKey, PrivateKey, PublicKey};
@@ -34,8 +39,8 @@ const BUF_LEN: usize = 65535 + 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerId(pub u32);
 
-/// One peer as configured.
-#[derive(Debug, Clone)]
+/// One peer as a producer wants it (an entry of a [`crate::PeerSet`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerConfig {
     /// Human name ("laptop").
     pub name: String,
@@ -51,11 +56,27 @@ pub struct PeerConfig {
     pub persistent_keepalive: Option<u16>,
 }
 
+/// How a datagram reaches a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Path {
+    /// Directly, over the daemon's UDP socket, to this address.
+    Udp(SocketAddr),
+    /// Through a relay server: the tailnet's DERP, identified by its region
+    /// id (the peer's "home" region), when no direct UDP path works. The
+    /// mesh does not produce relay paths yet (static peers have UDP
+    /// endpoints only); the daemon counts and drops them until it has a DERP
+    /// client.
+    Relay {
+        /// DERP region id, as in the tailnet's DERP map.
+        region: u16,
+    },
+}
+
 /// What the mesh hands back to the daemon.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Output {
-    /// Send this datagram on the UDP socket.
-    Datagram(SocketAddr, Vec<u8>),
+    /// Send this WireGuard datagram to the peer over `Path`.
+    Datagram(Path, Vec<u8>),
     /// A decrypted IP packet from `peer`, whose source is inside the peer's allowed IPs.
     Packet(PeerId, Vec<u8>),
 }
@@ -109,11 +130,55 @@ pub struct PeerStatus {
     pub rx_bytes: u64,
 }
 
+/// What [`Mesh::apply`] changed (for logs and tests). All lists are in
+/// the order of the set, removals in id order.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// New peers.
+    pub added: Vec<PeerId>,
+    /// Peers whose endpoint, allowed IPs, keepalive or name changed, updated
+    /// in place: their session and queued packets are kept.
+    pub updated: Vec<PeerId>,
+    /// Peers whose preshared key changed: same id, new session.
+    pub rekeyed: Vec<PeerId>,
+    /// Peers no longer in the set.
+    pub removed: Vec<PeerId>,
+}
+
+impl Applied {
+    /// Nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.updated.is_empty()
+            && self.rekeyed.is_empty()
+            && self.removed.is_empty()
+    }
+}
+
 struct Peer {
+    /// As last applied.
     config: PeerConfig,
     tunn: Tunn,
+    /// Where datagrams go now: the configured endpoint, or the address the
+    /// peer last sent an authenticated datagram from (roaming).
     endpoint: Option<SocketAddr>,
     allowed: AllowedIps<()>,
+    /// When the next persistent keepalive is due (the mesh sends them
+    /// itself, on its own `now`, so that a keepalive change needs no new
+    /// `Tunn`).
+    next_keepalive: Option<Instant>,
+}
+
+impl Peer {
+    fn path(&self) -> Option<Path> {
+        self.endpoint.map(Path::Udp)
+    }
+}
+
+fn keepalive_due(now: Instant, keepalive: Option<u16>) -> Option<Instant> {
+    keepalive
+        .filter(|k| *k > 0)
+        .map(|k| now + Duration::from_secs(u64::from(k)))
 }
 
 /// All peers of the box and the routing between them.
@@ -152,8 +217,22 @@ impl Mesh {
         PublicKey(self.public.to_bytes())
     }
 
+    fn new_tunn(&self, config: &PeerConfig, id: PeerId) -> Tunn {
+        Tunn::new(
+            self.private.clone(),
+            x25519::PublicKey::from(config.public_key.0),
+            config.preshared_key.as_ref().map(|k| k.0),
+            // Persistent keepalives are sent by the mesh (see `Peer`).
+            None,
+            id.0,
+            Some(self.rate_limiter.clone()),
+        )
+    }
+
     /// Add a peer. If it has an endpoint and a keepalive, the handshake
     /// starts right away, as with `wg set … persistent-keepalive`.
+    ///
+    /// Prefer [`Mesh::apply`]: `add_peer` does not check that the key is new.
     pub fn add_peer(&mut self, now: Instant, config: PeerConfig) -> PeerId {
         let slot = self
             .peers
@@ -161,14 +240,7 @@ impl Mesh {
             .position(Option::is_none)
             .unwrap_or(self.peers.len());
         let id = PeerId(slot as u32);
-        let tunn = Tunn::new(
-            self.private.clone(),
-            x25519::PublicKey::from(config.public_key.0),
-            config.preshared_key.as_ref().map(|k| k.0),
-            config.persistent_keepalive,
-            id.0,
-            Some(self.rate_limiter.clone()),
-        );
+        let tunn = self.new_tunn(&config, id);
         let mut allowed = AllowedIps::new();
         for net in &config.allowed_ips {
             allowed.insert(*net, ());
@@ -176,6 +248,7 @@ impl Mesh {
         }
         let peer = Peer {
             endpoint: config.endpoint,
+            next_keepalive: keepalive_due(now, config.persistent_keepalive),
             config,
             tunn,
             allowed,
@@ -188,11 +261,105 @@ impl Mesh {
         self.next_tick.get_or_insert(now);
         let wants_handshake = self
             .peer(id)
-            .is_some_and(|p| p.endpoint.is_some() && p.config.persistent_keepalive.is_some());
+            .is_some_and(|p| p.endpoint.is_some() && p.next_keepalive.is_some());
         if wants_handshake {
             self.initiate(id);
         }
         id
+    }
+
+    /// Make the running peers match `set`, idempotently:
+    ///
+    /// * a key not running yet is added (with a new id);
+    /// * a running key not in the set is removed;
+    /// * a key whose preshared key changed gets a new session (same id);
+    /// * otherwise a changed name, endpoint, allowed IPs or keepalive is
+    ///   updated **in place**: the session, its counters and queued packets
+    ///   stay, no handshake is sent. A new configured endpoint replaces the
+    ///   current one (also a roamed one); a configured endpoint that did not
+    ///   change, or none, leaves the roamed endpoint alone.
+    ///
+    /// The routing table is rebuilt from the set (later peers win a network
+    /// two peers list). Ids of peers that stay never change; applying the
+    /// same set twice changes nothing and outputs nothing.
+    pub fn apply(&mut self, now: Instant, set: &crate::PeerSet) -> Applied {
+        let mut applied = Applied::default();
+        for (i, slot) in self.peers.iter_mut().enumerate() {
+            if slot
+                .as_ref()
+                .is_some_and(|p| set.get(&p.config.public_key).is_none())
+            {
+                *slot = None;
+                applied.removed.push(PeerId(i as u32));
+            }
+        }
+        for want in set.iter() {
+            let Some(id) = self.peer_by_key(&want.public_key) else {
+                applied.added.push(self.add_peer(now, want.clone()));
+                continue;
+            };
+            let new_tunn = self
+                .peer(id)
+                .filter(|p| p.config.preshared_key != want.preshared_key)
+                .map(|_| self.new_tunn(want, id));
+            let Some(peer) = self.peers.get_mut(id.0 as usize).and_then(Option::as_mut) else {
+                continue;
+            };
+            if peer.config == *want {
+                continue;
+            }
+            let found_endpoint = peer.endpoint.is_none() && want.endpoint.is_some();
+            if want.endpoint.is_some() && want.endpoint != peer.config.endpoint {
+                peer.endpoint = want.endpoint;
+            }
+            if want.allowed_ips != peer.config.allowed_ips {
+                peer.allowed = AllowedIps::new();
+                for net in &want.allowed_ips {
+                    peer.allowed.insert(*net, ());
+                }
+            }
+            if want.persistent_keepalive != peer.config.persistent_keepalive {
+                // As `wg set`: a keepalive turned on is sent at once.
+                peer.next_keepalive = want
+                    .persistent_keepalive
+                    .filter(|k| *k > 0)
+                    .map(|_| now);
+            }
+            peer.config = want.clone();
+            let keepalive = peer.endpoint.is_some() && peer.next_keepalive.is_some();
+            match new_tunn {
+                Some(tunn) => {
+                    peer.tunn = tunn;
+                    applied.rekeyed.push(id);
+                }
+                None => applied.updated.push(id),
+            }
+            // As `add_peer`: a keepalive peer handshakes as soon as it can
+            // be reached (a new session, or an endpoint name just resolved).
+            if keepalive && (applied.rekeyed.last() == Some(&id) || found_endpoint) {
+                self.initiate(id);
+            }
+        }
+        self.routes = AllowedIps::new();
+        for want in set.iter() {
+            if let Some(id) = self.peer_by_key(&want.public_key) {
+                for net in &want.allowed_ips {
+                    self.routes.insert(*net, id);
+                }
+            }
+        }
+        if self.peers.iter().any(Option::is_some) {
+            self.next_tick.get_or_insert(now);
+        }
+        applied
+    }
+
+    /// The running peer with this public key.
+    pub fn peer_by_key(&self, key: &PublicKey) -> Option<PeerId> {
+        self.peers
+            .iter()
+            .position(|p| p.as_ref().is_some_and(|p| p.config.public_key == *key))
+            .map(|i| PeerId(i as u32))
     }
 
     /// Remove a peer and its routes.
@@ -284,8 +451,8 @@ impl Mesh {
         if let TunnResult::WriteToNetwork(b) =
             peer.tunn.format_handshake_initiation(&mut self.buf, false)
         {
-            if let Some(ep) = peer.endpoint {
-                self.out.push_back(Output::Datagram(ep, b.to_vec()));
+            if let Some(path) = peer.path() {
+                self.out.push_back(Output::Datagram(path, b.to_vec()));
             }
         }
     }
@@ -296,12 +463,12 @@ impl Mesh {
         let Some(p) = self.peers.get_mut(peer.0 as usize).and_then(Option::as_mut) else {
             return Err(MeshDrop::UnknownPeer);
         };
-        let Some(ep) = p.endpoint else {
+        let Some(path) = p.path() else {
             self.stats.no_endpoint += 1;
             return Err(MeshDrop::NoEndpoint);
         };
         match p.tunn.encapsulate(packet, &mut self.buf) {
-            TunnResult::WriteToNetwork(b) => self.out.push_back(Output::Datagram(ep, b.to_vec())),
+            TunnResult::WriteToNetwork(b) => self.out.push_back(Output::Datagram(path, b.to_vec())),
             TunnResult::Err(_) => {
                 self.stats.invalid += 1;
                 return Err(MeshDrop::Invalid);
@@ -324,12 +491,7 @@ impl Mesh {
                     },
                 )?;
                 let key = PublicKey(half.peer_static_public);
-                return self
-                    .peers
-                    .iter()
-                    .position(|p| p.as_ref().is_some_and(|p| p.config.public_key == key))
-                    .map(|i| PeerId(i as u32))
-                    .ok_or(MeshDrop::UnknownPeer);
+                return self.peer_by_key(&key).ok_or(MeshDrop::UnknownPeer);
             }
             Packet::HandshakeResponse(r) => r.receiver_idx,
             Packet::PacketCookieReply(c) => c.receiver_idx,
@@ -378,7 +540,8 @@ impl Mesh {
                     // Handshake responses, cookies and queued packets: after
                     // authentication the peer's endpoint is where it sent from.
                     peer.endpoint = Some(src);
-                    self.out.push_back(Output::Datagram(src, b.to_vec()));
+                    self.out
+                        .push_back(Output::Datagram(Path::Udp(src), b.to_vec()));
                     // Keep calling with an empty datagram to flush the queue.
                 }
                 TunnResult::WriteToTunnelV4(b, addr) => {
@@ -419,12 +582,22 @@ impl Mesh {
         for peer in self.peers.iter_mut().flatten() {
             match peer.tunn.update_timers(&mut self.buf) {
                 TunnResult::WriteToNetwork(b) => {
-                    if let Some(ep) = peer.endpoint {
-                        self.out.push_back(Output::Datagram(ep, b.to_vec()));
+                    if let Some(path) = peer.path() {
+                        self.out.push_back(Output::Datagram(path, b.to_vec()));
                     }
                 }
                 TunnResult::Err(WireGuardError::ConnectionExpired) => {}
                 _ => {}
+            }
+            if peer.next_keepalive.is_some_and(|t| t <= now) {
+                peer.next_keepalive = keepalive_due(now, peer.config.persistent_keepalive);
+                // An empty packet: a keepalive on a session, else queued
+                // while a handshake starts (as boringtun's own timer does).
+                if let TunnResult::WriteToNetwork(b) = peer.tunn.encapsulate(&[], &mut self.buf) {
+                    if let Some(path) = peer.path() {
+                        self.out.push_back(Output::Datagram(path, b.to_vec()));
+                    }
+                }
             }
         }
         self.next_tick = if self.peers.iter().any(Option::is_some) {
@@ -504,7 +677,7 @@ mod tests {
                 moved = true;
                 match o {
                     Output::Datagram(to, d) => {
-                        assert_eq!(to, b_addr);
+                        assert_eq!(to, Path::Udp(b_addr));
                         let _ = b.handle_datagram(a_addr, &d);
                     }
                     Output::Packet(_, p) => at_a.push(p),
@@ -514,7 +687,7 @@ mod tests {
                 moved = true;
                 match o {
                     Output::Datagram(to, d) => {
-                        assert_eq!(to, a_addr);
+                        assert_eq!(to, Path::Udp(a_addr));
                         let _ = a.handle_datagram(b_addr, &d);
                     }
                     Output::Packet(_, p) => at_b.push(p),

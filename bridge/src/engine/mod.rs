@@ -17,7 +17,7 @@ use forward::{decide, decide6, Forward, Mac, Policy, Reason, Source, Topology};
 use ipnet::Ipv4Net;
 use meshbridge_arp as arp;
 use meshbridge_dhcp as dhcp;
-use meshbridge_mesh::{Mesh, Output, PeerId};
+use meshbridge_mesh::{Mesh, Output, Path, PeerId};
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
@@ -469,7 +469,9 @@ impl Engine {
     fn drain_mesh(&mut self, now: Now) {
         while let Some(o) = self.mesh.poll_output() {
             match o {
-                Output::Datagram(to, d) => self.out.push_back(Transmit::Udp(to, d)),
+                Output::Datagram(Path::Udp(to), d) => self.out.push_back(Transmit::Udp(to, d)),
+                // No DERP client in the daemon yet: counted with the mesh's drops.
+                Output::Datagram(Path::Relay { .. }, _) => self.stats.mesh_errors += 1,
                 Output::Packet(peer, p) => {
                     let Some(info) = packet::ipv4_info(&p) else {
                         if p.first().map(|b| b >> 4) == Some(6) {

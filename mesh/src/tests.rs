@@ -1,0 +1,315 @@
+//! Scenarios for applying peer sets and for time, on two meshes wired
+//! back to back. boringtun's clock is the fake one ([`crate::clock`]): it
+//! moves only when the test moves `now`.
+
+use crate::clock;
+use crate::{Mesh, Output, Path, PeerConfig, PeerId, PeerSet, PresharedKey, PrivateKey};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+const INIT: u8 = 1;
+const DATA: u8 = 4;
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn ipv4_packet(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+    let mut p = vec![0x45, 0, 0, 24, 0, 0, 0x40, 0, 64, 17, 0, 0];
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    p.extend_from_slice(&[1, 2, 3, 4]);
+    p
+}
+
+/// Box `a` and peer `b`, fixed keys, UDP between them; `b` may move.
+struct Net {
+    now: Instant,
+    a: Mesh,
+    b: Mesh,
+    a_addr: SocketAddr,
+    b_addr: SocketAddr,
+    /// Datagrams `a` sent: (where, message type).
+    sent_by_a: Vec<(Path, u8)>,
+    at_a: Vec<Vec<u8>>,
+    at_b: Vec<Vec<u8>>,
+    /// Deliver what `a` sends (false: the peer is gone).
+    link_up: bool,
+}
+
+fn key(n: u8) -> PrivateKey {
+    PrivateKey::from_bytes([n; 32])
+}
+
+fn peer_b(endpoint: &str) -> PeerConfig {
+    PeerConfig {
+        name: "b".into(),
+        public_key: key(2).public_key(),
+        preshared_key: None,
+        endpoint: Some(addr(endpoint)),
+        allowed_ips: vec!["10.77.0.2/32".parse().unwrap()],
+        persistent_keepalive: None,
+    }
+}
+
+impl Net {
+    fn new() -> Self {
+        let now = Instant::now();
+        let mut a = Mesh::new(&key(1));
+        let mut b = Mesh::new(&key(2));
+        let set: PeerSet = [peer_b("198.51.100.2:51820")].into_iter().collect();
+        assert_eq!(a.apply(now, &set).added, vec![PeerId(0)]);
+        let back: PeerSet = [PeerConfig {
+            name: "a".into(),
+            public_key: key(1).public_key(),
+            preshared_key: None,
+            endpoint: None,
+            allowed_ips: vec!["10.77.0.1/32".parse().unwrap()],
+            persistent_keepalive: None,
+        }]
+        .into_iter()
+        .collect();
+        b.apply(now, &back);
+        Net {
+            now,
+            a,
+            b,
+            a_addr: addr("198.51.100.1:51820"),
+            b_addr: addr("198.51.100.2:51820"),
+            sent_by_a: Vec::new(),
+            at_a: Vec::new(),
+            at_b: Vec::new(),
+            link_up: true,
+        }
+    }
+
+    fn pump(&mut self) {
+        for _ in 0..20 {
+            let mut moved = false;
+            while let Some(o) = self.a.poll_output() {
+                moved = true;
+                match o {
+                    Output::Datagram(path, d) => {
+                        self.sent_by_a.push((path, d[0]));
+                        if self.link_up && path == Path::Udp(self.b_addr) {
+                            let _ = self.b.handle_datagram(self.a_addr, &d);
+                        }
+                    }
+                    Output::Packet(_, p) => self.at_a.push(p),
+                }
+            }
+            while let Some(o) = self.b.poll_output() {
+                moved = true;
+                match o {
+                    Output::Datagram(path, d) => {
+                        if self.link_up && path == Path::Udp(self.a_addr) {
+                            let _ = self.a.handle_datagram(self.b_addr, &d);
+                        }
+                    }
+                    Output::Packet(_, p) => self.at_b.push(p),
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("did not settle");
+    }
+
+    /// Let `by` pass on both clocks, ticking the timers as the daemon does.
+    fn advance(&mut self, by: Duration) {
+        let end = self.now + by;
+        while self.now < end {
+            let step = crate::wg::TIMER_TICK.min(end - self.now);
+            self.now += step;
+            clock::advance(step);
+            self.a.handle_timeout(self.now);
+            self.b.handle_timeout(self.now);
+            self.pump();
+        }
+    }
+
+    fn inits_sent(&self) -> usize {
+        self.sent_by_a.iter().filter(|(_, t)| *t == INIT).count()
+    }
+
+    /// a → b: a packet, until it arrives.
+    fn ping(&mut self) {
+        let before = self.at_b.len();
+        self.a
+            .send(PeerId(0), &ipv4_packet([10, 77, 0, 1], [10, 77, 0, 2]))
+            .unwrap();
+        self.pump();
+        assert_eq!(self.at_b.len(), before + 1, "the packet arrived");
+    }
+}
+
+// These tests move boringtun's clock: they need the fake one.
+const _: () = assert!(clock::FAKE, "these tests need boringtun's fake clock");
+
+#[test]
+fn applying_the_same_set_twice_changes_and_sends_nothing() {
+    let mut net = Net::new();
+    net.ping();
+    let set: PeerSet = [peer_b("198.51.100.2:51820")].into_iter().collect();
+    let applied = net.a.apply(net.now, &set);
+    assert!(applied.is_empty(), "{applied:?}");
+    assert_eq!(net.a.poll_output(), None);
+    assert_eq!(net.a.routes().count(), 1);
+}
+
+#[test]
+fn an_edited_peer_keeps_its_session_no_new_handshake() {
+    let mut net = Net::new();
+    net.ping();
+    assert_eq!(net.inits_sent(), 1);
+    let age = net.a.last_handshake(PeerId(0)).unwrap();
+    // The peer moved (dynamic DNS), got a subnet, a keepalive and a new name.
+    net.advance(Duration::from_secs(3));
+    net.b_addr = addr("203.0.113.9:4500");
+    let mut edited = peer_b("203.0.113.9:4500");
+    edited.name = "b-renamed".into();
+    edited.allowed_ips.push("10.77.5.0/24".parse().unwrap());
+    edited.persistent_keepalive = Some(25);
+    let set: PeerSet = [edited].into_iter().collect();
+    let applied = net.a.apply(net.now, &set);
+    assert_eq!(applied.updated, vec![PeerId(0)]);
+    assert!(applied.added.is_empty() && applied.removed.is_empty() && applied.rekeyed.is_empty());
+    // Data flows at once to the new address, over the old session.
+    net.a
+        .send(PeerId(0), &ipv4_packet([10, 77, 0, 1], [10, 77, 5, 7]))
+        .unwrap();
+    assert!(matches!(
+        net.a.poll_output(),
+        Some(Output::Datagram(Path::Udp(to), ref d)) if to == net.b_addr && d[0] == DATA
+    ));
+    net.ping();
+    assert_eq!(net.inits_sent(), 1, "no new handshake");
+    assert!(net.a.last_handshake(PeerId(0)).unwrap() > age);
+    assert_eq!(net.a.route("10.77.5.7".parse().unwrap()), Some(PeerId(0)));
+    assert_eq!(net.a.peer_status()[0].name, "b-renamed");
+}
+
+#[test]
+fn a_changed_preshared_key_means_a_new_session_with_the_same_id() {
+    let mut net = Net::new();
+    net.ping();
+    let mut p = peer_b("198.51.100.2:51820");
+    p.preshared_key = Some(PresharedKey([7; 32]));
+    let applied = net.a.apply(net.now, &[p].into_iter().collect());
+    assert_eq!(applied.rekeyed, vec![PeerId(0)]);
+    assert_eq!(net.a.last_handshake(PeerId(0)), None, "old session gone");
+    net.a
+        .send(PeerId(0), &ipv4_packet([10, 77, 0, 1], [10, 77, 0, 2]))
+        .unwrap();
+    assert!(matches!(net.a.poll_output(), Some(Output::Datagram(_, ref d)) if d[0] == INIT));
+}
+
+#[test]
+fn a_removed_peer_is_gone_and_ids_of_the_others_stay() {
+    let mut net = Net::new();
+    net.ping();
+    let c = PeerConfig {
+        name: "c".into(),
+        public_key: key(3).public_key(),
+        allowed_ips: vec!["10.77.0.3/32".parse().unwrap()],
+        ..peer_b("192.0.2.3:51820")
+    };
+    let d = PeerConfig {
+        name: "d".into(),
+        public_key: key(4).public_key(),
+        allowed_ips: vec!["10.77.0.4/32".parse().unwrap()],
+        ..peer_b("192.0.2.4:51820")
+    };
+    let all: PeerSet = [peer_b("198.51.100.2:51820"), c.clone(), d.clone()]
+        .into_iter()
+        .collect();
+    assert_eq!(net.a.apply(net.now, &all).added, vec![PeerId(1), PeerId(2)]);
+    // b goes: its id and route go, c and d keep theirs, b's datagrams are strangers.
+    let applied = net.a.apply(net.now, &[c.clone(), d.clone()].into_iter().collect());
+    assert_eq!(applied.removed, vec![PeerId(0)]);
+    assert!(applied.added.is_empty() && applied.updated.is_empty());
+    assert_eq!(net.a.route("10.77.0.2".parse().unwrap()), None);
+    assert_eq!(net.a.route("10.77.0.4".parse().unwrap()), Some(PeerId(2)));
+    assert_eq!(net.a.peer_by_key(&key(3).public_key()), Some(PeerId(1)));
+    net.b
+        .send(PeerId(0), &ipv4_packet([10, 77, 0, 2], [10, 77, 0, 1]))
+        .unwrap();
+    let Some(Output::Datagram(_, dgram)) = net.b.poll_output() else {
+        panic!("b sends")
+    };
+    assert!(net.a.handle_datagram(net.b_addr, &dgram).is_err());
+    assert_eq!(net.a.stats().unknown_peer, 1);
+    // A new peer takes the free id.
+    let e = PeerConfig {
+        name: "e".into(),
+        public_key: key(5).public_key(),
+        ..c.clone()
+    };
+    let applied = net.a.apply(net.now, &[c, d, e].into_iter().collect());
+    assert_eq!(applied.added, vec![PeerId(0)]);
+    // c and e both list 10.77.0.3/32: the later one in the set owns it.
+    assert_eq!(net.a.route("10.77.0.3".parse().unwrap()), Some(PeerId(0)));
+}
+
+#[test]
+fn a_silent_peer_s_session_expires_after_reject_after_time() {
+    let mut net = Net::new();
+    net.ping();
+    assert!(net.a.is_up(PeerId(0), Duration::from_secs(180)));
+    // The peer goes away: nothing a sends arrives any more.
+    net.link_up = false;
+    net.advance(Duration::from_secs(179));
+    assert!(net.a.is_up(PeerId(0), Duration::from_secs(180)));
+    assert!(!net.a.is_up(PeerId(0), Duration::from_secs(170)), "age follows the clock");
+    net.advance(Duration::from_secs(2));
+    assert_eq!(net.a.last_handshake(PeerId(0)), None, "session expired");
+    assert!(!net.a.is_up(PeerId(0), Duration::MAX));
+}
+
+#[test]
+fn an_unanswered_handshake_is_retried_after_rekey_timeout() {
+    let mut net = Net::new();
+    net.link_up = false;
+    net.a
+        .send(PeerId(0), &ipv4_packet([10, 77, 0, 1], [10, 77, 0, 2]))
+        .unwrap();
+    net.pump();
+    assert_eq!(net.inits_sent(), 1);
+    net.advance(Duration::from_millis(4_750));
+    assert_eq!(net.inits_sent(), 1, "not before REKEY_TIMEOUT (5 s)");
+    net.advance(Duration::from_millis(500));
+    assert_eq!(net.inits_sent(), 2, "retried after REKEY_TIMEOUT");
+    // The retry completes the handshake and delivers the queued packet.
+    net.link_up = true;
+    net.advance(Duration::from_secs(5));
+    assert_eq!(net.at_b.len(), 1);
+    assert!(net.a.is_up(PeerId(0), Duration::from_secs(10)));
+}
+
+#[test]
+fn persistent_keepalive_runs_on_the_mesh_clock_and_changes_in_place() {
+    let mut net = Net::new();
+    let mut p = peer_b("198.51.100.2:51820");
+    p.persistent_keepalive = Some(25);
+    net.a.apply(net.now, &[p.clone()].into_iter().collect());
+    net.advance(crate::wg::TIMER_TICK);
+    assert_eq!(net.inits_sent(), 1, "a keepalive turned on is sent at once");
+    assert!(net.a.is_up(PeerId(0), Duration::from_secs(1)));
+    let keepalives = |net: &Net| net.sent_by_a.iter().filter(|(_, t)| *t == DATA).count();
+    let before = keepalives(&net);
+    net.advance(Duration::from_secs(24));
+    assert_eq!(keepalives(&net), before, "none before 25 s");
+    net.advance(Duration::from_secs(2));
+    assert_eq!(keepalives(&net), before + 1, "one keepalive at 25 s");
+    // Turned off: none any more; same session.
+    p.persistent_keepalive = None;
+    assert_eq!(
+        net.a.apply(net.now, &[p].into_iter().collect()).updated,
+        vec![PeerId(0)]
+    );
+    let before = keepalives(&net);
+    net.advance(Duration::from_secs(60));
+    assert_eq!(keepalives(&net), before);
+    assert_eq!(net.inits_sent(), 1);
+}
