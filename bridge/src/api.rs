@@ -3,7 +3,7 @@
 //! or a [`Failure`]). The web page sends the same requests over a channel.
 
 use crate::config::Config;
-use crate::engine::Engine;
+use meshbridge_engine::Engine;
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};

@@ -6,7 +6,7 @@
 
 use crate::config::{Config, Peer};
 use crate::config_edit::{self, Edit, Effect};
-use crate::engine::Engine;
+use meshbridge_engine::Engine;
 use ipnet::{IpNet, Ipv4Net};
 use meshbridge_mesh::{PeerConfig, PresharedKey, PrivateKey};
 use meshbridge_web::peerconf::{self, ClientConfig};

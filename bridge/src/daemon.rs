@@ -3,7 +3,7 @@
 //! and removes what it installed.
 
 use crate::config::Config;
-use crate::engine::{Engine, EngineConfig, Event, Now, Transmit};
+use meshbridge_engine::{Engine, EngineConfig, Event, Now, Transmit};
 use crate::os::{self, Installed};
 use crate::persist::write_atomic;
 use anyhow::{Context, Result};
@@ -35,6 +35,14 @@ impl Macs {
             tap: mk(0x74),
             bridge: mk(0x72),
         }
+    }
+}
+
+/// Read both clocks, once per input: the engine itself never reads a clock.
+pub fn read_now() -> Now {
+    Now {
+        mono: std::time::Instant::now(),
+        wall: std::time::SystemTime::now(),
     }
 }
 
@@ -276,7 +284,7 @@ pub async fn run(mut config: Config) -> Result<bool> {
     );
     let macs = Macs::for_key(public.as_bytes());
 
-    let now = Now::read();
+    let now = read_now();
     let mut mesh = Mesh::new(&config.private_key);
     for p in config.peers.iter().filter(|p| p.enabled) {
         mesh.add_peer(now.mono, crate::control::mesh_peer(&config, p));
@@ -301,7 +309,7 @@ pub async fn run(mut config: Config) -> Result<bool> {
         }
         _ => false,
     };
-    let policy = crate::engine::forward::Policy {
+    let policy = meshbridge_engine::forward::Policy {
         exit_v6,
         advertised: config.routing.advertise_routes.clone(),
         exit_node: config.routing.exit_node,
@@ -352,7 +360,7 @@ pub async fn run(mut config: Config) -> Result<bool> {
 
     let mut hardware = crate::hw::Hardware::start(&config);
     let mut discovery = crate::discovery::Discovery::start(&config, &engine, &handle).await;
-    engine.start(Now::read());
+    engine.start(read_now());
     let (requests_tx, requests) = tokio::sync::mpsc::channel(16);
     if let Err(e) = crate::api::listen(&config.api_socket, requests_tx.clone()) {
         tracing::error!("local API not available: {e:#}");
@@ -580,18 +588,18 @@ async fn event_loop(
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             r = dev.tap.recv(&mut tap_buf) => match r {
-                Ok(n) => engine.handle_tap_frame(Now::read(), &tap_buf[..n]),
+                Ok(n) => engine.handle_tap_frame(read_now(), &tap_buf[..n]),
                 Err(e) => tracing::warn!("reading the TAP: {e}"),
             },
             r = dev.tun.recv(&mut tun_buf) => match r {
-                Ok(n) => engine.handle_tun_packet(Now::read(), &tun_buf[..n]),
+                Ok(n) => engine.handle_tun_packet(read_now(), &tun_buf[..n]),
                 Err(e) => tracing::warn!("reading the TUN: {e}"),
             },
             r = udp.recv_from(&mut udp_buf) => match r {
-                Ok((n, from)) => engine.handle_datagram(Now::read(), canonical(from), &udp_buf[..n]),
+                Ok((n, from)) => engine.handle_datagram(read_now(), canonical(from), &udp_buf[..n]),
                 Err(e) => tracing::debug!("UDP receive: {e}"),
             },
-            _ = tokio::time::sleep_until(deadline) => engine.handle_timeout(Now::read()),
+            _ = tokio::time::sleep_until(deadline) => engine.handle_timeout(read_now()),
             _ = async { match mdns_deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
                 discovery.handle_timeout();
             }

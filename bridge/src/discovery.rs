@@ -7,7 +7,7 @@
 
 use crate::config::Config;
 use crate::daemon::fmt_mac;
-use crate::engine::Engine;
+use meshbridge_engine::Engine;
 use crate::os;
 use anyhow::{Context, Result};
 use meshbridge_dhcp as dhcp;
@@ -288,9 +288,9 @@ impl Discovery {
         &mut self,
         config: &Config,
         engine: &Engine,
-        ev: &crate::engine::Event,
+        ev: &meshbridge_engine::Event,
     ) -> bool {
-        use crate::engine::Event;
+        use meshbridge_engine::Event;
         match ev {
             Event::Dhcp(d) => {
                 if let Some(names) = &self.names {

@@ -57,6 +57,14 @@ impl PrivateKey {
     pub fn to_base64(&self) -> String {
         STANDARD.encode(self.0)
     }
+
+    /// A key from 32 raw bytes, clamped the way `wg genkey` clamps: fixed
+    /// keys for simulations and fuzz targets, so a run reproduces.
+    pub fn from_bytes(mut bytes: [u8; 32]) -> Self {
+        bytes[0] &= 248;
+        bytes[31] = (bytes[31] & 127) | 64;
+        PrivateKey(bytes)
+    }
 }
 
 impl fmt::Debug for PrivateKey {
