@@ -3,12 +3,13 @@
 //! and removes what it installed.
 
 use crate::config::Config;
-use meshbridge_engine::{Engine, EngineConfig, Event, Now, Transmit};
 use crate::os::{self, Installed};
 use crate::persist::write_atomic;
 use anyhow::{Context, Result};
 use meshbridge_dhcp as dhcp;
+use meshbridge_engine::{Engine, EngineConfig, Event, Now, Transmit};
 use meshbridge_mesh::Mesh;
+use meshbridge_types::Mac;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,17 +20,17 @@ use tun_rs::{AsyncDevice, DeviceBuilder, Layer};
 /// The MACs the box uses, derived from its public key so they are stable.
 pub struct Macs {
     /// The box's address on the bridge (ARP, DHCP, forwarded frames).
-    pub engine: [u8; 6],
+    pub engine: Mac,
     /// The TAP interface's own address (must differ from `engine`).
-    pub tap: [u8; 6],
+    pub tap: Mac,
     /// The bridge's address, if we create it.
-    pub bridge: [u8; 6],
+    pub bridge: Mac,
 }
 
 impl Macs {
     /// Locally administered unicast addresses from the public key.
     pub fn for_key(public: &[u8; 32]) -> Macs {
-        let mk = |tag: u8| [0x02, 0x6d, tag, public[0], public[1], public[2]];
+        let mk = |tag: u8| Mac([0x02, 0x6d, tag, public[0], public[1], public[2]]);
         Macs {
             engine: mk(0x62),
             tap: mk(0x74),
@@ -156,7 +157,7 @@ async fn setup(
     let tap = DeviceBuilder::new()
         .name(config.tap_name.clone())
         .layer(Layer::L2)
-        .mac_addr(macs.tap)
+        .mac_addr(macs.tap.0)
         .mtu(1500)
         .build_async()
         .with_context(|| {
@@ -465,7 +466,7 @@ fn handle_events(
             Event::Dhcp(dhcp::Event::LeasesChanged) => persist = true,
             Event::Dhcp(dhcp::Event::Bound { mac, ip, hostname, .. }) => {
                 tracing::info!("DHCP: {ip} leased");
-                tracing::debug!("DHCP: {ip} leased to {} ({})", fmt_mac(&mac), hostname.as_deref().unwrap_or("no hostname"));
+                tracing::debug!("DHCP: {ip} leased to {} ({})", mac, hostname.as_deref().unwrap_or("no hostname"));
             }
             Event::Dhcp(dhcp::Event::Released { ip, .. }) => tracing::info!("DHCP: {ip} released"),
             Event::Dhcp(dhcp::Event::Declined { ip, .. }) => {
@@ -480,10 +481,10 @@ fn handle_events(
             }
             Event::Arp(meshbridge_arp::Event::Conflict { ip, mac }) => {
                 tracing::error!("another device claims the box's address {ip} on the bridge");
-                tracing::debug!("address conflict from {}", fmt_mac(&mac));
+                tracing::debug!("address conflict from {}", mac);
             }
             Event::Arp(meshbridge_arp::Event::Learned { ip, mac }) => {
-                tracing::debug!("neighbour {ip} is at {}", fmt_mac(&mac))
+                tracing::debug!("neighbour {ip} is at {}", mac)
             }
             other => tracing::debug!("event: {other:?}"),
         }
@@ -501,14 +502,6 @@ fn check_health(config: &Config) {
             "IPv4 forwarding was turned off (net.ipv4.ip_forward = 0): the subnet router and exit node do not work. Fix: sysctl -w net.ipv4.ip_forward=1, or restart meshbridge"
         );
     }
-}
-
-/// `aa:bb:cc:dd:ee:ff`.
-pub fn fmt_mac(m: &[u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 /// Why the loop ended.

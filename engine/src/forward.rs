@@ -7,8 +7,7 @@ use crate::rules::{is_special, is_special6};
 use meshbridge_mesh::PeerId;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-/// An Ethernet address.
-pub type Mac = [u8; 6];
+pub use meshbridge_types::Mac;
 
 /// Where a packet came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,7 +237,7 @@ mod tests {
         bridge_internet: false,
         bridge_allow_lan: false,
     };
-    const DEV: Mac = [2, 0, 0, 0, 0, 1];
+    const DEV: Mac = Mac([2, 0, 0, 0, 0, 1]);
     const DEV_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 100);
     const PEER_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
     const BOX_MESH: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -296,7 +295,12 @@ mod tests {
             Forward::Drop(Reason::Spoofed)
         );
         assert_eq!(
-            decide(&Fixed, Source::Bridge([2, 0, 0, 0, 0, 9]), DEV_IP, PEER_IP),
+            decide(
+                &Fixed,
+                Source::Bridge(Mac([2, 0, 0, 0, 0, 9])),
+                DEV_IP,
+                PEER_IP
+            ),
             Forward::Drop(Reason::Spoofed)
         );
     }

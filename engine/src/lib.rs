@@ -50,11 +50,11 @@ pub mod rules;
 
 use etherparse::{EtherType, Ethernet2Header, IpNumber, Ipv4Header, PacketBuilder, UdpHeader};
 use forward::{decide, decide6, Forward, Mac, Policy, Reason, Source, Topology};
-use rules::{LocalService, MDNS_GROUP, MDNS_MAC};
 use ipnet::Ipv4Net;
 use meshbridge_arp as arp;
 use meshbridge_dhcp as dhcp;
 use meshbridge_mesh::{Mesh, Output, PeerId};
+use rules::{LocalService, MDNS_GROUP, MDNS_MAC};
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
@@ -312,8 +312,8 @@ impl Engine {
         if eth.source == self.config.mac {
             return;
         }
-        if self.last_seen.len() < MAX_SEEN || self.last_seen.contains_key(&eth.source) {
-            self.last_seen.insert(eth.source, now.mono);
+        if self.last_seen.len() < MAX_SEEN || self.last_seen.contains_key(&Mac(eth.source)) {
+            self.last_seen.insert(Mac(eth.source), now.mono);
         }
         match eth.ether_type {
             EtherType::ARP => {
@@ -352,13 +352,12 @@ impl Engine {
             if ip.protocol == IpNumber::UDP && !ip.is_fragmenting_payload() {
                 if let Ok((udp, payload)) = UdpHeader::from_slice(l4) {
                     let (sp, dp) = (udp.source_port, udp.destination_port);
-                    let to_box =
-                        eth.destination == self.config.mac || eth.destination == [0xff; 6];
+                    let to_box = eth.destination == self.config.mac || eth.destination == [0xff; 6];
                     let len = usize::from(udp.length).saturating_sub(8).min(payload.len());
                     match rules::local_service(to_box, info.dst, sp, dp) {
                         Some(LocalService::Dhcp) => {
                             let input = dhcp::Input {
-                                src_mac: eth.source,
+                                src_mac: Mac(eth.source),
                                 src_ip: info.src,
                                 src_port: sp,
                                 dst_port: dp,
@@ -395,11 +394,16 @@ impl Engine {
         }
         let decision = decide(
             &self.view(now.wall),
-            Source::Bridge(eth.source),
+            Source::Bridge(Mac(eth.source)),
             info.src,
             info.dst,
         );
-        self.forward(now, Source::Bridge(eth.source), packet.to_vec(), decision);
+        self.forward(
+            now,
+            Source::Bridge(Mac(eth.source)),
+            packet.to_vec(),
+            decision,
+        );
     }
 
     /// A packet from the box's kernel (TUN).
@@ -465,7 +469,7 @@ impl Engine {
     /// from the box's gateway address and port 5353.
     pub fn send_mdns(&mut self, payload: &[u8]) {
         let gw = self.config.bridge_address.addr();
-        let builder = PacketBuilder::ethernet2(self.config.mac, MDNS_MAC)
+        let builder = PacketBuilder::ethernet2(self.config.mac.0, MDNS_MAC.0)
             .ipv4(gw.octets(), MDNS_GROUP.octets(), 255)
             .udp(5353, 5353);
         let mut frame = Vec::with_capacity(builder.size(payload.len()));
@@ -545,7 +549,7 @@ impl Engine {
 
     fn drain_dhcp(&mut self, _now: Now) {
         while let Some(t) = self.dhcp.poll_transmit() {
-            let builder = PacketBuilder::ethernet2(t.src_mac, t.dst_mac)
+            let builder = PacketBuilder::ethernet2(t.src_mac.0, t.dst_mac.0)
                 .ipv4(t.src_ip.octets(), t.dst_ip.octets(), 64)
                 .udp(t.src_port, t.dst_port);
             let mut frame = Vec::with_capacity(builder.size(t.payload.len()));
@@ -560,8 +564,8 @@ impl Engine {
 
     fn bridge_frame(&self, dst: Mac, packet: &[u8]) -> Vec<u8> {
         let mut frame = Vec::with_capacity(14 + packet.len());
-        frame.extend_from_slice(&dst);
-        frame.extend_from_slice(&self.config.mac);
+        frame.extend_from_slice(&dst[..]);
+        frame.extend_from_slice(&self.config.mac[..]);
         frame.extend_from_slice(&EtherType::IPV4.0.to_be_bytes());
         frame.extend_from_slice(packet);
         frame

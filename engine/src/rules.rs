@@ -70,7 +70,7 @@ pub fn arp_local(topo: &impl Topology, gateway: Ipv4Addr, ip: Ipv4Addr) -> bool 
 pub const MDNS_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 251);
 
 /// The mDNS group's Ethernet address (RFC 1112 mapping of 224.0.0.251).
-pub const MDNS_MAC: Mac = [0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb];
+pub const MDNS_MAC: Mac = Mac([0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb]);
 
 /// The mDNS port.
 pub const MDNS_PORT: u16 = 5353;
@@ -98,8 +98,7 @@ pub fn local_service(
     dst_port: u16,
 ) -> Option<LocalService> {
     use meshbridge_dhcp::{CLIENT_PORT, SERVER_PORT};
-    if (dst_port == SERVER_PORT && to_box) || (src_port == SERVER_PORT && dst_port == CLIENT_PORT)
-    {
+    if (dst_port == SERVER_PORT && to_box) || (src_port == SERVER_PORT && dst_port == CLIENT_PORT) {
         Some(LocalService::Dhcp)
     } else if dst_port == MDNS_PORT && dst == MDNS_GROUP {
         Some(LocalService::Mdns)
@@ -142,7 +141,14 @@ mod tests {
         ] {
             assert!(!is_special(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["::", "::1", "::ffff:192.168.1.1", "fd00::1", "fe80::1", "ff02::1"] {
+        for ip in [
+            "::",
+            "::1",
+            "::ffff:192.168.1.1",
+            "fd00::1",
+            "fe80::1",
+            "ff02::1",
+        ] {
             assert!(is_special6(ip.parse().unwrap()), "{ip}");
         }
         for ip in ["2001:db8:3::10", "2a00::1", "::2", "fec0::1"] {
@@ -222,7 +228,10 @@ mod tests {
         let bcast = Ipv4Addr::BROADCAST;
         assert_eq!(local_service(true, bcast, 68, 67), Some(LocalService::Dhcp));
         assert_eq!(local_service(false, bcast, 68, 67), None);
-        assert_eq!(local_service(false, bcast, 67, 68), Some(LocalService::Dhcp));
+        assert_eq!(
+            local_service(false, bcast, 67, 68),
+            Some(LocalService::Dhcp)
+        );
         assert_eq!(
             local_service(false, MDNS_GROUP, 5353, 5353),
             Some(LocalService::Mdns)

@@ -20,8 +20,8 @@
 use dhcproto::v4::{DhcpOption, Message, MessageType};
 use dhcproto::{Decodable, Decoder, Encodable};
 use etherparse::{Icmpv4Type, PacketBuilder, SlicedPacket, TransportSlice};
-use meshbridge_engine::{Engine, EngineConfig, Now, Transmit};
 use meshbridge_dhcp::{LeaseDb, ServerConfig};
+use meshbridge_engine::{Engine, EngineConfig, Now, Transmit};
 use meshbridge_mesh::{Mesh, Output, PeerConfig, PrivateKey};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
@@ -222,14 +222,14 @@ impl Sim {
             },
         );
         let config = EngineConfig {
-            mac: BOX_MAC,
+            mac: meshbridge_types::Mac(BOX_MAC),
             bridge_address: "10.77.1.1/24".parse().unwrap(),
             mesh_address: "10.77.0.1/24".parse().unwrap(),
             policy: Default::default(),
             mtu: 1420,
             dhcp: ServerConfig {
                 server_ip: GW,
-                server_mac: BOX_MAC,
+                server_mac: meshbridge_types::Mac(BOX_MAC),
                 subnet_mask: Ipv4Addr::new(255, 255, 255, 0),
                 range_start: Ipv4Addr::new(10, 77, 1, 100),
                 range_end: Ipv4Addr::new(10, 77, 1, 200),
@@ -268,8 +268,11 @@ impl Sim {
 
     fn log(&mut self, what: String) {
         let t = self.now.mono - self.start;
-        self.trace
-            .push(format!("{:>6}.{:03} {what}", t.as_secs(), t.subsec_millis()));
+        self.trace.push(format!(
+            "{:>6}.{:03} {what}",
+            t.as_secs(),
+            t.subsec_millis()
+        ));
     }
 
     fn lost(&mut self) -> bool {
@@ -315,7 +318,9 @@ impl Sim {
 
     /// The next datagram the link delivers (sometimes not the oldest).
     fn next_udp(&mut self) -> Option<(Side, Vec<u8>)> {
-        if self.link.len() > 1 && self.netem.reorder > 0 && self.rng.gen_ratio(self.netem.reorder, 1000)
+        if self.link.len() > 1
+            && self.netem.reorder > 0
+            && self.rng.gen_ratio(self.netem.reorder, 1000)
         {
             let i = self.rng.gen_range(1..self.link.len());
             self.log(format!("udp reordered: #{i} first"));
@@ -382,10 +387,8 @@ impl Sim {
         self.log(format!("peer< {}", describe_ip(&p)));
         if self.peer_pings_back {
             if let Ok(s) = SlicedPacket::from_ip(&p) {
-                if let (
-                    Some(etherparse::NetSlice::Ipv4(v4)),
-                    Some(TransportSlice::Icmpv4(i)),
-                ) = (&s.net, &s.transport)
+                if let (Some(etherparse::NetSlice::Ipv4(v4)), Some(TransportSlice::Icmpv4(i))) =
+                    (&s.net, &s.transport)
                 {
                     if let Icmpv4Type::EchoRequest(e) = i.icmp_type() {
                         let reply = icmp_echo(

@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use meshbridge_engine::{Engine, EngineConfig, Now};
-use meshbridge_dhcp::{LeaseDb, ServerConfig};
+use meshbridge_dhcp::{LeaseDb, Mac, ServerConfig};
 use meshbridge_mesh::{Mesh, PeerConfig, PrivateKey};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -29,14 +29,14 @@ fuzz_target!(|data: &[u8]| {
     });
     let gw = Ipv4Addr::new(10, 77, 1, 1);
     let config = EngineConfig {
-        mac: [2, 0x6d, 0x62, 1, 2, 3],
+        mac: Mac([2, 0x6d, 0x62, 1, 2, 3]),
         bridge_address: "10.77.1.1/24".parse().unwrap(),
         mesh_address: "10.77.0.1/24".parse().unwrap(),
         policy: Default::default(),
         mtu: 1420,
         dhcp: ServerConfig {
             server_ip: gw,
-            server_mac: [2, 0x6d, 0x62, 1, 2, 3],
+            server_mac: Mac([2, 0x6d, 0x62, 1, 2, 3]),
             subnet_mask: Ipv4Addr::new(255, 255, 255, 0),
             range_start: Ipv4Addr::new(10, 77, 1, 100),
             range_end: Ipv4Addr::new(10, 77, 1, 200),
