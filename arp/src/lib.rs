@@ -41,7 +41,7 @@
 //! ```
 //! use std::net::Ipv4Addr;
 //! use std::time::{Duration, Instant};
-//! use meshbridge_arp::{Config, Event, Responder};
+//! use meshbridge_arp::{Config, Event, Mac, Responder};
 //!
 //! /// What woke the daemon up.
 //! enum Input<'a> {
@@ -74,7 +74,7 @@
 //! }
 //!
 //! let gateway = Ipv4Addr::new(192, 168, 1, 1);
-//! let mut arp = Responder::new(Config::new([0x02, 0, 0, 0, 0, 1], gateway));
+//! let mut arp = Responder::new(Config::new(Mac([0x02, 0, 0, 0, 0, 1]), gateway));
 //! let mut tap = Vec::new();
 //! let start = Instant::now(); // only the daemon reads the clock
 //!
@@ -93,7 +93,7 @@
 //! ];
 //! step(&mut arp, start + Duration::from_secs(3), Input::Frame(&request), &mut tap);
 //! assert_eq!(tap.len(), 3); // answered with our MAC
-//! assert_eq!(arp.lookup(Ipv4Addr::new(192, 168, 1, 20)), Some([0x00, 0x1b, 0xa9, 0x11, 0x22, 0x33]));
+//! assert_eq!(arp.lookup(Ipv4Addr::new(192, 168, 1, 20)), Some(Mac([0x00, 0x1b, 0xa9, 0x11, 0x22, 0x33])));
 //! ```
 //!
 //! Time only moves forward through the `now` arguments, so tests and
@@ -113,5 +113,4 @@ pub use responder::{
     DEFEND_INTERVAL, MAX_NEIGHBOURS, MAX_REQUESTS_PER_INTERVAL, QUEUE_LIMIT, REQUEST_INTERVAL,
 };
 
-/// A 48-bit Ethernet MAC address.
-pub type Mac = [u8; 6];
+pub use meshbridge_types::Mac;

@@ -73,7 +73,7 @@ impl Default for Config {
     /// All-zero MAC and `0.0.0.0` gateway, which answer nothing: set both
     /// (`Config { mac, gateway, ..Default::default() }`).
     fn default() -> Self {
-        Self::new([0; 6], Ipv4Addr::UNSPECIFIED)
+        Self::new(Mac([0; 6]), Ipv4Addr::UNSPECIFIED)
     }
 }
 
@@ -379,7 +379,7 @@ impl Responder {
             operation: Operation::Request,
             sender_mac: self.config.mac,
             sender_ip: self.config.gateway,
-            target_mac: [0; 6],
+            target_mac: Mac([0; 6]),
             target_ip,
         }
     }

@@ -133,8 +133,8 @@ impl NeighbourTable {
 mod tests {
     use super::*;
 
-    const M1: Mac = [2, 0, 0, 0, 0, 1];
-    const M2: Mac = [2, 0, 0, 0, 0, 2];
+    const M1: Mac = Mac([2, 0, 0, 0, 0, 1]);
+    const M2: Mac = Mac([2, 0, 0, 0, 0, 2]);
 
     fn ip(last: u8) -> Ipv4Addr {
         Ipv4Addr::new(10, 0, 0, last)

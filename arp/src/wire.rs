@@ -10,7 +10,7 @@ use etherparse::{ArpEthIpv4Packet, ArpOperation, ArpPacketSlice, EtherType, Ethe
 use crate::{ArpError, Mac};
 
 /// The Ethernet broadcast address.
-pub(crate) const BROADCAST: Mac = [0xff; 6];
+pub(crate) const BROADCAST: Mac = Mac::BROADCAST;
 
 /// Minimum Ethernet frame length without the FCS (IEEE 802.3 `ETH_ZLEN`).
 /// Emitted frames are zero-padded to it so that no driver below the TAP has
@@ -39,7 +39,7 @@ pub(crate) struct ArpFrame {
 /// True for a MAC address a single host can own: not all zeros and without
 /// the group bit (multicast and broadcast).
 pub(crate) fn is_unicast_mac(mac: Mac) -> bool {
-    mac[0] & 0x01 == 0 && mac != [0; 6]
+    !mac.is_multicast() && mac != Mac([0; 6])
 }
 
 impl ArpFrame {
@@ -74,16 +74,16 @@ impl ArpFrame {
             ArpOperation::REPLY => Operation::Reply,
             ArpOperation(other) => return Err(ArpError::UnknownOperation(other)),
         };
-        if !is_unicast_mac(arp.sender_mac) {
+        if !is_unicast_mac(Mac(arp.sender_mac)) {
             return Err(ArpError::InvalidSenderMac);
         }
         Ok(Self {
-            eth_destination: eth.destination,
-            eth_source: eth.source,
+            eth_destination: Mac(eth.destination),
+            eth_source: Mac(eth.source),
             operation,
-            sender_mac: arp.sender_mac,
+            sender_mac: Mac(arp.sender_mac),
             sender_ip: arp.sender_ipv4_addr(),
-            target_mac: arp.target_mac,
+            target_mac: Mac(arp.target_mac),
             target_ip: arp.target_ipv4_addr(),
         })
     }
@@ -91,8 +91,8 @@ impl ArpFrame {
     /// Serialises the frame, zero-padded to [`MIN_FRAME_LEN`].
     pub fn emit(&self) -> Vec<u8> {
         let eth = Ethernet2Header {
-            source: self.eth_source,
-            destination: self.eth_destination,
+            source: self.eth_source.0,
+            destination: self.eth_destination.0,
             ether_type: EtherType::ARP,
         };
         let arp = ArpEthIpv4Packet {
@@ -100,9 +100,9 @@ impl ArpFrame {
                 Operation::Request => ArpOperation::REQUEST,
                 Operation::Reply => ArpOperation::REPLY,
             },
-            sender_mac: self.sender_mac,
+            sender_mac: self.sender_mac.0,
             sender_ipv4: self.sender_ip.octets(),
-            target_mac: self.target_mac,
+            target_mac: self.target_mac.0,
             target_ipv4: self.target_ip.octets(),
         };
         let mut out = Vec::with_capacity(MIN_FRAME_LEN);
@@ -117,8 +117,8 @@ impl ArpFrame {
 mod tests {
     use super::*;
 
-    const A: Mac = [0x02, 0, 0, 0, 0, 1];
-    const B: Mac = [0x02, 0, 0, 0, 0, 2];
+    const A: Mac = Mac([0x02, 0, 0, 0, 0, 1]);
+    const B: Mac = Mac([0x02, 0, 0, 0, 0, 2]);
 
     fn sample() -> ArpFrame {
         ArpFrame {
@@ -160,7 +160,7 @@ mod tests {
     fn unicast_mac() {
         assert!(is_unicast_mac(A));
         assert!(!is_unicast_mac(BROADCAST));
-        assert!(!is_unicast_mac([0; 6]));
-        assert!(!is_unicast_mac([0x01, 0x00, 0x5e, 0, 0, 1]));
+        assert!(!is_unicast_mac(Mac([0; 6])));
+        assert!(!is_unicast_mac(Mac([0x01, 0x00, 0x5e, 0, 0, 1])));
     }
 }

@@ -12,12 +12,12 @@ use meshbridge_arp::{
     QUEUE_LIMIT,
 };
 
-const OURS: Mac = [0x02, 0x4d, 0x42, 0x00, 0x00, 0x01];
-const PRINTER: Mac = [0x00, 0x1b, 0xa9, 0x11, 0x22, 0x33];
-const LAPTOP: Mac = [0x3c, 0x22, 0xfb, 0x44, 0x55, 0x66];
-const IMPOSTOR: Mac = [0x00, 0x11, 0x32, 0x77, 0x88, 0x99];
-const BROADCAST: Mac = [0xff; 6];
-const ZERO_MAC: Mac = [0; 6];
+const OURS: Mac = Mac([0x02, 0x4d, 0x42, 0x00, 0x00, 0x01]);
+const PRINTER: Mac = Mac([0x00, 0x1b, 0xa9, 0x11, 0x22, 0x33]);
+const LAPTOP: Mac = Mac([0x3c, 0x22, 0xfb, 0x44, 0x55, 0x66]);
+const IMPOSTOR: Mac = Mac([0x00, 0x11, 0x32, 0x77, 0x88, 0x99]);
+const BROADCAST: Mac = Mac([0xff; 6]);
+const ZERO_MAC: Mac = Mac([0; 6]);
 
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 1);
 const PRINTER_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 20);
@@ -54,15 +54,15 @@ fn arp_frame(
     target_ip: Ipv4Addr,
 ) -> Vec<u8> {
     let eth = Ethernet2Header {
-        source: eth_source,
-        destination: eth_destination,
+        source: eth_source.0,
+        destination: eth_destination.0,
         ether_type: EtherType::ARP,
     };
     let arp = ArpEthIpv4Packet {
         operation,
-        sender_mac,
+        sender_mac: sender_mac.0,
         sender_ipv4: sender_ip.octets(),
-        target_mac,
+        target_mac: target_mac.0,
         target_ipv4: target_ip.octets(),
     };
     let mut frame = eth.to_bytes().to_vec();
@@ -182,7 +182,7 @@ fn rfc826_request_for_gateway_is_answered_unicast_with_our_mac() {
 #[test]
 fn gateway_is_answered_even_when_unicast_to_a_stale_mac() {
     let mut seg = Segment::new();
-    let stale = [0x02, 0, 0, 0, 0, 0x99];
+    let stale = Mac([0x02, 0, 0, 0, 0, 0x99]);
     let request = arp_frame(
         stale,
         LAPTOP,
@@ -514,7 +514,7 @@ fn full_neighbour_table_forgets_the_least_recently_seen() {
     for i in 0..MAX_NEIGHBOURS as u32 {
         let ip = Ipv4Addr::from(0x0a01_0000 + i);
         let mut mac = PRINTER;
-        mac[2..].copy_from_slice(&i.to_be_bytes());
+        mac.0[2..].copy_from_slice(&i.to_be_bytes());
         seg.feed(&is_at(mac, ip)).unwrap();
         seg.events();
         seg.advance(Duration::from_millis(1));
@@ -585,9 +585,9 @@ fn malformed_frames_are_counted_and_dropped() {
         ArpHardwareId::IEEE802,
         EtherType::IPV4,
         ArpOperation::REQUEST,
-        &PRINTER,
+        &PRINTER[..],
         &PRINTER_IP.octets(),
-        &ZERO_MAC,
+        &ZERO_MAC[..],
         &GATEWAY.octets(),
     )
     .unwrap();
@@ -595,9 +595,9 @@ fn malformed_frames_are_counted_and_dropped() {
         ArpHardwareId::ETHERNET,
         EtherType::IPV6,
         ArpOperation::REQUEST,
-        &PRINTER,
+        &PRINTER[..],
         &[0xfe; 16],
-        &ZERO_MAC,
+        &ZERO_MAC[..],
         &[0xfe; 16],
     )
     .unwrap();

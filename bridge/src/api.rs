@@ -3,8 +3,8 @@
 //! or a [`Failure`]). The web page sends the same requests over a channel.
 
 use crate::config::Config;
-use crate::engine::Engine;
 use anyhow::{anyhow, bail, Context, Result};
+use meshbridge_engine::Engine;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -20,10 +20,6 @@ pub use meshbridge_web::proto::{
     BoxStatus, DeviceStatus, Failure, Health, PeerStatus, Pending, Reply, Request, Status,
     WireReply,
 };
-
-fn fmt_mac(m: &[u8; 6]) -> String {
-    crate::daemon::fmt_mac(m)
-}
 
 /// Is there a default route (IPv4 or IPv6)? Without one, peers cannot reach the box.
 fn has_default_route() -> bool {
@@ -85,7 +81,7 @@ pub fn status(
             enabled: false,
         });
     }
-    let name_of = |mac: &[u8; 6]| {
+    let name_of = |mac: &meshbridge_types::Mac| {
         config
             .device_names
             .iter()
@@ -96,7 +92,7 @@ pub fn status(
         .dhcp()
         .leases()
         .map(|l| DeviceStatus {
-            mac: fmt_mac(&l.mac),
+            mac: l.mac.to_string(),
             ip: l.ip.to_string(),
             hostname: l.hostname.clone(),
             name: name_of(&l.mac),
@@ -115,7 +111,7 @@ pub fn status(
     for (mac, ip) in &config.reservations {
         if !engine.dhcp().leases().any(|l| l.mac == *mac) {
             devices.push(DeviceStatus {
-                mac: fmt_mac(mac),
+                mac: mac.to_string(),
                 ip: ip.to_string(),
                 hostname: None,
                 name: name_of(mac),

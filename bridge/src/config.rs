@@ -5,6 +5,7 @@
 use ipnet::{IpNet, Ipv4Net};
 use meshbridge_mesh::wgquick;
 use meshbridge_mesh::{PresharedKey, PrivateKey, PublicKey};
+use meshbridge_types::Mac;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -388,9 +389,9 @@ pub struct Config {
     /// Coalesce lease writes: at most one per this interval (zero: every change at once).
     pub persist_interval: Duration,
     /// MAC → address reservations.
-    pub reservations: Vec<([u8; 6], Ipv4Addr)>,
+    pub reservations: Vec<(Mac, Ipv4Addr)>,
     /// MAC → name given on the page.
-    pub device_names: Vec<([u8; 6], String)>,
+    pub device_names: Vec<(Mac, String)>,
     /// `host:port` for generated peer configs.
     pub endpoint: Option<String>,
     /// The web page.
@@ -434,22 +435,6 @@ fn duration(key: &str, s: &str) -> Result<Duration, ConfigError> {
             format!("{s:?} is not a duration like \"1h\", \"30m\" or \"3600s\" ({e})"),
         )
     })
-}
-
-/// Parse `aa:bb:cc:dd:ee:ff` (or with `-`).
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let parts: Vec<&str> = s.split([':', '-']).collect();
-    if parts.len() != 6 {
-        return None;
-    }
-    let mut mac = [0u8; 6];
-    for (b, p) in mac.iter_mut().zip(parts) {
-        if p.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    Some(mac)
 }
 
 fn ipv4(key: &str, s: &str) -> Result<Ipv4Addr, ConfigError> {
@@ -900,9 +885,9 @@ impl Config {
             p => Some(p),
         };
         let mut reservations = Vec::new();
-        let mut device_names: Vec<([u8; 6], String)> = Vec::new();
+        let mut device_names: Vec<(Mac, String)> = Vec::new();
         for (i, r) in d.reservations.iter().enumerate() {
-            let mac = parse_mac(&r.mac).ok_or_else(|| {
+            let mac = r.mac.parse::<Mac>().map_err(|_| {
                 bad(
                     format!("dhcp.reservations[{i}].mac"),
                     format!("{:?} is not a MAC like aa:bb:cc:dd:ee:ff", r.mac),
@@ -1341,7 +1326,7 @@ mod web_keys_tests {
         assert_eq!(c.endpoint.as_deref(), Some("box.example.net:51820"));
         assert_eq!(
             c.device_names,
-            vec![([2, 0, 0, 0, 0, 1], "Office printer".to_string())]
+            vec![(Mac([2, 0, 0, 0, 0, 1]), "Office printer".to_string())]
         );
         assert_eq!(c.reservations.len(), 1);
         let bad = format!("{base}\n[[dhcp.reservations]]\nmac = \"02:00:00:00:00:01\"\n");

@@ -3,6 +3,7 @@
 //! before anything is written, then written atomically.
 
 use crate::config::Config;
+use meshbridge_types::Mac;
 use meshbridge_web::proto::Failure;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -202,7 +203,7 @@ impl Edit {
     /// the entry goes when it has neither.
     pub fn set_device(
         &mut self,
-        mac: &[u8; 6],
+        mac: &Mac,
         name: Option<Option<&str>>,
         ip: Option<Option<std::net::Ipv4Addr>>,
     ) -> Result<(), Failure> {
@@ -210,7 +211,7 @@ impl Edit {
         let found = res.iter().position(|t| {
             t.get("mac")
                 .and_then(|v| v.as_str())
-                .and_then(crate::config::parse_mac)
+                .and_then(|s| s.parse::<Mac>().ok())
                 .as_ref()
                 == Some(mac)
         });
@@ -218,7 +219,7 @@ impl Edit {
             Some(i) => i,
             None => {
                 let mut t = Table::new();
-                t.insert("mac", toml_edit::value(crate::daemon::fmt_mac(mac)));
+                t.insert("mac", toml_edit::value(mac.to_string()));
                 res.push(t);
                 res.len() - 1
             }
@@ -476,7 +477,7 @@ range = "10.77.1.100-10.77.1.200"
         .unwrap();
         assert!(e.set_peer_enabled("laptop", false).unwrap());
         assert!(!e.set_peer_enabled("nobody", false).unwrap());
-        let mac = [2, 0, 0, 0, 0, 9];
+        let mac = Mac([2, 0, 0, 0, 0, 9]);
         e.set_device(
             &mac,
             Some(Some("printer")),

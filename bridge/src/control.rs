@@ -6,9 +6,10 @@
 
 use crate::config::Config;
 use crate::config_edit::{self, Edit, Effect};
-use crate::engine::Engine;
 use ipnet::Ipv4Net;
+use meshbridge_engine::Engine;
 use meshbridge_mesh::{PresharedKey, PrivateKey};
+use meshbridge_types::Mac;
 use meshbridge_web::peerconf::{self, ClientConfig};
 use meshbridge_web::proto::{
     DiscoveryInfo, Failure, PeerAdded, PeerInfo, Reply, Request, SystemInfo,
@@ -38,7 +39,7 @@ pub struct Ctx<'a> {
 }
 
 /// The box's DHCP server settings from the config (the server MAC is the engine's).
-pub fn dhcp_config(config: &Config, server_mac: [u8; 6]) -> meshbridge_dhcp::ServerConfig {
+pub fn dhcp_config(config: &Config, server_mac: Mac) -> meshbridge_dhcp::ServerConfig {
     meshbridge_dhcp::ServerConfig {
         server_ip: config.bridge_address.addr(),
         server_mac,
@@ -88,10 +89,9 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
-fn parse_mac(s: &str) -> Result<[u8; 6], Failure> {
-    crate::config::parse_mac(s).ok_or_else(|| {
-        Failure::invalid("mac", format!("{s:?} is not a MAC like aa:bb:cc:dd:ee:ff"))
-    })
+fn parse_mac(s: &str) -> Result<Mac, Failure> {
+    s.parse::<Mac>()
+        .map_err(|_| Failure::invalid("mac", format!("{s:?} is not a MAC like aa:bb:cc:dd:ee:ff")))
 }
 
 fn peer_name_ok(name: &str) -> bool {

@@ -3,12 +3,13 @@
 //! and removes what it installed.
 
 use crate::config::Config;
-use crate::engine::{Engine, EngineConfig, Event, Now, Transmit};
 use crate::os::{self, Installed};
 use crate::persist::write_atomic;
 use anyhow::{Context, Result};
 use meshbridge_dhcp as dhcp;
+use meshbridge_engine::{Engine, EngineConfig, Event, Now, Transmit};
 use meshbridge_mesh::Mesh;
+use meshbridge_types::Mac;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,22 +20,30 @@ use tun_rs::{AsyncDevice, DeviceBuilder, Layer};
 /// The MACs the box uses, derived from its public key so they are stable.
 pub struct Macs {
     /// The box's address on the bridge (ARP, DHCP, forwarded frames).
-    pub engine: [u8; 6],
+    pub engine: Mac,
     /// The TAP interface's own address (must differ from `engine`).
-    pub tap: [u8; 6],
+    pub tap: Mac,
     /// The bridge's address, if we create it.
-    pub bridge: [u8; 6],
+    pub bridge: Mac,
 }
 
 impl Macs {
     /// Locally administered unicast addresses from the public key.
     pub fn for_key(public: &[u8; 32]) -> Macs {
-        let mk = |tag: u8| [0x02, 0x6d, tag, public[0], public[1], public[2]];
+        let mk = |tag: u8| Mac([0x02, 0x6d, tag, public[0], public[1], public[2]]);
         Macs {
             engine: mk(0x62),
             tap: mk(0x74),
             bridge: mk(0x72),
         }
+    }
+}
+
+/// Read both clocks, once per input: the engine itself never reads a clock.
+pub fn read_now() -> Now {
+    Now {
+        mono: std::time::Instant::now(),
+        wall: std::time::SystemTime::now(),
     }
 }
 
@@ -148,7 +157,7 @@ async fn setup(
     let tap = DeviceBuilder::new()
         .name(config.tap_name.clone())
         .layer(Layer::L2)
-        .mac_addr(macs.tap)
+        .mac_addr(macs.tap.0)
         .mtu(1500)
         .build_async()
         .with_context(|| {
@@ -279,7 +288,7 @@ pub async fn run(mut config: Config) -> Result<bool> {
     );
     let macs = Macs::for_key(public.as_bytes());
 
-    let now = Now::read();
+    let now = read_now();
     let mut mesh = Mesh::new(&config.private_key);
     // Endpoint names are resolved by a task; their peers get the address when it comes.
     let mut static_peers = crate::peers::StaticPeers::start(&config);
@@ -304,7 +313,7 @@ pub async fn run(mut config: Config) -> Result<bool> {
         }
         _ => false,
     };
-    let policy = crate::engine::forward::Policy {
+    let policy = meshbridge_engine::forward::Policy {
         exit_v6,
         advertised: config.routing.advertise_routes.clone(),
         exit_node: config.routing.exit_node,
@@ -355,7 +364,7 @@ pub async fn run(mut config: Config) -> Result<bool> {
 
     let mut hardware = crate::hw::Hardware::start(&config);
     let mut discovery = crate::discovery::Discovery::start(&config, &engine, &handle).await;
-    engine.start(Now::read());
+    engine.start(read_now());
     let (requests_tx, requests) = tokio::sync::mpsc::channel(16);
     if let Err(e) = crate::api::listen(&config.api_socket, requests_tx.clone()) {
         tracing::error!("local API not available: {e:#}");
@@ -463,7 +472,7 @@ fn handle_events(
             Event::Dhcp(dhcp::Event::LeasesChanged) => persist = true,
             Event::Dhcp(dhcp::Event::Bound { mac, ip, hostname, .. }) => {
                 tracing::info!("DHCP: {ip} leased");
-                tracing::debug!("DHCP: {ip} leased to {} ({})", fmt_mac(&mac), hostname.as_deref().unwrap_or("no hostname"));
+                tracing::debug!("DHCP: {ip} leased to {} ({})", mac, hostname.as_deref().unwrap_or("no hostname"));
             }
             Event::Dhcp(dhcp::Event::Released { ip, .. }) => tracing::info!("DHCP: {ip} released"),
             Event::Dhcp(dhcp::Event::Declined { ip, .. }) => {
@@ -478,10 +487,10 @@ fn handle_events(
             }
             Event::Arp(meshbridge_arp::Event::Conflict { ip, mac }) => {
                 tracing::error!("another device claims the box's address {ip} on the bridge");
-                tracing::debug!("address conflict from {}", fmt_mac(&mac));
+                tracing::debug!("address conflict from {}", mac);
             }
             Event::Arp(meshbridge_arp::Event::Learned { ip, mac }) => {
-                tracing::debug!("neighbour {ip} is at {}", fmt_mac(&mac))
+                tracing::debug!("neighbour {ip} is at {}", mac)
             }
             other => tracing::debug!("event: {other:?}"),
         }
@@ -499,14 +508,6 @@ fn check_health(config: &Config) {
             "IPv4 forwarding was turned off (net.ipv4.ip_forward = 0): the subnet router and exit node do not work. Fix: sysctl -w net.ipv4.ip_forward=1, or restart meshbridge"
         );
     }
-}
-
-/// `aa:bb:cc:dd:ee:ff`.
-pub fn fmt_mac(m: &[u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 /// Why the loop ended.
@@ -598,18 +599,18 @@ async fn event_loop(
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             r = dev.tap.recv(&mut tap_buf) => match r {
-                Ok(n) => engine.handle_tap_frame(Now::read(), &tap_buf[..n]),
+                Ok(n) => engine.handle_tap_frame(read_now(), &tap_buf[..n]),
                 Err(e) => tracing::warn!("reading the TAP: {e}"),
             },
             r = dev.tun.recv(&mut tun_buf) => match r {
-                Ok(n) => engine.handle_tun_packet(Now::read(), &tun_buf[..n]),
+                Ok(n) => engine.handle_tun_packet(read_now(), &tun_buf[..n]),
                 Err(e) => tracing::warn!("reading the TUN: {e}"),
             },
             r = udp.recv_from(&mut udp_buf) => match r {
-                Ok((n, from)) => engine.handle_datagram(Now::read(), canonical(from), &udp_buf[..n]),
+                Ok((n, from)) => engine.handle_datagram(read_now(), canonical(from), &udp_buf[..n]),
                 Err(e) => tracing::debug!("UDP receive: {e}"),
             },
-            _ = tokio::time::sleep_until(deadline) => engine.handle_timeout(Now::read()),
+            _ = tokio::time::sleep_until(deadline) => engine.handle_timeout(read_now()),
             _ = async { match mdns_deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
                 discovery.handle_timeout();
             }

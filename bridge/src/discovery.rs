@@ -6,11 +6,10 @@
 //! to sockets.
 
 use crate::config::Config;
-use crate::daemon::fmt_mac;
-use crate::engine::Engine;
 use crate::os;
 use anyhow::{Context, Result};
 use meshbridge_dhcp as dhcp;
+use meshbridge_engine::Engine;
 use std::net::IpAddr;
 use tokio::net::UdpSocket;
 
@@ -154,7 +153,7 @@ pub(crate) fn opt_out_addrs(config: &Config, engine: &Engine) -> Vec<IpAddr> {
         .dhcp()
         .leases()
         .filter(|l| {
-            let mac = fmt_mac(&l.mac);
+            let mac = l.mac.to_string();
             let host = l.hostname.as_deref().map(|h| h.to_ascii_lowercase());
             config
                 .discovery
@@ -288,9 +287,9 @@ impl Discovery {
         &mut self,
         config: &Config,
         engine: &Engine,
-        ev: &crate::engine::Event,
+        ev: &meshbridge_engine::Event,
     ) -> bool {
-        use crate::engine::Event;
+        use meshbridge_engine::Event;
         match ev {
             Event::Dhcp(d) => {
                 if let Some(names) = &self.names {

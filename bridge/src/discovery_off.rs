@@ -3,7 +3,7 @@
 //! nothing, and the start says so once if the config asked for them.
 
 use crate::config::Config;
-use crate::engine::{Engine, Event};
+use meshbridge_engine::{Engine, Event};
 
 /// Names and discovery, compiled out.
 pub struct Discovery;

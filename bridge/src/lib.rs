@@ -2,9 +2,9 @@
 //! the host and the mesh, and the I/O shell around it.
 //!
 //! * [`config`] reads and validates the TOML file (and wg-quick files).
-//! * [`engine`] is sans-IO: frames, packets and datagrams in; frames,
-//!   packets and datagrams out; it owns the DHCP server, the ARP responder
-//!   and the WireGuard mesh.
+//! * the engine ([`meshbridge_engine`], its own crate) is sans-IO: frames,
+//!   packets and datagrams in; frames, packets and datagrams out; it owns
+//!   the DHCP server, the ARP responder and the WireGuard mesh.
 //! * [`daemon`] owns the file descriptors (TAP, TUN, UDP socket), the clock
 //!   and the signals, and drives the engine.
 //! * [`os`] installs and removes kernel state (bridge, ports, routes);
@@ -23,7 +23,6 @@ pub mod discovery;
 pub mod discovery;
 #[cfg(feature = "dns")]
 pub mod dns;
-pub mod engine;
 pub mod hw;
 #[cfg(feature = "dns")]
 pub mod mdns_link;

@@ -9,23 +9,26 @@
 use crate::config::Routing;
 use anyhow::{bail, Context, Result};
 use ipnet::Ipv4Net;
+use meshbridge_engine::rules::{SPECIAL4, SPECIAL6};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
 /// The table's name.
 pub const TABLE: &str = "meshbridge";
 
-/// Ranges that are not "the internet" (mirrors `engine::forward::is_special`).
-const SPECIAL4: &str = "0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 127.0.0.0/8, 169.254.0.0/16, 172.16.0.0/12, 192.168.0.0/16, 224.0.0.0/4, 240.0.0.0/4";
+/// `a, b, c`: a table of ranges as nftables set elements.
+fn elements<T: std::fmt::Display>(nets: &[T]) -> String {
+    nets.iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 fn quote(name: &str) -> String {
     format!("\"{name}\"")
 }
 
 /// The whole transaction that installs our table for `routing`.
-/// IPv6 ranges that are not "the internet" (mirrors `engine::forward::is_special6`).
-const SPECIAL6: &str = "::/127, ::ffff:0:0/96, fc00::/7, fe80::/10, ff00::/8";
-
 /// `v6`: the exit node also serves IPv6 (the uplink has it).
 pub fn ruleset(routing: &Routing, tun: &str, bridge: Ipv4Net, v6: bool) -> String {
     let Some(uplink) = routing.uplink.as_deref() else {
@@ -42,12 +45,15 @@ pub fn ruleset(routing: &Routing, tun: &str, bridge: Ipv4Net, v6: bool) -> Strin
     // with nft versions that lack `destroy`.
     t += &format!("table inet {TABLE} {{}}\ndelete table inet {TABLE}\n");
     t += &format!("table inet {TABLE} {{\n");
+    // Not "the internet": the engine's own table (`meshbridge_engine::rules`).
+    let special4 = elements(&SPECIAL4);
     t += &format!(
-        "  set special4 {{ type ipv4_addr; flags interval; elements = {{ {SPECIAL4} }} }}\n"
+        "  set special4 {{ type ipv4_addr; flags interval; elements = {{ {special4} }} }}\n"
     );
     if v6 {
+        let special6 = elements(&SPECIAL6);
         t += &format!(
-            "  set special6 {{ type ipv6_addr; flags interval; elements = {{ {SPECIAL6} }} }}\n"
+            "  set special6 {{ type ipv6_addr; flags interval; elements = {{ {special6} }} }}\n"
         );
     }
     if !adv.is_empty() {
@@ -259,6 +265,8 @@ mod tests {
         );
         assert!(r.starts_with("table inet meshbridge {}\ndelete table inet meshbridge\n"));
         assert!(r.contains("elements = { 192.168.1.0/24 }"));
+        // The engine's table of special ranges, rendered as before.
+        assert!(r.contains("elements = { 0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 127.0.0.0/8, 169.254.0.0/16, 172.16.0.0/12, 192.168.0.0/16, 224.0.0.0/4, 240.0.0.0/4 }"));
         assert!(r.contains("ip saddr 10.77.1.0/24 ip daddr @advertised4 drop"));
         assert!(r.contains("oifname \"eth0\" ip daddr @advertised4 accept"));
         // Private ranges are dropped after the advertised LAN was accepted.
@@ -304,7 +312,7 @@ mod tests {
             true,
         );
         assert!(r.contains("ip6 daddr @special6 drop"));
-        assert!(r.contains("set special6 { type ipv6_addr; flags interval; elements = { ::/127"));
+        assert!(r.contains("set special6 { type ipv6_addr; flags interval; elements = { ::/127, ::ffff:0.0.0.0/96, fc00::/7, fe80::/10, ff00::/8 }"));
         assert!(r.contains("meta nfproto ipv6 masquerade"));
         assert!(!r.contains("meta nfproto ipv6 drop"));
         let r = ruleset(

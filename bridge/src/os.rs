@@ -6,6 +6,7 @@
 use anyhow::{anyhow, Context, Result};
 use futures_util::TryStreamExt;
 use ipnet::{IpNet, Ipv4Net};
+use meshbridge_types::Mac;
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, RouteMessageBuilder};
 use serde::{Deserialize, Serialize};
@@ -116,7 +117,7 @@ fn sysctl(path: &str, value: &str) {
 
 /// Make sure bridge `name` exists and is up; create it (with `mac`) if missing.
 /// Returns its index and whether we created it.
-pub async fn ensure_bridge(handle: &Handle, name: &str, mac: [u8; 6]) -> Result<(u32, bool)> {
+pub async fn ensure_bridge(handle: &Handle, name: &str, mac: Mac) -> Result<(u32, bool)> {
     if let Some(link) = link_by_name(handle, name).await? {
         if !is_bridge(&link) {
             return Err(anyhow!("interface {name} exists and is not a bridge; set bridge.name to a bridge or a free name"));
@@ -132,7 +133,7 @@ pub async fn ensure_bridge(handle: &Handle, name: &str, mac: [u8; 6]) -> Result<
     }
     handle
         .link()
-        .add(LinkBridge::new(name).address(mac.to_vec()).up().build())
+        .add(LinkBridge::new(name).address(mac.0.to_vec()).up().build())
         .execute()
         .await
         .with_context(|| format!("creating bridge {name}"))?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::{format_mac, Mac};
+use crate::Mac;
 
 /// Shortest lease we accept: anything shorter makes clients spend their time
 /// renewing.
@@ -310,7 +310,7 @@ impl ServerConfig {
         }
         if !is_unicast_mac(&self.server_mac) {
             return Err(ConfigError::InvalidServerMac {
-                mac: format_mac(&self.server_mac),
+                mac: self.server_mac.to_string(),
             });
         }
         let (start, end) = (self.range_start, self.range_end);
@@ -391,7 +391,7 @@ impl ServerConfig {
 
     fn validate_reservations(&self, subnet: Subnet) -> Result<(), ConfigError> {
         for (i, (mac, ip)) in self.reservations.iter().enumerate() {
-            let mac_s = format_mac(mac);
+            let mac_s = mac.to_string();
             if !is_unicast_mac(mac) {
                 return Err(ConfigError::ReservationInvalidMac { mac: mac_s });
             }
@@ -471,7 +471,7 @@ mod tests {
     fn base() -> ServerConfig {
         ServerConfig {
             server_ip: Ipv4Addr::new(192, 168, 50, 1),
-            server_mac: [0x02, 0, 0, 0, 0, 1],
+            server_mac: Mac([0x02, 0, 0, 0, 0, 1]),
             subnet_mask: Ipv4Addr::new(255, 255, 255, 0),
             range_start: Ipv4Addr::new(192, 168, 50, 100),
             range_end: Ipv4Addr::new(192, 168, 50, 200),
@@ -481,7 +481,7 @@ mod tests {
             mtu: Some(1420),
             lease_time: Duration::from_secs(3600),
             reservations: vec![(
-                [0x00, 0x11, 0x22, 0x33, 0x44, 0x55],
+                Mac([0x00, 0x11, 0x22, 0x33, 0x44, 0x55]),
                 Ipv4Addr::new(192, 168, 50, 10),
             )],
             probe_interval: Some(Duration::from_secs(60)),
@@ -511,7 +511,7 @@ mod tests {
                 Box::new(|c| c.server_ip = Ipv4Addr::new(192, 168, 50, 255)),
                 |e| matches!(e, ConfigError::ServerIpNotHost { .. }),
             ),
-            (Box::new(|c| c.server_mac = [0xff; 6]), |e| {
+            (Box::new(|c| c.server_mac = Mac([0xff; 6])), |e| {
                 matches!(e, ConfigError::InvalidServerMac { .. })
             }),
             (
@@ -540,21 +540,21 @@ mod tests {
             (
                 Box::new(|c| {
                     c.reservations
-                        .push(([2, 0, 0, 0, 0, 9], Ipv4Addr::new(10, 0, 0, 1)))
+                        .push((Mac([2, 0, 0, 0, 0, 9]), Ipv4Addr::new(10, 0, 0, 1)))
                 }),
                 |e| matches!(e, ConfigError::ReservationOutsideSubnet { .. }),
             ),
             (
                 Box::new(|c| {
                     c.reservations
-                        .push(([2, 0, 0, 0, 0, 9], Ipv4Addr::new(192, 168, 50, 1)))
+                        .push((Mac([2, 0, 0, 0, 0, 9]), Ipv4Addr::new(192, 168, 50, 1)))
                 }),
                 |e| matches!(e, ConfigError::ReservationIsServerIp { .. }),
             ),
             (
                 Box::new(|c| {
                     c.reservations.push((
-                        [0x00, 0x11, 0x22, 0x33, 0x44, 0x55],
+                        Mac([0x00, 0x11, 0x22, 0x33, 0x44, 0x55]),
                         Ipv4Addr::new(192, 168, 50, 11),
                     ))
                 }),
@@ -563,14 +563,14 @@ mod tests {
             (
                 Box::new(|c| {
                     c.reservations
-                        .push(([2, 0, 0, 0, 0, 9], Ipv4Addr::new(192, 168, 50, 10)))
+                        .push((Mac([2, 0, 0, 0, 0, 9]), Ipv4Addr::new(192, 168, 50, 10)))
                 }),
                 |e| matches!(e, ConfigError::DuplicateReservationIp { .. }),
             ),
             (
                 Box::new(|c| {
                     c.reservations
-                        .push(([1, 0, 0, 0, 0, 9], Ipv4Addr::new(192, 168, 50, 11)))
+                        .push((Mac([1, 0, 0, 0, 0, 9]), Ipv4Addr::new(192, 168, 50, 11)))
                 }),
                 |e| matches!(e, ConfigError::ReservationInvalidMac { .. }),
             ),
@@ -609,10 +609,10 @@ mod tests {
     fn reservation_outside_range_but_inside_subnet_is_fine() {
         let mut c = base();
         c.reservations
-            .push(([2, 0, 0, 0, 0, 9], Ipv4Addr::new(192, 168, 50, 20)));
+            .push((Mac([2, 0, 0, 0, 0, 9]), Ipv4Addr::new(192, 168, 50, 20)));
         assert_eq!(c.validate(), Ok(()));
-        assert!(c.allowed_for(&[2, 0, 0, 0, 0, 9], Ipv4Addr::new(192, 168, 50, 20)));
-        assert!(!c.allowed_for(&[2, 0, 0, 0, 0, 8], Ipv4Addr::new(192, 168, 50, 20)));
+        assert!(c.allowed_for(&Mac([2, 0, 0, 0, 0, 9]), Ipv4Addr::new(192, 168, 50, 20)));
+        assert!(!c.allowed_for(&Mac([2, 0, 0, 0, 0, 8]), Ipv4Addr::new(192, 168, 50, 20)));
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! # use std::time::SystemTime;
 //! # use meshbridge_dhcp::{Event, Input, LeaseDb, Server, ServerConfig};
 //! # fn run(config: ServerConfig, stored: Option<String>) -> Result<(), Box<dyn std::error::Error>> {
-//! # let recv = || -> Option<([u8; 6], std::net::Ipv4Addr, u16, u16, Vec<u8>)> { None };
+//! # let recv = || -> Option<(meshbridge_dhcp::Mac, std::net::Ipv4Addr, u16, u16, Vec<u8>)> { None };
 //! # let send = |_t: meshbridge_dhcp::Transmit| {};
 //! # let persist = |_s: String| {};
 //! # let sleep_until = |_t: Option<SystemTime>| {};
@@ -92,55 +92,10 @@ pub use persist::{LeaseDb, LeaseRecord, PersistError, LEASE_DB_VERSION};
 pub use server::{Event, Input, InputError, Server, Stats, Transmit};
 pub use wire::{probe_mac, BROADCAST_MAC, CLIENT_PORT, SERVER_PORT};
 
-/// An Ethernet MAC address.
-pub type Mac = [u8; 6];
-
-/// Formats a MAC as lowercase `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(mac: &Mac) -> String {
-    let [a, b, c, d, e, f] = mac;
-    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
-}
-
-/// Parses `aa:bb:cc:dd:ee:ff` (or with `-` separators, any case).
-pub fn parse_mac(s: &str) -> Option<Mac> {
-    let sep = if s.contains('-') { '-' } else { ':' };
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(sep);
-    for byte in &mut mac {
-        let part = parts.next()?;
-        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        *byte = u8::from_str_radix(part, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
+pub use meshbridge_types::Mac;
 
 /// `t + d`, or `t` itself if that is beyond what `SystemTime` can hold
 /// (never panics on absurd clocks).
 pub(crate) fn after(t: SystemTime, d: Duration) -> SystemTime {
     t.checked_add(d).unwrap_or(t)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mac_text_round_trip() {
-        let mac = [0xaa, 0x0b, 0xcc, 0xdd, 0xee, 0xff];
-        assert_eq!(format_mac(&mac), "aa:0b:cc:dd:ee:ff");
-        assert_eq!(parse_mac("aa:0b:cc:dd:ee:ff"), Some(mac));
-        assert_eq!(parse_mac("AA-0B-CC-DD-EE-FF"), Some(mac));
-        for bad in [
-            "",
-            "aa:bb",
-            "aa:bb:cc:dd:ee:ff:00",
-            "aa:bb:cc:dd:ee:f",
-            "+a:bb:cc:dd:ee:ff",
-            "aa:bb-cc:dd:ee:ff",
-        ] {
-            assert_eq!(parse_mac(bad), None, "{bad}");
-        }
-    }
 }

@@ -19,7 +19,7 @@ use serde_json::Value;
 use thiserror::Error;
 
 use crate::lease::sanitize_hostname;
-use crate::{format_mac, parse_mac, Mac};
+use crate::Mac;
 
 /// The only format version this crate reads and writes.
 pub const LEASE_DB_VERSION: u64 = 1;
@@ -106,8 +106,10 @@ fn unix_secs(t: SystemTime) -> u64 {
 fn entry_from_value(index: usize, v: Value) -> Result<LeaseRecord, PersistError> {
     let bad = |reason: String| PersistError::BadEntry { index, reason };
     let raw: RawEntry = serde_json::from_value(v).map_err(|e| bad(e.to_string()))?;
-    let mac =
-        parse_mac(&raw.mac).ok_or_else(|| bad(format!("{:?} is not a MAC address", raw.mac)))?;
+    let mac = raw
+        .mac
+        .parse::<Mac>()
+        .map_err(|_| bad(format!("{:?} is not a MAC address", raw.mac)))?;
     let ip: Ipv4Addr = raw
         .ip
         .parse()
@@ -157,7 +159,7 @@ impl LeaseDb {
                 .records
                 .iter()
                 .map(|r| EntryOut {
-                    mac: format_mac(&r.mac),
+                    mac: r.mac.to_string(),
                     ip: r.ip.to_string(),
                     hostname: r.hostname.as_deref(),
                     expires_unix: unix_secs(r.expires),
@@ -234,13 +236,13 @@ mod tests {
     fn round_trip() {
         let db = LeaseDb::from_records(vec![
             LeaseRecord {
-                mac: [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x01],
+                mac: Mac([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x01]),
                 ip: Ipv4Addr::new(192, 168, 50, 100),
                 hostname: Some("printer".into()),
                 expires: t(1_700_003_600),
             },
             LeaseRecord {
-                mac: [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x02],
+                mac: Mac([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x02]),
                 ip: Ipv4Addr::new(192, 168, 50, 101),
                 hostname: None,
                 expires: t(1_700_000_000),

@@ -27,7 +27,7 @@ pub const SERVER_PORT: u16 = 67;
 /// UDP port DHCP clients listen on.
 pub const CLIENT_PORT: u16 = 68;
 /// The Ethernet broadcast address.
-pub const BROADCAST_MAC: Mac = [0xff; 6];
+pub const BROADCAST_MAC: Mac = Mac::BROADCAST;
 
 /// Fixed BOOTP header length up to and including the magic cookie.
 const HEADER_LEN: usize = 240;
@@ -145,7 +145,7 @@ pub(crate) fn ethernet_chaddr(p: &Packet) -> Result<Mac, InputError> {
         // replies to it.
         (HType::Eth, Some(mac)) if mac[0] & 0x01 != 0 || mac == [0; 6] => {
             Err(InputError::InvalidClientMac {
-                mac: crate::format_mac(&mac),
+                mac: mac.to_string(),
             })
         }
         (HType::Eth, Some(mac)) => Ok(mac),
@@ -259,7 +259,7 @@ pub(crate) fn build_reply(
         yiaddr,
         Ipv4Addr::UNSPECIFIED,
         req.giaddr,
-        &chaddr,
+        &chaddr[..],
     );
     msg.set_opcode(Opcode::BootReply)
         .set_htype(HType::Eth)
@@ -314,7 +314,7 @@ pub(crate) fn build_probe(probe_mac: Mac, xid: u32) -> Message {
         unspecified,
         unspecified,
         unspecified,
-        &probe_mac,
+        &probe_mac[..],
     );
     msg.set_opcode(Opcode::BootRequest)
         .set_htype(HType::Eth)
@@ -346,11 +346,11 @@ mod tests {
 
     #[test]
     fn probe_mac_is_local_unicast_and_distinct() {
-        let server = [0x00, 0x11, 0x22, 0x33, 0x44, 0x55];
+        let server = Mac([0x00, 0x11, 0x22, 0x33, 0x44, 0x55]);
         let probe = probe_mac(server);
         assert_eq!(probe, [0x02, 0x11, 0x22, 0x33, 0x44, 0x00]);
         assert_ne!(probe, server);
-        assert_eq!(probe_mac([0x03, 0, 0, 0, 0, 0])[0], 0x02);
+        assert_eq!(probe_mac(Mac([0x03, 0, 0, 0, 0, 0]))[0], 0x02);
     }
 
     #[test]

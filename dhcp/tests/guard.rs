@@ -38,7 +38,7 @@ fn probe_is_due_at_start_and_has_the_right_fields() {
     assert_eq!(m.opcode(), Opcode::BootRequest);
     assert_eq!(msg_type(&m), Some(MessageType::Discover));
     assert!(m.flags().broadcast());
-    assert_eq!(m.chaddr(), &pm);
+    assert_eq!(m.chaddr(), &pm[..]);
     assert!(m.opts().get(OptionCode::ServerIdentifier).is_none());
     // Next probe one interval later, with its own fixed xid.
     assert_eq!(s.poll_timeout(), Some(t0() + PROBE));

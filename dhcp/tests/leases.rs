@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::*;
 use dhcproto::v4::{DhcpOption, MessageType, OptionCode};
 use meshbridge_dhcp::{
-    Event, LeaseDb, LeaseState, Server, DECLINE_QUARANTINE, IN_USE_HOLD, OFFER_HOLD,
+    Event, LeaseDb, LeaseState, Mac, Server, DECLINE_QUARANTINE, IN_USE_HOLD, OFFER_HOLD,
 };
 
 #[test]
@@ -51,7 +51,7 @@ fn offer_carries_configured_options() {
     assert!(t.payload.len() >= 300, "BOOTP minimum size");
     assert_eq!(offer.opcode(), dhcproto::v4::Opcode::BootReply);
     assert_eq!(offer.xid(), d.xid());
-    assert_eq!(offer.chaddr(), &mac(1));
+    assert_eq!(offer.chaddr(), &mac(1)[..]);
     assert_eq!(offer.yiaddr(), RANGE_START);
     assert_eq!(offer.ciaddr(), Ipv4Addr::UNSPECIFIED);
     let o = offer.opts();
@@ -241,7 +241,7 @@ fn nak_for_wrong_address_when_selecting() {
         Some(&DhcpOption::ServerIdentifier(SERVER_IP))
     );
     assert!(nak.opts().get(OptionCode::AddressLeaseTime).is_none());
-    assert_eq!((t.dst_ip, t.dst_mac), (Ipv4Addr::BROADCAST, [0xff; 6]));
+    assert_eq!((t.dst_ip, t.dst_mac), (Ipv4Addr::BROADCAST, Mac([0xff; 6])));
     assert_eq!(s.stats().naks, 1);
     assert_eq!(s.active_ip_for(&mac(1), t0()), None);
     // The right address still works.

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use common::*;
 use dhcproto::v4::{DhcpOption, Flags, HType, MessageType};
-use meshbridge_dhcp::{Input, InputError};
+use meshbridge_dhcp::{Input, InputError, Mac};
 
 fn input(payload: &[u8], src_port: u16, dst_port: u16) -> Input<'_> {
     Input {
@@ -37,13 +37,13 @@ fn offer_and_ack_are_broadcast_when_the_client_asks() {
     d.set_flags(Flags::default().set_broadcast());
     send(&mut s, t0(), &d).unwrap();
     let (t, offer) = one_reply(&mut s);
-    assert_eq!((t.dst_ip, t.dst_mac), (Ipv4Addr::BROADCAST, [0xff; 6]));
+    assert_eq!((t.dst_ip, t.dst_mac), (Ipv4Addr::BROADCAST, Mac([0xff; 6])));
     assert!(offer.flags().broadcast(), "flags echoed");
     let mut r = request_selecting(mac(1), offer.yiaddr(), SERVER_IP);
     r.set_flags(Flags::default().set_broadcast());
     send(&mut s, t0(), &r).unwrap();
     let (t, _) = one_reply(&mut s);
-    assert_eq!((t.dst_ip, t.dst_mac), (Ipv4Addr::BROADCAST, [0xff; 6]));
+    assert_eq!((t.dst_ip, t.dst_mac), (Ipv4Addr::BROADCAST, Mac([0xff; 6])));
 }
 
 #[test]
@@ -60,7 +60,7 @@ fn nak_is_always_broadcast_and_renewal_ack_goes_to_ciaddr() {
     send(&mut s, t0(), &request_renew(mac(2), a)).unwrap();
     let (t, m) = one_reply(&mut s);
     assert_eq!(msg_type(&m), Some(MessageType::Nak));
-    assert_eq!((t.dst_ip, t.dst_mac), (Ipv4Addr::BROADCAST, [0xff; 6]));
+    assert_eq!((t.dst_ip, t.dst_mac), (Ipv4Addr::BROADCAST, Mac([0xff; 6])));
 }
 
 #[test]
@@ -103,7 +103,7 @@ fn group_or_zero_client_macs_are_refused() {
     let mut s = server();
     for bad in [[0xff; 6], [0x01, 0x00, 0x5e, 0, 0, 1], [0; 6]] {
         assert!(matches!(
-            send(&mut s, t0(), &discover(bad)),
+            send(&mut s, t0(), &discover(Mac(bad))),
             Err(InputError::InvalidClientMac { .. })
         ));
     }

@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
     let (control, mut rest) = data.split_at(data.len().min(3));
     let ttl = Duration::from_secs(u64::from(control.first().copied().unwrap_or(0)) + 1);
     let mut arp = Responder::new(Config {
-        mac: OURS,
+        mac: OURS.into(),
         gateway: Ipv4Addr::new(192, 168, 1, 1),
         neighbour_ttl: ttl,
     });

@@ -64,7 +64,7 @@ fuzz_target!(|data: &[u8]| {
             let ip = parts.next().unwrap_or("");
             let _ = e.add_peer(name, "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=", "E3r8uqQfJz3jLNcCRvXEHcOJ1WGuYfN4yVZC2Ba5hl0=", &[ip.to_string()]);
             let _ = e.set_peer_enabled(name, false);
-            let _ = e.set_device(&[2, 0, 0, 0, 0, 1], Some(Some(name)), ip.parse().ok().map(Some));
+            let _ = e.set_device(&meshbridge_dhcp::Mac([2, 0, 0, 0, 0, 1]), Some(Some(name)), ip.parse().ok().map(Some));
             let _ = e.validate();
             let _ = e.remove_peer(name);
         }

@@ -8,12 +8,12 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, UNIX_EPOCH};
 
 use libfuzzer_sys::fuzz_target;
-use meshbridge_dhcp::{LeaseDb, Server, ServerConfig};
+use meshbridge_dhcp::{LeaseDb, Mac, Server, ServerConfig};
 
 fn config() -> ServerConfig {
     ServerConfig {
         server_ip: Ipv4Addr::new(192, 168, 50, 1),
-        server_mac: [0x02, 0x4d, 0x42, 0x00, 0x00, 0x01],
+        server_mac: Mac([0x02, 0x4d, 0x42, 0x00, 0x00, 0x01]),
         subnet_mask: Ipv4Addr::new(255, 255, 255, 0),
         range_start: Ipv4Addr::new(192, 168, 50, 100),
         range_end: Ipv4Addr::new(192, 168, 50, 200),

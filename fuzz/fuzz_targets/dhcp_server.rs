@@ -21,8 +21,8 @@ use libfuzzer_sys::fuzz_target;
 use meshbridge_dhcp::{probe_mac, Input, LeaseDb, Mac, Server, ServerConfig};
 
 const SERVER_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 1);
-const SERVER_MAC: Mac = [0x02, 0x4d, 0x42, 0x00, 0x00, 0x01];
-const FOREIGN_MAC: Mac = [0x00, 0x1a, 0x2b, 0x3c, 0x4d, 0x5e];
+const SERVER_MAC: Mac = Mac([0x02, 0x4d, 0x42, 0x00, 0x00, 0x01]);
+const FOREIGN_MAC: Mac = Mac([0x00, 0x1a, 0x2b, 0x3c, 0x4d, 0x5e]);
 
 fn config(probing: bool) -> ServerConfig {
     ServerConfig {
@@ -38,7 +38,7 @@ fn config(probing: bool) -> ServerConfig {
         mtu: Some(1420),
         lease_time: Duration::from_secs(600),
         reservations: vec![(
-            [0x00, 0x11, 0x22, 0x33, 0x44, 0x55],
+            Mac([0x00, 0x11, 0x22, 0x33, 0x44, 0x55]),
             Ipv4Addr::new(192, 168, 50, 20),
         )],
         probe_interval: probing.then_some(Duration::from_secs(60)),

@@ -10,21 +10,21 @@ use dhcproto::{Decodable, Encodable};
 use meshbridge_dhcp::{Event, Input, LeaseDb, Mac, Server, ServerConfig, Transmit};
 
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 1);
-pub const SERVER_MAC: Mac = [0x02, 0x00, 0x5e, 0x10, 0x00, 0x01];
+pub const SERVER_MAC: Mac = Mac([0x02, 0x00, 0x5e, 0x10, 0x00, 0x01]);
 pub const RANGE_START: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 100);
 pub const RANGE_END: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 109);
 pub const LEASE: Duration = Duration::from_secs(3600);
 pub const PROBE: Duration = Duration::from_secs(60);
 
 pub const FOREIGN_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 254);
-pub const FOREIGN_MAC: Mac = [0x00, 0x1a, 0x2b, 0x3c, 0x4d, 0x5e];
+pub const FOREIGN_MAC: Mac = Mac([0x00, 0x1a, 0x2b, 0x3c, 0x4d, 0x5e]);
 
 pub fn t0() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_700_000_000)
 }
 
 pub fn mac(n: u8) -> Mac {
-    [0x00, 0x11, 0x22, 0x33, 0x44, n]
+    Mac([0x00, 0x11, 0x22, 0x33, 0x44, n])
 }
 
 pub fn ip(last: u8) -> Ipv4Addr {
@@ -60,7 +60,7 @@ pub fn server() -> Server {
 /// A client message with the fields every test sets.
 pub fn client_msg(mac: Mac, mt: MessageType, xid: u32) -> Message {
     let z = Ipv4Addr::UNSPECIFIED;
-    let mut m = Message::new_with_id(xid, z, z, z, z, &mac);
+    let mut m = Message::new_with_id(xid, z, z, z, z, &mac[..]);
     m.opts_mut().insert(DhcpOption::MessageType(mt));
     m
 }
@@ -98,7 +98,7 @@ pub fn send(
     now: SystemTime,
     m: &Message,
 ) -> Result<(), meshbridge_dhcp::InputError> {
-    let src_mac: Mac = m.chaddr().try_into().unwrap_or([0; 6]);
+    let src_mac: Mac = m.chaddr().try_into().unwrap_or(Mac([0; 6]));
     let bytes = encode(m);
     server.handle_input(
         now,
@@ -138,7 +138,7 @@ pub fn send_reply(
 /// A DHCPOFFER from a foreign server, as the home router would send it.
 pub fn foreign_offer(to: Mac) -> Message {
     let z = Ipv4Addr::UNSPECIFIED;
-    let mut m = Message::new_with_id(0x77, z, ip(23), z, z, &to);
+    let mut m = Message::new_with_id(0x77, z, ip(23), z, z, &to[..]);
     m.set_opcode(Opcode::BootReply);
     m.set_flags(Flags::default().set_broadcast());
     m.opts_mut()

@@ -1,12 +1,13 @@
 //! The forwarding decision: one pure function from (where a packet came
 //! from, its addresses) to where it goes. No I/O, no state of its own: the
-//! tables it consults come in through [`Topology`].
+//! tables it consults come in through [`Topology`]; the address ranges it
+//! treats as "not the internet" are [`crate::rules`].
 
+use crate::rules::{is_special, is_special6};
 use meshbridge_mesh::PeerId;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-/// An Ethernet address.
-pub type Mac = [u8; 6];
+pub use meshbridge_types::Mac;
 
 /// Where a packet came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,33 +102,6 @@ impl Policy {
     fn advertises(&self, ip: Ipv4Addr) -> bool {
         self.advertised.iter().any(|n| n.contains(&ip))
     }
-}
-
-/// Addresses that are not "the internet": private, shared (CGNAT),
-/// loopback, link-local, multicast, reserved. The exit node keeps these
-/// out unless told otherwise ("guest Wi-Fi" default).
-pub fn is_special(ip: Ipv4Addr) -> bool {
-    let o = ip.octets();
-    ip.is_private()
-        || ip.is_loopback()
-        || ip.is_link_local()
-        || ip.is_multicast()
-        || ip.is_broadcast()
-        || o[0] == 0
-        || o[0] >= 240
-        || (o[0] == 100 && (o[1] & 0xc0) == 64)
-}
-
-/// IPv6 addresses that are not "the internet": unique-local, link-local,
-/// multicast, loopback, unspecified, IPv4-mapped, documentation-free rest is global.
-pub fn is_special6(ip: Ipv6Addr) -> bool {
-    let s = ip.segments();
-    ip.is_loopback()
-        || ip.is_unspecified()
-        || ip.is_multicast()
-        || (s[0] & 0xfe00) == 0xfc00
-        || (s[0] & 0xffc0) == 0xfe80
-        || ip.to_ipv4_mapped().is_some()
 }
 
 /// Decide where an IPv6 packet goes. IPv6 is not forwarded on the bridge
@@ -263,7 +237,7 @@ mod tests {
         bridge_internet: false,
         bridge_allow_lan: false,
     };
-    const DEV: Mac = [2, 0, 0, 0, 0, 1];
+    const DEV: Mac = Mac([2, 0, 0, 0, 0, 1]);
     const DEV_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 100);
     const PEER_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
     const BOX_MESH: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -321,7 +295,12 @@ mod tests {
             Forward::Drop(Reason::Spoofed)
         );
         assert_eq!(
-            decide(&Fixed, Source::Bridge([2, 0, 0, 0, 0, 9]), DEV_IP, PEER_IP),
+            decide(
+                &Fixed,
+                Source::Bridge(Mac([2, 0, 0, 0, 0, 9])),
+                DEV_IP,
+                PEER_IP
+            ),
             Forward::Drop(Reason::Spoofed)
         );
     }

@@ -1,16 +1,52 @@
-//! The engine: the box's sans-IO core. It joins the three sides — bridge
-//! frames (TAP), host packets (TUN) and WireGuard datagrams (UDP) — with the
-//! DHCP server, the ARP responder and the mesh, and decides where every
-//! packet goes ([`forward::decide`]).
+//! meshbridge's engine: the box's sans-IO core. It joins the three sides of
+//! the box — the bridge (Ethernet frames on a TAP port of the LAN bridge),
+//! the host (IP packets on a TUN, the box's own kernel) and the mesh
+//! (WireGuard datagrams on one UDP socket) — with the DHCP server
+//! ([`meshbridge_dhcp`]), the ARP responder ([`meshbridge_arp`]) and the
+//! WireGuard peers ([`meshbridge_mesh`]), and decides where every packet goes.
 //!
-//! Run loop (the daemon's job): feed each input to `handle_tap_frame`,
-//! `handle_tun_packet` or `handle_datagram`; then drain [`Engine::poll_transmit`]
-//! and [`Engine::poll_event`]; sleep until [`Engine::poll_timeout`] and call
-//! [`Engine::handle_timeout`]. The engine never reads a clock: every input
-//! carries a [`Now`].
+//! This crate has no sockets, no file descriptors, no async runtime and no
+//! clock: its Cargo.toml has no tokio, netlink or nftables, so the compiler
+//! keeps it that way. The daemon (`bridge/`) is the I/O shell around it.
+//!
+//! # Run loop (the daemon's job)
+//!
+//! 1. Read the clocks once into a [`Now`] and feed each input to
+//!    [`Engine::handle_tap_frame`], [`Engine::handle_tun_packet`] or
+//!    [`Engine::handle_datagram`].
+//! 2. Drain [`Engine::poll_transmit`] (write each [`Transmit`] to the TAP,
+//!    the TUN or the UDP socket) and [`Engine::poll_event`] (leases to
+//!    persist, mDNS for discovery, things to log).
+//! 3. Sleep until [`Engine::poll_timeout`], then call
+//!    [`Engine::handle_timeout`]. The engine never reads a clock: every
+//!    input carries a [`Now`], so tests run it on virtual time.
+//!
+//! # A frame from the bridge to a peer
+//!
+//! A bridged printer sends an Ethernet frame to the box's MAC; the daemon
+//! reads it from the TAP and calls [`Engine::handle_tap_frame`]. ARP goes to
+//! the responder (which answers for the gateway and, as a router, for the
+//! addresses in [`rules::arp_routes`]). For IPv4, the local demux
+//! ([`rules::local_service`]) takes DHCP and mDNS for the box's own
+//! services; anything else addressed to the box's MAC goes to
+//! [`forward::decide`], which checks the source against the device's DHCP
+//! lease (anti-spoofing) and looks the destination up: the box itself
+//! ([`forward::Forward::ToHost`]), another bridged device
+//! ([`forward::Forward::ToBridge`]), a peer by cryptokey routing
+//! ([`forward::Forward::ToMesh`]), or the routing policy (subnet router, exit
+//! node, with the ranges of [`rules::SPECIAL4`]). On the way to a peer the
+//! engine clamps TCP MSS and fragments or answers "fragmentation needed"
+//! ([`packet`]) to fit the mesh MTU, hands the packet to the peer's
+//! WireGuard session, and the ciphertext comes out of
+//! [`Engine::poll_transmit`] as [`Transmit::Udp`] for the daemon to send.
+//! The way back is [`Engine::handle_datagram`] → decrypt → the same
+//! decision → [`Transmit::Tap`] to the device's MAC.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod forward;
 pub mod packet;
+pub mod rules;
 
 use etherparse::{EtherType, Ethernet2Header, IpNumber, Ipv4Header, PacketBuilder, UdpHeader};
 use forward::{decide, decide6, Forward, Mac, Policy, Reason, Source, Topology};
@@ -18,27 +54,19 @@ use ipnet::Ipv4Net;
 use meshbridge_arp as arp;
 use meshbridge_dhcp as dhcp;
 use meshbridge_mesh::{Mesh, Output, Path, PeerId};
+use rules::{LocalService, MDNS_GROUP, MDNS_MAC};
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
 /// The time, twice: monotonic for protocol timers, wall clock for leases.
+/// The daemon reads both clocks once per input; simulations make it up.
 #[derive(Debug, Clone, Copy)]
 pub struct Now {
     /// Monotonic time.
     pub mono: Instant,
     /// Wall-clock time.
     pub wall: SystemTime,
-}
-
-impl Now {
-    /// Read both clocks (only the daemon calls this).
-    pub fn read() -> Now {
-        Now {
-            mono: Instant::now(),
-            wall: SystemTime::now(),
-        }
-    }
 }
 
 /// What the engine needs to know about the box.
@@ -88,12 +116,6 @@ pub enum Event {
         payload: Vec<u8>,
     },
 }
-
-/// The mDNS group (RFC 6762).
-const MDNS_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 251);
-
-/// The mDNS group's Ethernet address (RFC 1112 mapping of 224.0.0.251).
-const MDNS_MAC: Mac = [0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb];
 
 /// Counters: every dropped input is counted here.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -290,8 +312,8 @@ impl Engine {
         if eth.source == self.config.mac {
             return;
         }
-        if self.last_seen.len() < MAX_SEEN || self.last_seen.contains_key(&eth.source) {
-            self.last_seen.insert(eth.source, now.mono);
+        if self.last_seen.len() < MAX_SEEN || self.last_seen.contains_key(&Mac(eth.source)) {
+            self.last_seen.insert(Mac(eth.source), now.mono);
         }
         match eth.ether_type {
             EtherType::ARP => {
@@ -301,11 +323,9 @@ impl Engine {
                     mesh: &self.mesh,
                     wall: now.wall,
                 };
-                let routes = |ip: Ipv4Addr| {
-                    !view.on_bridge(ip) && (view.is_host(ip) || view.mesh_route(ip).is_some())
-                };
-                let local =
-                    |ip: Ipv4Addr| view.on_bridge(ip) && ip != view.config.bridge_address.addr();
+                let gateway = view.config.bridge_address.addr();
+                let routes = |ip: Ipv4Addr| rules::arp_routes(&view, ip);
+                let local = |ip: Ipv4Addr| rules::arp_local(&view, gateway, ip);
                 if self
                     .arp
                     .handle_frame(now.mono, frame, &routes, &local)
@@ -327,42 +347,39 @@ impl Engine {
             return;
         };
         let packet = &packet[..info.total_len];
-        // DHCP (either direction: the server sees other servers' replies too).
+        // The box's own services (DHCP, mDNS): the local demux.
         if let Ok((ip, l4)) = Ipv4Header::from_slice(packet) {
             if ip.protocol == IpNumber::UDP && !ip.is_fragmenting_payload() {
                 if let Ok((udp, payload)) = UdpHeader::from_slice(l4) {
                     let (sp, dp) = (udp.source_port, udp.destination_port);
-                    // Client requests count only when sent to us or broadcast (a
-                    // unicast renewal to another server, flooded by the bridge, is
-                    // not ours to answer); server replies are always looked at, to
-                    // notice another DHCP server on the segment.
-                    let to_us = eth.destination == self.config.mac || eth.destination == [0xff; 6];
-                    if (dp == 67 && to_us) || (sp == 67 && dp == 68) {
-                        let len = usize::from(udp.length).saturating_sub(8).min(payload.len());
-                        let input = dhcp::Input {
-                            src_mac: eth.source,
-                            src_ip: info.src,
-                            src_port: sp,
-                            dst_port: dp,
-                            payload: &payload[..len],
-                        };
-                        if self.dhcp.handle_input(now.wall, input).is_err() {
-                            self.stats.dhcp_errors += 1;
+                    let to_box = eth.destination == self.config.mac || eth.destination == [0xff; 6];
+                    let len = usize::from(udp.length).saturating_sub(8).min(payload.len());
+                    match rules::local_service(to_box, info.dst, sp, dp) {
+                        Some(LocalService::Dhcp) => {
+                            let input = dhcp::Input {
+                                src_mac: Mac(eth.source),
+                                src_ip: info.src,
+                                src_port: sp,
+                                dst_port: dp,
+                                payload: &payload[..len],
+                            };
+                            if self.dhcp.handle_input(now.wall, input).is_err() {
+                                self.stats.dhcp_errors += 1;
+                            }
+                            self.drain_dhcp(now);
+                            return;
                         }
-                        self.drain_dhcp(now);
-                        return;
-                    }
-                    // mDNS to the group: listened to, never forwarded.
-                    if dp == 5353 && info.dst == MDNS_GROUP {
-                        let len = usize::from(udp.length).saturating_sub(8).min(payload.len());
-                        self.stats.mdns += 1;
-                        if self.events.len() < 256 {
-                            self.events.push_back(Event::Mdns {
-                                src: info.src,
-                                payload: payload[..len].to_vec(),
-                            });
+                        Some(LocalService::Mdns) => {
+                            self.stats.mdns += 1;
+                            if self.events.len() < 256 {
+                                self.events.push_back(Event::Mdns {
+                                    src: info.src,
+                                    payload: payload[..len].to_vec(),
+                                });
+                            }
+                            return;
                         }
-                        return;
+                        None => {}
                     }
                 }
             }
@@ -377,11 +394,16 @@ impl Engine {
         }
         let decision = decide(
             &self.view(now.wall),
-            Source::Bridge(eth.source),
+            Source::Bridge(Mac(eth.source)),
             info.src,
             info.dst,
         );
-        self.forward(now, Source::Bridge(eth.source), packet.to_vec(), decision);
+        self.forward(
+            now,
+            Source::Bridge(Mac(eth.source)),
+            packet.to_vec(),
+            decision,
+        );
     }
 
     /// A packet from the box's kernel (TUN).
@@ -447,7 +469,7 @@ impl Engine {
     /// from the box's gateway address and port 5353.
     pub fn send_mdns(&mut self, payload: &[u8]) {
         let gw = self.config.bridge_address.addr();
-        let builder = PacketBuilder::ethernet2(self.config.mac, MDNS_MAC)
+        let builder = PacketBuilder::ethernet2(self.config.mac.0, MDNS_MAC.0)
             .ipv4(gw.octets(), MDNS_GROUP.octets(), 255)
             .udp(5353, 5353);
         let mut frame = Vec::with_capacity(builder.size(payload.len()));
@@ -529,7 +551,7 @@ impl Engine {
 
     fn drain_dhcp(&mut self, _now: Now) {
         while let Some(t) = self.dhcp.poll_transmit() {
-            let builder = PacketBuilder::ethernet2(t.src_mac, t.dst_mac)
+            let builder = PacketBuilder::ethernet2(t.src_mac.0, t.dst_mac.0)
                 .ipv4(t.src_ip.octets(), t.dst_ip.octets(), 64)
                 .udp(t.src_port, t.dst_port);
             let mut frame = Vec::with_capacity(builder.size(t.payload.len()));
@@ -544,8 +566,8 @@ impl Engine {
 
     fn bridge_frame(&self, dst: Mac, packet: &[u8]) -> Vec<u8> {
         let mut frame = Vec::with_capacity(14 + packet.len());
-        frame.extend_from_slice(&dst);
-        frame.extend_from_slice(&self.config.mac);
+        frame.extend_from_slice(&dst[..]);
+        frame.extend_from_slice(&self.config.mac[..]);
         frame.extend_from_slice(&EtherType::IPV4.0.to_be_bytes());
         frame.extend_from_slice(packet);
         frame
