@@ -123,11 +123,7 @@ pub struct Guard {
 /// one table in one transaction). Replies to connections the bridge or the
 /// mesh opened (`ct state established,related`) still pass.
 pub fn guard_rules(g: &Guard) -> String {
-    let ours = format!(
-        "{{ \"lo\", {}, {} }}",
-        quote(&g.bridge),
-        quote(&g.tun)
-    );
+    let ours = format!("{{ \"lo\", {}, {} }}", quote(&g.bridge), quote(&g.tun));
     let mut t = format!("table inet {TABLE} {{\n");
     t += "  chain guard_input {\n    type filter hook input priority filter; policy accept;\n";
     t += &format!("    iifname {ours} accept\n");
@@ -380,7 +376,12 @@ mod tests {
         let mut g = guard();
         g.open_ports = vec![80, 8080];
         let t = with_guard(
-            ruleset(&routing(), "mb-host0", "10.77.1.1/24".parse().unwrap(), false),
+            ruleset(
+                &routing(),
+                "mb-host0",
+                "10.77.1.1/24".parse().unwrap(),
+                false,
+            ),
             &g,
         );
         // One delete, then the routing block, then the guard block.

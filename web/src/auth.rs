@@ -744,7 +744,10 @@ mod tests {
         let (mut a, _) = Auth::open(&d, Duration::from_secs(60)).unwrap();
         a.create_token("ci", SystemTime::now()).unwrap();
         let shown = serde_json::to_string(&a.token_list()).unwrap();
-        assert!(shown.contains("\"ci\"") && !shown.contains("hash"), "{shown}");
+        assert!(
+            shown.contains("\"ci\"") && !shown.contains("hash"),
+            "{shown}"
+        );
         assert!(!shown.contains(&a.tokens()[0].hash));
     }
 

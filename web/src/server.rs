@@ -251,20 +251,22 @@ async fn serve(l: tokio::net::TcpListener, app: Router, limits: Arc<ConnLimits>)
         let app = app.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                if let Some(l) = local {
-                    req.extensions_mut().insert(LocalAddr(l));
-                }
-                let app = app.clone();
-                async move {
-                    let req = req.map(axum::body::Body::new);
-                    match tokio::time::timeout(REQUEST_TIMEOUT, app.oneshot(req)).await {
-                        Ok(r) => r,
-                        Err(_) => Ok(error(408, "the request took too long")),
+            let svc = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    if let Some(l) = local {
+                        req.extensions_mut().insert(LocalAddr(l));
                     }
-                }
-            });
+                    let app = app.clone();
+                    async move {
+                        let req = req.map(axum::body::Body::new);
+                        match tokio::time::timeout(REQUEST_TIMEOUT, app.oneshot(req)).await {
+                            Ok(r) => r,
+                            Err(_) => Ok(error(408, "the request took too long")),
+                        }
+                    }
+                },
+            );
             let mut b = hyper::server::conn::http1::Builder::new();
             b.timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
@@ -1042,10 +1044,16 @@ mod tests {
     use tower::ServiceExt as _;
 
     fn hosts() -> Vec<String> {
-        ["10.77.1.1", "10.77.0.1", "meshbridge", "meshbridge.local", "meshbridge.mesh.home.arpa"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        [
+            "10.77.1.1",
+            "10.77.0.1",
+            "meshbridge",
+            "meshbridge.local",
+            "meshbridge.mesh.home.arpa",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     }
 
     fn allowed(h: &str, local: Option<&str>, peer: &str) -> bool {
@@ -1113,8 +1121,9 @@ mod tests {
 
     async fn status_of(r: axum::http::Request<Body>) -> u16 {
         let mut r = r;
-        r.extensions_mut()
-            .insert(ConnectInfo("10.77.1.100:40000".parse::<SocketAddr>().unwrap()));
+        r.extensions_mut().insert(ConnectInfo(
+            "10.77.1.100:40000".parse::<SocketAddr>().unwrap(),
+        ));
         test_app().oneshot(r).await.unwrap().status().as_u16()
     }
 
@@ -1127,7 +1136,10 @@ mod tests {
                 .body(Body::from("{\"password\":\"x\"}"))
                 .unwrap()
         };
-        assert_eq!(status_of(req("rebind.example", "application/json")).await, 421);
+        assert_eq!(
+            status_of(req("rebind.example", "application/json")).await,
+            421
+        );
         assert_eq!(status_of(req("10.77.1.1", "text/plain")).await, 415);
         assert_eq!(
             status_of(req("10.77.1.1", "application/x-www-form-urlencoded")).await,
