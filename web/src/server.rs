@@ -318,7 +318,7 @@ fn host_allowed(hosts: &[String], host: &str, local: Option<IpAddr>, peer: Optio
         if let Some((base, n)) = stem.rsplit_once('-') {
             if !n.is_empty() && n.len() <= 4 && n.bytes().all(|b| b.is_ascii_digit()) {
                 let name = format!("{base}.local");
-                return hosts.iter().any(|h| *h == name);
+                return hosts.contains(&name);
             }
         }
     }
