@@ -268,9 +268,10 @@ impl Edit {
     }
 }
 
-/// Write the new text of the config file atomically (same mode as before).
+/// Write the new text of the config file atomically, readable by root only
+/// (it holds preshared keys, maybe the private key).
 pub fn commit(path: &Path, text: &str) -> Result<(), Failure> {
-    crate::persist::write_atomic(path, text.as_bytes())
+    crate::persist::write_private(path, text.as_bytes())
         .map_err(|e| internal(format!("writing {}: {e}", path.display())))
 }
 

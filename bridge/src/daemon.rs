@@ -206,17 +206,73 @@ async fn setup(
     Ok((Devices { tap, tun }, bridge_idx))
 }
 
+/// The names and addresses the web page answers to (its `Host` check).
+fn web_hosts(config: &Config) -> Vec<String> {
+    let mdns = &config.discovery.mdns_name;
+    let mut hosts = vec![
+        config.bridge_address.addr().to_string(),
+        config.mesh_address.addr().to_string(),
+        "meshbridge".to_string(),
+        format!("meshbridge.{}", config.domain),
+        mdns.clone(),
+        format!("{mdns}.local"),
+        format!("{mdns}.{}", config.domain),
+    ];
+    // The system's own host name (a Pi image's avahi, a router's DNS entry
+    // for the box): set by root, so not a rebinding risk.
+    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let h = h.trim().to_ascii_lowercase();
+        if !h.is_empty() && h != "localhost" {
+            hosts.push(format!("{h}.local"));
+            hosts.push(h);
+        }
+    }
+    hosts.extend(
+        config
+            .web
+            .listen
+            .iter()
+            .filter(|a| !a.ip().is_unspecified())
+            .map(|a| a.ip().to_string()),
+    );
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
 /// Subnet router and exit node: forwarding and our nftables table.
 fn setup_routing(config: &Config, rec: &mut Installed, exit_v6: bool) -> Result<()> {
     let r = &config.routing;
-    let Some(uplink) = &r.uplink else {
-        return Ok(());
+    // The uplink never reaches the bridge or the mesh unless [web] listen or
+    // [routing] opens it: our table is installed with or without [routing].
+    let guard = crate::nft::Guard {
+        bridge: config.bridge_name.clone(),
+        tun: config.tun_name.clone(),
+        own: vec![config.bridge_address.addr(), config.mesh_address.addr()],
+        open_ports: if config.web.enabled {
+            config
+                .web
+                .listen
+                .iter()
+                .filter(|a| a.ip().is_unspecified())
+                .map(|a| a.port())
+                .collect()
+        } else {
+            Vec::new()
+        },
     };
-    if !r.needs_forwarding() {
-        return Ok(());
-    }
     rec.nft_table = true;
     os::write_record(&config.state_dir, rec)?;
+    let routing = r.uplink.as_ref().filter(|_| r.needs_forwarding());
+    let Some(uplink) = routing else {
+        // Without routing the box still works without nft: say so, loudly.
+        if let Err(e) = crate::nft::apply(&crate::nft::with_guard(String::new(), &guard)) {
+            tracing::error!(
+                "{e:#}: the home LAN may reach the bridge and the mesh through this box"
+            );
+        }
+        return Ok(());
+    };
     if let Some(old) = crate::nft::enable_forwarding()? {
         rec.ip_forward_was.get_or_insert(old);
         os::write_record(&config.state_dir, rec)?;
@@ -236,7 +292,7 @@ fn setup_routing(config: &Config, rec: &mut Installed, exit_v6: bool) -> Result<
         os::write_record(&config.state_dir, rec)?;
     }
     let rules = crate::nft::ruleset(r, &config.tun_name, config.bridge_address, exit_v6);
-    crate::nft::apply(&rules)?;
+    crate::nft::apply(&crate::nft::with_guard(rules, &guard))?;
     let routes: Vec<String> = r.advertise_routes.iter().map(|n| n.to_string()).collect();
     let exit = match (r.exit_node, r.exit_node_allow_lan) {
         (true, true) => ", exit node (LAN allowed)",
@@ -374,6 +430,7 @@ pub async fn run(mut config: Config) -> Result<bool> {
             listen: config.web.listen.clone(),
             idle_timeout: config.web.session_timeout,
             state_dir: config.state_dir.clone(),
+            hosts: web_hosts(&config),
         };
         match meshbridge_web::server::start(&web, requests_tx.clone()).await {
             Ok(0) => tracing::error!("web page: no listen address could be bound (web.listen)"),

@@ -108,6 +108,64 @@ pub fn ruleset(routing: &Routing, tun: &str, bridge: Ipv4Net, v6: bool) -> Strin
     t
 }
 
+/// What the uplink (any link but the bridge, the mesh TUN and loopback) may
+/// not reach: the box's own bridge and mesh addresses and, through the box,
+/// anything on the bridge or in the mesh. Installed always, with or without
+/// `[routing]`: the box must not become a door from the home LAN into the
+/// bridge just because the LAN has a route to it.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    /// The kernel bridge.
+    pub bridge: String,
+    /// The host-side mesh TUN.
+    pub tun: String,
+    /// The box's own addresses on the bridge and in the mesh.
+    pub own: Vec<std::net::Ipv4Addr>,
+    /// TCP ports `[web] listen` opens on every address (0.0.0.0 / [::]).
+    pub open_ports: Vec<u16>,
+}
+
+/// The guard's chains, as a second block for our table (nft merges blocks of
+/// one table in one transaction). Replies to connections the bridge or the
+/// mesh opened (`ct state established,related`) still pass.
+pub fn guard_rules(g: &Guard) -> String {
+    let ours = format!("{{ \"lo\", {}, {} }}", quote(&g.bridge), quote(&g.tun));
+    let mut t = format!("table inet {TABLE} {{\n");
+    t += "  chain guard_input {\n    type filter hook input priority filter; policy accept;\n";
+    t += &format!("    iifname {ours} accept\n");
+    t += "    ct state established,related accept\n";
+    if !g.open_ports.is_empty() {
+        let ports: Vec<String> = g.open_ports.iter().map(|p| p.to_string()).collect();
+        t += &format!("    tcp dport {{ {} }} accept\n", ports.join(", "));
+    }
+    if !g.own.is_empty() {
+        let own: Vec<String> = g.own.iter().map(|a| a.to_string()).collect();
+        t += &format!("    ip daddr {{ {} }} drop\n", own.join(", "));
+    }
+    t += "  }\n";
+    t += "  chain guard_forward {\n    type filter hook forward priority filter; policy accept;\n";
+    t += &format!("    iifname {ours} accept\n");
+    t += "    ct state established,related accept\n";
+    t += &format!(
+        "    oifname {{ {}, {} }} drop\n",
+        quote(&g.bridge),
+        quote(&g.tun)
+    );
+    t += "  }\n}\n";
+    t
+}
+
+/// The whole transaction: the routing rules (if any) plus the guard.
+pub fn with_guard(routing_rules: String, g: &Guard) -> String {
+    let mut t = if routing_rules.is_empty() {
+        format!("table inet {TABLE} {{}}\ndelete table inet {TABLE}\n")
+    } else {
+        routing_rules
+    };
+    t += &guard_rules(g);
+    t
+}
+
 fn nft(input: &str) -> Result<()> {
     let mut child = Command::new("nft")
         .arg("-f")
@@ -301,6 +359,44 @@ mod tests {
             ruleset(&r, "mb-host0", "10.77.1.1/24".parse().unwrap(), false),
             ""
         );
+    }
+
+    fn guard() -> Guard {
+        Guard {
+            bridge: "br-mesh".into(),
+            tun: "mb-host0".into(),
+            own: vec!["10.77.1.1".parse().unwrap(), "10.77.0.1".parse().unwrap()],
+            open_ports: vec![],
+        }
+    }
+
+    #[test]
+    fn the_guard_is_installed_without_routing_and_drops_the_uplink() {
+        let t = with_guard(String::new(), &guard());
+        assert!(t.starts_with("table inet meshbridge {}\ndelete table inet meshbridge\n"));
+        assert!(t.contains("iifname { \"lo\", \"br-mesh\", \"mb-host0\" } accept"));
+        assert!(t.contains("ip daddr { 10.77.1.1, 10.77.0.1 } drop"));
+        assert!(t.contains("oifname { \"br-mesh\", \"mb-host0\" } drop"));
+        assert!(!t.contains("tcp dport"));
+        // Replies pass before the drops.
+        let est = t.find("ct state established,related accept").unwrap();
+        assert!(est < t.find("ip daddr {").unwrap());
+        let mut g = guard();
+        g.open_ports = vec![80, 8080];
+        let t = with_guard(
+            ruleset(
+                &routing(),
+                "mb-host0",
+                "10.77.1.1/24".parse().unwrap(),
+                false,
+            ),
+            &g,
+        );
+        // One delete, then the routing block, then the guard block.
+        assert_eq!(t.matches("delete table").count(), 1);
+        assert!(t.contains("chain from_mesh"));
+        let open = t.find("tcp dport { 80, 8080 } accept").unwrap();
+        assert!(open < t.find("ip daddr { 10.77.1.1").unwrap());
     }
 
     #[test]

@@ -38,6 +38,9 @@ fn send(w_rt: &tokio::runtime::Runtime, router: &axum::Router, req: Request<Body
 fn with_peer(mut req: Request<Body>) -> Request<Body> {
     let from: SocketAddr = "10.77.1.100:40000".parse().unwrap();
     req.extensions_mut().insert(ConnectInfo(from));
+    if !req.headers().contains_key("host") {
+        req.headers_mut().insert("host", axum::http::HeaderValue::from_static("10.77.1.1"));
+    }
     req
 }
 
@@ -59,6 +62,7 @@ fn world() -> &'static World {
                     listen: vec![],
                     idle_timeout: std::time::Duration::from_secs(3600),
                     state_dir: dir.clone(),
+                    hosts: vec!["10.77.1.1".into()],
                 },
                 tx,
             )

@@ -381,7 +381,7 @@ function viewSetup(m) {
   const pw = h('input', { id: 'password', name: 'password', type: 'password', autocomplete: 'new-password', required: true, minlength: '8' });
   const pw2 = h('input', { id: 'password-repeat', name: 'password_repeat', type: 'password', autocomplete: 'new-password', required: true });
   const form = h('form', { id: 'setup-form', novalidate: true },
-    field('setup_code', 'Setup code', code, h('span', {}, 'Printed in the box\'s log at first start and stored in the file ', h('code', {}, 'setup-code'), ' in its state directory (on a Raspberry Pi image also on the boot partition).')),
+    field('setup_code', 'Setup code', code, h('span', {}, 'Stored in the file ', h('code', {}, 'setup-code'), ' in the box\'s state directory (readable by root only; the log says where; on a Raspberry Pi image also on the boot partition).')),
     field('password', 'New admin password', pw, 'At least 8 characters.'),
     field('password_repeat', 'Repeat password', pw2),
     formError(),

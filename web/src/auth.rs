@@ -3,8 +3,8 @@
 //! per-address login rate limiting and API bearer tokens. No sockets here:
 //! callers pass the time in, so all of it is unit-tested.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use blake2::{Blake2b512, Digest};
@@ -78,21 +78,111 @@ pub fn check_new_password(pw: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// argon2id hash (PHC string) of a password. Slow on purpose: call it off the event loop.
-pub fn hash_password(pw: &str) -> String {
-    let salt = SaltString::encode_b64(&random(16)).expect("16 bytes is a valid salt");
-    Argon2::default()
-        .hash_password(pw.as_bytes(), &salt)
-        .expect("argon2 with default parameters")
-        .to_string()
+/// argon2id memory cost of new hashes, in KiB: 19 MiB (OWASP's minimum for
+/// argon2id, and argon2's default), with `ARGON2_TIME` passes and one lane.
+/// The server runs one hash at a time, so this is the most a login costs a
+/// 512 MB board.
+pub const ARGON2_MEMORY_KIB: u32 = 19 * 1024;
+/// argon2id passes of new hashes.
+pub const ARGON2_TIME: u32 = 2;
+/// The most memory a stored hash may ask for (KiB): a PHC string that wants
+/// more is refused rather than verified (64 MiB).
+pub const ARGON2_MAX_MEMORY_KIB: u32 = 64 * 1024;
+
+fn argon2() -> Argon2<'static> {
+    let params = Params::new(ARGON2_MEMORY_KIB, ARGON2_TIME, 1, None)
+        .expect("constant argon2 parameters are valid");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
-/// Does `pw` match the PHC string `hash`? Slow on purpose.
-pub fn verify_password(hash: &str, pw: &str) -> bool {
-    match PasswordHash::new(hash) {
-        Ok(h) => Argon2::default().verify_password(pw.as_bytes(), &h).is_ok(),
-        Err(_) => false,
+/// argon2's working memory, allocated once and reused by the one thread
+/// that hashes: the process keeps one 19 MiB block instead of a fresh one
+/// (and a fresh malloc arena) per login.
+#[derive(Default)]
+pub struct HashMemory(Vec<Block>);
+
+impl HashMemory {
+    fn blocks(&mut self, n: usize) -> &mut [Block] {
+        if self.0.len() < n {
+            self.0.resize(n, Block::default());
+        }
+        &mut self.0[..n]
     }
+}
+
+/// argon2id hash (PHC string) of a password. Slow on purpose: call it off the event loop.
+pub fn hash_password(pw: &str) -> String {
+    hash_password_with(&mut HashMemory::default(), pw)
+}
+
+/// [`hash_password`] with reused memory.
+pub fn hash_password_with(mem: &mut HashMemory, pw: &str) -> String {
+    let salt = SaltString::encode_b64(&random(16)).expect("16 bytes is a valid salt");
+    let mut raw = [0u8; 64];
+    let salt_bytes = salt.decode_b64(&mut raw).expect("just encoded");
+    let a = argon2();
+    let mut out = [0u8; 32];
+    a.hash_password_into_with_memory(
+        pw.as_bytes(),
+        salt_bytes,
+        &mut out,
+        mem.blocks(a.params().block_count()),
+    )
+    .expect("argon2 with constant parameters");
+    PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(a.params()).expect("constant parameters"),
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).expect("32 bytes is a valid output")),
+    }
+    .to_string()
+}
+
+/// Does `pw` match the PHC string `hash`? Slow on purpose. The hash's own
+/// parameters are used (older hashes still verify), up to
+/// [`ARGON2_MAX_MEMORY_KIB`].
+pub fn verify_password(hash: &str, pw: &str) -> bool {
+    verify_password_with(&mut HashMemory::default(), hash, pw)
+}
+
+/// [`verify_password`] with reused memory.
+pub fn verify_password_with(mem: &mut HashMemory, hash: &str, pw: &str) -> bool {
+    let Ok(h) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let params = match Params::try_from(&h) {
+        Ok(p) if p.m_cost() <= ARGON2_MAX_MEMORY_KIB => p,
+        _ => {
+            tracing::error!(
+                "the stored admin password hash asks for more than {ARGON2_MAX_MEMORY_KIB} KiB or is unreadable: set the password again with `meshbridge set-password`"
+            );
+            return false;
+        }
+    };
+    let (Ok(alg), Some(salt), Some(expected)) = (Algorithm::try_from(h.algorithm), h.salt, h.hash)
+    else {
+        return false;
+    };
+    let version = match h.version.map(Version::try_from) {
+        None => Version::V0x13,
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let mut raw = [0u8; 64];
+    let Ok(salt_bytes) = salt.decode_b64(&mut raw) else {
+        return false;
+    };
+    let mut out = vec![0u8; expected.len()];
+    let blocks = params.block_count();
+    if Argon2::new(alg, version, params)
+        .hash_password_into_with_memory(pw.as_bytes(), salt_bytes, &mut out, mem.blocks(blocks))
+        .is_err()
+    {
+        return false;
+    }
+    // Output's comparison takes the same time wherever the bytes differ.
+    Output::new(&out).is_ok_and(|o| o == expected)
 }
 
 /// Write `data` to `path` readable by root only, atomically (tmp, fsync, rename).
@@ -148,6 +238,15 @@ pub struct Token {
     pub created: String,
     /// blake2b of the token.
     hash: String,
+}
+
+/// An API token as the API lists it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// Name given when it was made.
+    pub name: String,
+    /// When (RFC 3339).
+    pub created: String,
 }
 
 #[derive(Debug, Default)]
@@ -345,6 +444,16 @@ impl Auth {
         Err(FAILURE_WINDOW.saturating_sub(now.saturating_duration_since(oldest)))
     }
 
+    /// Check and charge in one step, before any hashing: `Ok` means one
+    /// attempt from `ip` is counted as failed already (a good password clears
+    /// it with [`Auth::login_succeeded`]), so parallel requests can never get
+    /// more than [`MAX_FAILURES`] attempts past the check.
+    pub fn login_begin(&mut self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        self.login_allowed(ip, now)?;
+        self.login_failed(ip, now);
+        Ok(())
+    }
+
     /// Count a failed attempt from `ip`.
     pub fn login_failed(&mut self, ip: IpAddr, now: Instant) {
         if self.failures.len() >= MAX_TRACKED && !self.failures.contains_key(&ip) {
@@ -369,9 +478,20 @@ impl Auth {
         self.failures.remove(&ip);
     }
 
-    /// API tokens (without their secrets).
+    /// API tokens as stored (with their hashes: not for the API).
     pub fn tokens(&self) -> &[Token] {
         &self.tokens
+    }
+
+    /// API tokens as the API shows them: name and date, never the hash.
+    pub fn token_list(&self) -> Vec<TokenInfo> {
+        self.tokens
+            .iter()
+            .map(|t| TokenInfo {
+                name: t.name.clone(),
+                created: t.created.clone(),
+            })
+            .collect()
     }
 
     /// Make an API token called `name`; returns the token (shown once).
@@ -568,6 +688,67 @@ mod tests {
         assert!(a.delete_token("ci").unwrap());
         assert!(!a.check_token(&t));
         assert!(!a.delete_token("ci").unwrap());
+    }
+
+    #[test]
+    fn parallel_logins_are_charged_before_hashing() {
+        let d = tmp();
+        let (mut a, _) = Auth::open(&d, Duration::from_secs(60)).unwrap();
+        let ip: IpAddr = "10.77.1.100".parse().unwrap();
+        let t0 = Instant::now();
+        // 300 requests arrive before any hash is done: only 5 get through.
+        let passed = (0..300).filter(|_| a.login_begin(ip, t0).is_ok()).count();
+        assert_eq!(passed, MAX_FAILURES);
+        a.login_succeeded(ip);
+        assert!(a.login_begin(ip, t0).is_ok());
+    }
+
+    #[test]
+    fn new_hashes_use_the_small_board_parameters_and_old_ones_verify() {
+        let h = hash_password("correct horse");
+        assert!(h.starts_with(&format!(
+            "$argon2id$v=19$m={ARGON2_MEMORY_KIB},t={ARGON2_TIME},p=1$"
+        )));
+        // A hash made with other (cheaper) parameters still verifies.
+        let salt = SaltString::encode_b64(&[7u8; 16]).unwrap();
+        use argon2::PasswordHasher as _;
+        let cheap = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(4096, 3, 1, None).unwrap(),
+        )
+        .hash_password(b"old password", &salt)
+        .unwrap()
+        .to_string();
+        assert!(verify_password(&cheap, "old password"));
+        assert!(!verify_password(&cheap, "other password"));
+        // The crate's own verifier agrees with ours on our hashes, and memory is reused.
+        use argon2::PasswordVerifier as _;
+        let parsed = PasswordHash::new(&h).unwrap();
+        assert!(Argon2::default()
+            .verify_password(b"correct horse", &parsed)
+            .is_ok());
+        let mut mem = HashMemory::default();
+        assert!(verify_password_with(&mut mem, &h, "correct horse"));
+        assert!(verify_password_with(&mut mem, &cheap, "old password"));
+        assert!(!verify_password_with(&mut mem, &h, "correct horsE"));
+        assert_eq!(mem.0.len(), ARGON2_MEMORY_KIB as usize);
+        // One that asks for too much memory is refused without hashing.
+        let greedy = cheap.replace("m=4096", "m=1048576");
+        assert!(!verify_password(&greedy, "old password"));
+    }
+
+    #[test]
+    fn the_token_list_has_no_hashes() {
+        let d = tmp();
+        let (mut a, _) = Auth::open(&d, Duration::from_secs(60)).unwrap();
+        a.create_token("ci", SystemTime::now()).unwrap();
+        let shown = serde_json::to_string(&a.token_list()).unwrap();
+        assert!(
+            shown.contains("\"ci\"") && !shown.contains("hash"),
+            "{shown}"
+        );
+        assert!(!shown.contains(&a.tokens()[0].hash));
     }
 
     #[test]

@@ -15,10 +15,11 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 const INDEX: &str = include_str!("../assets/index.html");
 const APP_JS: &str = include_str!("../assets/app.js");
@@ -39,10 +40,69 @@ const PAGES: &[&str] = &[
 
 const COOKIE: &str = "mb_session";
 
+/// A client that has not sent a request's headers after this long is dropped
+/// (slowloris); also how long an idle keep-alive connection stays open.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request (body, daemon answer, password check) that takes longer gets 408.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Open connections at most, over all addresses; more are closed at once.
+pub const MAX_CONNECTIONS: usize = 128;
+/// Open connections at most from one client address.
+pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 16;
+/// How long a login waits for its turn at the password check.
+const HASH_WAIT: Duration = Duration::from_secs(20);
+
 /// What the handlers share.
 pub struct Web {
     auth: Mutex<Auth>,
     daemon: mpsc::Sender<Pending>,
+    /// Host names and addresses the page answers to (lowercase).
+    hosts: Vec<String>,
+    /// One argon2 computation at a time: a flood of logins queues here
+    /// instead of taking every core and 19 MiB per attempt.
+    hashing: Semaphore,
+    /// The one thread that runs argon2 (one thread: one malloc arena, so
+    /// the 19 MiB are reused instead of kept once per blocking thread).
+    hasher: Mutex<std::sync::mpsc::Sender<HashJob>>,
+}
+
+type HashJob = Box<dyn FnOnce(&mut auth::HashMemory) + Send>;
+
+fn start_hasher() -> std::sync::mpsc::Sender<HashJob> {
+    let (tx, rx) = std::sync::mpsc::channel::<HashJob>();
+    let spawned = std::thread::Builder::new()
+        .name("mb-argon2".into())
+        .spawn(move || {
+            let mut mem = auth::HashMemory::default();
+            while let Ok(job) = rx.recv() {
+                job(&mut mem);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("web: cannot start the password thread: {e}");
+    }
+    tx
+}
+
+/// Run `f` (argon2) on the password thread, holding the one hashing slot.
+async fn on_hasher<T: Send + 'static>(
+    st: &Web,
+    f: impl FnOnce(&mut auth::HashMemory) -> T + Send + 'static,
+) -> Result<T, Response> {
+    let slot = hash_slot(st).await?;
+    let (tx, rx) = oneshot::channel();
+    let sent = st.hasher.lock().ok().and_then(|h| {
+        h.send(Box::new(move |mem: &mut auth::HashMemory| {
+            let _ = tx.send(f(mem));
+        }))
+        .ok()
+    });
+    if sent.is_none() {
+        return Err(error(500, "the password thread is gone"));
+    }
+    let r = rx.await.map_err(|_| error(500, "hashing failed"));
+    drop(slot);
+    r
 }
 
 type St = Arc<Web>;
@@ -56,15 +116,21 @@ pub struct WebConfig {
     pub idle_timeout: Duration,
     /// Where the password, setup code and tokens live.
     pub state_dir: std::path::PathBuf,
+    /// Names and addresses the page answers to in the `Host` header, besides
+    /// the address the client connected to and `<name>-N.local` variants of
+    /// a `<name>.local` listed here. Anything else gets 421 (DNS rebinding).
+    pub hosts: Vec<String>,
 }
 
 /// The page and the API as a router (what [`start`] serves; tests and the
 /// fuzzer drive it directly). Makes the setup code on first use.
 pub fn app(config: &WebConfig, daemon: mpsc::Sender<Pending>) -> std::io::Result<Router> {
     let (auth, made) = Auth::open(&config.state_dir, config.idle_timeout)?;
-    if let Some(code) = made {
+    // The code itself never goes to the log (the system log is readable by
+    // more people than the state folder): only where to find it.
+    if made.is_some() {
         tracing::warn!(
-            "web: no admin password yet. Open the page and set one with the setup code {code} (also in {})",
+            "web: no admin password yet. Open the page and set one with the setup code in {} (root only; on a Pi image also meshbridge-setup-code.txt on the SD card)",
             config.state_dir.join(auth::SETUP_CODE_FILE).display()
         );
     } else if auth.setup_required() {
@@ -76,6 +142,13 @@ pub fn app(config: &WebConfig, daemon: mpsc::Sender<Pending>) -> std::io::Result
     let state = Arc::new(Web {
         auth: Mutex::new(auth),
         daemon,
+        hosts: config
+            .hosts
+            .iter()
+            .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+            .collect(),
+        hashing: Semaphore::new(1),
+        hasher: Mutex::new(start_hasher()),
     });
     Ok(router(state))
 }
@@ -84,26 +157,229 @@ pub fn app(config: &WebConfig, daemon: mpsc::Sender<Pending>) -> std::io::Result
 /// the daemon go to `daemon`. Addresses that cannot be bound are logged and skipped.
 pub async fn start(config: &WebConfig, daemon: mpsc::Sender<Pending>) -> std::io::Result<usize> {
     let app = app(config, daemon)?;
+    let limits = Arc::new(ConnLimits::default());
     let mut bound = 0;
     for &addr in &config.listen {
         match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => {
                 bound += 1;
                 tracing::info!("web page on http://{addr}/");
-                let app = app.clone();
-                tokio::spawn(async move {
-                    if let Err(e) =
-                        axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>())
-                            .await
-                    {
-                        tracing::error!("web server on {addr}: {e}");
-                    }
-                });
+                tokio::spawn(serve(l, app.clone(), limits.clone()));
             }
             Err(e) => tracing::error!("web: cannot listen on {addr}: {e}"),
         }
     }
     Ok(bound)
+}
+
+/// Open connections, in total and per client address.
+#[derive(Default)]
+struct ConnLimits {
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// One admitted connection; gives its place back when dropped.
+struct ConnPermit {
+    limits: Arc<ConnLimits>,
+    ip: IpAddr,
+}
+
+impl ConnLimits {
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnPermit> {
+        let mut g = self.open.lock().ok()?;
+        let (total, per) = &mut *g;
+        let mine = per.get(&ip).copied().unwrap_or(0);
+        if *total >= MAX_CONNECTIONS || mine >= MAX_CONNECTIONS_PER_ADDRESS {
+            return None;
+        }
+        *total += 1;
+        per.insert(ip, mine + 1);
+        Some(ConnPermit {
+            limits: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ConnPermit {
+    fn drop(&mut self) {
+        if let Ok(mut g) = self.limits.open.lock() {
+            let (total, per) = &mut *g;
+            *total = total.saturating_sub(1);
+            if let Some(n) = per.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    per.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+/// The address a connection came in on (for the `Host` check).
+#[derive(Clone, Copy)]
+struct LocalAddr(SocketAddr);
+
+/// Accept connections on `l` and serve `app` on each, HTTP/1.1 only, with the
+/// header timeout, the connection caps and the request timeout.
+async fn serve(l: tokio::net::TcpListener, app: Router, limits: Arc<ConnLimits>) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+    let mut refused: u64 = 0;
+    loop {
+        let (stream, peer) = match l.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors and the like: wait, do not spin.
+                tracing::debug!("web: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(permit) = limits.admit(peer.ip()) else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::warn!(
+                    "web: too many open connections (from {} or in total): {refused} refused so far",
+                    peer.ip()
+                );
+            }
+            drop(stream);
+            continue;
+        };
+        let local = stream.local_addr().ok();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let svc = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    if let Some(l) = local {
+                        req.extensions_mut().insert(LocalAddr(l));
+                    }
+                    let app = app.clone();
+                    async move {
+                        let req = req.map(axum::body::Body::new);
+                        match tokio::time::timeout(REQUEST_TIMEOUT, app.oneshot(req)).await {
+                            Ok(r) => r,
+                            Err(_) => Ok(error(408, "the request took too long")),
+                        }
+                    }
+                },
+            );
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(64 * 1024);
+            let _ = b.serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+/// The host part of a `Host` header: no port, no brackets, no final dot, lowercase.
+fn host_only(h: &str) -> Option<String> {
+    let h = h.trim();
+    let host = if let Some(rest) = h.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
+            return None;
+        }
+        inside
+    } else {
+        match h.rsplit_once(':') {
+            Some((name, port)) if is_port(port) => name,
+            Some(_) => return None,
+            None => h,
+        }
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    (!host.is_empty()).then_some(host)
+}
+
+fn is_port(p: &str) -> bool {
+    !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Is `host` (from [`host_only`]) one of the box's own? `local`: the address
+/// the client connected to; `peer`: the client.
+fn host_allowed(hosts: &[String], host: &str, local: Option<IpAddr>, peer: Option<IpAddr>) -> bool {
+    if hosts.iter().any(|h| h == host) {
+        return true;
+    }
+    let from_loopback = peer.is_some_and(|p| p.is_loopback());
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Some(ip) == local || (ip.is_loopback() && from_loopback);
+    }
+    if host == "localhost" {
+        return from_loopback;
+    }
+    // The mDNS name after a conflict: meshbridge-2.local for meshbridge.local.
+    if let Some(stem) = host.strip_suffix(".local") {
+        if let Some((base, n)) = stem.rsplit_once('-') {
+            if !n.is_empty() && n.len() <= 4 && n.bytes().all(|b| b.is_ascii_digit()) {
+                let name = format!("{base}.local");
+                return hosts.contains(&name);
+            }
+        }
+    }
+    false
+}
+
+/// DNS rebinding: a page on another name that resolves to the box must not
+/// talk to it with the browser's help. 421 for any other `Host`.
+async fn check_host(State(st): State<St>, req: axum::extract::Request, next: Next) -> Response {
+    let raw = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    let Some(host) = raw.as_deref().and_then(host_only) else {
+        return error(400, "missing or malformed Host header");
+    };
+    let local = req.extensions().get::<LocalAddr>().map(|l| l.0.ip());
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if !host_allowed(&st.hosts, &host, local, peer) {
+        tracing::debug!("web: refused Host {host:?}");
+        return error(
+            421,
+            "this box answers only to its own names and addresses: open it by its address or meshbridge.local",
+        );
+    }
+    next.run(req).await
+}
+
+/// JSON endpoints take only `application/json` bodies: a cross-site form or
+/// `text/plain` fetch cannot post to them without a CORS preflight.
+/// `/api/restore` takes the backup file as it is.
+async fn check_content_type(req: axum::extract::Request, next: Next) -> Response {
+    let writes = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
+    let path = req.uri().path();
+    if writes && path.starts_with("/api/") && path != "/api/restore" {
+        let ct = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let has_body = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|n| n.trim() != "0")
+            && (req.headers().contains_key(header::CONTENT_LENGTH)
+                || req.headers().contains_key(header::TRANSFER_ENCODING));
+        let json = ct.is_some_and(|ct| {
+            ct.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
+        if (has_body || ct.is_some()) && !json {
+            return error(415, "send the body as application/json");
+        }
+    }
+    next.run(req).await
 }
 
 fn router(state: St) -> Router {
@@ -141,6 +417,8 @@ fn router(state: St) -> Router {
         .route("/api/{*rest}", axum::routing::any(api_not_found))
         .fallback(page)
         .layer(DefaultBodyLimit::max(256 * 1024))
+        .layer(middleware::from_fn(check_content_type))
+        .layer(middleware::from_fn_with_state(state.clone(), check_host))
         .layer(middleware::from_fn(security_headers))
         .with_state(state)
 }
@@ -404,15 +682,14 @@ async fn setup(
         if !a.setup_required() {
             return error(409, "the admin password is already set: log in");
         }
-        if let Err(wait) = a.login_allowed(ip, Instant::now()) {
+        if let Err(wait) = a.login_begin(ip, Instant::now()) {
             return limited(wait);
         }
         if !a.check_setup_code(&b.setup_code) {
-            a.login_failed(ip, Instant::now());
             tracing::warn!("web: wrong setup code from {ip}");
             return fail(Failure {
                 status: 401,
-                error: "wrong setup code: it is in the log and in the box's state folder (on a Pi image: meshbridge-setup-code.txt on the SD card)".into(),
+                error: "wrong setup code: it is in the box's state folder (the log says where) (on a Pi image: meshbridge-setup-code.txt on the SD card)".into(),
                 field: Some("setup_code".into()),
             });
         }
@@ -421,8 +698,9 @@ async fn setup(
         }
     }
     let pw = b.password;
-    let Ok(hash) = tokio::task::spawn_blocking(move || auth::hash_password(&pw)).await else {
-        return error(500, "hashing failed");
+    let hash = match on_hasher(&st, move |m| auth::hash_password_with(m, &pw)).await {
+        Ok(h) => h,
+        Err(r) => return r,
     };
     let Ok(mut a) = st.auth.lock() else {
         return error(500, "internal error");
@@ -445,23 +723,30 @@ struct LoginBody {
     password: String,
 }
 
+/// Wait for the one argon2 slot (a flood of logins queues here).
+async fn hash_slot(st: &Web) -> Result<tokio::sync::SemaphorePermit<'_>, Response> {
+    match tokio::time::timeout(HASH_WAIT, st.hashing.acquire()).await {
+        Ok(Ok(p)) => Ok(p),
+        _ => Err(error(503, "the box is busy checking passwords: try again")),
+    }
+}
+
 async fn check_password(st: &Web, ip: std::net::IpAddr, pw: String) -> Result<(), Response> {
     let hash = {
         let Ok(mut a) = st.auth.lock() else {
             return Err(error(500, "internal error"));
         };
         a.refresh();
-        if let Err(wait) = a.login_allowed(ip, Instant::now()) {
+        if a.password_hash().is_none() {
+            return Err(error(401, "set the admin password first"));
+        }
+        // Checked and charged before hashing: parallel attempts cannot slip past.
+        if let Err(wait) = a.login_begin(ip, Instant::now()) {
             return Err(limited(wait));
         }
-        match a.password_hash() {
-            Some(h) => h,
-            None => return Err(error(401, "set the admin password first")),
-        }
+        a.password_hash().unwrap_or_default()
     };
-    let ok = tokio::task::spawn_blocking(move || auth::verify_password(&hash, &pw))
-        .await
-        .unwrap_or(false);
+    let ok = on_hasher(st, move |m| auth::verify_password_with(m, &hash, &pw)).await?;
     let Ok(mut a) = st.auth.lock() else {
         return Err(error(500, "internal error"));
     };
@@ -469,7 +754,6 @@ async fn check_password(st: &Web, ip: std::net::IpAddr, pw: String) -> Result<()
         a.login_succeeded(ip);
         Ok(())
     } else {
-        a.login_failed(ip, Instant::now());
         tracing::warn!("web: wrong password from {ip}");
         Err(error(401, "wrong password"))
     }
@@ -534,8 +818,9 @@ async fn change_password(
         return r;
     }
     let pw = b.password;
-    let Ok(hash) = tokio::task::spawn_blocking(move || auth::hash_password(&pw)).await else {
-        return error(500, "hashing failed");
+    let hash = match on_hasher(&st, move |m| auth::hash_password_with(m, &pw)).await {
+        Ok(h) => h,
+        Err(r) => return r,
     };
     let Ok(mut a) = st.auth.lock() else {
         return error(500, "internal error");
@@ -716,7 +1001,7 @@ async fn restart(State(st): State<St>) -> Response {
 
 async fn tokens(State(st): State<St>) -> Response {
     match st.auth.lock() {
-        Ok(a) => Json(json!(a.tokens())).into_response(),
+        Ok(a) => Json(json!(a.token_list())).into_response(),
         Err(_) => error(500, "internal error"),
     }
 }
@@ -749,5 +1034,125 @@ async fn token_delete(State(st): State<St>, Path(name): Path<String>) -> Respons
         Ok(true) => Json(json!({"ok": true})).into_response(),
         Ok(false) => error(404, format!("no token called {name:?}")),
         Err(e) => error(500, format!("saving: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt as _;
+
+    fn hosts() -> Vec<String> {
+        [
+            "10.77.1.1",
+            "10.77.0.1",
+            "meshbridge",
+            "meshbridge.local",
+            "meshbridge.mesh.home.arpa",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    fn allowed(h: &str, local: Option<&str>, peer: &str) -> bool {
+        let Some(host) = host_only(h) else {
+            return false;
+        };
+        host_allowed(
+            &hosts(),
+            &host,
+            local.map(|l| l.parse().unwrap()),
+            Some(peer.parse().unwrap()),
+        )
+    }
+
+    #[test]
+    fn host_names_are_the_boxs_own_only() {
+        let dev = "10.77.1.100";
+        for good in [
+            "10.77.1.1",
+            "10.77.1.1:80",
+            "meshbridge.local",
+            "MESHBRIDGE.local.",
+            "meshbridge-2.local",
+            "meshbridge.mesh.home.arpa:8080",
+            "meshbridge",
+        ] {
+            assert!(allowed(good, Some("10.77.1.1"), dev), "{good}");
+        }
+        for bad in [
+            "rebind.example",
+            "10.77.1.1.rebind.example",
+            "meshbridge-x.local",
+            "meshbridge-2.evil",
+            "printer.local",
+            "localhost",
+            "127.0.0.1",
+            "10.77.1.1:http",
+            "10.77.1.7",
+            "",
+            "[::1]:80",
+        ] {
+            assert!(!allowed(bad, Some("10.77.1.1"), dev), "{bad}");
+        }
+        // The address the client connected to, and loopback from loopback.
+        assert!(allowed("192.168.1.2", Some("192.168.1.2"), "192.168.1.50"));
+        assert!(allowed("[fd77::1]:80", Some("fd77::1"), "fd77::2"));
+        assert!(allowed("localhost:8080", Some("127.0.0.1"), "127.0.0.1"));
+        assert!(allowed("[::1]", Some("::1"), "::1"));
+    }
+
+    fn test_app() -> Router {
+        let dir = std::env::temp_dir().join(format!("mb-web-srv-{}", std::process::id()));
+        let (tx, _rx) = mpsc::channel(1);
+        app(
+            &WebConfig {
+                listen: vec![],
+                idle_timeout: Duration::from_secs(60),
+                state_dir: dir,
+                hosts: hosts(),
+            },
+            tx,
+        )
+        .unwrap()
+    }
+
+    async fn status_of(r: axum::http::Request<Body>) -> u16 {
+        let mut r = r;
+        r.extensions_mut().insert(ConnectInfo(
+            "10.77.1.100:40000".parse::<SocketAddr>().unwrap(),
+        ));
+        test_app().oneshot(r).await.unwrap().status().as_u16()
+    }
+
+    #[tokio::test]
+    async fn rebinding_hosts_and_simple_posts_are_refused() {
+        let req = |host: &str, ct: &str| {
+            axum::http::Request::post("/api/login")
+                .header("host", host)
+                .header("content-type", ct)
+                .body(Body::from("{\"password\":\"x\"}"))
+                .unwrap()
+        };
+        assert_eq!(
+            status_of(req("rebind.example", "application/json")).await,
+            421
+        );
+        assert_eq!(status_of(req("10.77.1.1", "text/plain")).await, 415);
+        assert_eq!(
+            status_of(req("10.77.1.1", "application/x-www-form-urlencoded")).await,
+            415
+        );
+        // The right type gets as far as the password check (none is set: 401).
+        assert_eq!(
+            status_of(req("10.77.1.1", "application/json; charset=utf-8")).await,
+            401
+        );
+        let get = axum::http::Request::get("/api/session")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(status_of(get).await, 400, "no Host at all");
     }
 }
