@@ -148,7 +148,7 @@ pub fn status(
         },
     });
     if config.routing.needs_forwarding() {
-        let on = crate::nft::forwarding_on();
+        let on = crate::host::nft::forwarding_on();
         health.push(Health {
             check: "ip_forwarding".into(),
             ok: on,

@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::engine::{Engine, EngineConfig, Event, Now, Transmit};
-use crate::os::{self, Installed};
+use crate::host::netlink::{self as os, Installed};
 use crate::persist::write_atomic;
 use anyhow::{Context, Result};
 use meshbridge_dhcp as dhcp;
@@ -208,13 +208,13 @@ fn setup_routing(config: &Config, rec: &mut Installed, exit_v6: bool) -> Result<
     }
     rec.nft_table = true;
     os::write_record(&config.state_dir, rec)?;
-    if let Some(old) = crate::nft::enable_forwarding()? {
+    if let Some(old) = crate::host::nft::enable_forwarding()? {
         rec.ip_forward_was.get_or_insert(old);
         os::write_record(&config.state_dir, rec)?;
         tracing::warn!("IPv4 forwarding was off: turned it on for the subnet router / exit node (restored on stop)");
     }
     if exit_v6 {
-        let (old, old_ra) = crate::nft::enable_forwarding6(uplink)?;
+        let (old, old_ra) = crate::host::nft::enable_forwarding6(uplink)?;
         if let Some(old) = old {
             rec.ip6_forward_was.get_or_insert(old);
             tracing::warn!(
@@ -226,8 +226,8 @@ fn setup_routing(config: &Config, rec: &mut Installed, exit_v6: bool) -> Result<
         }
         os::write_record(&config.state_dir, rec)?;
     }
-    let rules = crate::nft::ruleset(r, &config.tun_name, config.bridge_address, exit_v6);
-    crate::nft::apply(&rules)?;
+    let rules = crate::host::nft::ruleset(r, &config.tun_name, config.bridge_address, exit_v6);
+    crate::host::nft::apply(&rules)?;
     let routes: Vec<String> = r.advertise_routes.iter().map(|n| n.to_string()).collect();
     let exit = match (r.exit_node, r.exit_node_allow_lan) {
         (true, true) => ", exit node (LAN allowed)",
@@ -291,7 +291,7 @@ pub async fn run(mut config: Config) -> Result<bool> {
     };
     let exit_v6 = match (&config.routing.uplink, config.routing.exit_node) {
         (Some(uplink), true) => {
-            match crate::nft::uplink_ipv6(uplink) {
+            match crate::host::nft::uplink_ipv6(uplink) {
                 Ok(()) => true,
                 Err(why) => {
                     tracing::warn!("the exit node serves IPv4 only: {why}, so IPv6 (::/0) is not offered to peers");
@@ -488,7 +488,7 @@ fn handle_events(
 
 /// Health checks that can go wrong while running (logged with the fix).
 fn check_health(config: &Config) {
-    if config.routing.needs_forwarding() && !crate::nft::forwarding_on() {
+    if config.routing.needs_forwarding() && !crate::host::nft::forwarding_on() {
         tracing::error!(
             "IPv4 forwarding was turned off (net.ipv4.ip_forward = 0): the subnet router and exit node do not work. Fix: sysctl -w net.ipv4.ip_forward=1, or restart meshbridge"
         );
@@ -516,7 +516,7 @@ enum Stop {
 /// What the status LED shows.
 fn led_state(config: &Config, engine: &Engine) -> meshbridge_board::LedState {
     use meshbridge_board::LedState;
-    let forwarding_broken = config.routing.needs_forwarding() && !crate::nft::forwarding_on();
+    let forwarding_broken = config.routing.needs_forwarding() && !crate::host::nft::forwarding_on();
     if engine.dhcp().is_suspended() || forwarding_broken {
         LedState::Error
     } else if engine.mesh().peer_status().iter().any(|p| {

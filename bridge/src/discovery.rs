@@ -8,7 +8,7 @@
 use crate::config::Config;
 use crate::daemon::fmt_mac;
 use crate::engine::Engine;
-use crate::os;
+use crate::host::netlink as os;
 use anyhow::{Context, Result};
 use meshbridge_dhcp as dhcp;
 use std::net::IpAddr;

@@ -7,8 +7,8 @@
 //!   and the WireGuard mesh.
 //! * [`daemon`] owns the file descriptors (TAP, TUN, UDP socket), the clock
 //!   and the signals, and drives the engine.
-//! * [`os`] installs and removes kernel state (bridge, ports, routes);
-//!   [`nft`] the nftables table of the subnet router and exit node.
+//! * [`host`] installs and removes kernel state (bridge, ports, routes,
+//!   nftables, sysctls) and reads host facts (/proc), one module each.
 #![deny(unsafe_code)]
 
 pub mod api;
@@ -24,9 +24,8 @@ pub mod discovery;
 #[cfg(feature = "dns")]
 pub mod dns;
 pub mod engine;
+pub mod host;
 pub mod hw;
 #[cfg(feature = "dns")]
 pub mod mdns_link;
-pub mod nft;
-pub mod os;
 pub mod persist;

@@ -235,14 +235,14 @@ pub async fn add_peer_routes(
 pub async fn cleanup(handle: &Handle, rec: &Installed) -> Result<()> {
     let mut errors = Vec::new();
     if rec.nft_table {
-        if let Err(e) = crate::nft::remove() {
+        if let Err(e) = crate::host::nft::remove() {
             errors.push(format!("{e:#}"));
         }
     }
     if let Some(old) = &rec.ip_forward_was {
-        crate::nft::restore_forwarding(old);
+        crate::host::nft::restore_forwarding(old);
     }
-    crate::nft::restore_forwarding6(
+    crate::host::nft::restore_forwarding6(
         rec.ip6_forward_was.as_deref(),
         rec.uplink_accept_ra_was
             .as_ref()
