@@ -4,17 +4,16 @@
 
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::health;
+use crate::host::proc::HostFacts;
 use anyhow::{anyhow, bail, Context, Result};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-/// Where the socket lives unless `api.socket` says otherwise.
-pub fn default_socket(state_dir: &Path) -> PathBuf {
-    state_dir.join("meshbridge.sock")
-}
+pub use crate::config::default_socket;
 
 pub use meshbridge_web::proto::{
     BoxStatus, DeviceStatus, Failure, Health, PeerStatus, Pending, Reply, Request, Status,
@@ -25,43 +24,70 @@ fn fmt_mac(m: &[u8; 6]) -> String {
     crate::daemon::fmt_mac(m)
 }
 
-/// Is there a default route (IPv4 or IPv6)? Without one, peers cannot reach the box.
-fn has_default_route() -> bool {
-    let v4 = std::fs::read_to_string("/proc/net/route").is_ok_and(|t| {
-        t.lines()
-            .skip(1)
-            .any(|l| l.split_whitespace().nth(1) == Some("00000000"))
-    });
-    let v6 = std::fs::read_to_string("/proc/net/ipv6_route").is_ok_and(|t| {
-        t.lines().any(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 9
-                && f[0] == "00000000000000000000000000000000"
-                && f[1] == "00"
-                && f[9] != "lo"
-        })
-    });
-    v4 || v6
+/// `host:port` clients reach the box at: `mesh.endpoint`, else the address
+/// the box would send to the internet from (unless that is a mesh address).
+pub fn endpoint(config: &Config, host: &HostFacts) -> Option<String> {
+    if let Some(e) = &config.endpoint {
+        return Some(e.clone());
+    }
+    let a = host.source_v4?;
+    (!config.mesh_address.contains(&a))
+        .then(|| std::net::SocketAddr::new(a.into(), config.listen_port).to_string())
 }
 
-/// Build the status from the running engine.
-pub fn status(
-    config: &Config,
+/// What the status is built from besides the config and the engine.
+#[derive(Clone, Copy, Debug)]
+pub struct StatusInput<'a> {
+    /// When the daemon started.
+    pub started: Instant,
+    /// The board's name.
+    pub board: &'a str,
+    /// Saved settings wait for a restart.
+    pub restart_pending: bool,
+    /// Host facts, cached off the event loop.
+    pub host: &'a HostFacts,
+    /// Wall clock now.
+    pub now: SystemTime,
+    /// Monotonic clock now.
+    pub mono: Instant,
+}
+
+/// The health checks' input from the running daemon.
+pub fn health_facts<'a>(
+    config: &'a Config,
     engine: &Engine,
-    started: Instant,
-    board: &str,
+    host: &'a HostFacts,
+    now: SystemTime,
     restart_pending: bool,
-) -> Status {
-    let now = SystemTime::now();
-    let mono = Instant::now();
+) -> health::Facts<'a> {
+    health::Facts {
+        bridge_name: &config.bridge_name,
+        dhcp_suspended: engine.dhcp().is_suspended(),
+        dhcp_enabled: config.dhcp_enabled,
+        needs_forwarding: config.routing.needs_forwarding(),
+        host,
+        now,
+        restart_pending,
+    }
+}
+
+/// Build the status from the running engine (no I/O: the host facts are
+/// passed in).
+pub fn status(config: &Config, engine: &Engine, input: StatusInput<'_>) -> Status {
+    let StatusInput {
+        started,
+        board,
+        restart_pending,
+        host,
+        now,
+        mono,
+    } = input;
     let mut peers: Vec<PeerStatus> = engine
         .mesh()
         .peer_status()
         .into_iter()
         .map(|p| PeerStatus {
-            online: p
-                .last_handshake
-                .is_some_and(|d| d < Duration::from_secs(180)),
+            online: health::online(p.last_handshake),
             last_handshake_s: p.last_handshake.map(|d| d.as_secs()),
             name: p.name,
             public_key: p.public_key.to_string(),
@@ -126,60 +152,7 @@ pub fn status(
             });
         }
     }
-    let mut health = Vec::new();
-    let foreign = engine.dhcp().is_suspended();
-    health.push(Health {
-        check: "dhcp".into(),
-        ok: !foreign,
-        message: if foreign {
-            format!("Another DHCP server answers on bridge {}: meshbridge is not handing out addresses. Turn that server off or take its port out of the bridge.", config.bridge_name)
-        } else {
-            "serving addresses on the bridge".into()
-        },
-    });
-    let uplink = has_default_route();
-    health.push(Health {
-        check: "uplink".into(),
-        ok: uplink,
-        message: if uplink {
-            "the box has a route to the internet".into()
-        } else {
-            "No uplink: the box has no default route, so peers elsewhere cannot reach it. Check the uplink cable or Wi-Fi settings, and that the router gives the box an address.".into()
-        },
-    });
-    if config.routing.needs_forwarding() {
-        let on = crate::host::nft::forwarding_on();
-        health.push(Health {
-            check: "ip_forwarding".into(),
-            ok: on,
-            message: if on {
-                "IPv4 forwarding is on".into()
-            } else {
-                "IPv4 forwarding is off, so the subnet router and exit node do not work: run `sysctl -w net.ipv4.ip_forward=1` or restart meshbridge.".into()
-            },
-        });
-    }
-    let clock_ok = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .is_ok_and(|d| d.as_secs() > 1_600_000_000);
-    health.push(Health {
-        check: "clock".into(),
-        ok: clock_ok,
-        message: if clock_ok {
-            "the clock is set".into()
-        } else {
-            "The clock is not set (no NTP yet?): lease times are wrong until it is. Check the uplink and NTP.".into()
-        },
-    });
-    if restart_pending {
-        health.push(Health {
-            check: "restart".into(),
-            ok: false,
-            message:
-                "Saved settings wait for a restart: restart meshbridge (System page) to apply them."
-                    .into(),
-        });
-    }
+    let health = health::checks(&health_facts(config, engine, host, now, restart_pending));
     Status {
         this: BoxStatus {
             version: env!("CARGO_PKG_VERSION").into(),
@@ -188,13 +161,11 @@ pub fn status(
             bridge_address: config.bridge_address.to_string(),
             bridge: config.bridge_name.clone(),
             listen_port: config.listen_port,
-            uptime_s: started.elapsed().as_secs(),
+            uptime_s: mono.saturating_duration_since(started).as_secs(),
             board: board.to_string(),
-            hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|s| s.trim().to_string())
-                .unwrap_or_default(),
+            hostname: host.hostname.clone(),
             domain: config.domain.clone(),
-            endpoint: crate::control::endpoint(config),
+            endpoint: endpoint(config, host),
         },
         peers,
         devices,

@@ -5,6 +5,7 @@
 use crate::config::Config;
 use crate::engine::{Engine, EngineConfig, Event, Now, Transmit};
 use crate::host::netlink::{self as os, Installed};
+use crate::host::proc::HostFacts;
 use crate::persist::write_atomic;
 use anyhow::{Context, Result};
 use meshbridge_dhcp as dhcp;
@@ -139,10 +140,10 @@ async fn setup(
         tracing::info!("created bridge {}", config.bridge_name);
     }
     if rec.bridge_arp_ignore.is_none() {
-        rec.bridge_arp_ignore = os::quiet_bridge_arp(&config.bridge_name);
+        rec.bridge_arp_ignore = crate::host::sysctl::quiet_bridge_arp(&config.bridge_name);
         os::write_record(&config.state_dir, rec)?;
     } else {
-        os::quiet_bridge_arp(&config.bridge_name);
+        crate::host::sysctl::quiet_bridge_arp(&config.bridge_name);
     }
 
     let tap = DeviceBuilder::new()
@@ -157,7 +158,7 @@ async fn setup(
                 config.tap_name
             )
         })?;
-    os::disable_ipv6(&config.tap_name);
+    crate::host::sysctl::disable_ipv6(&config.tap_name);
     os::enslave(handle, &config.tap_name, bridge_idx).await?;
     for port in &config.bridge_ports {
         os::enslave(handle, port, bridge_idx).await?;
@@ -170,7 +171,7 @@ async fn setup(
         .build_async()
         .with_context(|| format!("creating TUN device {}", config.tun_name))?;
     if !exit_v6 {
-        os::disable_ipv6(&config.tun_name);
+        crate::host::sysctl::disable_ipv6(&config.tun_name);
     }
     tun.add_address_v4(config.mesh_address.addr(), config.mesh_address.prefix_len())
         .context("adding the mesh address to the TUN")?;
@@ -208,13 +209,13 @@ fn setup_routing(config: &Config, rec: &mut Installed, exit_v6: bool) -> Result<
     }
     rec.nft_table = true;
     os::write_record(&config.state_dir, rec)?;
-    if let Some(old) = crate::host::nft::enable_forwarding()? {
+    if let Some(old) = crate::host::sysctl::enable_forwarding()? {
         rec.ip_forward_was.get_or_insert(old);
         os::write_record(&config.state_dir, rec)?;
         tracing::warn!("IPv4 forwarding was off: turned it on for the subnet router / exit node (restored on stop)");
     }
     if exit_v6 {
-        let (old, old_ra) = crate::host::nft::enable_forwarding6(uplink)?;
+        let (old, old_ra) = crate::host::sysctl::enable_forwarding6(uplink)?;
         if let Some(old) = old {
             rec.ip6_forward_was.get_or_insert(old);
             tracing::warn!(
@@ -291,7 +292,7 @@ pub async fn run(mut config: Config) -> Result<bool> {
     };
     let exit_v6 = match (&config.routing.uplink, config.routing.exit_node) {
         (Some(uplink), true) => {
-            match crate::host::nft::uplink_ipv6(uplink) {
+            match crate::host::proc::uplink_ipv6(uplink) {
                 Ok(()) => true,
                 Err(why) => {
                     tracing::warn!("the exit node serves IPv4 only: {why}, so IPv6 (::/0) is not offered to peers");
@@ -358,16 +359,7 @@ pub async fn run(mut config: Config) -> Result<bool> {
         tracing::error!("local API not available: {e:#}");
     }
     if config.web.enabled {
-        let web = meshbridge_web::server::WebConfig {
-            listen: config.web.listen.clone(),
-            idle_timeout: config.web.session_timeout,
-            state_dir: config.state_dir.clone(),
-        };
-        match meshbridge_web::server::start(&web, requests_tx.clone()).await {
-            Ok(0) => tracing::error!("web page: no listen address could be bound (web.listen)"),
-            Ok(_) => {}
-            Err(e) => tracing::error!("web page not started: {e}"),
-        }
+        start_web(&config, requests_tx.clone()).await;
     }
     drop(requests_tx);
     let result = event_loop(
@@ -486,12 +478,34 @@ fn handle_events(
     discovery.after_events(config, engine);
 }
 
+/// Start the web page (`[web] enabled`).
+#[cfg(feature = "web")]
+async fn start_web(config: &Config, requests: tokio::sync::mpsc::Sender<crate::api::Pending>) {
+    let web = meshbridge_web::server::WebConfig {
+        listen: config.web.listen.clone(),
+        idle_timeout: config.web.session_timeout,
+        state_dir: config.state_dir.clone(),
+    };
+    match meshbridge_web::server::start(&web, requests).await {
+        Ok(0) => tracing::error!("web page: no listen address could be bound (web.listen)"),
+        Ok(_) => {}
+        Err(e) => tracing::error!("web page not started: {e}"),
+    }
+}
+
+/// This build has no web page (built without the `web` feature).
+#[cfg(not(feature = "web"))]
+async fn start_web(_config: &Config, _requests: tokio::sync::mpsc::Sender<crate::api::Pending>) {
+    tracing::warn!(
+        "[web] enabled = true, but this build of meshbridge has no web page (built without the `web` feature): use the CLI (meshbridge status, peer add) or a build with the page"
+    );
+}
+
 /// Health checks that can go wrong while running (logged with the fix).
-fn check_health(config: &Config) {
-    if config.routing.needs_forwarding() && !crate::host::nft::forwarding_on() {
-        tracing::error!(
-            "IPv4 forwarding was turned off (net.ipv4.ip_forward = 0): the subnet router and exit node do not work. Fix: sysctl -w net.ipv4.ip_forward=1, or restart meshbridge"
-        );
+fn check_health(config: &Config, engine: &Engine, host: &HostFacts) {
+    let facts = crate::api::health_facts(config, engine, host, std::time::SystemTime::now(), false);
+    for problem in crate::health::running_problems(&facts) {
+        tracing::error!("{problem}");
     }
 }
 
@@ -502,6 +516,9 @@ pub fn fmt_mac(m: &[u8; 6]) -> String {
         .collect::<Vec<_>>()
         .join(":")
 }
+
+/// How often the host facts (/proc, /sys) are read again.
+const HOST_FACTS_REFRESH: Duration = Duration::from_secs(3);
 
 /// Why the loop ended.
 enum Stop {
@@ -514,19 +531,14 @@ enum Stop {
 }
 
 /// What the status LED shows.
-fn led_state(config: &Config, engine: &Engine) -> meshbridge_board::LedState {
-    use meshbridge_board::LedState;
-    let forwarding_broken = config.routing.needs_forwarding() && !crate::host::nft::forwarding_on();
-    if engine.dhcp().is_suspended() || forwarding_broken {
-        LedState::Error
-    } else if engine.mesh().peer_status().iter().any(|p| {
-        p.last_handshake
-            .is_some_and(|d| d < Duration::from_secs(180))
-    }) {
-        LedState::Online
-    } else {
-        LedState::NoMesh
-    }
+fn led_state(config: &Config, engine: &Engine, host: &HostFacts) -> meshbridge_board::LedState {
+    let facts = crate::api::health_facts(config, engine, host, std::time::SystemTime::now(), false);
+    let any_online = engine
+        .mesh()
+        .peer_status()
+        .iter()
+        .any(|p| crate::health::online(p.last_handshake));
+    crate::health::led_state(&facts, any_online)
 }
 
 /// SIGTERM and SIGINT, registered when the daemon starts.
@@ -570,6 +582,8 @@ async fn event_loop(
     };
     let mut restart_pending = false;
     let board = hardware.board_name.clone();
+    // /proc and /sys are read on a blocking thread; the loop reads the cache.
+    let host = crate::host::proc::spawn_refresh(HOST_FACTS_REFRESH).await;
     loop {
         flush(engine, dev, udp, dual).await;
         handle_events(config, engine, discovery, &mut leases);
@@ -602,7 +616,7 @@ async fn event_loop(
             }
             _ = stats_log.tick() => tracing::debug!("stats: {:?} mesh: {:?}", engine.stats(), engine.mesh().stats()),
             _ = health.tick() => {
-                check_health(config);
+                check_health(config, engine, &host.borrow());
                 discovery.tick(config, engine);
             }
             Some(p) = requests.recv() => {
@@ -615,6 +629,7 @@ async fn event_loop(
                     board: &board,
                     restart_pending: &mut restart_pending,
                     restart_now: &mut restart_now,
+                    host: &host.borrow().clone(),
                 });
                 let _ = p.reply.send(reply);
                 if restart_now {
@@ -625,7 +640,8 @@ async fn event_loop(
                 }
             }
             _ = hw_tick.tick() => {
-                hardware.report(led_state(config, engine));
+                let led = led_state(config, engine, &host.borrow());
+                hardware.report(led);
                 leases.flush_if_due(config, engine);
             }
             _ = hardware.reset_requested() => {

@@ -25,6 +25,7 @@ pub mod discovery;
 pub mod dns;
 pub mod engine;
 pub mod host;
+pub mod health;
 pub mod hw;
 #[cfg(feature = "dns")]
 pub mod mdns_link;

@@ -12,3 +12,5 @@
 
 pub mod netlink;
 pub mod nft;
+pub mod proc;
+pub mod sysctl;
