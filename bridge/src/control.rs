@@ -87,6 +87,7 @@ pub fn dhcp_config(config: &Config, server_mac: [u8; 6]) -> meshbridge_dhcp::Ser
         lease_time: config.lease_time,
         reservations: config.reservations.clone(),
         probe_interval: config.probe_interval,
+        serve: config.dhcp_enabled,
     }
 }
 

@@ -350,6 +350,9 @@ pub async fn run(mut config: Config) -> Result<bool> {
         config.dhcp_range.0,
         config.dhcp_range.1
     );
+    if !config.dhcp_enabled {
+        tracing::warn!("DHCP is off (dhcp.enabled = false): bridged devices get no address from the box; their leases are kept");
+    }
 
     let mut hardware = crate::hw::Hardware::start(&config);
     let mut discovery = crate::discovery::Discovery::start(&config, &engine, &handle).await;
