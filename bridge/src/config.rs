@@ -457,6 +457,63 @@ lease_time = "1h"
 }
 
 #[cfg(test)]
+mod pure_tests {
+    use super::*;
+
+    const PRIV: &str = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
+
+    fn raw_of(text: &str) -> raw::File {
+        toml::from_str(text).unwrap()
+    }
+
+    /// Validation needs no disk: the files a config names are handed in.
+    #[test]
+    fn files_are_handed_in_not_read() {
+        let raw = raw_of("[mesh]\nwireguard_config = \"/nonexistent/wg0.conf\"\n[dhcp]\nrange = \"10.77.1.100-10.77.1.200\"\n");
+        let files = Files {
+            wireguard_config: Some(Loaded {
+                path: "/nonexistent/wg0.conf".into(),
+                text: Ok(format!("[Interface]\nPrivateKey = {PRIV}\nAddress = 10.77.0.1/24\n")),
+            }),
+            private_key_file: None,
+        };
+        let c = Config::from_raw(&raw, None, &files).unwrap();
+        assert_eq!(c.mesh_address.to_string(), "10.77.0.1/24");
+        let unreadable = Files {
+            wireguard_config: Some(Loaded {
+                path: "/nonexistent/wg0.conf".into(),
+                text: Err("No such file or directory (os error 2)".into()),
+            }),
+            private_key_file: None,
+        };
+        let e = Config::from_raw(&raw, None, &unreadable).unwrap_err();
+        assert_eq!(e.key, "mesh.wireguard_config");
+        assert_eq!(
+            e.problem,
+            "cannot read /nonexistent/wg0.conf: No such file or directory (os error 2)"
+        );
+        // The same message as reading it for real.
+        assert_eq!(Config::validate(raw, None).unwrap_err().problem, e.problem);
+    }
+
+    #[test]
+    fn key_file_is_read_only_when_it_is_the_key_source() {
+        let with_inline = raw_of(&format!(
+            "[mesh]\nprivate_key = \"{PRIV}\"\nprivate_key_file = \"k\"\n"
+        ));
+        assert!(Files::read(&with_inline, None).private_key_file.is_none());
+        let file_only = raw_of("[mesh]\nprivate_key_file = \"/nonexistent/key\"\n");
+        let f = Files::read(&file_only, Some(Path::new("/etc")));
+        assert_eq!(f.private_key_file.unwrap().path, Path::new("/nonexistent/key"));
+        let relative = raw_of("[mesh]\nprivate_key_file = \"key\"\n");
+        let f = Files::read(&relative, Some(Path::new("/nonexistent")));
+        let k = f.private_key_file.unwrap();
+        assert_eq!(k.path, Path::new("/nonexistent/key"));
+        assert!(k.text.is_err());
+    }
+}
+
+#[cfg(test)]
 mod sample_tests {
     use super::tests::sample_text;
     use super::*;

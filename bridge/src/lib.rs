@@ -9,6 +9,13 @@
 //!   and the signals, and drives the engine.
 //! * [`host`] installs and removes kernel state (bridge, ports, routes,
 //!   nftables, sysctls) and reads host facts (/proc), one module each.
+//! * [`health`] and [`api::status`] are plain functions over data (the
+//!   engine, the config, [`host::proc::HostFacts`] read off the event loop).
+//! * [`control`] answers the requests of the CLI and the web page (their
+//!   types are `meshbridge_web::proto`, one definition for both).
+//!
+//! Modules depend one way only, enforced by `tests/layers.rs`:
+//! config ← host ← health ← api ← discovery ← control ← daemon.
 #![deny(unsafe_code)]
 
 pub mod api;
