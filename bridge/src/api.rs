@@ -341,3 +341,33 @@ pub fn render(s: &Status) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra_mesh: &str) -> Config {
+        let text = format!(
+            "[mesh]\nprivate_key = \"yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\"\naddress = \"10.77.0.1/24\"\nlisten_port = 51999\n{extra_mesh}\n[dhcp]\nrange = \"10.77.1.100-10.77.1.200\"\n"
+        );
+        Config::from_toml(&text, None).unwrap()
+    }
+
+    #[test]
+    fn endpoint_is_the_setting_else_the_uplink_source_address() {
+        let host = HostFacts {
+            source_v4: Some("192.168.1.2".parse().unwrap()),
+            ..HostFacts::default()
+        };
+        assert_eq!(endpoint(&config(""), &host).as_deref(), Some("192.168.1.2:51999"));
+        let set = config("endpoint = \"vpn.example.org:51820\"");
+        assert_eq!(endpoint(&set, &host).as_deref(), Some("vpn.example.org:51820"));
+        // No route out, or only through the mesh itself: nothing to offer.
+        assert_eq!(endpoint(&config(""), &HostFacts::default()), None);
+        let via_mesh = HostFacts {
+            source_v4: Some("10.77.0.1".parse().unwrap()),
+            ..HostFacts::default()
+        };
+        assert_eq!(endpoint(&config(""), &via_mesh), None);
+    }
+}
