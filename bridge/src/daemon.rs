@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::engine::{Engine, EngineConfig, Event, Now, Transmit};
-use crate::host::netlink::{self as os, Installed};
+use crate::host::netlink::{self, Installed};
 use crate::host::proc::HostFacts;
 use crate::persist::write_atomic;
 use anyhow::{Context, Result};
@@ -130,18 +130,18 @@ async fn setup(
     // Record the intent first, so a crash half-way is still cleaned up.
     rec.bridge = Some(config.bridge_name.clone());
     rec.links = vec![config.tap_name.clone(), config.tun_name.clone()];
-    os::write_record(&config.state_dir, rec)?;
+    netlink::write_record(&config.state_dir, rec)?;
 
-    let (bridge_idx, created) = os::ensure_bridge(handle, &config.bridge_name, macs.bridge).await?;
+    let (bridge_idx, created) = netlink::ensure_bridge(handle, &config.bridge_name, macs.bridge).await?;
     rec.bridge_created |= created;
     rec.ports = config.bridge_ports.clone();
-    os::write_record(&config.state_dir, rec)?;
+    netlink::write_record(&config.state_dir, rec)?;
     if created {
         tracing::info!("created bridge {}", config.bridge_name);
     }
     if rec.bridge_arp_ignore.is_none() {
         rec.bridge_arp_ignore = crate::host::sysctl::quiet_bridge_arp(&config.bridge_name);
-        os::write_record(&config.state_dir, rec)?;
+        netlink::write_record(&config.state_dir, rec)?;
     } else {
         crate::host::sysctl::quiet_bridge_arp(&config.bridge_name);
     }
@@ -159,9 +159,9 @@ async fn setup(
             )
         })?;
     crate::host::sysctl::disable_ipv6(&config.tap_name);
-    os::enslave(handle, &config.tap_name, bridge_idx).await?;
+    netlink::enslave(handle, &config.tap_name, bridge_idx).await?;
     for port in &config.bridge_ports {
-        os::enslave(handle, port, bridge_idx).await?;
+        netlink::enslave(handle, port, bridge_idx).await?;
     }
 
     let tun = DeviceBuilder::new()
@@ -187,7 +187,7 @@ async fn setup(
         .iter()
         .flat_map(|p| p.allowed_ips.iter().copied())
         .collect();
-    os::add_peer_routes(
+    netlink::add_peer_routes(
         handle,
         tun_idx,
         &nets,
@@ -208,10 +208,10 @@ fn setup_routing(config: &Config, rec: &mut Installed, exit_v6: bool) -> Result<
         return Ok(());
     }
     rec.nft_table = true;
-    os::write_record(&config.state_dir, rec)?;
+    netlink::write_record(&config.state_dir, rec)?;
     if let Some(old) = crate::host::sysctl::enable_forwarding()? {
         rec.ip_forward_was.get_or_insert(old);
-        os::write_record(&config.state_dir, rec)?;
+        netlink::write_record(&config.state_dir, rec)?;
         tracing::warn!("IPv4 forwarding was off: turned it on for the subnet router / exit node (restored on stop)");
     }
     if exit_v6 {
@@ -225,7 +225,7 @@ fn setup_routing(config: &Config, rec: &mut Installed, exit_v6: bool) -> Result<
         if let Some(ra) = old_ra {
             rec.uplink_accept_ra_was.get_or_insert((uplink.clone(), ra));
         }
-        os::write_record(&config.state_dir, rec)?;
+        netlink::write_record(&config.state_dir, rec)?;
     }
     let rules = crate::host::nft::ruleset(r, &config.tun_name, config.bridge_address, exit_v6);
     crate::host::nft::apply(&rules)?;
@@ -324,15 +324,15 @@ pub async fn run(mut config: Config) -> Result<bool> {
         Engine::new(engine_config, mesh, leases, now).context("starting the DHCP server")?;
     let (udp, dual) = udp_socket(config.listen_port)?;
 
-    let handle = os::connect().await?;
-    let mut rec = os::read_record(&config.state_dir)?.unwrap_or_default();
+    let handle = netlink::connect().await?;
+    let mut rec = netlink::read_record(&config.state_dir)?.unwrap_or_default();
     let devices = match setup(&config, &macs, &mut rec, &handle, exit_v6).await {
         Ok((d, _)) => d,
         Err(e) => {
-            if let Err(c) = os::cleanup(&handle, &rec).await {
+            if let Err(c) = netlink::cleanup(&handle, &rec).await {
                 tracing::error!("cleaning up after a failed start: {c:#}");
             }
-            let _ = std::fs::remove_file(os::record_path(&config.state_dir));
+            let _ = std::fs::remove_file(netlink::record_path(&config.state_dir));
             return Err(e);
         }
     };
@@ -383,10 +383,10 @@ pub async fn run(mut config: Config) -> Result<bool> {
     save_leases(&config.state_dir, &engine);
 
     drop(devices);
-    let cleaned = os::cleanup(&handle, &rec).await;
+    let cleaned = netlink::cleanup(&handle, &rec).await;
     match &cleaned {
         Ok(()) => {
-            let _ = std::fs::remove_file(os::record_path(&config.state_dir));
+            let _ = std::fs::remove_file(netlink::record_path(&config.state_dir));
         }
         Err(e) => {
             tracing::error!("removing what meshbridge installed: {e:#}; run `meshbridge --cleanup`")
@@ -660,16 +660,16 @@ async fn event_loop(
 /// `meshbridge --cleanup`: remove everything a previous run installed.
 /// `routing` says the config may have installed our nftables table.
 pub async fn cleanup(state_dir: &Path, extra_links: &[String], routing: bool) -> Result<()> {
-    let handle = os::connect().await?;
-    let mut rec = os::read_record(state_dir)?.unwrap_or_default();
+    let handle = netlink::connect().await?;
+    let mut rec = netlink::read_record(state_dir)?.unwrap_or_default();
     rec.nft_table |= routing;
     for l in extra_links {
         if !rec.links.contains(l) {
             rec.links.push(l.clone());
         }
     }
-    os::cleanup(&handle, &rec).await?;
-    match std::fs::remove_file(os::record_path(state_dir)) {
+    netlink::cleanup(&handle, &rec).await?;
+    match std::fs::remove_file(netlink::record_path(state_dir)) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).context("removing the install record"),

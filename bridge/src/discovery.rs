@@ -8,7 +8,7 @@
 use crate::config::Config;
 use crate::daemon::fmt_mac;
 use crate::engine::Engine;
-use crate::host::netlink as os;
+use crate::host::netlink;
 use anyhow::{Context, Result};
 use meshbridge_dhcp as dhcp;
 use std::net::IpAddr;
@@ -50,7 +50,7 @@ impl MdnsLinks {
         ));
         let mut uplink = None;
         if let Some(up) = &config.routing.uplink {
-            match os::ipv4_of(handle, up).await {
+            match netlink::ipv4_of(handle, up).await {
                 Ok(Some(net)) => match crate::mdns_link::uplink_socket(net.addr()) {
                     Ok(sock) => {
                         uplink = Some((
