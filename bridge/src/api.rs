@@ -3,61 +3,87 @@
 //! or a [`Failure`]). The web page sends the same requests over a channel.
 
 use crate::config::Config;
+use crate::health;
+use crate::host::proc::HostFacts;
 use anyhow::{anyhow, bail, Context, Result};
 use meshbridge_engine::Engine;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-/// Where the socket lives unless `api.socket` says otherwise.
-pub fn default_socket(state_dir: &Path) -> PathBuf {
-    state_dir.join("meshbridge.sock")
-}
+pub use crate::config::default_socket;
 
 pub use meshbridge_web::proto::{
     BoxStatus, DeviceStatus, Failure, Health, PeerStatus, Pending, Reply, Request, Status,
     WireReply,
 };
 
-/// Is there a default route (IPv4 or IPv6)? Without one, peers cannot reach the box.
-fn has_default_route() -> bool {
-    let v4 = std::fs::read_to_string("/proc/net/route").is_ok_and(|t| {
-        t.lines()
-            .skip(1)
-            .any(|l| l.split_whitespace().nth(1) == Some("00000000"))
-    });
-    let v6 = std::fs::read_to_string("/proc/net/ipv6_route").is_ok_and(|t| {
-        t.lines().any(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 9
-                && f[0] == "00000000000000000000000000000000"
-                && f[1] == "00"
-                && f[9] != "lo"
-        })
-    });
-    v4 || v6
+/// `host:port` clients reach the box at: `mesh.endpoint`, else the address
+/// the box would send to the internet from (unless that is a mesh address).
+pub fn endpoint(config: &Config, host: &HostFacts) -> Option<String> {
+    if let Some(e) = &config.endpoint {
+        return Some(e.clone());
+    }
+    let a = host.source_v4?;
+    (!config.mesh_address.contains(&a))
+        .then(|| std::net::SocketAddr::new(a.into(), config.listen_port).to_string())
 }
 
-/// Build the status from the running engine.
-pub fn status(
-    config: &Config,
+/// What the status is built from besides the config and the engine.
+#[derive(Clone, Copy, Debug)]
+pub struct StatusInput<'a> {
+    /// When the daemon started.
+    pub started: Instant,
+    /// The board's name.
+    pub board: &'a str,
+    /// Saved settings wait for a restart.
+    pub restart_pending: bool,
+    /// Host facts, cached off the event loop.
+    pub host: &'a HostFacts,
+    /// Wall clock now.
+    pub now: SystemTime,
+    /// Monotonic clock now.
+    pub mono: Instant,
+}
+
+/// The health checks' input from the running daemon.
+pub fn health_facts<'a>(
+    config: &'a Config,
     engine: &Engine,
-    started: Instant,
-    board: &str,
+    host: &'a HostFacts,
+    now: SystemTime,
     restart_pending: bool,
-) -> Status {
-    let now = SystemTime::now();
-    let mono = Instant::now();
+) -> health::Facts<'a> {
+    health::Facts {
+        bridge_name: &config.bridge_name,
+        dhcp_suspended: engine.dhcp().is_suspended(),
+        dhcp_enabled: config.dhcp_enabled,
+        needs_forwarding: config.routing.needs_forwarding(),
+        host,
+        now,
+        restart_pending,
+    }
+}
+
+/// Build the status from the running engine (no I/O: the host facts are
+/// passed in).
+pub fn status(config: &Config, engine: &Engine, input: StatusInput<'_>) -> Status {
+    let StatusInput {
+        started,
+        board,
+        restart_pending,
+        host,
+        now,
+        mono,
+    } = input;
     let mut peers: Vec<PeerStatus> = engine
         .mesh()
         .peer_status()
         .into_iter()
         .map(|p| PeerStatus {
-            online: p
-                .last_handshake
-                .is_some_and(|d| d < Duration::from_secs(180)),
+            online: health::online(p.last_handshake),
             last_handshake_s: p.last_handshake.map(|d| d.as_secs()),
             name: p.name,
             public_key: p.public_key.to_string(),
@@ -122,60 +148,7 @@ pub fn status(
             });
         }
     }
-    let mut health = Vec::new();
-    let foreign = engine.dhcp().is_suspended();
-    health.push(Health {
-        check: "dhcp".into(),
-        ok: !foreign,
-        message: if foreign {
-            format!("Another DHCP server answers on bridge {}: meshbridge is not handing out addresses. Turn that server off or take its port out of the bridge.", config.bridge_name)
-        } else {
-            "serving addresses on the bridge".into()
-        },
-    });
-    let uplink = has_default_route();
-    health.push(Health {
-        check: "uplink".into(),
-        ok: uplink,
-        message: if uplink {
-            "the box has a route to the internet".into()
-        } else {
-            "No uplink: the box has no default route, so peers elsewhere cannot reach it. Check the uplink cable or Wi-Fi settings, and that the router gives the box an address.".into()
-        },
-    });
-    if config.routing.needs_forwarding() {
-        let on = crate::nft::forwarding_on();
-        health.push(Health {
-            check: "ip_forwarding".into(),
-            ok: on,
-            message: if on {
-                "IPv4 forwarding is on".into()
-            } else {
-                "IPv4 forwarding is off, so the subnet router and exit node do not work: run `sysctl -w net.ipv4.ip_forward=1` or restart meshbridge.".into()
-            },
-        });
-    }
-    let clock_ok = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .is_ok_and(|d| d.as_secs() > 1_600_000_000);
-    health.push(Health {
-        check: "clock".into(),
-        ok: clock_ok,
-        message: if clock_ok {
-            "the clock is set".into()
-        } else {
-            "The clock is not set (no NTP yet?): lease times are wrong until it is. Check the uplink and NTP.".into()
-        },
-    });
-    if restart_pending {
-        health.push(Health {
-            check: "restart".into(),
-            ok: false,
-            message:
-                "Saved settings wait for a restart: restart meshbridge (System page) to apply them."
-                    .into(),
-        });
-    }
+    let health = health::checks(&health_facts(config, engine, host, now, restart_pending));
     Status {
         this: BoxStatus {
             version: env!("CARGO_PKG_VERSION").into(),
@@ -184,13 +157,11 @@ pub fn status(
             bridge_address: config.bridge_address.to_string(),
             bridge: config.bridge_name.clone(),
             listen_port: config.listen_port,
-            uptime_s: started.elapsed().as_secs(),
+            uptime_s: mono.saturating_duration_since(started).as_secs(),
             board: board.to_string(),
-            hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|s| s.trim().to_string())
-                .unwrap_or_default(),
+            hostname: host.hostname.clone(),
             domain: config.domain.clone(),
-            endpoint: crate::control::endpoint(config),
+            endpoint: endpoint(config, host),
         },
         peers,
         devices,
@@ -365,4 +336,34 @@ pub fn render(s: &Status) -> String {
         out += &format!("\n# Health check {}: {}\n", h.check, h.message);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra_mesh: &str) -> Config {
+        let text = format!(
+            "[mesh]\nprivate_key = \"yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\"\naddress = \"10.77.0.1/24\"\nlisten_port = 51999\n{extra_mesh}\n[dhcp]\nrange = \"10.77.1.100-10.77.1.200\"\n"
+        );
+        Config::from_toml(&text, None).unwrap()
+    }
+
+    #[test]
+    fn endpoint_is_the_setting_else_the_uplink_source_address() {
+        let host = HostFacts {
+            source_v4: Some("192.168.1.2".parse().unwrap()),
+            ..HostFacts::default()
+        };
+        assert_eq!(endpoint(&config(""), &host).as_deref(), Some("192.168.1.2:51999"));
+        let set = config("endpoint = \"vpn.example.org:51820\"");
+        assert_eq!(endpoint(&set, &host).as_deref(), Some("vpn.example.org:51820"));
+        // No route out, or only through the mesh itself: nothing to offer.
+        assert_eq!(endpoint(&config(""), &HostFacts::default()), None);
+        let via_mesh = HostFacts {
+            source_v4: Some("10.77.0.1".parse().unwrap()),
+            ..HostFacts::default()
+        };
+        assert_eq!(endpoint(&config(""), &via_mesh), None);
+    }
 }

@@ -3,15 +3,19 @@
 //! on. Every error names the key and says what is wrong with it.
 
 use ipnet::{IpNet, Ipv4Net};
-use meshbridge_mesh::wgquick;
 use meshbridge_mesh::{PresharedKey, PrivateKey, PublicKey};
 use meshbridge_types::Mac;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Default place for leases and other state.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/meshbridge";
+
+/// Where the local API socket lives unless `api.socket` says otherwise.
+pub fn default_socket(state_dir: &Path) -> PathBuf {
+    state_dir.join("meshbridge.sock")
+}
 
 /// A configuration problem: which key, and what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -30,194 +34,15 @@ fn bad(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     }
 }
 
-/// The file as written. Field names are the contract with users: add, never rename.
-pub mod raw {
-    use serde::Deserialize;
+pub mod raw;
 
-    /// The whole file.
-    #[derive(Debug, Deserialize, Default)]
-    #[serde(deny_unknown_fields)]
-    pub struct File {
-        /// Where leases and other state live.
-        pub state_dir: Option<String>,
-        /// `[mesh]`.
-        #[serde(default)]
-        pub mesh: Mesh,
-        /// `[bridge]`.
-        #[serde(default)]
-        pub bridge: Bridge,
-        /// `[dhcp]`.
-        #[serde(default)]
-        pub dhcp: Dhcp,
-        /// `[routing]`.
-        #[serde(default)]
-        pub routing: Routing,
-        /// `[dns]`.
-        #[serde(default)]
-        pub dns: Dns,
-        /// `[api]`.
-        #[serde(default)]
-        pub api: Api,
-        /// `[discovery]`.
-        #[serde(default)]
-        pub discovery: Discovery,
-        /// `[board]`.
-        #[serde(default)]
-        pub board: Board,
-        /// `[web]`.
-        #[serde(default)]
-        pub web: Web,
-    }
+mod lan;
+mod mesh;
+mod routing;
+mod services;
+mod values;
 
-    /// `[web]`: the config page.
-    #[derive(Debug, Deserialize, Default)]
-    #[serde(deny_unknown_fields)]
-    pub struct Web {
-        pub enabled: Option<bool>,
-        /// `addr:port` to serve the page on (default: the bridge and mesh addresses, port 80).
-        pub listen: Option<Vec<String>>,
-        /// Log out after this long without a request (default 30m).
-        pub session_timeout: Option<String>,
-    }
-
-    /// `[board]`: status LED, hardware watchdog, reset button.
-    #[derive(Debug, Deserialize, Default)]
-    #[serde(deny_unknown_fields)]
-    pub struct Board {
-        /// "auto" (the board's status LED), "none", or a name under /sys/class/leds.
-        pub status_led: Option<String>,
-        /// Feed /dev/watchdog while the main loop is healthy.
-        pub watchdog: Option<bool>,
-        /// A reset button on the GPIO character device: "gpiochip0:17".
-        pub reset_button: Option<String>,
-        /// The button pulls the line low when pressed (default true).
-        pub reset_active_low: Option<bool>,
-        /// Filesystem root for board files (tests use a fake tree).
-        pub root: Option<String>,
-    }
-
-    /// `[discovery]`: mDNS on the bridge and the DNS-SD discovery proxy.
-    #[derive(Debug, Deserialize, Default)]
-    #[serde(deny_unknown_fields)]
-    pub struct Discovery {
-        pub enabled: Option<bool>,
-        /// Service types exposed to the mesh, like "_ipp._tcp".
-        pub services: Option<Vec<String>>,
-        /// Devices (MAC or DHCP hostname) never exposed.
-        #[serde(default)]
-        pub opt_out: Vec<String>,
-        /// The box's own mDNS host name (default "meshbridge": meshbridge.local).
-        pub mdns_name: Option<String>,
-    }
-
-    /// `[api]`: the local control socket.
-    #[derive(Debug, Deserialize, Default)]
-    #[serde(deny_unknown_fields)]
-    pub struct Api {
-        /// Unix socket path (default: `<state_dir>/meshbridge.sock`).
-        pub socket: Option<String>,
-    }
-
-    /// `[dns]`: the box's DNS server.
-    #[derive(Debug, Deserialize, Default)]
-    #[serde(deny_unknown_fields)]
-    pub struct Dns {
-        pub enabled: Option<bool>,
-        /// Resolvers for names that are not the box's (default: the system's).
-        pub upstream: Option<Vec<String>>,
-    }
-
-    /// `[routing]`: subnet router and exit node.
-    #[derive(Debug, Deserialize, Default)]
-    #[serde(deny_unknown_fields)]
-    pub struct Routing {
-        pub uplink: Option<String>,
-        #[serde(default)]
-        pub advertise_routes: Vec<String>,
-        pub snat_subnet_routes: Option<bool>,
-        pub exit_node: Option<bool>,
-        pub exit_node_allow_lan: Option<bool>,
-        pub use_exit_node: Option<String>,
-        /// Bridged devices reach the internet through the box's uplink (when no exit node is used).
-        pub bridge_internet: Option<bool>,
-        /// Bridged devices may reach the advertised home-LAN prefixes.
-        pub bridge_allow_lan: Option<bool>,
-    }
-
-    /// `[mesh]`.
-    #[derive(Debug, Deserialize, Default)]
-    #[serde(deny_unknown_fields)]
-    pub struct Mesh {
-        pub private_key: Option<String>,
-        pub private_key_file: Option<String>,
-        pub wireguard_config: Option<String>,
-        pub listen_port: Option<u16>,
-        pub address: Option<String>,
-        pub mtu: Option<u16>,
-        /// Name of the host-side TUN device.
-        pub tun: Option<String>,
-        /// `host:port` clients reach the box at, for generated peer configs.
-        pub endpoint: Option<String>,
-        #[serde(default)]
-        pub peers: Vec<Peer>,
-    }
-
-    /// `[[mesh.peers]]`.
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Peer {
-        pub name: String,
-        pub public_key: String,
-        pub preshared_key: Option<String>,
-        pub endpoint: Option<String>,
-        #[serde(default)]
-        pub allowed_ips: Vec<String>,
-        pub persistent_keepalive: Option<u16>,
-        /// A disabled peer stays in the file but is not in the mesh.
-        pub enabled: Option<bool>,
-    }
-
-    /// `[bridge]`.
-    #[derive(Debug, Deserialize, Default)]
-    #[serde(deny_unknown_fields)]
-    pub struct Bridge {
-        pub name: Option<String>,
-        #[serde(default)]
-        pub ports: Vec<String>,
-        /// Name of the daemon's TAP device in the bridge.
-        pub tap: Option<String>,
-        /// The box's gateway address on the bridge, with prefix.
-        pub address: Option<String>,
-    }
-
-    /// `[dhcp]`.
-    #[derive(Debug, Deserialize, Default)]
-    #[serde(deny_unknown_fields)]
-    pub struct Dhcp {
-        pub enabled: Option<bool>,
-        pub range: Option<String>,
-        pub lease_time: Option<String>,
-        pub dns: Option<Vec<String>>,
-        pub domain: Option<String>,
-        /// How often to look for another DHCP server on the bridge ("0" turns it off).
-        pub probe_interval: Option<String>,
-        /// Write lease changes at most this often ("0" = at once; flash-saving on routers).
-        pub persist_interval: Option<String>,
-        #[serde(default)]
-        pub reservations: Vec<Reservation>,
-    }
-
-    /// `[[dhcp.reservations]]`.
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Reservation {
-        pub mac: String,
-        /// The reserved address (optional: an entry may only name the device).
-        pub ip: Option<String>,
-        /// The device's name (DNS name and on the page), instead of its DHCP hostname.
-        pub name: Option<String>,
-    }
-}
+pub use mesh::{Files, Loaded};
 
 /// A peer endpoint: an address, or a name the daemon resolves off its event
 /// loop and follows (`peers.rs`).
@@ -251,6 +76,7 @@ impl Endpoint {
             )),
         }
     }
+
 }
 
 /// A validated peer.
@@ -412,146 +238,6 @@ pub struct Config {
     pub source: Option<PathBuf>,
 }
 
-fn ifname(key: &str, name: &str) -> Result<String, ConfigError> {
-    if name.is_empty()
-        || name.len() > 15
-        || name.contains(['/', ' ', '\0', ':'])
-        || name == "."
-        || name == ".."
-    {
-        return Err(bad(key, format!("{name:?} is not a valid interface name (1 to 15 characters, no '/', ':' or spaces)")));
-    }
-    Ok(name.to_string())
-}
-
-fn duration(key: &str, s: &str) -> Result<Duration, ConfigError> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    humantime::parse_duration(s).map_err(|e| {
-        bad(
-            key,
-            format!("{s:?} is not a duration like \"1h\", \"30m\" or \"3600s\" ({e})"),
-        )
-    })
-}
-
-fn ipv4(key: &str, s: &str) -> Result<Ipv4Addr, ConfigError> {
-    s.trim()
-        .parse()
-        .map_err(|_| bad(key, format!("{s:?} is not an IPv4 address")))
-}
-
-fn net(key: &str, s: &str) -> Result<IpNet, ConfigError> {
-    s.parse::<IpNet>()
-        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| {
-            bad(
-                key,
-                format!("{s:?} is not an address or prefix like 10.77.0.2/32"),
-            )
-        })
-}
-
-fn resolve_path(base: Option<&Path>, p: &str) -> PathBuf {
-    let path = PathBuf::from(p);
-    match base {
-        Some(dir) if path.is_relative() => dir.join(path),
-        _ => path,
-    }
-}
-
-fn validate_routing(
-    r: &raw::Routing,
-    peers: &[Peer],
-    names: &[(&str, &String)],
-    bridge: Ipv4Net,
-    mesh: Ipv4Net,
-) -> Result<Routing, ConfigError> {
-    let uplink = r
-        .uplink
-        .as_deref()
-        .map(|u| ifname("routing.uplink", u))
-        .transpose()?;
-    if let Some(u) = &uplink {
-        if names.iter().any(|(_, n)| *n == u) {
-            return Err(bad("routing.uplink", format!("{u:?} is also used as a bridge port or meshbridge device; the uplink must be a separate interface")));
-        }
-    }
-    let mut advertise_routes = Vec::new();
-    for s in &r.advertise_routes {
-        let n: Ipv4Net = s.parse().map_err(|_| {
-            bad(
-                "routing.advertise_routes",
-                format!("{s:?} is not an IPv4 prefix like 192.168.1.0/24"),
-            )
-        })?;
-        let n = n.trunc();
-        if n.prefix_len() == 0 {
-            return Err(bad(
-                "routing.advertise_routes",
-                "0.0.0.0/0 is not a subnet route: use exit_node = true",
-            ));
-        }
-        if n.contains(&bridge.network())
-            || bridge.contains(&n.network())
-            || n.contains(&mesh.network())
-            || mesh.contains(&n.network())
-        {
-            return Err(bad(
-                "routing.advertise_routes",
-                format!("{n} overlaps the mesh or bridge subnet"),
-            ));
-        }
-        advertise_routes.push(n);
-    }
-    let exit_node = r.exit_node.unwrap_or(false);
-    let use_exit_node = r.use_exit_node.clone();
-    if let Some(name) = &use_exit_node {
-        if !peers.iter().any(|p| &p.name == name) {
-            return Err(bad(
-                "routing.use_exit_node",
-                format!("no peer is named {name:?}; use the name of a [[mesh.peers]] entry"),
-            ));
-        }
-        if exit_node {
-            return Err(bad(
-                "routing.use_exit_node",
-                "a box cannot be an exit node and use one at the same time",
-            ));
-        }
-    }
-    if uplink.is_none() && (exit_node || !advertise_routes.is_empty()) {
-        return Err(bad("routing.uplink", "missing: advertise_routes and exit_node need the interface toward the home LAN, like \"eth0\""));
-    }
-    Ok(Routing {
-        bridge_internet: r.bridge_internet.unwrap_or(uplink.is_some()) && uplink.is_some(),
-        uplink,
-        advertise_routes,
-        snat_subnet_routes: r.snat_subnet_routes.unwrap_or(true),
-        exit_node,
-        exit_node_allow_lan: r.exit_node_allow_lan.unwrap_or(false),
-        use_exit_node,
-        bridge_allow_lan: r.bridge_allow_lan.unwrap_or(false),
-    })
-}
-
-/// The service types exposed to the mesh unless `discovery.services` says otherwise.
-#[cfg(feature = "dns")]
-fn default_services() -> Vec<String> {
-    meshbridge_mdns::DEFAULT_SERVICES
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-}
-
-/// Built without the `dns` feature there is no discovery to expose anything.
-#[cfg(not(feature = "dns"))]
-fn default_services() -> Vec<String> {
-    Vec::new()
-}
-
 impl Config {
     /// Read and validate a config file. Relative paths inside it are relative to its folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -580,524 +266,32 @@ impl Config {
         Self::validate(raw, base)
     }
 
-    /// Turn the raw file into a validated config.
+    /// Turn the raw file into a validated config, reading the files it
+    /// names (wg-quick file, key file) relative to `base`.
     pub fn validate(raw: raw::File, base: Option<&Path>) -> Result<Config, ConfigError> {
-        let m = raw.mesh;
-        // The mesh part may come from a wg-quick file.
-        let wg = match &m.wireguard_config {
-            Some(p) => {
-                let path = resolve_path(base, p);
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    bad(
-                        "mesh.wireguard_config",
-                        format!("cannot read {}: {e}", path.display()),
-                    )
-                })?;
-                let parsed = wgquick::parse(&text).map_err(|e| {
-                    bad("mesh.wireguard_config", format!("{}: {e}", path.display()))
-                })?;
-                if m.private_key.is_some() || m.private_key_file.is_some() {
-                    return Err(bad(
-                        "mesh.private_key",
-                        "set either mesh.wireguard_config or a private key, not both",
-                    ));
-                }
-                Some(parsed)
-            }
-            None => None,
-        };
+        let files = Files::read(&raw, base);
+        Self::from_raw(&raw, base, &files)
+    }
 
-        let private_key = match (&wg, &m.private_key, &m.private_key_file) {
-            (Some(wg), _, _) => wg.private_key.clone(),
-            (None, Some(_), Some(_)) => {
-                return Err(bad("mesh.private_key", "set either private_key or private_key_file, not both"))
-            }
-            (None, Some(k), None) => k.parse().map_err(|e| bad("mesh.private_key", format!("{e}")))?,
-            (None, None, Some(f)) => {
-                let path = resolve_path(base, f);
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| bad("mesh.private_key_file", format!("cannot read {}: {e}", path.display())))?;
-                text.trim().parse().map_err(|e| bad("mesh.private_key_file", format!("{}: {e}", path.display())))?
-            }
-            (None, None, None) => {
-                return Err(bad(
-                    "mesh.private_key",
-                    "missing: set mesh.private_key (from `meshbridge genkey`), mesh.private_key_file or mesh.wireguard_config",
-                ))
-            }
-        };
-
-        let listen_port = m
-            .listen_port
-            .or(wg.as_ref().and_then(|w| w.listen_port))
-            .unwrap_or(51820);
-
-        let mesh_address: Ipv4Net = match (&m.address, &wg) {
-            (Some(a), _) => a
-                .parse()
-                .map_err(|_| bad("mesh.address", format!("{a:?} is not an IPv4 address with prefix, like 10.77.0.1/24")))?,
-            (None, Some(wg)) => wg
-                .addresses
-                .iter()
-                .find_map(|n| match n {
-                    IpNet::V4(v) => Some(*v),
-                    _ => None,
-                })
-                .ok_or_else(|| bad("mesh.address", "missing: the wg-quick file has no IPv4 Address and mesh.address is not set"))?,
-            (None, None) => return Err(bad("mesh.address", "missing: the box's mesh address, like \"10.77.0.1/24\"")),
-        };
-        if mesh_address.addr() == mesh_address.network() && mesh_address.prefix_len() < 31 {
-            return Err(bad(
-                "mesh.address",
-                format!(
-                    "{mesh_address} is a network address; use a host address like {}/{}",
-                    mesh_address.hosts().next().unwrap_or(mesh_address.addr()),
-                    mesh_address.prefix_len()
-                ),
-            ));
-        }
-
-        let mtu = m.mtu.or(wg.as_ref().and_then(|w| w.mtu)).unwrap_or(1420);
-        if !(576..=9000).contains(&mtu) {
-            return Err(bad(
-                "mesh.mtu",
-                format!("{mtu} is outside 576..=9000 (WireGuard's usual value is 1420)"),
-            ));
-        }
-        let tun_name = ifname("mesh.tun", m.tun.as_deref().unwrap_or("mb-host0"))?;
-
-        let mut peers = Vec::new();
-        if let Some(wg) = &wg {
-            if !m.peers.is_empty() {
-                return Err(bad("mesh.peers", "peers come from mesh.wireguard_config; remove [[mesh.peers]] or the wg-quick file"));
-            }
-            for (i, p) in wg.peers.iter().enumerate() {
-                let key = format!("mesh.wireguard_config peer {}", i + 1);
-                peers.push(Peer {
-                    name: p.name.clone().unwrap_or_else(|| format!("peer{}", i + 1)),
-                    public_key: p.public_key,
-                    preshared_key: p.preshared_key.clone(),
-                    endpoint: p
-                        .endpoint
-                        .as_deref()
-                        .map(|e| Endpoint::parse(&key, e))
-                        .transpose()?,
-                    allowed_ips: p.allowed_ips.clone(),
-                    persistent_keepalive: p.persistent_keepalive,
-                    enabled: true,
-                });
-            }
-        }
-        for (i, p) in m.peers.iter().enumerate() {
-            let k = |f: &str| format!("mesh.peers[{i}].{f}");
-            if p.name.trim().is_empty() {
-                return Err(bad(k("name"), "must not be empty"));
-            }
-            let allowed_ips = p
-                .allowed_ips
-                .iter()
-                .map(|s| net(&k("allowed_ips"), s))
-                .collect::<Result<Vec<_>, _>>()?;
-            peers.push(Peer {
-                name: p.name.trim().to_string(),
-                public_key: p
-                    .public_key
-                    .parse()
-                    .map_err(|e| bad(k("public_key"), format!("{e}")))?,
-                preshared_key: p
-                    .preshared_key
-                    .as_deref()
-                    .map(|s| {
-                        s.parse()
-                            .map_err(|e| bad(k("preshared_key"), format!("{e}")))
-                    })
-                    .transpose()?,
-                endpoint: p
-                    .endpoint
-                    .as_deref()
-                    .map(|e| Endpoint::parse(&k("endpoint"), e))
-                    .transpose()?,
-                allowed_ips,
-                persistent_keepalive: p.persistent_keepalive.filter(|&k| k > 0),
-                enabled: p.enabled.unwrap_or(true),
-            });
-        }
-        let own_public = private_key.public_key();
-        for (i, p) in peers.iter().enumerate() {
-            if peers[..i].iter().any(|q| q.name == p.name) {
-                return Err(bad(
-                    format!("mesh.peers[{i}].name"),
-                    format!("{:?} is used by another peer", p.name),
-                ));
-            }
-            if peers[..i].iter().any(|q| q.public_key == p.public_key) {
-                return Err(bad(
-                    format!("mesh.peers[{i}].public_key"),
-                    "the same key is listed for two peers",
-                ));
-            }
-            if p.public_key == own_public {
-                return Err(bad(
-                    format!("mesh.peers[{i}].public_key"),
-                    "this is the box's own public key",
-                ));
-            }
-        }
-
-        let b = raw.bridge;
-        let bridge_name = ifname("bridge.name", b.name.as_deref().unwrap_or("br-mesh"))?;
-        let bridge_ports = b
-            .ports
-            .iter()
-            .map(|p| ifname("bridge.ports", p))
-            .collect::<Result<Vec<_>, _>>()?;
-        let tap_name = ifname("bridge.tap", b.tap.as_deref().unwrap_or("mb-tap0"))?;
-        let mut names = vec![
-            ("bridge.name", &bridge_name),
-            ("bridge.tap", &tap_name),
-            ("mesh.tun", &tun_name),
-        ];
-        names.extend(bridge_ports.iter().map(|p| ("bridge.ports", p)));
-        for (i, (k, n)) in names.iter().enumerate() {
-            if names[..i].iter().any(|(_, m)| m == n) {
-                return Err(bad(*k, format!("interface name {n:?} is used twice")));
-            }
-        }
-
-        let d = raw.dhcp;
-        let (start, end) = match &d.range {
-            Some(r) => {
-                let (a, z) = r.split_once('-').ok_or_else(|| {
-                    bad(
-                        "dhcp.range",
-                        format!("{r:?} is not a range like \"10.77.1.100-10.77.1.200\""),
-                    )
-                })?;
-                (ipv4("dhcp.range", a)?, ipv4("dhcp.range", z)?)
-            }
-            None => return Err(bad(
-                "dhcp.range",
-                "missing: the mesh addresses for bridged devices, like \"10.77.1.100-10.77.1.200\"",
-            )),
-        };
-        if u32::from(start) > u32::from(end) {
-            return Err(bad("dhcp.range", format!("{start} comes after {end}")));
-        }
-        let bridge_address: Ipv4Net = match &b.address {
-            Some(a) => a.parse().map_err(|_| {
-                bad(
-                    "bridge.address",
-                    format!("{a:?} is not an IPv4 address with prefix, like 10.77.1.1/24"),
-                )
-            })?,
-            None => {
-                // The /24 that holds the range, with its first host as the gateway.
-                let net = Ipv4Net::new(start, 24)
-                    .map_err(|e| bad("dhcp.range", e.to_string()))?
-                    .trunc();
-                let gw = net
-                    .hosts()
-                    .next()
-                    .ok_or_else(|| bad("bridge.address", "no room for a gateway address"))?;
-                Ipv4Net::new(gw, 24).map_err(|e| bad("bridge.address", e.to_string()))?
-            }
-        };
-        let subnet = bridge_address.trunc();
-        if !subnet.contains(&start) || !subnet.contains(&end) {
-            return Err(bad(
-                "dhcp.range",
-                format!(
-                    "{start}-{end} is not inside the bridge subnet {subnet} (set bridge.address)"
-                ),
-            ));
-        }
-        if (u32::from(start)..=u32::from(end)).contains(&u32::from(bridge_address.addr())) {
-            return Err(bad(
-                "dhcp.range",
-                format!(
-                    "the range contains the box's own bridge address {}",
-                    bridge_address.addr()
-                ),
-            ));
-        }
-        if start == subnet.network() || end == subnet.broadcast() {
-            return Err(bad(
-                "dhcp.range",
-                format!("the range must not include the network or broadcast address of {subnet}"),
-            ));
-        }
-        let mesh_net = mesh_address.trunc();
-        if mesh_net.contains(&subnet.network()) || subnet.contains(&mesh_net.network()) {
-            return Err(bad(
-                "bridge.address",
-                format!("the bridge subnet {subnet} overlaps the mesh subnet {mesh_net}; give bridged devices their own prefix (e.g. 10.77.1.0/24 next to 10.77.0.0/24)"),
-            ));
-        }
-        let lease_time = duration("dhcp.lease_time", d.lease_time.as_deref().unwrap_or("1h"))?;
-        if lease_time < Duration::from_secs(60) || lease_time > Duration::from_secs(365 * 86400) {
-            return Err(bad(
-                "dhcp.lease_time",
-                "must be between 1 minute and 1 year",
-            ));
-        }
-        let dns = match &d.dns {
-            Some(list) => list
-                .iter()
-                .map(|s| ipv4("dhcp.dns", s))
-                .collect::<Result<Vec<_>, _>>()?,
-            None => vec![bridge_address.addr()],
-        };
-        let domain = d
-            .domain
-            .clone()
-            .unwrap_or_else(|| "mesh.home.arpa".to_string());
-        let label_ok = |l: &str| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        };
-        if domain.len() > 253 || !domain.split('.').all(label_ok) {
-            return Err(bad(
-                "dhcp.domain",
-                format!("{domain:?} is not a valid domain name"),
-            ));
-        }
-        let persist_interval = duration(
-            "dhcp.persist_interval",
-            d.persist_interval.as_deref().unwrap_or("0"),
+    /// Validate the raw file with the contents of the files it names: no
+    /// I/O. One function per section, in the order errors are reported.
+    pub fn from_raw(raw: &raw::File, base: Option<&Path>, files: &Files) -> Result<Config, ConfigError> {
+        let mesh = mesh::validate_mesh(&raw.mesh, files)?;
+        let bridge = lan::validate_bridge(&raw.bridge, &mesh.tun_name)?;
+        let dhcp = lan::validate_dhcp(&raw.dhcp, &raw.bridge, mesh.mesh_address)?;
+        let routing = routing::validate_routing(
+            &raw.routing,
+            &mesh.peers,
+            &bridge.names,
+            dhcp.bridge_address.trunc(),
+            mesh.mesh_address.trunc(),
         )?;
-        if persist_interval > Duration::from_secs(3600) {
-            return Err(bad(
-                "dhcp.persist_interval",
-                "must be at most 1h (leases written later are lost in a power cut)",
-            ));
-        }
-        let probe_interval = match duration(
-            "dhcp.probe_interval",
-            d.probe_interval.as_deref().unwrap_or("60s"),
-        )? {
-            z if z.is_zero() => None,
-            p if p < Duration::from_secs(5) => {
-                return Err(bad("dhcp.probe_interval", "must be 0 (off) or at least 5s"))
-            }
-            p => Some(p),
-        };
-        let mut reservations = Vec::new();
-        let mut device_names: Vec<(Mac, String)> = Vec::new();
-        for (i, r) in d.reservations.iter().enumerate() {
-            let mac = r.mac.parse::<Mac>().map_err(|_| {
-                bad(
-                    format!("dhcp.reservations[{i}].mac"),
-                    format!("{:?} is not a MAC like aa:bb:cc:dd:ee:ff", r.mac),
-                )
-            })?;
-            if let Some(n) = &r.name {
-                // A display name ("Office printer"); its DNS name is made from it
-                // ("office-printer"), so it needs a letter or digit.
-                let n = n.trim();
-                if n.chars().count() > 64
-                    || n.chars().any(char::is_control)
-                    || !n.chars().any(|c| c.is_ascii_alphanumeric())
-                {
-                    return Err(bad(
-                        format!("dhcp.reservations[{i}].name"),
-                        format!("{n:?} is not a device name: up to 64 characters, with letters or digits (it also becomes its DNS name)"),
-                    ));
-                }
-                if device_names
-                    .iter()
-                    .any(|(m, x)| *m == mac || x.eq_ignore_ascii_case(n))
-                {
-                    return Err(bad(
-                        format!("dhcp.reservations[{i}].name"),
-                        format!("{n:?} or this MAC is named twice"),
-                    ));
-                }
-                device_names.push((mac, n.to_string()));
-            } else if r.ip.is_none() {
-                return Err(bad(
-                    format!("dhcp.reservations[{i}]"),
-                    "give an ip, a name, or both",
-                ));
-            }
-            let Some(ip) = &r.ip else { continue };
-            let ip = ipv4(&format!("dhcp.reservations[{i}].ip"), ip)?;
-            if !subnet.contains(&ip)
-                || ip == bridge_address.addr()
-                || ip == subnet.network()
-                || ip == subnet.broadcast()
-            {
-                return Err(bad(
-                    format!("dhcp.reservations[{i}].ip"),
-                    format!("{ip} is not a free host address in {subnet}"),
-                ));
-            }
-            if reservations.iter().any(|(m, a)| *m == mac || *a == ip) {
-                return Err(bad(
-                    format!("dhcp.reservations[{i}]"),
-                    "MAC or address is reserved twice",
-                ));
-            }
-            reservations.push((mac, ip));
-        }
-
-        let routing = validate_routing(&raw.routing, &peers, &names, subnet, mesh_net)?;
-
-        let endpoint = match &m.endpoint {
-            Some(e) if e.trim().is_empty() => None,
-            Some(e) => {
-                Endpoint::parse("mesh.endpoint", e.trim())?;
-                Some(e.trim().to_string())
-            }
-            None => None,
-        };
-        let web = Web {
-            enabled: raw.web.enabled.unwrap_or(true),
-            listen: match &raw.web.listen {
-                Some(list) => list
-                    .iter()
-                    .map(|s| {
-                        s.parse::<SocketAddr>()
-                            .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 80)))
-                            .map_err(|_| {
-                                bad(
-                                    "web.listen",
-                                    format!("{s:?} is not an address like 10.77.1.1:80"),
-                                )
-                            })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
-                None => vec![
-                    SocketAddr::new(IpAddr::V4(bridge_address.addr()), 80),
-                    SocketAddr::new(IpAddr::V4(mesh_address.addr()), 80),
-                ],
-            },
-            session_timeout: {
-                let t = duration(
-                    "web.session_timeout",
-                    raw.web.session_timeout.as_deref().unwrap_or("30m"),
-                )?;
-                if t < Duration::from_secs(60) || t > Duration::from_secs(7 * 86400) {
-                    return Err(bad(
-                        "web.session_timeout",
-                        "must be between 1 minute and 7 days",
-                    ));
-                }
-                t
-            },
-        };
-
-        let dns_server = Dns {
-            enabled: raw.dns.enabled.unwrap_or(true),
-            upstream: raw
-                .dns
-                .upstream
-                .as_ref()
-                .map(|list| {
-                    list.iter()
-                        .map(|s| {
-                            s.parse::<std::net::SocketAddr>()
-                                .or_else(|_| s.parse::<IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53)))
-                                .map_err(|_| bad("dns.upstream", format!("{s:?} is not an address like 192.168.1.1 or 192.168.1.1:53")))
-                        })
-                        .collect::<Result<Vec<_>, _>>()
-                })
-                .transpose()?,
-        };
-
-        let state_dir = PathBuf::from(raw.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR));
-        let api_socket = match &raw.api.socket {
-            Some(p) => resolve_path(base, p),
-            None => crate::api::default_socket(&state_dir),
-        };
-
-        let services = match &raw.discovery.services {
-            Some(list) => list.clone(),
-            None => default_services(),
-        };
-        for s in &services {
-            let parts: Vec<&str> = s.split('.').collect();
-            let ok = parts.len() == 2
-                && parts[0].starts_with('_')
-                && parts[0].len() > 1
-                && parts[0].len() <= 16
-                && (parts[1] == "_tcp" || parts[1] == "_udp");
-            if !ok {
-                return Err(bad(
-                    "discovery.services",
-                    format!("{s:?} is not a service type like \"_ipp._tcp\""),
-                ));
-            }
-        }
-        let discovery = Discovery {
-            enabled: raw.discovery.enabled.unwrap_or(true),
-            services,
-            opt_out: raw
-                .discovery
-                .opt_out
-                .iter()
-                .map(|s| s.trim().to_ascii_lowercase())
-                .collect(),
-            mdns_name: match &raw.discovery.mdns_name {
-                Some(n) => match n.to_ascii_lowercase() {
-                    l if !l.is_empty()
-                        && l.len() <= 63
-                        && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                        && !l.starts_with('-')
-                        && !l.ends_with('-') =>
-                    {
-                        l
-                    }
-                    _ => {
-                        return Err(bad(
-                            "discovery.mdns_name",
-                            format!("{n:?} is not a host name (letters, digits and '-')"),
-                        ))
-                    }
-                },
-                None => "meshbridge".to_string(),
-            },
-        };
-
-        let b = &raw.board;
-        let root = PathBuf::from(b.root.as_deref().unwrap_or("/"));
-        let reset_button = match &b.reset_button {
-            Some(spec) => {
-                let (chip, line) = spec
-                    .rsplit_once(':')
-                    .and_then(|(c, l)| Some((c, l.parse::<u32>().ok()?)))
-                    .ok_or_else(|| {
-                        bad(
-                            "board.reset_button",
-                            format!("{spec:?} is not chip:line like \"gpiochip0:17\""),
-                        )
-                    })?;
-                let chip = if chip.starts_with('/') {
-                    PathBuf::from(chip)
-                } else {
-                    root.join("dev").join(chip)
-                };
-                Some((chip, line))
-            }
-            None => None,
-        };
-        let board =
-            Board {
-                status_led: match b.status_led.as_deref() {
-                    None | Some("auto") => Some("auto".to_string()),
-                    Some("none") | Some("") => None,
-                    Some(name) => Some(ifname("board.status_led", name).map_err(|_| {
-                        bad("board.status_led", format!("{name:?} is not a LED name"))
-                    })?),
-                },
-                watchdog: b.watchdog.unwrap_or(false),
-                reset_button,
-                reset_active_low: b.reset_active_low.unwrap_or(true),
-                root,
-            };
-
+        let endpoint = mesh::validate_endpoint(&raw.mesh)?;
+        let web = services::validate_web(&raw.web, dhcp.bridge_address, mesh.mesh_address)?;
+        let dns_server = services::validate_dns(&raw.dns)?;
+        let (state_dir, api_socket) = services::validate_api(raw, base);
+        let discovery = services::validate_discovery(&raw.discovery)?;
+        let board = services::validate_board(&raw.board)?;
         Ok(Config {
             source: None,
             board,
@@ -1105,29 +299,29 @@ impl Config {
             api_socket,
             dns_server,
             routing,
-            state_dir: PathBuf::from(raw.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR)),
-            private_key,
-            listen_port,
-            mesh_address,
-            mtu,
-            tun_name,
-            peers,
-            bridge_name,
-            bridge_ports,
-            tap_name,
-            bridge_address,
-            dhcp_enabled: d.enabled.unwrap_or(true),
-            dhcp_range: (start, end),
-            lease_time,
-            dns,
-            domain,
-            probe_interval,
-            persist_interval,
-            reservations,
-            device_names,
+            state_dir,
+            private_key: mesh.private_key,
+            listen_port: mesh.listen_port,
+            mesh_address: mesh.mesh_address,
+            mtu: mesh.mtu,
+            tun_name: mesh.tun_name,
+            peers: mesh.peers,
+            bridge_name: bridge.bridge_name,
+            bridge_ports: bridge.bridge_ports,
+            tap_name: bridge.tap_name,
+            bridge_address: dhcp.bridge_address,
+            dhcp_enabled: dhcp.enabled,
+            dhcp_range: dhcp.range,
+            lease_time: dhcp.lease_time,
+            dns: dhcp.dns,
+            domain: dhcp.domain,
+            probe_interval: dhcp.probe_interval,
+            persist_interval: dhcp.persist_interval,
+            reservations: dhcp.reservations,
+            device_names: dhcp.device_names,
             endpoint,
             web,
-            ignored_wg_keys: wg.map(|w| w.ignored).unwrap_or_default(),
+            ignored_wg_keys: mesh.ignored_wg_keys,
         })
     }
 }
@@ -1225,6 +419,63 @@ lease_time = "1h"
         assert_eq!(e.key, "mesh.wireguard_config");
         assert!(e.problem.contains("line 2"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod pure_tests {
+    use super::*;
+
+    const PRIV: &str = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
+
+    fn raw_of(text: &str) -> raw::File {
+        toml::from_str(text).unwrap()
+    }
+
+    /// Validation needs no disk: the files a config names are handed in.
+    #[test]
+    fn files_are_handed_in_not_read() {
+        let raw = raw_of("[mesh]\nwireguard_config = \"/nonexistent/wg0.conf\"\n[dhcp]\nrange = \"10.77.1.100-10.77.1.200\"\n");
+        let files = Files {
+            wireguard_config: Some(Loaded {
+                path: "/nonexistent/wg0.conf".into(),
+                text: Ok(format!("[Interface]\nPrivateKey = {PRIV}\nAddress = 10.77.0.1/24\n")),
+            }),
+            private_key_file: None,
+        };
+        let c = Config::from_raw(&raw, None, &files).unwrap();
+        assert_eq!(c.mesh_address.to_string(), "10.77.0.1/24");
+        let unreadable = Files {
+            wireguard_config: Some(Loaded {
+                path: "/nonexistent/wg0.conf".into(),
+                text: Err("No such file or directory (os error 2)".into()),
+            }),
+            private_key_file: None,
+        };
+        let e = Config::from_raw(&raw, None, &unreadable).unwrap_err();
+        assert_eq!(e.key, "mesh.wireguard_config");
+        assert_eq!(
+            e.problem,
+            "cannot read /nonexistent/wg0.conf: No such file or directory (os error 2)"
+        );
+        // The same message as reading it for real.
+        assert_eq!(Config::validate(raw, None).unwrap_err().problem, e.problem);
+    }
+
+    #[test]
+    fn key_file_is_read_only_when_it_is_the_key_source() {
+        let with_inline = raw_of(&format!(
+            "[mesh]\nprivate_key = \"{PRIV}\"\nprivate_key_file = \"k\"\n"
+        ));
+        assert!(Files::read(&with_inline, None).private_key_file.is_none());
+        let file_only = raw_of("[mesh]\nprivate_key_file = \"/nonexistent/key\"\n");
+        let f = Files::read(&file_only, Some(Path::new("/etc")));
+        assert_eq!(f.private_key_file.unwrap().path, Path::new("/nonexistent/key"));
+        let relative = raw_of("[mesh]\nprivate_key_file = \"key\"\n");
+        let f = Files::read(&relative, Some(Path::new("/nonexistent")));
+        let k = f.private_key_file.unwrap();
+        assert_eq!(k.path, Path::new("/nonexistent/key"));
+        assert!(k.text.is_err());
     }
 }
 

@@ -6,6 +6,8 @@
 
 use crate::config::Config;
 use crate::config_edit::{self, Edit, Effect};
+use crate::api::endpoint;
+use crate::host::proc::HostFacts;
 use ipnet::Ipv4Net;
 use meshbridge_engine::Engine;
 use meshbridge_mesh::{PresharedKey, PrivateKey};
@@ -15,7 +17,7 @@ use meshbridge_web::proto::{
     DiscoveryInfo, Failure, PeerAdded, PeerInfo, Reply, Request, SystemInfo,
 };
 use serde_json::json;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 /// What a request may touch.
@@ -36,6 +38,8 @@ pub struct Ctx<'a> {
     pub restart_pending: &'a mut bool,
     /// Restart after answering.
     pub restart_now: &'a mut bool,
+    /// Host facts, cached off the event loop.
+    pub host: &'a HostFacts,
 }
 
 /// The box's DHCP server settings from the config (the server MAC is the engine's).
@@ -53,40 +57,8 @@ pub fn dhcp_config(config: &Config, server_mac: Mac) -> meshbridge_dhcp::ServerC
         lease_time: config.lease_time,
         reservations: config.reservations.clone(),
         probe_interval: config.probe_interval,
+        serve: config.dhcp_enabled,
     }
-}
-
-/// `host:port` clients reach the box at: `mesh.endpoint`, else the address
-/// the box would send to the internet from.
-pub fn endpoint(config: &Config) -> Option<String> {
-    if let Some(e) = &config.endpoint {
-        return Some(e.clone());
-    }
-    // connect() on UDP sends nothing; it only picks the route and source.
-    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
-    s.connect("192.0.2.1:9").ok()?;
-    match s.local_addr().ok()?.ip() {
-        IpAddr::V4(a) if !a.is_unspecified() && !config.mesh_address.contains(&a) => {
-            Some(SocketAddr::new(IpAddr::V4(a), config.listen_port).to_string())
-        }
-        _ => None,
-    }
-}
-
-/// Does the IPv4 default route go out of `dev`?
-fn default_route_dev(dev: &str) -> bool {
-    std::fs::read_to_string("/proc/net/route").is_ok_and(|t| {
-        t.lines().skip(1).any(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 1 && f[0] == dev && f[1] == "00000000"
-        })
-    })
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
 }
 
 fn parse_mac(s: &str) -> Result<Mac, Failure> {
@@ -109,16 +81,21 @@ pub fn handle(request: Request, ctx: &mut Ctx<'_>) -> Reply {
             let s = crate::api::status(
                 ctx.config,
                 ctx.engine,
-                ctx.started,
-                ctx.board,
-                *ctx.restart_pending,
+                crate::api::StatusInput {
+                    started: ctx.started,
+                    board: ctx.board,
+                    restart_pending: *ctx.restart_pending,
+                    host: ctx.host,
+                    now: std::time::SystemTime::now(),
+                    mono: Instant::now(),
+                },
             );
             serde_json::to_value(s).map_err(|e| Failure::new(500, e.to_string()))
         }
         Request::System => Ok(json!(SystemInfo {
             version: env!("CARGO_PKG_VERSION").into(),
             board: ctx.board.to_string(),
-            hostname: hostname(),
+            hostname: ctx.host.hostname.clone(),
             uptime_s: ctx.started.elapsed().as_secs(),
             config_path: ctx
                 .config
@@ -137,7 +114,7 @@ pub fn handle(request: Request, ctx: &mut Ctx<'_>) -> Reply {
                 services: ctx.discovery.services(ctx.config, ctx.engine),
             }))
         }
-        Request::Settings => Ok(settings(ctx.config)),
+        Request::Settings => Ok(settings(ctx.config, ctx.host)),
         Request::SettingsSet { changes } => {
             if changes.is_empty() {
                 return Ok(json!({"ok": true, "applied": "live", "message": "nothing changed"}));
@@ -296,24 +273,25 @@ fn no_peer(config: &Config, name: &str) -> Failure {
     }
 }
 
-fn settings(c: &Config) -> serde_json::Value {
-    let mut interfaces: Vec<String> = std::fs::read_dir("/sys/class/net")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| {
-                    n != "lo"
-                        && *n != c.bridge_name
-                        && *n != c.tap_name
-                        && *n != c.tun_name
-                        // Never offer the uplink as a bridge port.
-                        && c.routing.uplink.as_deref() != Some(n.as_str())
-                        && !default_route_dev(n)
-                })
-                .collect()
+/// Interfaces the page offers as bridge ports: not ours, not the uplink.
+fn port_candidates(c: &Config, host: &HostFacts) -> Vec<String> {
+    host.interfaces
+        .iter()
+        .filter(|n| {
+            *n != "lo"
+                && **n != c.bridge_name
+                && **n != c.tap_name
+                && **n != c.tun_name
+                // Never offer the uplink as a bridge port.
+                && c.routing.uplink.as_deref() != Some(n.as_str())
+                && !host.default_route_via(n)
         })
-        .unwrap_or_default();
-    interfaces.sort();
+        .cloned()
+        .collect()
+}
+
+fn settings(c: &Config, host: &HostFacts) -> serde_json::Value {
+    let interfaces = port_candidates(c, host);
     json!({
         "bridge.ports": c.bridge_ports,
         "dhcp.range": format!("{}-{}", c.dhcp_range.0, c.dhcp_range.1),
@@ -327,7 +305,7 @@ fn settings(c: &Config) -> serde_json::Value {
         "routing.exit_node": c.routing.exit_node,
         "routing.uplink": c.routing.uplink,
         "interfaces": interfaces,
-        "endpoint_default": endpoint(c),
+        "endpoint_default": endpoint(c, host),
     })
 }
 
@@ -416,7 +394,7 @@ fn peer_add(ctx: &mut Ctx<'_>, name: &str, route_all: bool, endpoint_in: Option<
             crate::config::Endpoint::parse("endpoint", &e).map_err(|err| Failure::invalid("endpoint", err.problem))?;
             e
         }
-        None => endpoint(ctx.config).ok_or_else(|| {
+        None => endpoint(ctx.config, ctx.host).ok_or_else(|| {
             Failure::invalid("endpoint", "the box does not know the address devices reach it at: enter it (host:port), or set mesh.endpoint in Settings")
         })?,
     };

@@ -3,7 +3,8 @@
 //! and removes what it installed.
 
 use crate::config::Config;
-use crate::os::{self, Installed};
+use crate::host::netlink::{self, Installed};
+use crate::host::proc::HostFacts;
 use crate::persist::write_atomic;
 use anyhow::{Context, Result};
 use meshbridge_dhcp as dhcp;
@@ -138,20 +139,20 @@ async fn setup(
     // Record the intent first, so a crash half-way is still cleaned up.
     rec.bridge = Some(config.bridge_name.clone());
     rec.links = vec![config.tap_name.clone(), config.tun_name.clone()];
-    os::write_record(&config.state_dir, rec)?;
+    netlink::write_record(&config.state_dir, rec)?;
 
-    let (bridge_idx, created) = os::ensure_bridge(handle, &config.bridge_name, macs.bridge).await?;
+    let (bridge_idx, created) = netlink::ensure_bridge(handle, &config.bridge_name, macs.bridge).await?;
     rec.bridge_created |= created;
     rec.ports = config.bridge_ports.clone();
-    os::write_record(&config.state_dir, rec)?;
+    netlink::write_record(&config.state_dir, rec)?;
     if created {
         tracing::info!("created bridge {}", config.bridge_name);
     }
     if rec.bridge_arp_ignore.is_none() {
-        rec.bridge_arp_ignore = os::quiet_bridge_arp(&config.bridge_name);
-        os::write_record(&config.state_dir, rec)?;
+        rec.bridge_arp_ignore = crate::host::sysctl::quiet_bridge_arp(&config.bridge_name);
+        netlink::write_record(&config.state_dir, rec)?;
     } else {
-        os::quiet_bridge_arp(&config.bridge_name);
+        crate::host::sysctl::quiet_bridge_arp(&config.bridge_name);
     }
 
     let tap = DeviceBuilder::new()
@@ -166,10 +167,10 @@ async fn setup(
                 config.tap_name
             )
         })?;
-    os::disable_ipv6(&config.tap_name);
-    os::enslave(handle, &config.tap_name, bridge_idx).await?;
+    crate::host::sysctl::disable_ipv6(&config.tap_name);
+    netlink::enslave(handle, &config.tap_name, bridge_idx).await?;
     for port in &config.bridge_ports {
-        os::enslave(handle, port, bridge_idx).await?;
+        netlink::enslave(handle, port, bridge_idx).await?;
     }
 
     let tun = DeviceBuilder::new()
@@ -179,7 +180,7 @@ async fn setup(
         .build_async()
         .with_context(|| format!("creating TUN device {}", config.tun_name))?;
     if !exit_v6 {
-        os::disable_ipv6(&config.tun_name);
+        crate::host::sysctl::disable_ipv6(&config.tun_name);
     }
     tun.add_address_v4(config.mesh_address.addr(), config.mesh_address.prefix_len())
         .context("adding the mesh address to the TUN")?;
@@ -195,7 +196,7 @@ async fn setup(
         .iter()
         .flat_map(|p| p.allowed_ips.iter().copied())
         .collect();
-    os::add_peer_routes(
+    netlink::add_peer_routes(
         handle,
         tun_idx,
         &nets,
@@ -207,6 +208,7 @@ async fn setup(
 }
 
 /// The names and addresses the web page answers to (its `Host` check).
+#[cfg(feature = "web")]
 fn web_hosts(config: &Config) -> Vec<String> {
     let mdns = &config.discovery.mdns_name;
     let mut hosts = vec![
@@ -245,7 +247,7 @@ fn setup_routing(config: &Config, rec: &mut Installed, exit_v6: bool) -> Result<
     let r = &config.routing;
     // The uplink never reaches the bridge or the mesh unless [web] listen or
     // [routing] opens it: our table is installed with or without [routing].
-    let guard = crate::nft::Guard {
+    let guard = crate::host::nft::Guard {
         bridge: config.bridge_name.clone(),
         tun: config.tun_name.clone(),
         own: vec![config.bridge_address.addr(), config.mesh_address.addr()],
@@ -262,24 +264,24 @@ fn setup_routing(config: &Config, rec: &mut Installed, exit_v6: bool) -> Result<
         },
     };
     rec.nft_table = true;
-    os::write_record(&config.state_dir, rec)?;
+    netlink::write_record(&config.state_dir, rec)?;
     let routing = r.uplink.as_ref().filter(|_| r.needs_forwarding());
     let Some(uplink) = routing else {
         // Without routing the box still works without nft: say so, loudly.
-        if let Err(e) = crate::nft::apply(&crate::nft::with_guard(String::new(), &guard)) {
+        if let Err(e) = crate::host::nft::apply(&crate::host::nft::with_guard(String::new(), &guard)) {
             tracing::error!(
                 "{e:#}: the home LAN may reach the bridge and the mesh through this box"
             );
         }
         return Ok(());
     };
-    if let Some(old) = crate::nft::enable_forwarding()? {
+    if let Some(old) = crate::host::sysctl::enable_forwarding()? {
         rec.ip_forward_was.get_or_insert(old);
-        os::write_record(&config.state_dir, rec)?;
+        netlink::write_record(&config.state_dir, rec)?;
         tracing::warn!("IPv4 forwarding was off: turned it on for the subnet router / exit node (restored on stop)");
     }
     if exit_v6 {
-        let (old, old_ra) = crate::nft::enable_forwarding6(uplink)?;
+        let (old, old_ra) = crate::host::sysctl::enable_forwarding6(uplink)?;
         if let Some(old) = old {
             rec.ip6_forward_was.get_or_insert(old);
             tracing::warn!(
@@ -289,10 +291,10 @@ fn setup_routing(config: &Config, rec: &mut Installed, exit_v6: bool) -> Result<
         if let Some(ra) = old_ra {
             rec.uplink_accept_ra_was.get_or_insert((uplink.clone(), ra));
         }
-        os::write_record(&config.state_dir, rec)?;
+        netlink::write_record(&config.state_dir, rec)?;
     }
-    let rules = crate::nft::ruleset(r, &config.tun_name, config.bridge_address, exit_v6);
-    crate::nft::apply(&crate::nft::with_guard(rules, &guard))?;
+    let rules = crate::host::nft::ruleset(r, &config.tun_name, config.bridge_address, exit_v6);
+    crate::host::nft::apply(&crate::host::nft::with_guard(rules, &guard))?;
     let routes: Vec<String> = r.advertise_routes.iter().map(|n| n.to_string()).collect();
     let exit = match (r.exit_node, r.exit_node_allow_lan) {
         (true, true) => ", exit node (LAN allowed)",
@@ -359,7 +361,7 @@ pub async fn run(mut config: Config) -> Result<bool> {
     };
     let exit_v6 = match (&config.routing.uplink, config.routing.exit_node) {
         (Some(uplink), true) => {
-            match crate::nft::uplink_ipv6(uplink) {
+            match crate::host::proc::uplink_ipv6(uplink) {
                 Ok(()) => true,
                 Err(why) => {
                     tracing::warn!("the exit node serves IPv4 only: {why}, so IPv6 (::/0) is not offered to peers");
@@ -391,15 +393,15 @@ pub async fn run(mut config: Config) -> Result<bool> {
         Engine::new(engine_config, mesh, leases, now).context("starting the DHCP server")?;
     let (udp, dual) = udp_socket(config.listen_port)?;
 
-    let handle = os::connect().await?;
-    let mut rec = os::read_record(&config.state_dir)?.unwrap_or_default();
+    let handle = netlink::connect().await?;
+    let mut rec = netlink::read_record(&config.state_dir)?.unwrap_or_default();
     let devices = match setup(&config, &macs, &mut rec, &handle, exit_v6).await {
         Ok((d, _)) => d,
         Err(e) => {
-            if let Err(c) = os::cleanup(&handle, &rec).await {
+            if let Err(c) = netlink::cleanup(&handle, &rec).await {
                 tracing::error!("cleaning up after a failed start: {c:#}");
             }
-            let _ = std::fs::remove_file(os::record_path(&config.state_dir));
+            let _ = std::fs::remove_file(netlink::record_path(&config.state_dir));
             return Err(e);
         }
     };
@@ -417,6 +419,9 @@ pub async fn run(mut config: Config) -> Result<bool> {
         config.dhcp_range.0,
         config.dhcp_range.1
     );
+    if !config.dhcp_enabled {
+        tracing::warn!("DHCP is off (dhcp.enabled = false): bridged devices get no address from the box; their leases are kept");
+    }
 
     let mut hardware = crate::hw::Hardware::start(&config);
     let mut discovery = crate::discovery::Discovery::start(&config, &engine, &handle).await;
@@ -426,17 +431,7 @@ pub async fn run(mut config: Config) -> Result<bool> {
         tracing::error!("local API not available: {e:#}");
     }
     if config.web.enabled {
-        let web = meshbridge_web::server::WebConfig {
-            listen: config.web.listen.clone(),
-            idle_timeout: config.web.session_timeout,
-            state_dir: config.state_dir.clone(),
-            hosts: web_hosts(&config),
-        };
-        match meshbridge_web::server::start(&web, requests_tx.clone()).await {
-            Ok(0) => tracing::error!("web page: no listen address could be bound (web.listen)"),
-            Ok(_) => {}
-            Err(e) => tracing::error!("web page not started: {e}"),
-        }
+        start_web(&config, requests_tx.clone()).await;
     }
     drop(requests_tx);
     let result = event_loop(
@@ -460,10 +455,10 @@ pub async fn run(mut config: Config) -> Result<bool> {
     save_leases(&config.state_dir, &engine);
 
     drop(devices);
-    let cleaned = os::cleanup(&handle, &rec).await;
+    let cleaned = netlink::cleanup(&handle, &rec).await;
     match &cleaned {
         Ok(()) => {
-            let _ = std::fs::remove_file(os::record_path(&config.state_dir));
+            let _ = std::fs::remove_file(netlink::record_path(&config.state_dir));
         }
         Err(e) => {
             tracing::error!("removing what meshbridge installed: {e:#}; run `meshbridge --cleanup`")
@@ -558,14 +553,40 @@ fn handle_events(
     discovery.after_events(config, engine);
 }
 
-/// Health checks that can go wrong while running (logged with the fix).
-fn check_health(config: &Config) {
-    if config.routing.needs_forwarding() && !crate::nft::forwarding_on() {
-        tracing::error!(
-            "IPv4 forwarding was turned off (net.ipv4.ip_forward = 0): the subnet router and exit node do not work. Fix: sysctl -w net.ipv4.ip_forward=1, or restart meshbridge"
-        );
+/// Start the web page (`[web] enabled`).
+#[cfg(feature = "web")]
+async fn start_web(config: &Config, requests: tokio::sync::mpsc::Sender<crate::api::Pending>) {
+    let web = meshbridge_web::server::WebConfig {
+        listen: config.web.listen.clone(),
+        idle_timeout: config.web.session_timeout,
+        state_dir: config.state_dir.clone(),
+        hosts: web_hosts(config),
+    };
+    match meshbridge_web::server::start(&web, requests).await {
+        Ok(0) => tracing::error!("web page: no listen address could be bound (web.listen)"),
+        Ok(_) => {}
+        Err(e) => tracing::error!("web page not started: {e}"),
     }
 }
+
+/// This build has no web page (built without the `web` feature).
+#[cfg(not(feature = "web"))]
+async fn start_web(_config: &Config, _requests: tokio::sync::mpsc::Sender<crate::api::Pending>) {
+    tracing::warn!(
+        "[web] enabled = true, but this build of meshbridge has no web page (built without the `web` feature): use the CLI (meshbridge status, peer add) or a build with the page"
+    );
+}
+
+/// Health checks that can go wrong while running (logged with the fix).
+fn check_health(config: &Config, engine: &Engine, host: &HostFacts) {
+    let facts = crate::api::health_facts(config, engine, host, std::time::SystemTime::now(), false);
+    for problem in crate::health::running_problems(&facts) {
+        tracing::error!("{problem}");
+    }
+}
+
+/// How often the host facts (/proc, /sys) are read again.
+const HOST_FACTS_REFRESH: Duration = Duration::from_secs(3);
 
 /// Why the loop ended.
 enum Stop {
@@ -578,19 +599,14 @@ enum Stop {
 }
 
 /// What the status LED shows.
-fn led_state(config: &Config, engine: &Engine) -> meshbridge_board::LedState {
-    use meshbridge_board::LedState;
-    let forwarding_broken = config.routing.needs_forwarding() && !crate::nft::forwarding_on();
-    if engine.dhcp().is_suspended() || forwarding_broken {
-        LedState::Error
-    } else if engine.mesh().peer_status().iter().any(|p| {
-        p.last_handshake
-            .is_some_and(|d| d < Duration::from_secs(180))
-    }) {
-        LedState::Online
-    } else {
-        LedState::NoMesh
-    }
+fn led_state(config: &Config, engine: &Engine, host: &HostFacts) -> meshbridge_board::LedState {
+    let facts = crate::api::health_facts(config, engine, host, std::time::SystemTime::now(), false);
+    let any_online = engine
+        .mesh()
+        .peer_status()
+        .iter()
+        .any(|p| crate::health::online(p.last_handshake));
+    crate::health::led_state(&facts, any_online)
 }
 
 /// SIGTERM and SIGINT, registered when the daemon starts.
@@ -646,6 +662,8 @@ async fn event_loop(
     };
     let mut restart_pending = false;
     let board = hardware.board_name.clone();
+    // /proc and /sys are read on a blocking thread; the loop reads the cache.
+    let host = crate::host::proc::spawn_refresh(HOST_FACTS_REFRESH).await;
     loop {
         flush(engine, dev, udp, dual).await;
         handle_events(config, engine, discovery, &mut leases);
@@ -683,7 +701,7 @@ async fn event_loop(
             }
             _ = stats_log.tick() => tracing::debug!("stats: {:?} mesh: {:?}", engine.stats(), engine.mesh().stats()),
             _ = health.tick() => {
-                check_health(config);
+                check_health(config, engine, &host.borrow());
                 discovery.tick(config, engine);
             }
             Some(p) = requests.recv() => {
@@ -697,6 +715,7 @@ async fn event_loop(
                     board: &board,
                     restart_pending: &mut restart_pending,
                     restart_now: &mut restart_now,
+                    host: &host.borrow().clone(),
                 });
                 let _ = p.reply.send(reply);
                 if restart_now {
@@ -707,7 +726,8 @@ async fn event_loop(
                 }
             }
             _ = hw_tick.tick() => {
-                hardware.report(led_state(config, engine));
+                let led = led_state(config, engine, &host.borrow());
+                hardware.report(led);
                 leases.flush_if_due(config, engine);
             }
             _ = hardware.reset_requested() => {
@@ -723,16 +743,16 @@ async fn event_loop(
 /// `meshbridge --cleanup`: remove everything a previous run installed.
 /// `routing` says the config may have installed our nftables table.
 pub async fn cleanup(state_dir: &Path, extra_links: &[String], routing: bool) -> Result<()> {
-    let handle = os::connect().await?;
-    let mut rec = os::read_record(state_dir)?.unwrap_or_default();
+    let handle = netlink::connect().await?;
+    let mut rec = netlink::read_record(state_dir)?.unwrap_or_default();
     rec.nft_table |= routing;
     for l in extra_links {
         if !rec.links.contains(l) {
             rec.links.push(l.clone());
         }
     }
-    os::cleanup(&handle, &rec).await?;
-    match std::fs::remove_file(os::record_path(state_dir)) {
+    netlink::cleanup(&handle, &rec).await?;
+    match std::fs::remove_file(netlink::record_path(state_dir)) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).context("removing the install record"),

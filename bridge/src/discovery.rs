@@ -6,7 +6,7 @@
 //! to sockets.
 
 use crate::config::Config;
-use crate::os;
+use crate::host::netlink;
 use anyhow::{Context, Result};
 use meshbridge_dhcp as dhcp;
 use meshbridge_engine::Engine;
@@ -49,7 +49,7 @@ impl MdnsLinks {
         ));
         let mut uplink = None;
         if let Some(up) = &config.routing.uplink {
-            match os::ipv4_of(handle, up).await {
+            match netlink::ipv4_of(handle, up).await {
                 Ok(Some(net)) => match crate::mdns_link::uplink_socket(net.addr()) {
                     Ok(sock) => {
                         uplink = Some((

@@ -7,8 +7,17 @@
 //!   the DHCP server, the ARP responder and the WireGuard mesh.
 //! * [`daemon`] owns the file descriptors (TAP, TUN, UDP socket), the clock
 //!   and the signals, and drives the engine.
-//! * [`os`] installs and removes kernel state (bridge, ports, routes);
-//!   [`nft`] the nftables table of the subnet router and exit node.
+//! * [`host`] installs and removes kernel state (bridge, ports, routes,
+//!   nftables, sysctls) and reads host facts (/proc), one module each.
+//! * [`health`] and [`api::status`] are plain functions over data (the
+//!   engine, the config, [`host::proc::HostFacts`] read off the event loop).
+//! * [`peers`] turns the config's peers into the static peer set the mesh
+//!   applies, and resolves endpoint names off the event loop.
+//! * [`control`] answers the requests of the CLI and the web page (their
+//!   types are `meshbridge_web::proto`, one definition for both).
+//!
+//! Modules depend one way only, enforced by `tests/layers.rs`:
+//! config ← host ← health ← api ← discovery ← control ← daemon.
 #![deny(unsafe_code)]
 
 pub mod api;
@@ -23,10 +32,10 @@ pub mod discovery;
 pub mod discovery;
 #[cfg(feature = "dns")]
 pub mod dns;
+pub mod health;
+pub mod host;
 pub mod hw;
 #[cfg(feature = "dns")]
 pub mod mdns_link;
-pub mod nft;
-pub mod os;
 pub mod peers;
 pub mod persist;

@@ -62,6 +62,10 @@ pub struct ServerConfig {
     /// Period of the rogue-server probe; `None` disables active probing
     /// (foreign servers are then only noticed passively).
     pub probe_interval: Option<Duration>,
+    /// Answer clients at all. `false` (the daemon's `dhcp.enabled = false`):
+    /// every client message is ignored and no probe is sent, but the leases
+    /// are kept (and still expire) so turning it back on changes nothing.
+    pub serve: bool,
 }
 
 /// Why a [`ServerConfig`] was rejected.
@@ -485,6 +489,7 @@ mod tests {
                 Ipv4Addr::new(192, 168, 50, 10),
             )],
             probe_interval: Some(Duration::from_secs(60)),
+            serve: true,
         }
     }
 

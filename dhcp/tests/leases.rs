@@ -611,3 +611,39 @@ fn forgetting_a_device_drops_its_lease_and_its_address_can_go_to_another() {
     // The freed address is the lowest again, so the next device gets it.
     assert_eq!(dora(&mut s, mac(2), now), a);
 }
+
+/// `dhcp.enabled = false`: the server says nothing on the segment (no
+/// OFFER, ACK or NAK, no probe), but keeps the leases it has, and serves
+/// them again unchanged when turned back on.
+#[test]
+fn disabled_server_is_silent_and_keeps_its_leases() {
+    let mut s = server();
+    let bound = dora(&mut s, mac(1), t0());
+    let mut off = s.config().clone();
+    off.serve = false;
+    off.probe_interval = Some(PROBE);
+    s.set_config(off.clone()).unwrap();
+    let later = t0() + Duration::from_secs(10);
+    send(&mut s, later, &discover(mac(2))).unwrap();
+    no_reply(&mut s);
+    send(&mut s, later, &request_renew(mac(1), bound)).unwrap();
+    no_reply(&mut s);
+    send(&mut s, later, &request_init_reboot(mac(1), ip(250))).unwrap();
+    no_reply(&mut s);
+    assert_eq!(s.stats().ignored_while_disabled, 3);
+    // No probe either, even with a probe interval set.
+    s.handle_timeout(later + PROBE * 2);
+    no_reply(&mut s);
+    assert_eq!(s.leases().count(), 1);
+    // A restart with serving off keeps the lease too.
+    let mut s = Server::new(off.clone(), s.snapshot(), later).unwrap();
+    assert_eq!(s.active_ip_for(&mac(1), later), Some(bound));
+    let mut on = off;
+    on.serve = true;
+    on.probe_interval = None;
+    s.set_config(on).unwrap();
+    send(&mut s, later, &request_renew(mac(1), bound)).unwrap();
+    let (_, ack) = one_reply(&mut s);
+    assert_eq!(msg_type(&ack), Some(MessageType::Ack));
+    assert_eq!(ack.yiaddr(), bound);
+}

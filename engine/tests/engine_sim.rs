@@ -240,6 +240,7 @@ impl Sim {
                 lease_time: Duration::from_secs(3600),
                 reservations: vec![],
                 probe_interval: None,
+                serve: true,
             },
         };
         let mut engine = Engine::new(config, mesh, LeaseDb::empty(), now).unwrap();

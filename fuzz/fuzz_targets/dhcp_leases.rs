@@ -24,6 +24,7 @@ fn config() -> ServerConfig {
         lease_time: Duration::from_secs(3600),
         reservations: vec![],
         probe_interval: None,
+        serve: true,
     }
 }
 

@@ -42,6 +42,7 @@ fn config(probing: bool) -> ServerConfig {
             Ipv4Addr::new(192, 168, 50, 20),
         )],
         probe_interval: probing.then_some(Duration::from_secs(60)),
+        serve: true,
     }
 }
 

@@ -47,6 +47,7 @@ fuzz_target!(|data: &[u8]| {
             lease_time: Duration::from_secs(3600),
             reservations: vec![],
             probe_interval: Some(Duration::from_secs(60)),
+            serve: true,
         },
     };
     let mut engine = Engine::new(config, mesh, LeaseDb::empty(), now).unwrap();

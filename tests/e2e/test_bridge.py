@@ -27,6 +27,29 @@ def test_udhcpc_gets_address_in_range_with_router_dns_domain_mtu(site):
     assert ip in leases and "printer" in leases
 
 
+def test_dhcp_disabled_serves_no_lease_and_keeps_the_old_ones(site):
+    """`dhcp.enabled = false`: a real udhcpc gets nothing from the box, and the
+    leases handed out before are kept for when it is turned back on."""
+    site.add_device("dev")
+    site.start_box()
+    r, out = site.udhcpc("dev", hostname="printer")
+    assert r.returncode == 0, r.stdout + r.stderr
+    ip = re.search(r"ip=(\S+)", bound_lines(out)[-1]).group(1)
+    site.stop_box()
+    site.start_box(extra_dhcp="enabled = false")
+    before = len(bound_lines(out))
+    r, out = site.udhcpc("dev", hostname="printer", extra=["-t", "3", "-T", "1"])
+    assert r.returncode != 0, "udhcpc got a lease from a box with dhcp.enabled = false: " + r.stdout
+    assert len(bound_lines(out)) == before
+    assert ip in (site.state_dir / "leases.json").read_text()
+    # Turned back on, the same device gets its old address again.
+    site.stop_box()
+    site.start_box()
+    r, out = site.udhcpc("dev", hostname="printer")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"ip={ip} " in bound_lines(out)[-1], bound_lines(out)[-1]
+
+
 def test_dhclient_gets_address_in_range_with_router_dns_domain_mtu(site):
     site.add_device("dev")
     site.start_box()
@@ -88,7 +111,7 @@ def test_peer_reaches_device_and_device_reaches_peer_all_encrypted(site):
     assert lines
     # Every IPv4 packet on the underlay is WireGuard UDP: no ICMP, no TCP in clear.
     for l in lines:
-        assert "UDP" in l and ".51820 " in l or ".51820:" in l, l
+        assert "UDP" in l and (".51820 " in l or ".51820:" in l), l
 
 
 def test_restart_and_sigkill_device_renews_and_keeps_address(site):

@@ -29,6 +29,7 @@ def test_status_shows_peers_devices_and_health(site):
     assert peer["public_key"] == site.peer_pub
     dev = [d for d in s["devices"] if d["ip"] == ip][0]
     assert dev["hostname"] == "printer" and dev["active"] and 3500 < dev["expires_in_s"] <= 3600
+    assert sorted(h["check"] for h in s["health"]) == ["clock", "dhcp", "uplink"], s["health"]
     assert all(h["ok"] for h in s["health"] if h["check"] != "uplink"), s["health"]
     # This box has no default route: the uplink check says so, with what to do.
     (up,) = [h for h in s["health"] if h["check"] == "uplink"]

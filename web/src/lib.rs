@@ -9,4 +9,5 @@ pub mod auth;
 pub mod logbuf;
 pub mod peerconf;
 pub mod proto;
+#[cfg(feature = "server")]
 pub mod server;

@@ -144,10 +144,17 @@ pub struct Stats {
     /// DISCOVER/REQUEST/INFORM left unanswered because a foreign server is
     /// active.
     pub ignored_while_suspended: u64,
+    /// Client messages ignored because serving is off ([`ServerConfig::serve`]).
+    pub ignored_while_disabled: u64,
     /// Replies from foreign DHCP servers seen.
     pub foreign_replies_seen: u64,
     /// Replies we failed to encode (a bug; should stay zero).
     pub internal_errors: u64,
+}
+
+/// Probe for foreign servers only while serving.
+fn probe_interval(config: &ServerConfig) -> Option<std::time::Duration> {
+    config.probe_interval.filter(|_| config.serve)
 }
 
 /// Why an input was dropped. Each error increments one [`Stats`] counter.
@@ -249,7 +256,7 @@ impl Server {
         config.validate()?;
         let probe_mac = wire::probe_mac(config.server_mac);
         let mut server = Self {
-            guard: Guard::new(config.probe_interval, xid_base(&probe_mac), now),
+            guard: Guard::new(probe_interval(&config), xid_base(&probe_mac), now),
             config,
             probe_mac,
             table: LeaseTable::default(),
@@ -487,7 +494,7 @@ impl Server {
         let dropped = self.table.retain_for_reconfig(&config, self.last_now);
         self.probe_mac = wire::probe_mac(config.server_mac);
         self.guard.reconfigure(
-            config.probe_interval,
+            probe_interval(&config),
             xid_base(&self.probe_mac),
             self.last_now,
         );

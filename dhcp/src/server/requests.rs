@@ -19,6 +19,11 @@ impl Server {
         msg: &Packet,
     ) -> Result<(), InputError> {
         let chaddr = wire::ethernet_chaddr(msg)?;
+        if !self.config.serve {
+            // `dhcp.enabled = false`: silent on the segment, leases kept.
+            self.stats.ignored_while_disabled += 1;
+            return Ok(());
+        }
         if chaddr == self.probe_mac {
             // Our own probe, looped back by the bridge.
             self.stats.ignored += 1;

@@ -46,6 +46,7 @@ pub fn config() -> ServerConfig {
         lease_time: LEASE,
         reservations: vec![],
         probe_interval: None,
+        serve: true,
     }
 }
 

@@ -110,11 +110,6 @@ fn controller(link: &LinkMessage) -> Option<u32> {
     })
 }
 
-fn sysctl(path: &str, value: &str) {
-    // Best effort: IPv6 may be compiled out.
-    let _ = std::fs::write(path, value);
-}
-
 /// Make sure bridge `name` exists and is up; create it (with `mac`) if missing.
 /// Returns its index and whether we created it.
 pub async fn ensure_bridge(handle: &Handle, name: &str, mac: Mac) -> Result<(u32, bool)> {
@@ -138,27 +133,11 @@ pub async fn ensure_bridge(handle: &Handle, name: &str, mac: Mac) -> Result<(u32
         .await
         .with_context(|| format!("creating bridge {name}"))?;
     // The host itself has no address on the bridge: no IPv6 either.
-    sysctl(&format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1");
+    super::sysctl::disable_ipv6(name);
     let link = link_by_name(handle, name)
         .await?
         .ok_or_else(|| anyhow!("bridge {name} vanished after creation"))?;
     Ok((link.header.index, true))
-}
-
-fn arp_ignore_path(bridge: &str) -> String {
-    format!("/proc/sys/net/ipv4/conf/{bridge}/arp_ignore")
-}
-
-/// Stop the kernel from answering ARP on the bridge for addresses that are
-/// not on the bridge itself (Linux answers for any local address by default,
-/// which would shadow the box's own ARP responder). Returns the old value.
-pub fn quiet_bridge_arp(bridge: &str) -> Option<String> {
-    let path = arp_ignore_path(bridge);
-    let old = std::fs::read_to_string(&path).ok()?.trim().to_string();
-    if old != "1" {
-        sysctl(&path, "1");
-    }
-    Some(old)
 }
 
 /// Put interface `port` into bridge `bridge_idx` and bring it up.
@@ -184,11 +163,6 @@ pub async fn enslave(handle: &Handle, port: &str, bridge_idx: u32) -> Result<()>
         .await
         .with_context(|| format!("adding {port} to the bridge"))?;
     Ok(())
-}
-
-/// Disable IPv6 on a link we own (no link-local address, no router solicitations).
-pub fn disable_ipv6(name: &str) {
-    sysctl(&format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1");
 }
 
 /// Route every allowed IPv4 network of the peers to the TUN, except those
@@ -236,14 +210,14 @@ pub async fn add_peer_routes(
 pub async fn cleanup(handle: &Handle, rec: &Installed) -> Result<()> {
     let mut errors = Vec::new();
     if rec.nft_table {
-        if let Err(e) = crate::nft::remove() {
+        if let Err(e) = super::nft::remove() {
             errors.push(format!("{e:#}"));
         }
     }
     if let Some(old) = &rec.ip_forward_was {
-        crate::nft::restore_forwarding(old);
+        super::sysctl::restore_forwarding(old);
     }
-    crate::nft::restore_forwarding6(
+    super::sysctl::restore_forwarding6(
         rec.ip6_forward_was.as_deref(),
         rec.uplink_accept_ra_was
             .as_ref()
@@ -279,7 +253,7 @@ pub async fn cleanup(handle: &Handle, rec: &Installed) -> Result<()> {
         }
         if let (Some(old), false) = (&rec.bridge_arp_ignore, rec.bridge_created) {
             if bridge_idx.is_some() {
-                sysctl(&arp_ignore_path(bridge), old);
+                super::sysctl::restore_bridge_arp(bridge, old);
             }
         }
         if rec.bridge_created {

@@ -1,0 +1,187 @@
+//! The file as written. Field names are the contract with users: add, never rename.
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    /// Where leases and other state live.
+    pub state_dir: Option<String>,
+    /// `[mesh]`.
+    #[serde(default)]
+    pub mesh: Mesh,
+    /// `[bridge]`.
+    #[serde(default)]
+    pub bridge: Bridge,
+    /// `[dhcp]`.
+    #[serde(default)]
+    pub dhcp: Dhcp,
+    /// `[routing]`.
+    #[serde(default)]
+    pub routing: Routing,
+    /// `[dns]`.
+    #[serde(default)]
+    pub dns: Dns,
+    /// `[api]`.
+    #[serde(default)]
+    pub api: Api,
+    /// `[discovery]`.
+    #[serde(default)]
+    pub discovery: Discovery,
+    /// `[board]`.
+    #[serde(default)]
+    pub board: Board,
+    /// `[web]`.
+    #[serde(default)]
+    pub web: Web,
+}
+
+/// `[web]`: the config page.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Web {
+    pub enabled: Option<bool>,
+    /// `addr:port` to serve the page on (default: the bridge and mesh addresses, port 80).
+    pub listen: Option<Vec<String>>,
+    /// Log out after this long without a request (default 30m).
+    pub session_timeout: Option<String>,
+}
+
+/// `[board]`: status LED, hardware watchdog, reset button.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Board {
+    /// "auto" (the board's status LED), "none", or a name under /sys/class/leds.
+    pub status_led: Option<String>,
+    /// Feed /dev/watchdog while the main loop is healthy.
+    pub watchdog: Option<bool>,
+    /// A reset button on the GPIO character device: "gpiochip0:17".
+    pub reset_button: Option<String>,
+    /// The button pulls the line low when pressed (default true).
+    pub reset_active_low: Option<bool>,
+    /// Filesystem root for board files (tests use a fake tree).
+    pub root: Option<String>,
+}
+
+/// `[discovery]`: mDNS on the bridge and the DNS-SD discovery proxy.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Discovery {
+    pub enabled: Option<bool>,
+    /// Service types exposed to the mesh, like "_ipp._tcp".
+    pub services: Option<Vec<String>>,
+    /// Devices (MAC or DHCP hostname) never exposed.
+    #[serde(default)]
+    pub opt_out: Vec<String>,
+    /// The box's own mDNS host name (default "meshbridge": meshbridge.local).
+    pub mdns_name: Option<String>,
+}
+
+/// `[api]`: the local control socket.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Api {
+    /// Unix socket path (default: `<state_dir>/meshbridge.sock`).
+    pub socket: Option<String>,
+}
+
+/// `[dns]`: the box's DNS server.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Dns {
+    pub enabled: Option<bool>,
+    /// Resolvers for names that are not the box's (default: the system's).
+    pub upstream: Option<Vec<String>>,
+}
+
+/// `[routing]`: subnet router and exit node.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Routing {
+    pub uplink: Option<String>,
+    #[serde(default)]
+    pub advertise_routes: Vec<String>,
+    pub snat_subnet_routes: Option<bool>,
+    pub exit_node: Option<bool>,
+    pub exit_node_allow_lan: Option<bool>,
+    pub use_exit_node: Option<String>,
+    /// Bridged devices reach the internet through the box's uplink (when no exit node is used).
+    pub bridge_internet: Option<bool>,
+    /// Bridged devices may reach the advertised home-LAN prefixes.
+    pub bridge_allow_lan: Option<bool>,
+}
+
+/// `[mesh]`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Mesh {
+    pub private_key: Option<String>,
+    pub private_key_file: Option<String>,
+    pub wireguard_config: Option<String>,
+    pub listen_port: Option<u16>,
+    pub address: Option<String>,
+    pub mtu: Option<u16>,
+    /// Name of the host-side TUN device.
+    pub tun: Option<String>,
+    /// `host:port` clients reach the box at, for generated peer configs.
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub peers: Vec<Peer>,
+}
+
+/// `[[mesh.peers]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    pub name: String,
+    pub public_key: String,
+    pub preshared_key: Option<String>,
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub allowed_ips: Vec<String>,
+    pub persistent_keepalive: Option<u16>,
+    /// A disabled peer stays in the file but is not in the mesh.
+    pub enabled: Option<bool>,
+}
+
+/// `[bridge]`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Bridge {
+    pub name: Option<String>,
+    #[serde(default)]
+    pub ports: Vec<String>,
+    /// Name of the daemon's TAP device in the bridge.
+    pub tap: Option<String>,
+    /// The box's gateway address on the bridge, with prefix.
+    pub address: Option<String>,
+}
+
+/// `[dhcp]`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Dhcp {
+    pub enabled: Option<bool>,
+    pub range: Option<String>,
+    pub lease_time: Option<String>,
+    pub dns: Option<Vec<String>>,
+    pub domain: Option<String>,
+    /// How often to look for another DHCP server on the bridge ("0" turns it off).
+    pub probe_interval: Option<String>,
+    /// Write lease changes at most this often ("0" = at once; flash-saving on routers).
+    pub persist_interval: Option<String>,
+    #[serde(default)]
+    pub reservations: Vec<Reservation>,
+}
+
+/// `[[dhcp.reservations]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reservation {
+    pub mac: String,
+    /// The reserved address (optional: an entry may only name the device).
+    pub ip: Option<String>,
+    /// The device's name (DNS name and on the page), instead of its DHCP hostname.
+    pub name: Option<String>,
+}

@@ -1,0 +1,16 @@
+//! Host effects: everything the daemon changes in (or reads from) the kernel,
+//! one module per mechanism.
+//!
+//! * [`netlink`] links, bridge ports, routes and the record of what we installed;
+//! * [`nft`] the nftables table of the subnet router and exit node;
+//! * [`sysctl`] forwarding, `arp_ignore`, `disable_ipv6`, `accept_ra`;
+//! * [`proc`] read-only facts from /proc and /etc (default route, hostname,
+//!   forwarding), gathered off the event loop into [`proc::HostFacts`].
+//!
+//! Layering: this module may use `config` and `persist` only, never the
+//! control plane or the daemon.
+
+pub mod netlink;
+pub mod nft;
+pub mod proc;
+pub mod sysctl;
