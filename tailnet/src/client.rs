@@ -132,6 +132,27 @@ fn io_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> io::Error {
 }
 
 impl NoiseIo {
+    /// Wraps a TCP stream whose Noise handshake is done. `leftover`: bytes
+    /// already received after the handshake. `early_payload`: whether the
+    /// peer may start with an early payload (true on the client side).
+    pub fn from_parts(tcp: TcpStream, transport: Transport, leftover: &[u8], early_payload: bool) -> io::Result<Self> {
+        let early = if early_payload { EarlyPayloadFilter::new() } else { EarlyPayloadFilter::passthrough() };
+        let mut io = NoiseIo {
+            tcp,
+            transport,
+            early,
+            early_seen: Arc::new(Mutex::new(None)),
+            plain: Vec::new(),
+            plain_pos: 0,
+            out: Vec::new(),
+            out_pos: 0,
+            read_buf: vec![0u8; 16 * 1024].into_boxed_slice(),
+            eof: false,
+        };
+        io.take_plaintext(leftover)?;
+        Ok(io)
+    }
+
     fn take_plaintext(&mut self, bytes: &[u8]) -> io::Result<()> {
         let mut dec = Vec::with_capacity(bytes.len());
         self.transport.decrypt(bytes, &mut dec).map_err(io_err::<TransportError>)?;
@@ -234,21 +255,7 @@ pub async fn dial_noise(
         }
         if let Some(h) = header_len {
             if let Some((transport, used)) = hs.read_response(&buf[h..])? {
-                let rest = buf[h + used..].to_vec();
-                let mut io = NoiseIo {
-                    tcp,
-                    transport,
-                    early: EarlyPayloadFilter::new(),
-                    early_seen: Arc::new(Mutex::new(None)),
-                    plain: Vec::new(),
-                    plain_pos: 0,
-                    out: Vec::new(),
-                    out_pos: 0,
-                    read_buf: vec![0u8; 16 * 1024].into_boxed_slice(),
-                    eof: false,
-                };
-                io.take_plaintext(&rest)?;
-                return Ok(io);
+                return Ok(NoiseIo::from_parts(tcp, transport, &buf[h + used..], true)?);
             }
         }
         if n == 0 {

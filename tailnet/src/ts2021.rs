@@ -275,6 +275,12 @@ impl EarlyPayloadFilter {
         Self::default()
     }
 
+    /// A filter that passes everything (a stream without early payload,
+    /// such as the client → server direction).
+    pub fn passthrough() -> Self {
+        Self { state: EarlyState::Passthrough }
+    }
+
     /// Whether the early payload part is over (seen or absent).
     pub fn done(&self) -> bool {
         matches!(self.state, EarlyState::Passthrough)

@@ -1,0 +1,341 @@
+"""The tailnet control layer (crate `meshbridge-tailnet`, issue #12) against a
+real Headscale and a real `tailscaled`, in network namespaces.
+
+The Rust side is the `tailnet-probe` example: it fetches the control key,
+does the ts2021 upgrade and Noise handshake, speaks HTTP/2 inside, registers
+with a pre-auth key and streams the map, printing the netmap as JSON.
+
+Topology (every name has a random prefix; everything is removed on teardown,
+also when a test fails):
+
+    [hs]  bridge 10.99.0.1/24: headscale (plain-HTTP control on :8080)
+    [box] 10.99.0.10: tailnet-probe           [lap] 10.99.0.20: tailscaled
+
+Needs the pinned Go programs (headscale v0.29.2, tailscale/tailscaled
+v1.102.3) that `tests/gotools/build` builds into
+~/.cache/meshbridge/gotools/<hash>/ (or $MB_GOTOOLS_DIR). The tests SKIP
+(with that message) only when those binaries are absent; anything else that
+goes wrong is a failure. The probe is built with cargo (or taken from
+$TAILNET_PROBE_BIN).
+"""
+
+import hashlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from site_ns import REPO, sh, wait_for
+
+GOTOOLS = REPO / "tests" / "gotools"
+NEEDED = ("headscale", "tailscaled", "tailscale")
+CONTROL = "http://10.99.0.1:8080"
+
+
+def gotools_dir():
+    env = os.environ.get("MB_GOTOOLS_DIR")
+    if env:
+        return Path(env)
+    key = hashlib.sha256((GOTOOLS / "go.mod").read_bytes() + (GOTOOLS / "go.sum").read_bytes()).hexdigest()[:16]
+    return Path.home() / ".cache" / "meshbridge" / "gotools" / key
+
+
+def require_gotools():
+    d = gotools_dir()
+    missing = [b for b in NEEDED if not os.access(d / b, os.X_OK)]
+    if missing:
+        pytest.skip(f"gotools binaries absent ({', '.join(missing)} not in {d}): run tests/gotools/build first")
+    return d
+
+
+def probe_bin():
+    env = os.environ.get("TAILNET_PROBE_BIN")
+    if env:
+        return env
+    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+    sh(["cargo", "build", "-q", "-p", "meshbridge-tailnet", "--example", "tailnet-probe"], timeout=1800)
+    p = target / "debug" / "examples" / "tailnet-probe"
+    assert p.exists(), f"cargo built no {p}"
+    return str(p)
+
+
+HEADSCALE_CONFIG = """\
+server_url: {control}
+listen_addr: 10.99.0.1:8080
+metrics_listen_addr: 127.0.0.1:9090
+grpc_listen_addr: 127.0.0.1:50443
+grpc_allow_insecure: false
+noise:
+  private_key_path: {d}/noise_private.key
+prefixes:
+  v4: 100.64.0.0/10
+  v6: fd7a:115c:a1e0::/48
+  allocation: sequential
+derp:
+  server:
+    enabled: false
+  urls: []
+  paths:
+    - {d}/derpmap.yaml
+  auto_update_enabled: false
+disable_check_updates: true
+database:
+  type: sqlite
+  sqlite:
+    path: {d}/db.sqlite
+    write_ahead_log: true
+log:
+  level: info
+policy:
+  mode: file
+  path: ""
+dns:
+  magic_dns: true
+  base_domain: tailnet.test
+  override_local_dns: false
+  nameservers:
+    global: []
+unix_socket: {d}/headscale.sock
+unix_socket_permission: "0770"
+logtail:
+  enabled: false
+"""
+
+DERPMAP = """\
+regions:
+  900:
+    regionid: 900
+    regioncode: tb
+    regionname: testbed
+    nodes:
+      - name: 900a
+        regionid: 900
+        hostname: 10.99.0.1
+        ipv4: 10.99.0.1
+        ipv6: none
+        stunport: 3478
+        derpport: 8443
+        insecurefortests: true
+"""
+
+
+class Tailnet:
+    def __init__(self, tmp: Path, tools: Path):
+        self.p = "t" + secrets.token_hex(3)
+        self.tmp = Path(tmp)
+        self.tools = tools
+        self.procs = []
+        self.namespaces = []
+        self.hs = self._ns("hs")
+        self.box = self._ns("box")
+        self.lap = self._ns("lap")
+        br = f"{self.p}br"
+        sh(["ip", "-n", self.hs, "link", "add", br, "type", "bridge"])
+        sh(["ip", "-n", self.hs, "addr", "add", "10.99.0.1/24", "dev", br])
+        sh(["ip", "-n", self.hs, "link", "set", br, "up"])
+        for ns, tag, ip in ((self.box, "b", "10.99.0.10/24"), (self.lap, "l", "10.99.0.20/24")):
+            a, b = f"{self.p}{tag}0", f"{self.p}{tag}1"
+            sh(["ip", "link", "add", a, "type", "veth", "peer", "name", b])
+            sh(["ip", "link", "set", a, "netns", ns])
+            sh(["ip", "link", "set", b, "netns", self.hs])
+            sh(["ip", "-n", self.hs, "link", "set", b, "master", br])
+            sh(["ip", "-n", self.hs, "link", "set", b, "up"])
+            sh(["ip", "-n", ns, "addr", "add", ip, "dev", a])
+            sh(["ip", "-n", ns, "link", "set", a, "up"])
+        self.hsdir = self.tmp / "headscale"
+        self.hsdir.mkdir()
+        (self.hsdir / "derpmap.yaml").write_text(DERPMAP)
+        self.hs_config = self.hsdir / "config.yaml"
+        self.hs_config.write_text(HEADSCALE_CONFIG.format(control=CONTROL, d=self.hsdir))
+        self.spawn(self.hs, [str(tools / "headscale"), "-c", str(self.hs_config), "serve"], self.tmp / "headscale.log")
+        wait_for(lambda: self.run(self.box, ["curl", "-sf", f"{CONTROL}/health"], check=False).returncode == 0,
+                 timeout=30, what="headscale to answer /health")
+
+    def _ns(self, name):
+        ns = f"{self.p}{name}"
+        sh(["ip", "netns", "add", ns])
+        self.namespaces.append(ns)
+        sh(["ip", "-n", ns, "link", "set", "lo", "up"])
+        return ns
+
+    def run(self, ns, cmd, check=True, timeout=30):
+        return sh(["ip", "netns", "exec", ns] + cmd, check=check, timeout=timeout)
+
+    def spawn(self, ns, cmd, log, env=None):
+        logf = open(log, "ab")
+        p = subprocess.Popen(["ip", "netns", "exec", ns] + cmd, stdout=logf, stderr=subprocess.STDOUT,
+                             env=dict(os.environ, **(env or {})), start_new_session=True)
+        self.procs.append(p)
+        return p
+
+    def headscale(self, *args):
+        r = self.run(self.hs, [str(self.tools / "headscale"), "-c", str(self.hs_config), *args, "-o", "json"])
+        return json.loads(r.stdout)
+
+    def auth_key(self, user="alice", reusable=True):
+        users = {u["name"]: u for u in self.headscale("users", "list") or []}
+        uid = users[user]["id"] if user in users else self.headscale("users", "create", user)["id"]
+        args = ["preauthkeys", "create", "--user", str(uid), "--expiration", "24h"]
+        if reusable:
+            args.append("--reusable")
+        return self.headscale(*args)["key"]
+
+    def nodes(self):
+        return self.headscale("nodes", "list") or []
+
+    def probe(self, probe, state, auth_key, hostname="tbox", wait_peers=0, timeout=30):
+        cmd = [probe, "--control", CONTROL, "--auth-key", auth_key, "--state", str(state),
+               "--hostname", hostname, "--wait-peers", str(wait_peers), "--timeout", str(timeout)]
+        r = self.run(self.box, cmd, check=False, timeout=timeout + 30)
+        with open(self.tmp / "probe.log", "a") as f:
+            f.write(f"$ {' '.join(cmd)}\nrc={r.returncode}\n{r.stderr}\n{r.stdout}\n")
+        assert r.returncode == 0, f"probe failed ({r.returncode}):\n{r.stderr}\n{r.stdout}"
+        return json.loads(r.stdout), r.stderr
+
+    def tailscaled(self, name, auth_key):
+        d = self.tmp / f"ts-{name}"
+        d.mkdir()
+        sock = d / "tailscaled.sock"
+        env = {"TS_LOGS_DIR": str(d), "TS_NO_LOGS_NO_SUPPORT": "true", "TS_DISABLE_PORTMAPPER": "1"}
+        self.spawn(self.lap, [str(self.tools / "tailscaled"), f"--tun={self.p}ts", f"--statedir={d}",
+                              f"--state={d}/tailscaled.state", f"--socket={sock}", "--port=41641"],
+                   self.tmp / f"tailscaled-{name}.log", env=env)
+        wait_for(lambda: sock.exists(), timeout=20, what="tailscaled socket")
+        cli = [str(self.tools / "tailscale"), f"--socket={sock}"]
+        self.run(self.lap, cli + ["up", f"--login-server={CONTROL}", f"--auth-key={auth_key}", f"--hostname={name}",
+                                  "--accept-dns=false", "--netfilter-mode=off"], timeout=60)
+        return cli
+
+    def ts_status(self, cli):
+        return json.loads(self.run(self.lap, cli + ["status", "--json"]).stdout)
+
+    def close(self):
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        for ns in self.namespaces:
+            for pid in sh(["ip", "netns", "pids", ns], check=False).stdout.split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+            sh(["ip", "netns", "del", ns], check=False)
+
+
+@pytest.fixture(scope="module")
+def probe():
+    require_gotools()
+    return probe_bin()
+
+
+@pytest.fixture
+def tailnet(tmp_path, probe):
+    t = Tailnet(tmp_path, require_gotools())
+    try:
+        yield t
+    finally:
+        t.close()
+
+
+def nodes_named(tailnet, name):
+    return [n for n in tailnet.nodes() if n.get("given_name") == name or n.get("name") == name]
+
+
+def test_probe_registers_with_preauth_key_and_headscale_lists_it(tailnet, probe, tmp_path):
+    key = tailnet.auth_key()
+    nm, log = tailnet.probe(probe, tmp_path / "box-state", key)
+    assert "register (with auth key: true)" in log
+    me = nm["self"]
+    assert me["name"] == "tbox.tailnet.test", me
+    assert any(a.startswith("100.64.") and a.endswith("/32") for a in me["addresses"]), me
+    assert any(a.startswith("fd7a:115c:a1e0:") for a in me["addresses"]), me
+    assert nm["derp_regions"] == [900], "the DERP map from derpmap.yaml reached the probe"
+    assert nm["magic_dns"] is True
+    assert nm["domain"] == "tailnet.test"
+    listed = nodes_named(tailnet, "tbox")
+    assert len(listed) == 1, tailnet.nodes()
+    assert listed[0]["node_key"] == me["node_key"]
+    assert listed[0]["machine_key"] == me["machine_key"]
+    assert sorted(listed[0]["ip_addresses"]) == sorted(a.split("/")[0] for a in me["addresses"])
+    keyfile = tmp_path / "box-state" / "tailnet-keys.json"
+    assert keyfile.stat().st_mode & 0o777 == 0o600
+
+
+def test_second_run_with_the_same_state_is_the_same_node(tailnet, probe, tmp_path):
+    key = tailnet.auth_key()
+    first, _ = tailnet.probe(probe, tmp_path / "box-state", key)
+    second, log = tailnet.probe(probe, tmp_path / "box-state", key)
+    assert "register (with auth key: false)" in log, "a registered node refreshes without the auth key"
+    assert second["self"] == first["self"]
+    listed = nodes_named(tailnet, "tbox")
+    assert len(listed) == 1, f"duplicate nodes: {tailnet.nodes()}"
+    assert len(tailnet.nodes()) == 1
+    # A fresh state directory is a new machine, hence a new node.
+    third, _ = tailnet.probe(probe, tmp_path / "other-state", key, hostname="tbox2")
+    assert third["self"]["node_key"] != first["self"]["node_key"]
+    assert len(tailnet.nodes()) == 2
+
+
+def test_single_use_key_still_lets_the_registered_node_back_in(tailnet, probe, tmp_path):
+    key = tailnet.auth_key(reusable=False)
+    first, _ = tailnet.probe(probe, tmp_path / "box-state", key)
+    # Forget that we registered: the same machine key re-registers with the
+    # used single-use key; Headscale updates the node in place.
+    keyfile = tmp_path / "box-state" / "tailnet-keys.json"
+    state = json.loads(keyfile.read_text())
+    state["registered_with"] = None
+    keyfile.write_text(json.dumps(state))
+    again, log = tailnet.probe(probe, tmp_path / "box-state", key)
+    assert "register (with auth key: true)" in log
+    assert again["self"] == first["self"]
+    assert len(tailnet.nodes()) == 1
+    # A new machine with the used key is refused.
+    r = tailnet.run(tailnet.box, [probe, "--control", CONTROL, "--auth-key", key, "--state",
+                                  str(tmp_path / "new-state"), "--hostname", "tbox3", "--timeout", "20"], check=False)
+    assert r.returncode == 2, r
+    assert "refused" in r.stderr, r.stderr
+    assert len(tailnet.nodes()) == 1
+
+
+def test_probe_netmap_has_the_tailscaled_peer_and_tailscale_sees_the_box(tailnet, probe, tmp_path):
+    key = tailnet.auth_key()
+    cli = tailnet.tailscaled("tlaptop", key)
+    status = wait_for(lambda: (s := tailnet.ts_status(cli)) and s.get("BackendState") == "Running" and s,
+                      timeout=30, what="tailscaled Running")
+    lap_self = status["Self"]
+    nm, _ = tailnet.probe(probe, tmp_path / "box-state", key, wait_peers=1, timeout=60)
+    peers = {p["name"]: p for p in nm["peers"]}
+    assert "tlaptop.tailnet.test" in peers, nm["peers"]
+    lap = peers["tlaptop.tailnet.test"]
+    assert lap["node_key"] == lap_self["PublicKey"]
+    assert sorted(a.split("/")[0] for a in lap["addresses"]) == sorted(lap_self["TailscaleIPs"])
+    assert set(lap["addresses"]) <= set(lap["allowed_ips"])
+    assert lap["disco_key"] and lap["disco_key"].startswith("discokey:")
+    assert lap["online"] is True
+    assert any(e.startswith("10.99.0.20:") for e in lap["endpoints"]), lap["endpoints"]
+
+    # And the other way round: the laptop's map has the box, with our keys
+    # and addresses.
+    me = nm["self"]
+
+    def box_in_status():
+        st = tailnet.ts_status(cli)
+        return [p for p in (st.get("Peer") or {}).values() if p.get("HostName") == "tbox"]
+
+    seen = wait_for(box_in_status, timeout=30, what="the box in tailscale status")
+    assert seen[0]["PublicKey"] == me["node_key"]
+    assert sorted(seen[0]["TailscaleIPs"]) == sorted(a.split("/")[0] for a in me["addresses"])
