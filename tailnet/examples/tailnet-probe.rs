@@ -140,6 +140,7 @@ fn summary(nm: &Netmap, keys: &NodeKeys) -> serde_json::Value {
         "domain": nm.domain(),
         "packet_filter_rules": nm.packet_filter().map(|f| f.len()),
         "magic_dns": nm.dns_config().map(|d| d.proxied),
+        "dns_domains": nm.dns_config().map(|d| d.domains.clone()),
         "stats": { "messages": nm.stats().messages, "keep_alives": nm.stats().keep_alives },
     })
 }

@@ -269,7 +269,8 @@ def test_probe_registers_with_preauth_key_and_headscale_lists_it(tailnet, probe,
     assert any(a.startswith("fd7a:115c:a1e0:") for a in me["addresses"]), me
     assert nm["derp_regions"] == [900], "the DERP map from derpmap.yaml reached the probe"
     assert nm["magic_dns"] is True
-    assert nm["domain"] == "tailnet.test"
+    assert "tailnet.test" in nm["dns_domains"], "MagicDNS search domain"
+    assert nm["domain"] == "10.99.0.1", "Headscale names the tailnet after its server URL's host"
     listed = nodes_named(tailnet, "tbox")
     assert len(listed) == 1, tailnet.nodes()
     assert listed[0]["node_key"] == me["node_key"]
@@ -320,6 +321,10 @@ def test_probe_netmap_has_the_tailscaled_peer_and_tailscale_sees_the_box(tailnet
     cli = tailnet.tailscaled("tlaptop", key)
     status = wait_for(lambda: (s := tailnet.ts_status(cli)) and s.get("BackendState") == "Running" and s,
                       timeout=30, what="tailscaled Running")
+    # tailscaled has found its endpoints (then it tells the control server).
+    wait_for(lambda: any(a.startswith("10.99.0.20:") for a in tailnet.ts_status(cli)["Self"].get("Addrs") or []),
+             timeout=30, what="tailscaled endpoints")
+    time.sleep(1)
     lap_self = status["Self"]
     nm, _ = tailnet.probe(probe, tmp_path / "box-state", key, wait_peers=1, timeout=60)
     peers = {p["name"]: p for p in nm["peers"]}
