@@ -4,14 +4,16 @@
 //! ```text
 //! cargo run -p meshbridge-tailnet --example tailnet-probe -- \
 //!     --control http://10.99.0.1:8080 --auth-key KEY --state DIR \
-//!     [--hostname NAME] [--wait-peers N] [--timeout SECS] [--logout]
+//!     [--hostname NAME] [--wait-peers N | --expect-peers N,M,...] [--timeout SECS] [--logout]
 //! ```
 //!
 //! Keys live in `DIR/tailnet-keys.json` (mode 0600): a second run with the
 //! same directory is the same node. The probe exits 0 once the map has at
-//! least `--wait-peers` peers (default 0: after the first map), printing
-//! one JSON object on stdout; 1 on timeout (after printing what it has);
-//! 2 on errors. Progress goes to stderr.
+//! least `--wait-peers` peers (default 0: after the first map), or once
+//! the peer count has taken the values of `--expect-peers` in that order
+//! (a test of the stream's deltas), printing one JSON object on stdout; 1
+//! on timeout (after printing what it has); 2 on errors. Progress goes to
+//! stderr.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -31,6 +33,7 @@ struct Args {
     state: PathBuf,
     hostname: String,
     wait_peers: usize,
+    expect_peers: Vec<usize>,
     timeout: Duration,
     logout: bool,
 }
@@ -38,7 +41,7 @@ struct Args {
 fn usage() -> ! {
     eprintln!(
         "usage: tailnet-probe --control http://HOST[:PORT] [--auth-key KEY | --auth-key-file FILE] --state DIR \
-         [--hostname NAME] [--wait-peers N] [--timeout SECS] [--logout]"
+         [--hostname NAME] [--wait-peers N | --expect-peers N,M,...] [--timeout SECS] [--logout]"
     );
     std::process::exit(2)
 }
@@ -50,6 +53,7 @@ fn parse_args() -> anyhow::Result<Args> {
         state: PathBuf::new(),
         hostname: String::new(),
         wait_peers: 0,
+        expect_peers: Vec::new(),
         timeout: Duration::from_secs(30),
         logout: false,
     };
@@ -67,6 +71,13 @@ fn parse_args() -> anyhow::Result<Args> {
             "--state" => a.state = PathBuf::from(val()),
             "--hostname" => a.hostname = val(),
             "--wait-peers" => a.wait_peers = val().parse().context("--wait-peers takes a number")?,
+            "--expect-peers" => {
+                a.expect_peers = val()
+                    .split(',')
+                    .map(|n| n.trim().parse())
+                    .collect::<Result<_, _>>()
+                    .context("--expect-peers takes numbers like 0,1,0")?
+            }
             "--timeout" => a.timeout = Duration::from_secs(val().parse().context("--timeout takes seconds")?),
             "--logout" => a.logout = true,
             "-h" | "--help" => usage(),
@@ -188,22 +199,46 @@ async fn run(args: Args) -> anyhow::Result<bool> {
 
     let mut stream = client.map_stream(&control::map_request(&keys, &id, &[])).await.context("opening the map stream")?;
     let mut nm = Netmap::new();
+    let mut expected = 0;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let msg = match tokio::time::timeout(left, stream.next()).await {
             Err(_) => {
                 println!("{}", summary(&nm, &keys));
-                eprintln!("probe: timed out with {} peers (wanted {})", nm.peers().len(), args.wait_peers);
+                eprintln!("probe: timed out with {} peers", nm.peers().len());
                 return Ok(false);
             }
             Ok(r) => r.context("reading the map stream")?,
         };
         let Some(msg) = msg else { bail!("the server ended the map stream") };
+        if !msg.keep_alive {
+            eprintln!(
+                "probe: message: peers {} changed {} removed {} patched {} online {} self {} derp {} filter {} dns {}",
+                msg.peers.len(),
+                msg.peers_changed.len(),
+                msg.peers_removed.len(),
+                msg.peers_changed_patch.len(),
+                msg.online_change.len(),
+                msg.node.is_some(),
+                msg.derp_map.is_some(),
+                msg.packet_filter.is_some() || msg.packet_filters.is_some(),
+                msg.dns_config.is_some(),
+            );
+        }
         match nm.apply(msg).context("applying a map message")? {
             Applied::KeepAlive => eprintln!("probe: keep-alive"),
             Applied::Updated => {
-                eprintln!("probe: map update, {} peers", nm.peers().len());
-                if nm.peers().len() >= args.wait_peers {
+                let n = nm.peers().len();
+                eprintln!("probe: map update, {n} peers");
+                let done = if args.expect_peers.is_empty() {
+                    n >= args.wait_peers
+                } else {
+                    if args.expect_peers.get(expected) == Some(&n) {
+                        expected += 1;
+                    }
+                    expected == args.expect_peers.len()
+                };
+                if done {
                     println!("{}", summary(&nm, &keys));
                     return Ok(true);
                 }

@@ -348,3 +348,30 @@ def test_probe_netmap_has_the_tailscaled_peer_and_tailscale_sees_the_box(tailnet
     seen = wait_for(box_in_status, timeout=30, what="the box in tailscale status")
     assert seen[0]["PublicKey"] == me["node_key"]
     assert sorted(seen[0]["TailscaleIPs"]) == sorted(a.split("/")[0] for a in me["addresses"])
+
+
+def test_map_stream_delivers_the_peer_added_and_removed_deltas(tailnet, probe, tmp_path):
+    """The probe stays on the stream while a tailscaled node joins and is then
+    deleted on Headscale: the peer count goes 0 -> 1 -> 0 through deltas."""
+    key = tailnet.auth_key()
+    out, err = tmp_path / "probe.out", tmp_path / "probe.err"
+    cmd = ["ip", "netns", "exec", tailnet.box, probe, "--control", CONTROL, "--auth-key", key,
+           "--state", str(tmp_path / "box-state"), "--hostname", "tbox", "--expect-peers", "0,1,0", "--timeout", "120"]
+    with open(out, "wb") as o, open(err, "wb") as e:
+        proc = subprocess.Popen(cmd, stdout=o, stderr=e, start_new_session=True)
+    tailnet.procs.append(proc)
+    wait_for(lambda: "map update, 0 peers" in err.read_text(), timeout=30, what="the probe's first map")
+    tailnet.tailscaled("tlaptop", key)
+    wait_for(lambda: "map update, 1 peers" in err.read_text(), timeout=60, what="the laptop added by a delta")
+    lap = nodes_named(tailnet, "tlaptop")
+    assert len(lap) == 1, tailnet.nodes()
+    tailnet.run(tailnet.hs, [str(tailnet.tools / "headscale"), "-c", str(tailnet.hs_config), "nodes", "delete",
+                             "-i", str(lap[0]["id"]), "--force"])
+    assert proc.wait(timeout=90) == 0, err.read_text()
+    nm = json.loads(out.read_text())
+    assert nm["peers"] == [], nm
+    log = err.read_text()
+    assert "changed 1" in log, "the laptop arrived as PeersChanged, not a full map"
+    assert "removed 1" in log, "the deletion arrived as PeersRemoved"
+    assert nm["stats"]["messages"] >= 3, nm["stats"]
+    assert nm["self"]["name"] == "tbox.tailnet.test"
