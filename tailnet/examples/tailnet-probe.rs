@@ -7,7 +7,8 @@
 //!     [--hostname NAME] [--wait-peers N | --expect-peers N,M,...] [--timeout SECS] [--logout]
 //! ```
 //!
-//! Keys live in `DIR/tailnet-keys.json` (mode 0600): a second run with the
+//! Without an auth key it prints the login URL (`probe: log in at URL`)
+//! and waits for the login. Keys live in `DIR/tailnet-keys.json` (mode 0600): a second run with the
 //! same directory is the same node. The probe exits 0 once the map has at
 //! least `--wait-peers` peers (default 0: after the first map), or once
 //! the peer count has taken the values of `--expect-peers` in that order
@@ -178,12 +179,19 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let id = NodeIdentity { hostname: args.hostname.clone(), ..Default::default() };
     let mut req = control::register_request(&keys, &url.url, &id, args.auth_key.as_deref());
     loop {
-        eprintln!("probe: register (with auth key: {})", req.auth.is_some());
-        let resp = client.register(&req).await.context("registering (POST /machine/register)")?;
+        eprintln!("probe: register (with auth key: {}, followup: {})", req.auth.is_some(), !req.followup.is_empty());
+        let left = deadline.saturating_duration_since(Instant::now());
+        let resp = tokio::time::timeout(left, client.register(&req))
+            .await
+            .context("timed out waiting for the registration")?
+            .context("registering (POST /machine/register)")?;
         match control::after_register(&req, &resp, args.auth_key.as_deref()) {
             RegisterNext::Authorized => break,
             RegisterNext::Retry(r) => req = *r,
-            RegisterNext::Login(u) => bail!("interactive login needed: {u}"),
+            RegisterNext::Login(u) => {
+                eprintln!("probe: log in at {u}");
+                req = control::followup_request(&req, &u);
+            }
             RegisterNext::Refused(why) => bail!("registration refused: {why}"),
             RegisterNext::Expired => bail!("node key expired; run again with an auth key"),
         }

@@ -67,6 +67,16 @@ pub fn register_request(keys: &NodeKeys, control_url: &str, id: &NodeIdentity, a
     }
 }
 
+/// After [`RegisterNext::Login`]: the same registration with the login URL
+/// as `Followup`. The server holds the answer until the user has logged in
+/// at that URL (or the login expired: then a new URL comes back).
+pub fn followup_request(sent: &RegisterRequest, login_url: &str) -> RegisterRequest {
+    let mut r = sent.clone();
+    r.auth = None;
+    r.followup = login_url.to_string();
+    r
+}
+
 /// The logout request for these keys.
 pub fn logout_request(keys: &NodeKeys) -> RegisterRequest {
     RegisterRequest {
@@ -206,6 +216,9 @@ mod tests {
         assert!(m.stream && m.keep_alive && m.compress.is_empty() && !m.omit_peers);
         assert_eq!(m.disco_key, k.disco_key.public());
         assert_eq!(m.endpoints, vec!["10.0.0.2:41641"]);
+        let reg = register_request(&k, "u", &id(), None);
+        let f = followup_request(&reg, "http://hs/register/abc");
+        assert_eq!((f.followup.as_str(), f.node_key, f.auth.is_none()), ("http://hs/register/abc", reg.node_key, true));
         let l = logout_request(&k);
         assert_eq!(l.expiry.as_deref(), Some(LOGOUT_EXPIRY));
     }

@@ -262,7 +262,7 @@ def nodes_named(tailnet, name):
 def test_probe_registers_with_preauth_key_and_headscale_lists_it(tailnet, probe, tmp_path):
     key = tailnet.auth_key()
     nm, log = tailnet.probe(probe, tmp_path / "box-state", key)
-    assert "register (with auth key: true)" in log
+    assert "register (with auth key: true, followup: false)" in log
     me = nm["self"]
     assert me["name"] == "tbox.tailnet.test", me
     assert any(a.startswith("100.64.") and a.endswith("/32") for a in me["addresses"]), me
@@ -284,7 +284,7 @@ def test_second_run_with_the_same_state_is_the_same_node(tailnet, probe, tmp_pat
     key = tailnet.auth_key()
     first, _ = tailnet.probe(probe, tmp_path / "box-state", key)
     second, log = tailnet.probe(probe, tmp_path / "box-state", key)
-    assert "register (with auth key: false)" in log, "a registered node refreshes without the auth key"
+    assert "register (with auth key: false, followup: false)" in log, "a registered node refreshes without the key"
     assert second["self"] == first["self"]
     listed = nodes_named(tailnet, "tbox")
     assert len(listed) == 1, f"duplicate nodes: {tailnet.nodes()}"
@@ -305,7 +305,7 @@ def test_single_use_key_still_lets_the_registered_node_back_in(tailnet, probe, t
     state["registered_with"] = None
     keyfile.write_text(json.dumps(state))
     again, log = tailnet.probe(probe, tmp_path / "box-state", key)
-    assert "register (with auth key: true)" in log
+    assert "register (with auth key: true, followup: false)" in log
     assert again["self"] == first["self"]
     assert len(tailnet.nodes()) == 1
     # A new machine with the used key is refused.
@@ -375,3 +375,30 @@ def test_map_stream_delivers_the_peer_added_and_removed_deltas(tailnet, probe, t
     assert "removed 1" in log, "the deletion arrived as PeersRemoved"
     assert nm["stats"]["messages"] >= 3, nm["stats"]
     assert nm["self"]["name"] == "tbox.tailnet.test"
+
+
+def test_interactive_login_without_auth_key(tailnet, probe, tmp_path):
+    """No auth key: the probe shows Headscale's login URL and waits (Followup);
+    an admin registers that auth ID to a user; the probe gets in."""
+    tailnet.auth_key()  # creates the user
+    out, err = tmp_path / "probe.out", tmp_path / "probe.err"
+    cmd = ["ip", "netns", "exec", tailnet.box, probe, "--control", CONTROL, "--state", str(tmp_path / "box-state"),
+           "--hostname", "tbox", "--timeout", "60"]
+    with open(out, "wb") as o, open(err, "wb") as e:
+        proc = subprocess.Popen(cmd, stdout=o, stderr=e, start_new_session=True)
+    tailnet.procs.append(proc)
+    line = wait_for(lambda: next((l for l in err.read_text().splitlines() if "log in at" in l), None),
+                    timeout=30, what="the login URL")
+    url = line.split("log in at ", 1)[1].strip()
+    assert url.startswith(f"{CONTROL}/register/"), url
+    assert "followup: true" in wait_for(lambda: "followup: true" in err.read_text() and err.read_text(),
+                                        timeout=10, what="the followup request")
+    assert not tailnet.nodes(), "not registered before the login"
+    tailnet.headscale("auth", "register", "--auth-id", url.rsplit("/", 1)[1], "--user", "alice")
+    assert proc.wait(timeout=60) == 0, err.read_text()
+    nm = json.loads(out.read_text())
+    listed = nodes_named(tailnet, "tbox")
+    assert len(listed) == 1 and listed[0]["node_key"] == nm["self"]["node_key"], tailnet.nodes()
+    # The keys are now registered: the next run gets in without key or login.
+    again, log = tailnet.probe(probe, tmp_path / "box-state", "")
+    assert "log in at" not in log and again["self"] == nm["self"]
