@@ -402,3 +402,29 @@ def test_interactive_login_without_auth_key(tailnet, probe, tmp_path):
     # The keys are now registered: the next run gets in without key or login.
     again, log = tailnet.probe(probe, tmp_path / "box-state", "")
     assert "log in at" not in log and again["self"] == nm["self"]
+
+
+def expiry_seconds(node):
+    """Headscale's CLI prints the protobuf timestamp as {"seconds": N, ...};
+    None when the node does not expire."""
+    e = node.get("expiry")
+    return int(e.get("seconds", 0)) if isinstance(e, dict) and e.get("seconds") else None
+
+
+def test_logout_expires_the_node_and_the_auth_key_brings_it_back(tailnet, probe, tmp_path):
+    key = tailnet.auth_key()
+    first, _ = tailnet.probe(probe, tmp_path / "box-state", key)
+    assert expiry_seconds(nodes_named(tailnet, "tbox")[0]) is None, "no expiry before logout"
+    r = tailnet.run(tailnet.box, [probe, "--control", CONTROL, "--state", str(tmp_path / "box-state"), "--logout"],
+                    check=False)
+    assert r.returncode == 0, r.stderr
+    node = nodes_named(tailnet, "tbox")[0]
+    assert expiry_seconds(node) is not None and expiry_seconds(node) <= time.time(), node
+    # Logged out: the key file no longer says "registered", so the next run
+    # uses the auth key; Headscale renews the same node in place.
+    again, log = tailnet.probe(probe, tmp_path / "box-state", key)
+    assert "with auth key: true" in log
+    assert again["self"] == first["self"]
+    assert len(tailnet.nodes()) == 1
+    node = nodes_named(tailnet, "tbox")[0]
+    assert expiry_seconds(node) is None or expiry_seconds(node) > time.time(), node
