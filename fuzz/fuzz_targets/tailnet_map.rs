@@ -27,7 +27,9 @@ fn check(nm: &Netmap) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&step, rest)) = data.split_first() else { return };
+    let Some((&step, rest)) = data.split_first() else {
+        return;
+    };
     let step = usize::from(step % 64) + 1;
 
     let mut decoder = FrameDecoder::new(1 << 16);

@@ -66,12 +66,15 @@ fn parse_args() -> anyhow::Result<Args> {
             "--auth-key" => a.auth_key = Some(val()),
             "--auth-key-file" => {
                 let p = val();
-                let k = std::fs::read_to_string(&p).with_context(|| format!("reading auth key file {p}"))?;
+                let k = std::fs::read_to_string(&p)
+                    .with_context(|| format!("reading auth key file {p}"))?;
                 a.auth_key = Some(k.trim().to_string());
             }
             "--state" => a.state = PathBuf::from(val()),
             "--hostname" => a.hostname = val(),
-            "--wait-peers" => a.wait_peers = val().parse().context("--wait-peers takes a number")?,
+            "--wait-peers" => {
+                a.wait_peers = val().parse().context("--wait-peers takes a number")?
+            }
             "--expect-peers" => {
                 a.expect_peers = val()
                     .split(',')
@@ -79,7 +82,9 @@ fn parse_args() -> anyhow::Result<Args> {
                     .collect::<Result<_, _>>()
                     .context("--expect-peers takes numbers like 0,1,0")?
             }
-            "--timeout" => a.timeout = Duration::from_secs(val().parse().context("--timeout takes seconds")?),
+            "--timeout" => {
+                a.timeout = Duration::from_secs(val().parse().context("--timeout takes seconds")?)
+            }
             "--logout" => a.logout = true,
             "-h" | "--help" => usage(),
             other => bail!("unknown argument {other:?}"),
@@ -99,7 +104,9 @@ fn parse_args() -> anyhow::Result<Args> {
 fn load_or_create_keys(dir: &Path) -> anyhow::Result<NodeKeys> {
     let path = dir.join("tailnet-keys.json");
     match std::fs::read_to_string(&path) {
-        Ok(text) => NodeKeys::from_file(&text).with_context(|| format!("reading {}", path.display())),
+        Ok(text) => {
+            NodeKeys::from_file(&text).with_context(|| format!("reading {}", path.display()))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             let keys = NodeKeys::generate(&mut rand::rngs::OsRng);
@@ -161,25 +168,45 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let url = ControlUrl::parse(&args.control)?;
     let mut keys = load_or_create_keys(&args.state)?;
     let deadline = Instant::now() + args.timeout;
-    let control_keys = fetch_control_key(&url).await.context("fetching the control key (GET /key)")?;
-    eprintln!("probe: control key {}", control_keys.public_key);
-    let mut client = ControlClient::connect(&url, &keys.machine_key, control_keys.public_key, MachinePrivate::generate(&mut rand::rngs::OsRng))
+    let control_keys = fetch_control_key(&url)
         .await
-        .context("opening the ts2021 control connection")?;
+        .context("fetching the control key (GET /key)")?;
+    eprintln!("probe: control key {}", control_keys.public_key);
+    let mut client = ControlClient::connect(
+        &url,
+        &keys.machine_key,
+        control_keys.public_key,
+        MachinePrivate::generate(&mut rand::rngs::OsRng),
+    )
+    .await
+    .context("opening the ts2021 control connection")?;
     eprintln!("probe: noise connection up");
 
     if args.logout {
-        let resp = client.register(&control::logout_request(&keys)).await.context("logout")?;
-        eprintln!("probe: logout answered (authorized={}, expired={})", resp.machine_authorized, resp.node_key_expired);
+        let resp = client
+            .register(&control::logout_request(&keys))
+            .await
+            .context("logout")?;
+        eprintln!(
+            "probe: logout answered (authorized={}, expired={})",
+            resp.machine_authorized, resp.node_key_expired
+        );
         keys.registered_with = None;
         save_keys(&args.state, &keys)?;
         return Ok(true);
     }
 
-    let id = NodeIdentity { hostname: args.hostname.clone(), ..Default::default() };
+    let id = NodeIdentity {
+        hostname: args.hostname.clone(),
+        ..Default::default()
+    };
     let mut req = control::register_request(&keys, &url.url, &id, args.auth_key.as_deref());
     loop {
-        eprintln!("probe: register (with auth key: {}, followup: {})", req.auth.is_some(), !req.followup.is_empty());
+        eprintln!(
+            "probe: register (with auth key: {}, followup: {})",
+            req.auth.is_some(),
+            !req.followup.is_empty()
+        );
         let left = deadline.saturating_duration_since(Instant::now());
         let resp = tokio::time::timeout(left, client.register(&req))
             .await
@@ -202,10 +229,16 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     }
     eprintln!("probe: registered as {}", keys.node_key.public());
     if let Some(early) = client.early_payload() {
-        eprintln!("probe: early payload, challenge {}", early.node_key_challenge.is_some());
+        eprintln!(
+            "probe: early payload, challenge {}",
+            early.node_key_challenge.is_some()
+        );
     }
 
-    let mut stream = client.map_stream(&control::map_request(&keys, &id, &[])).await.context("opening the map stream")?;
+    let mut stream = client
+        .map_stream(&control::map_request(&keys, &id, &[]))
+        .await
+        .context("opening the map stream")?;
     let mut nm = Netmap::new();
     let mut expected = 0;
     loop {
@@ -218,7 +251,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             }
             Ok(r) => r.context("reading the map stream")?,
         };
-        let Some(msg) = msg else { bail!("the server ended the map stream") };
+        let Some(msg) = msg else {
+            bail!("the server ended the map stream")
+        };
         if !msg.keep_alive {
             eprintln!(
                 "probe: message: peers {} changed {} removed {} patched {} online {} self {} derp {} filter {} dns {}",
@@ -263,7 +298,10 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match rt.block_on(run(args)) {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),

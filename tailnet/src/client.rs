@@ -18,7 +18,9 @@ use tokio::net::TcpStream;
 use crate::keys::{MachinePrivate, MachinePublic, NodePublic};
 use crate::mapstream::{decode_message, FrameDecoder, FrameError, MessageError};
 use crate::noise::{ClientHandshake, HandshakeError, Transport, TransportError};
-use crate::tailcfg::{MapRequest, MapResponse, RegisterRequest, RegisterResponse, CAPABILITY_VERSION, LB_HEADER};
+use crate::tailcfg::{
+    MapRequest, MapResponse, RegisterRequest, RegisterResponse, CAPABILITY_VERSION, LB_HEADER,
+};
 use crate::ts2021::{self, ControlKeys, EarlyNoise, EarlyPayloadFilter, HttpError};
 
 /// The largest non-streaming response body read.
@@ -85,7 +87,9 @@ impl ControlUrl {
     /// Parses `http://host[:port][/]`.
     pub fn parse(url: &str) -> Result<Self, ClientError> {
         let trimmed = url.trim_end_matches('/');
-        let rest = trimmed.strip_prefix("http://").ok_or_else(|| ClientError::Url(url.to_string()))?;
+        let rest = trimmed
+            .strip_prefix("http://")
+            .ok_or_else(|| ClientError::Url(url.to_string()))?;
         if rest.is_empty() || rest.contains('/') || rest.contains('@') {
             return Err(ClientError::Url(url.to_string()));
         }
@@ -93,15 +97,24 @@ impl ControlUrl {
             Some(i) => !rest[i..].contains(']') && rest[i + 1..].parse::<u16>().is_ok(),
             None => false,
         };
-        let connect = if has_port { rest.to_string() } else { format!("{rest}:80") };
-        Ok(Self { url: trimmed.to_string(), host: rest.to_string(), connect })
+        let connect = if has_port {
+            rest.to_string()
+        } else {
+            format!("{rest}:80")
+        };
+        Ok(Self {
+            url: trimmed.to_string(),
+            host: rest.to_string(),
+            connect,
+        })
     }
 }
 
 /// `GET /key`: the control server's Noise key.
 pub async fn fetch_control_key(url: &ControlUrl) -> Result<ControlKeys, ClientError> {
     let mut tcp = TcpStream::connect(&url.connect).await?;
-    tcp.write_all(&ts2021::key_request(&url.host, CAPABILITY_VERSION)).await?;
+    tcp.write_all(&ts2021::key_request(&url.host, CAPABILITY_VERSION))
+        .await?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -135,8 +148,17 @@ impl NoiseIo {
     /// Wraps a TCP stream whose Noise handshake is done. `leftover`: bytes
     /// already received after the handshake. `early_payload`: whether the
     /// peer may start with an early payload (true on the client side).
-    pub fn from_parts(tcp: TcpStream, transport: Transport, leftover: &[u8], early_payload: bool) -> io::Result<Self> {
-        let early = if early_payload { EarlyPayloadFilter::new() } else { EarlyPayloadFilter::passthrough() };
+    pub fn from_parts(
+        tcp: TcpStream,
+        transport: Transport,
+        leftover: &[u8],
+        early_payload: bool,
+    ) -> io::Result<Self> {
+        let early = if early_payload {
+            EarlyPayloadFilter::new()
+        } else {
+            EarlyPayloadFilter::passthrough()
+        };
         let mut io = NoiseIo {
             tcp,
             transport,
@@ -155,7 +177,9 @@ impl NoiseIo {
 
     fn take_plaintext(&mut self, bytes: &[u8]) -> io::Result<()> {
         let mut dec = Vec::with_capacity(bytes.len());
-        self.transport.decrypt(bytes, &mut dec).map_err(io_err::<TransportError>)?;
+        self.transport
+            .decrypt(bytes, &mut dec)
+            .map_err(io_err::<TransportError>)?;
         if let Some(e) = self.early.push(&dec, &mut self.plain).map_err(io_err)? {
             if let Ok(mut slot) = self.early_seen.lock() {
                 *slot = Some(e);
@@ -179,7 +203,11 @@ impl NoiseIo {
 }
 
 impl AsyncRead for NoiseIo {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
             if this.plain_pos < this.plain.len() {
@@ -209,11 +237,17 @@ impl AsyncRead for NoiseIo {
 }
 
 impl AsyncWrite for NoiseIo {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         ready!(this.poll_drain(cx))?;
         let n = buf.len().min(64 * 1024);
-        this.transport.encrypt(&buf[..n], &mut this.out).map_err(io_err)?;
+        this.transport
+            .encrypt(&buf[..n], &mut this.out)
+            .map_err(io_err)?;
         if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
             return Poll::Ready(Err(e));
         }
@@ -243,7 +277,8 @@ pub async fn dial_noise(
     let mut tcp = TcpStream::connect(&url.connect).await?;
     tcp.set_nodelay(true)?;
     let (mut hs, init) = ClientHandshake::new(machine, control, CAPABILITY_VERSION, ephemeral)?;
-    tcp.write_all(&ts2021::upgrade_request(&url.host, &init)).await?;
+    tcp.write_all(&ts2021::upgrade_request(&url.host, &init))
+        .await?;
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
     let mut header_len = None;
@@ -293,7 +328,12 @@ impl ControlClient {
             // Ends when the connection closes; errors surface on requests.
             let _ = conn.await;
         });
-        Ok(Self { send, host: url.host.clone(), early, conn_task })
+        Ok(Self {
+            send,
+            host: url.host.clone(),
+            early,
+            conn_task,
+        })
     }
 
     /// The early payload, once it arrived.
@@ -301,8 +341,16 @@ impl ControlClient {
         self.early.lock().ok().and_then(|g| g.clone())
     }
 
-    async fn post(&mut self, path: &str, node_key: NodePublic, body: &impl Serialize) -> Result<h2::RecvStream, ClientError> {
-        let json = serde_json::to_vec(body).map_err(|e| ClientError::Json { path: path.into(), err: e.to_string() })?;
+    async fn post(
+        &mut self,
+        path: &str,
+        node_key: NodePublic,
+        body: &impl Serialize,
+    ) -> Result<h2::RecvStream, ClientError> {
+        let json = serde_json::to_vec(body).map_err(|e| ClientError::Json {
+            path: path.into(),
+            err: e.to_string(),
+        })?;
         let req = http::Request::builder()
             .method("POST")
             .uri(format!("https://{}{}", self.host, path))
@@ -318,24 +366,42 @@ impl ControlClient {
         let mut body = resp.into_body();
         if status != 200 {
             let text = read_body(&mut body, 512).await.unwrap_or_default();
-            let text = String::from_utf8_lossy(&text).trim().chars().take(200).collect();
-            return Err(ClientError::Status { path: path.into(), status, body: text });
+            let text = String::from_utf8_lossy(&text)
+                .trim()
+                .chars()
+                .take(200)
+                .collect();
+            return Err(ClientError::Status {
+                path: path.into(),
+                status,
+                body: text,
+            });
         }
         Ok(body)
     }
 
     /// `POST /machine/register`.
-    pub async fn register(&mut self, req: &RegisterRequest) -> Result<RegisterResponse, ClientError> {
+    pub async fn register(
+        &mut self,
+        req: &RegisterRequest,
+    ) -> Result<RegisterResponse, ClientError> {
         let path = "/machine/register";
         let mut body = self.post(path, req.node_key, req).await?;
         let bytes = read_body(&mut body, MAX_BODY).await?;
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Json { path: path.into(), err: e.to_string() })
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Json {
+            path: path.into(),
+            err: e.to_string(),
+        })
     }
 
     /// `POST /machine/map` with streaming: the stream of map messages.
     pub async fn map_stream(&mut self, req: &MapRequest) -> Result<MapStream, ClientError> {
         let body = self.post("/machine/map", req.node_key, req).await?;
-        Ok(MapStream { body, decoder: FrameDecoder::default(), done: false })
+        Ok(MapStream {
+            body,
+            decoder: FrameDecoder::default(),
+            done: false,
+        })
     }
 }
 
@@ -392,14 +458,23 @@ mod tests {
     #[test]
     fn control_urls() {
         let u = ControlUrl::parse("http://10.99.0.1:8080/").unwrap();
-        assert_eq!((u.url.as_str(), u.host.as_str(), u.connect.as_str()), ("http://10.99.0.1:8080", "10.99.0.1:8080", "10.99.0.1:8080"));
+        assert_eq!(
+            (u.url.as_str(), u.host.as_str(), u.connect.as_str()),
+            ("http://10.99.0.1:8080", "10.99.0.1:8080", "10.99.0.1:8080")
+        );
         let u = ControlUrl::parse("http://hs.example").unwrap();
         assert_eq!(u.connect, "hs.example:80");
         let u = ControlUrl::parse("http://[fd00::1]:8080").unwrap();
         assert_eq!(u.connect, "[fd00::1]:8080");
         let u = ControlUrl::parse("http://[fd00::1]").unwrap();
         assert_eq!(u.connect, "[fd00::1]:80");
-        for bad in ["https://hs.example", "hs.example", "http://", "http://a/b", "http://u@h"] {
+        for bad in [
+            "https://hs.example",
+            "hs.example",
+            "http://",
+            "http://a/b",
+            "http://u@h",
+        ] {
             assert!(ControlUrl::parse(bad).is_err(), "{bad}");
         }
     }

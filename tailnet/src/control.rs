@@ -16,7 +16,9 @@
 //!   time 123).
 
 use crate::keys::NodeKeys;
-use crate::tailcfg::{Hostinfo, MapRequest, RegisterAuth, RegisterRequest, RegisterResponse, CAPABILITY_VERSION};
+use crate::tailcfg::{
+    Hostinfo, MapRequest, RegisterAuth, RegisterRequest, RegisterResponse, CAPABILITY_VERSION,
+};
 
 /// The expiry that asks the server to log the node out (Unix time 123, as
 /// Tailscale's client sends it).
@@ -50,14 +52,21 @@ impl NodeIdentity {
 
 /// The first registration request: without `Auth` if these keys were
 /// registered with this control URL before, else with the auth key (if any).
-pub fn register_request(keys: &NodeKeys, control_url: &str, id: &NodeIdentity, auth_key: Option<&str>) -> RegisterRequest {
+pub fn register_request(
+    keys: &NodeKeys,
+    control_url: &str,
+    id: &NodeIdentity,
+    auth_key: Option<&str>,
+) -> RegisterRequest {
     let known = keys.registered_with.as_deref() == Some(control_url);
     RegisterRequest {
         version: CAPABILITY_VERSION,
         node_key: keys.node_key.public(),
         old_node_key: None,
         auth: match (known, auth_key) {
-            (false, Some(k)) if !k.is_empty() => Some(RegisterAuth { auth_key: k.to_string() }),
+            (false, Some(k)) if !k.is_empty() => Some(RegisterAuth {
+                auth_key: k.to_string(),
+            }),
             _ => None,
         },
         expiry: None,
@@ -108,14 +117,22 @@ pub enum RegisterNext {
 }
 
 /// Decides the next step after `resp` answered `sent`.
-pub fn after_register(sent: &RegisterRequest, resp: &RegisterResponse, auth_key: Option<&str>) -> RegisterNext {
+pub fn after_register(
+    sent: &RegisterRequest,
+    resp: &RegisterResponse,
+    auth_key: Option<&str>,
+) -> RegisterNext {
     let retry_with_key = || {
-        auth_key.filter(|k| !k.is_empty() && sent.auth.is_none()).map(|k| {
-            let mut again = sent.clone();
-            again.auth = Some(RegisterAuth { auth_key: k.to_string() });
-            again.followup.clear();
-            Box::new(again)
-        })
+        auth_key
+            .filter(|k| !k.is_empty() && sent.auth.is_none())
+            .map(|k| {
+                let mut again = sent.clone();
+                again.auth = Some(RegisterAuth {
+                    auth_key: k.to_string(),
+                });
+                again.followup.clear();
+                Box::new(again)
+            })
     };
     if !resp.error.is_empty() {
         // A refresh without Auth may be refused (node gone, machine key
@@ -146,7 +163,11 @@ pub fn after_register(sent: &RegisterRequest, resp: &RegisterResponse, auth_key:
 
 /// The streaming map request: full map, then deltas and keep-alives, no
 /// compression.
-pub fn map_request(keys: &NodeKeys, id: &NodeIdentity, endpoints: &[std::net::SocketAddr]) -> MapRequest {
+pub fn map_request(
+    keys: &NodeKeys,
+    id: &NodeIdentity,
+    endpoints: &[std::net::SocketAddr],
+) -> MapRequest {
     MapRequest {
         version: CAPABILITY_VERSION,
         compress: String::new(),
@@ -173,7 +194,10 @@ mod tests {
     }
 
     fn id() -> NodeIdentity {
-        NodeIdentity { hostname: "box".into(), ..Default::default() }
+        NodeIdentity {
+            hostname: "box".into(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -183,10 +207,18 @@ mod tests {
         assert_eq!(r.auth.unwrap().auth_key, "K");
         assert_eq!(r.hostinfo.unwrap().hostname, "box");
         k.registered_with = Some("http://hs".into());
-        assert_eq!(register_request(&k, "http://hs", &id(), Some("K")).auth, None);
+        assert_eq!(
+            register_request(&k, "http://hs", &id(), Some("K")).auth,
+            None
+        );
         // another server: register anew
-        assert!(register_request(&k, "http://other", &id(), Some("K")).auth.is_some());
-        assert_eq!(register_request(&keys(), "http://hs", &id(), None).auth, None);
+        assert!(register_request(&k, "http://other", &id(), Some("K"))
+            .auth
+            .is_some());
+        assert_eq!(
+            register_request(&keys(), "http://hs", &id(), None).auth,
+            None
+        );
     }
 
     #[test]
@@ -194,19 +226,48 @@ mod tests {
         let mut k = keys();
         k.registered_with = Some("u".into());
         let refresh = register_request(&k, "u", &id(), Some("K"));
-        let ok = RegisterResponse { machine_authorized: true, ..Default::default() };
-        assert_eq!(after_register(&refresh, &ok, Some("K")), RegisterNext::Authorized);
-        let login = RegisterResponse { auth_url: "http://hs/register/abc".into(), ..Default::default() };
-        let RegisterNext::Retry(again) = after_register(&refresh, &login, Some("K")) else { panic!() };
+        let ok = RegisterResponse {
+            machine_authorized: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            after_register(&refresh, &ok, Some("K")),
+            RegisterNext::Authorized
+        );
+        let login = RegisterResponse {
+            auth_url: "http://hs/register/abc".into(),
+            ..Default::default()
+        };
+        let RegisterNext::Retry(again) = after_register(&refresh, &login, Some("K")) else {
+            panic!()
+        };
         assert_eq!(again.auth.as_ref().unwrap().auth_key, "K");
         assert_eq!(again.node_key, refresh.node_key);
-        assert_eq!(after_register(&refresh, &login, None), RegisterNext::Login("http://hs/register/abc".into()));
+        assert_eq!(
+            after_register(&refresh, &login, None),
+            RegisterNext::Login("http://hs/register/abc".into())
+        );
         // with the key already sent, a refusal is final
-        let refused = RegisterResponse { error: "invalid pre auth key".into(), ..Default::default() };
-        assert_eq!(after_register(&again, &refused, Some("K")), RegisterNext::Refused("invalid pre auth key".into()));
-        let expired = RegisterResponse { node_key_expired: true, ..Default::default() };
-        assert_eq!(after_register(&again, &expired, Some("K")), RegisterNext::Expired);
-        assert!(matches!(after_register(&again, &RegisterResponse::default(), Some("K")), RegisterNext::Refused(_)));
+        let refused = RegisterResponse {
+            error: "invalid pre auth key".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            after_register(&again, &refused, Some("K")),
+            RegisterNext::Refused("invalid pre auth key".into())
+        );
+        let expired = RegisterResponse {
+            node_key_expired: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            after_register(&again, &expired, Some("K")),
+            RegisterNext::Expired
+        );
+        assert!(matches!(
+            after_register(&again, &RegisterResponse::default(), Some("K")),
+            RegisterNext::Refused(_)
+        ));
     }
 
     #[test]
@@ -218,7 +279,10 @@ mod tests {
         assert_eq!(m.endpoints, vec!["10.0.0.2:41641"]);
         let reg = register_request(&k, "u", &id(), None);
         let f = followup_request(&reg, "http://hs/register/abc");
-        assert_eq!((f.followup.as_str(), f.node_key, f.auth.is_none()), ("http://hs/register/abc", reg.node_key, true));
+        assert_eq!(
+            (f.followup.as_str(), f.node_key, f.auth.is_none()),
+            ("http://hs/register/abc", reg.node_key, true)
+        );
         let l = logout_request(&k);
         assert_eq!(l.expiry.as_deref(), Some(LOGOUT_EXPIRY));
     }

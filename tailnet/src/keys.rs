@@ -303,7 +303,10 @@ mod tests {
         let text = k.to_string();
         assert_eq!(text, format!("nodekey:{}", "ab".repeat(32)));
         assert_eq!(NodePublic::parse(&text).unwrap(), k);
-        assert_eq!(NodePublic::parse(&text.to_uppercase().replace("NODEKEY:", "nodekey:")).unwrap(), k);
+        assert_eq!(
+            NodePublic::parse(&text.to_uppercase().replace("NODEKEY:", "nodekey:")).unwrap(),
+            k
+        );
         assert_eq!(
             MachinePublic::parse(&text),
             Err(KeyParseError::WrongPrefix { expected: "mkey:" })
@@ -315,9 +318,13 @@ mod tests {
         assert!(NodePublic::parse(&format!("nodekey:{}", "zz".repeat(32))).is_err());
         // multi-byte characters must not panic on the length check
         assert!(NodePublic::parse(&format!("nodekey:{}", "é".repeat(32))).is_err());
-        let d: DiscoPublic = serde_json::from_str(&format!("\"discokey:{}\"", "01".repeat(32))).unwrap();
+        let d: DiscoPublic =
+            serde_json::from_str(&format!("\"discokey:{}\"", "01".repeat(32))).unwrap();
         assert_eq!(d.as_bytes(), &[1u8; 32]);
-        assert_eq!(serde_json::to_string(&d).unwrap(), format!("\"discokey:{}\"", "01".repeat(32)));
+        assert_eq!(
+            serde_json::to_string(&d).unwrap(),
+            format!("\"discokey:{}\"", "01".repeat(32))
+        );
     }
 
     #[test]
@@ -342,7 +349,8 @@ mod tests {
     fn public_half_matches_x25519() {
         // RFC 7748 section 6.1: Alice's private and public key.
         let private =
-            hex::decode("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a").unwrap();
+            hex::decode("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
+                .unwrap();
         let public = MachinePrivate::from_bytes(private.try_into().unwrap()).public();
         assert_eq!(
             hex::encode(public.as_bytes()),

@@ -69,7 +69,12 @@ impl Default for FrameDecoder {
 impl FrameDecoder {
     /// A decoder refusing messages above `max` bytes.
     pub fn new(max: usize) -> Self {
-        Self { buf: Vec::new(), start: 0, max, failed: false }
+        Self {
+            buf: Vec::new(),
+            start: 0,
+            max,
+            failed: false,
+        }
     }
 
     /// Adds received bytes. Checks each length as soon as it is complete, so
@@ -163,7 +168,11 @@ mod tests {
 
     #[test]
     fn frames_in_any_split() {
-        let msgs = [r#"{"KeepAlive":true}"#, "{}", r#"{"Domain":"tailnet.test"}"#];
+        let msgs = [
+            r#"{"KeepAlive":true}"#,
+            "{}",
+            r#"{"Domain":"tailnet.test"}"#,
+        ];
         let wire = stream(&msgs);
         for split in 0..=wire.len() {
             let mut d = FrameDecoder::default();
@@ -203,26 +212,47 @@ mod tests {
         let mut d = FrameDecoder::new(100);
         d.push(&stream(&["{}"])).unwrap();
         assert_eq!(d.next_frame().unwrap().unwrap(), b"{}");
-        assert_eq!(d.push(&101u32.to_le_bytes()), Err(FrameError::TooLarge { len: 101, max: 100 }));
+        assert_eq!(
+            d.push(&101u32.to_le_bytes()),
+            Err(FrameError::TooLarge { len: 101, max: 100 })
+        );
         assert_eq!(d.next_frame(), Err(FrameError::Failed));
         assert_eq!(d.push(b"x"), Err(FrameError::Failed));
         let mut d = FrameDecoder::new(100);
-        assert_eq!(d.push(&u32::MAX.to_le_bytes()), Err(FrameError::TooLarge { len: u32::MAX, max: 100 }));
+        assert_eq!(
+            d.push(&u32::MAX.to_le_bytes()),
+            Err(FrameError::TooLarge {
+                len: u32::MAX,
+                max: 100
+            })
+        );
         // a too-large length behind a good frame is caught when it becomes next
         let mut d = FrameDecoder::new(100);
         let mut wire = stream(&["{}"]);
         wire.extend_from_slice(&1000u32.to_le_bytes());
         assert!(d.push(&wire).is_ok());
-        assert!(matches!(d.next_frame(), Err(FrameError::TooLarge { len: 1000, .. })));
+        assert!(matches!(
+            d.next_frame(),
+            Err(FrameError::TooLarge { len: 1000, .. })
+        ));
     }
 
     #[test]
     fn messages_decode_or_fail_cleanly() {
         assert!(decode_message(br#"{"KeepAlive":true}"#).unwrap().keep_alive);
-        assert_eq!(decode_message(&[0x28, 0xb5, 0x2f, 0xfd, 0]), Err(MessageError::Compressed));
-        assert!(matches!(decode_message(b"{\"Peers\":7}"), Err(MessageError::Json(_))));
+        assert_eq!(
+            decode_message(&[0x28, 0xb5, 0x2f, 0xfd, 0]),
+            Err(MessageError::Compressed)
+        );
+        assert!(matches!(
+            decode_message(b"{\"Peers\":7}"),
+            Err(MessageError::Json(_))
+        ));
         assert!(matches!(decode_message(b""), Err(MessageError::Json(_))));
-        assert!(matches!(decode_message(&[0xff; 3]), Err(MessageError::Json(_))));
+        assert!(matches!(
+            decode_message(&[0xff; 3]),
+            Err(MessageError::Json(_))
+        ));
     }
 
     #[test]
@@ -233,6 +263,10 @@ mod tests {
             d.push(&one).unwrap();
             assert!(d.next_frame().unwrap().is_some());
         }
-        assert!(d.buf.capacity() < 200 * 1024, "capacity {}", d.buf.capacity());
+        assert!(
+            d.buf.capacity() < 200 * 1024,
+            "capacity {}",
+            d.buf.capacity()
+        );
     }
 }

@@ -155,7 +155,11 @@ impl Netmap {
             if let Some(p) = self.peers.get_mut(id) {
                 // Go stores "now"; the core keeps no clock, so it records
                 // that the server saw it, or clears the time.
-                p.last_seen = if *seen { Some(String::from("now")) } else { None };
+                p.last_seen = if *seen {
+                    Some(String::from("now"))
+                } else {
+                    None
+                };
             }
         }
         for (id, online) in &resp.online_change {
@@ -198,7 +202,10 @@ impl Netmap {
     fn apply_derp(&mut self, dm: DerpMap) {
         self.derp_seen = true;
         if let Some(regions) = dm.regions {
-            self.derp_regions = regions.into_iter().filter_map(|(id, r)| r.map(|r| (id, r))).collect();
+            self.derp_regions = regions
+                .into_iter()
+                .filter_map(|(id, r)| r.map(|r| (id, r)))
+                .collect();
             self.derp_omit_default_regions = dm.omit_default_regions;
         }
         if dm.home_params.is_some() {
@@ -306,8 +313,15 @@ pub fn peer_from_node(node: &Node) -> Option<TailnetPeer> {
         node_key: key,
         disco_key: node.disco_key.filter(|k| !k.is_zero()),
         addresses: node.addresses.clone(),
-        allowed_ips: node.allowed_ips.clone().unwrap_or_else(|| node.addresses.clone()),
-        endpoints: node.endpoints.iter().filter_map(|e| e.parse().ok()).collect(),
+        allowed_ips: node
+            .allowed_ips
+            .clone()
+            .unwrap_or_else(|| node.addresses.clone()),
+        endpoints: node
+            .endpoints
+            .iter()
+            .filter_map(|e| e.parse().ok())
+            .collect(),
         derp_region: derp_region(node),
         online: node.online,
     })
@@ -382,7 +396,10 @@ mod tests {
 
     fn netmap() -> Netmap {
         let mut nm = Netmap::new();
-        assert_eq!(nm.apply(decode_message(first_message().as_bytes()).unwrap()), Ok(Applied::Updated));
+        assert_eq!(
+            nm.apply(decode_message(first_message().as_bytes()).unwrap()),
+            Ok(Applied::Updated)
+        );
         nm
     }
 
@@ -394,10 +411,19 @@ mod tests {
         assert_eq!(me.addresses[0].to_string(), "100.64.0.1/32");
         let regions = nm.derp_regions().unwrap();
         let node = &regions[&900].nodes[0];
-        assert_eq!((node.derp_port, node.stun_port, node.insecure_for_tests), (8443, 3478, true));
-        assert_eq!(nm.packet_filter().unwrap()[0].src_ips, vec!["100.64.0.2/32"]);
+        assert_eq!(
+            (node.derp_port, node.stun_port, node.insecure_for_tests),
+            (8443, 3478, true)
+        );
+        assert_eq!(
+            nm.packet_filter().unwrap()[0].src_ips,
+            vec!["100.64.0.2/32"]
+        );
         assert!(nm.dns_config().unwrap().proxied);
-        assert_eq!(nm.dns_config().unwrap().extra_records[0].value, "100.64.0.1");
+        assert_eq!(
+            nm.dns_config().unwrap().extra_records[0].value,
+            "100.64.0.1"
+        );
         assert_eq!(nm.domain(), "tailnet.test");
         assert_eq!(nm.user_profiles()[&1].login_name, "alice");
 
@@ -411,22 +437,34 @@ mod tests {
         assert_eq!(laptop.allowed_ips[0].to_string(), "10.77.1.0/24");
         assert_eq!(
             laptop.endpoints,
-            vec!["10.99.0.20:41641".parse::<SocketAddr>().unwrap(), "[fd00::20]:41641".parse().unwrap()],
+            vec![
+                "10.99.0.20:41641".parse::<SocketAddr>().unwrap(),
+                "[fd00::20]:41641".parse().unwrap()
+            ],
             "the zoned endpoint is skipped"
         );
         assert_eq!(laptop.derp_region, Some(900));
         assert_eq!(laptop.online, Some(true));
         let old = &peers[1];
         assert_eq!(old.derp_region, Some(900), "legacy DERP form");
-        assert_eq!(old.allowed_ips, old.addresses, "null AllowedIPs means Addresses");
+        assert_eq!(
+            old.allowed_ips, old.addresses,
+            "null AllowedIPs means Addresses"
+        );
         assert_eq!(old.disco_key, None);
     }
 
     #[test]
     fn first_message_must_carry_self() {
         let mut nm = Netmap::new();
-        assert_eq!(nm.apply(decode_message(br#"{"KeepAlive":true}"#).unwrap()), Ok(Applied::KeepAlive));
-        assert_eq!(nm.apply(decode_message(br#"{"Domain":"x"}"#).unwrap()), Err(NetmapError::FirstLacksNode));
+        assert_eq!(
+            nm.apply(decode_message(br#"{"KeepAlive":true}"#).unwrap()),
+            Ok(Applied::KeepAlive)
+        );
+        assert_eq!(
+            nm.apply(decode_message(br#"{"Domain":"x"}"#).unwrap()),
+            Err(NetmapError::FirstLacksNode)
+        );
         assert_eq!(nm.stats().keep_alives, 1);
     }
 
@@ -446,9 +484,16 @@ mod tests {
         let ids: Vec<i64> = peers.iter().map(|p| p.id).collect();
         assert_eq!(ids, vec![2, 5]);
         assert_eq!(peers[0].derp_region, Some(901));
-        assert_eq!(peers[0].endpoints, vec!["192.0.2.1:1234".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(
+            peers[0].endpoints,
+            vec!["192.0.2.1:1234".parse::<SocketAddr>().unwrap()]
+        );
         assert_eq!(peers[0].online, Some(false));
-        assert_eq!(peers[0].disco_key, Some(DiscoPublic::from_bytes([12; 32])), "unpatched fields stay");
+        assert_eq!(
+            peers[0].disco_key,
+            Some(DiscoPublic::from_bytes([12; 32])),
+            "unpatched fields stay"
+        );
         assert_eq!(peers[1].online, Some(true));
         assert_eq!(nm.stats().patches_for_unknown_peers, 1);
         // unchanged parts stay
@@ -468,14 +513,29 @@ mod tests {
         );
         nm.apply(decode_message(msg.as_bytes()).unwrap()).unwrap();
         assert_eq!(nm.peers().iter().map(|p| p.id).collect::<Vec<_>>(), vec![9]);
-        assert!(nm.derp_regions().unwrap().contains_key(&900), "regions absent: kept");
-        assert_eq!(nm.packet_filter(), Some(&[][..]), "empty filter: allow nothing");
+        assert!(
+            nm.derp_regions().unwrap().contains_key(&900),
+            "regions absent: kept"
+        );
+        assert_eq!(
+            nm.packet_filter(),
+            Some(&[][..]),
+            "empty filter: allow nothing"
+        );
         let msg = r#"{"DERPMap": {"Regions": {"900": null, "901": {"RegionID": 901, "Nodes": null}}},
                       "PacketFilters": {"*": null, "extra": [{"SrcIPs": ["*"]}]}}"#;
         nm.apply(decode_message(msg.as_bytes()).unwrap()).unwrap();
-        assert_eq!(nm.derp_regions().unwrap().keys().copied().collect::<Vec<_>>(), vec![901]);
+        assert_eq!(
+            nm.derp_regions()
+                .unwrap()
+                .keys()
+                .copied()
+                .collect::<Vec<_>>(),
+            vec![901]
+        );
         assert_eq!(nm.packet_filter().unwrap()[0].src_ips, vec!["*"]);
-        let msg = r#"{"PacketFilter": [{"SrcIPs": ["100.64.0.2"]}], "PacketFilters": {"extra": null}}"#;
+        let msg =
+            r#"{"PacketFilter": [{"SrcIPs": ["100.64.0.2"]}], "PacketFilters": {"extra": null}}"#;
         nm.apply(decode_message(msg.as_bytes()).unwrap()).unwrap();
         assert_eq!(nm.packet_filter().unwrap().len(), 1);
         assert_eq!(nm.packet_filter().unwrap()[0].src_ips, vec!["100.64.0.2"]);
@@ -491,12 +551,19 @@ mod tests {
         );
         nm.apply(decode_message(msg.as_bytes()).unwrap()).unwrap();
         let ids: Vec<i64> = nm.peers().iter().map(|p| p.id).collect();
-        assert_eq!(ids, vec![2, 3], "repeats of key 2 and the zero key are left out");
+        assert_eq!(
+            ids,
+            vec![2, 3],
+            "repeats of key 2 and the zero key are left out"
+        );
     }
 
     #[test]
     fn legacy_derp_forms() {
-        let mut n = Node { legacy_derp: "127.3.3.40:7".into(), ..Default::default() };
+        let mut n = Node {
+            legacy_derp: "127.3.3.40:7".into(),
+            ..Default::default()
+        };
         assert_eq!(derp_region(&n), Some(7));
         n.legacy_derp = "1.2.3.4:7".into();
         assert_eq!(derp_region(&n), None);

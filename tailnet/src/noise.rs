@@ -104,7 +104,8 @@ type HmacBlake2s = SimpleHmac<Blake2s256>;
 
 fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     // SimpleHmac takes keys of any length; this cannot fail.
-    let mut mac = <HmacBlake2s as KeyInit>::new_from_slice(key).expect("HMAC accepts any key length");
+    let mut mac =
+        <HmacBlake2s as KeyInit>::new_from_slice(key).expect("HMAC accepts any key length");
     for p in parts {
         mac.update(p);
     }
@@ -143,7 +144,11 @@ impl SymmetricState {
     }
 
     /// MixKey(DH(secret, public)); returns the one-use cipher key.
-    pub(crate) fn mix_dh(&mut self, secret: &StaticSecret, public: &[u8; 32]) -> Result<[u8; 32], HandshakeError> {
+    pub(crate) fn mix_dh(
+        &mut self,
+        secret: &StaticSecret,
+        public: &[u8; 32],
+    ) -> Result<[u8; 32], HandshakeError> {
         let shared = secret.diffie_hellman(&PublicKey::from(*public));
         if !shared.was_contributory() {
             return Err(HandshakeError::LowOrderKey);
@@ -167,7 +172,12 @@ impl SymmetricState {
         self.mix_hash(out);
     }
 
-    pub(crate) fn decrypt_and_hash(&mut self, key: &[u8; 32], ciphertext: &[u8], out: &mut [u8]) -> Result<(), HandshakeError> {
+    pub(crate) fn decrypt_and_hash(
+        &mut self,
+        key: &[u8; 32],
+        ciphertext: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), HandshakeError> {
         if ciphertext.len() != out.len() + TAG_LEN {
             return Err(HandshakeError::Decrypt);
         }
@@ -262,7 +272,10 @@ impl ClientHandshake {
     /// Noise stream). `Ok(None)`: more bytes are needed. `Ok(Some((t, n)))`:
     /// the handshake is done, the first `n` bytes were the response, the
     /// rest belong to the transport.
-    pub fn read_response(&mut self, buf: &[u8]) -> Result<Option<(Transport, usize)>, HandshakeError> {
+    pub fn read_response(
+        &mut self,
+        buf: &[u8],
+    ) -> Result<Option<(Transport, usize)>, HandshakeError> {
         if self.finished {
             return Err(HandshakeError::Finished);
         }
@@ -320,7 +333,10 @@ struct CipherState {
 
 impl CipherState {
     fn new(key: [u8; 32]) -> Self {
-        Self { cipher: ChaCha20Poly1305::new(Key::from_slice(&key)), nonce: 0 }
+        Self {
+            cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
+            nonce: 0,
+        }
     }
 
     fn next_nonce(&mut self) -> Result<Nonce, TransportError> {
@@ -357,7 +373,13 @@ impl std::fmt::Debug for Transport {
 }
 
 impl Transport {
-    pub(crate) fn new(tx: [u8; 32], rx: [u8; 32], handshake_hash: [u8; 32], version: u16, peer: MachinePublic) -> Self {
+    pub(crate) fn new(
+        tx: [u8; 32],
+        rx: [u8; 32],
+        handshake_hash: [u8; 32],
+        version: u16,
+        peer: MachinePublic,
+    ) -> Self {
         Self {
             tx: CipherState::new(tx),
             rx: CipherState::new(rx),
@@ -504,7 +526,14 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
-    fn keys(seed: u64) -> (MachinePrivate, MachinePrivate, MachinePrivate, MachinePrivate) {
+    fn keys(
+        seed: u64,
+    ) -> (
+        MachinePrivate,
+        MachinePrivate,
+        MachinePrivate,
+        MachinePrivate,
+    ) {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         (
             MachinePrivate::generate(&mut rng),
@@ -522,7 +551,10 @@ mod tests {
         assert_eq!(seen, machine.public());
         // Byte by byte: needs more until the whole response is there.
         for n in 0..RESPONSE_LEN {
-            assert!(hs.read_response(&resp[..n]).unwrap().is_none(), "complete at {n}");
+            assert!(
+                hs.read_response(&resp[..n]).unwrap().is_none(),
+                "complete at {n}"
+            );
         }
         let mut wire = resp.to_vec();
         wire.extend_from_slice(b"rest");
@@ -530,7 +562,10 @@ mod tests {
         assert_eq!(used, RESPONSE_LEN);
         assert_eq!(client.handshake_hash(), server.handshake_hash());
         assert_eq!(client.peer(), control.public());
-        assert!(matches!(hs.read_response(&wire), Err(HandshakeError::Finished)));
+        assert!(matches!(
+            hs.read_response(&wire),
+            Err(HandshakeError::Finished)
+        ));
         (client, server, machine.public())
     }
 
@@ -548,7 +583,10 @@ mod tests {
         let big: Vec<u8> = (0..20_000u32).map(|i| (i * 7) as u8).collect();
         let mut wire = Vec::new();
         server.encrypt(&big, &mut wire).unwrap();
-        assert_eq!(wire.len(), big.len() + big.len().div_ceil(MAX_PLAINTEXT_SIZE) * (HEADER_LEN + TAG_LEN));
+        assert_eq!(
+            wire.len(),
+            big.len() + big.len().div_ceil(MAX_PLAINTEXT_SIZE) * (HEADER_LEN + TAG_LEN)
+        );
         let mut plain = Vec::new();
         for piece in wire.chunks(333) {
             client.decrypt(piece, &mut plain).unwrap();
@@ -572,7 +610,9 @@ mod tests {
         let mut body = *b"y";
         let mut nonce = [0u8; 12];
         nonce[11] = 1;
-        let tag = cipher.encrypt_in_place_detached(&nonce.into(), &[], &mut body).unwrap();
+        let tag = cipher
+            .encrypt_in_place_detached(&nonce.into(), &[], &mut body)
+            .unwrap();
         let mut b = Vec::new();
         client.encrypt(b"y", &mut b).unwrap();
         assert_eq!(&b[3..4], &body);
@@ -585,7 +625,10 @@ mod tests {
         let (other, _, _, _) = keys(3);
         let (mut hs, init) = ClientHandshake::new(&machine, other.public(), 119, ce).unwrap();
         // The server cannot even read the initiation with its real key.
-        assert_eq!(respond(&control, &init, se.clone()).err(), Some(HandshakeError::Decrypt));
+        assert_eq!(
+            respond(&control, &init, se.clone()).err(),
+            Some(HandshakeError::Decrypt)
+        );
         // A response made for another client does not authenticate here.
         let (_, _, ce2, _) = keys(4);
         let (_, init2) = ClientHandshake::new(&machine, control.public(), 119, ce2).unwrap();
@@ -596,22 +639,36 @@ mod tests {
     #[test]
     fn server_error_and_bad_responses() {
         let (machine, control, ce, _) = keys(5);
-        let (mut hs, _) = ClientHandshake::new(&machine, control.public(), 119, ce.clone()).unwrap();
+        let (mut hs, _) =
+            ClientHandshake::new(&machine, control.public(), 119, ce.clone()).unwrap();
         let mut err = vec![3, 0, 5];
         assert!(hs.read_response(&err).unwrap().is_none());
         err.extend_from_slice(b"no\x07pe");
-        assert_eq!(hs.read_response(&err).err(), Some(HandshakeError::ServerError("nope".into())));
-        let (mut hs, _) = ClientHandshake::new(&machine, control.public(), 119, ce.clone()).unwrap();
-        assert_eq!(hs.read_response(&[9, 0, 48]).err(), Some(HandshakeError::UnexpectedType(9)));
+        assert_eq!(
+            hs.read_response(&err).err(),
+            Some(HandshakeError::ServerError("nope".into()))
+        );
+        let (mut hs, _) =
+            ClientHandshake::new(&machine, control.public(), 119, ce.clone()).unwrap();
+        assert_eq!(
+            hs.read_response(&[9, 0, 48]).err(),
+            Some(HandshakeError::UnexpectedType(9))
+        );
         let (mut hs, _) = ClientHandshake::new(&machine, control.public(), 119, ce).unwrap();
-        assert_eq!(hs.read_response(&[2, 0, 47]).err(), Some(HandshakeError::BadLength(47)));
+        assert_eq!(
+            hs.read_response(&[2, 0, 47]).err(),
+            Some(HandshakeError::BadLength(47))
+        );
         // a low-order control key (all zeros) is refused up front
         let (_, _, ce, _) = keys(6);
         assert!(matches!(
             ClientHandshake::new(&machine, MachinePublic::from_bytes([0; 32]), 119, ce),
             Err(HandshakeError::LowOrderKey)
         ));
-        assert_eq!(respond(&control, &[0u8; 10], keys(7).0).err(), Some(HandshakeError::BadInitiation));
+        assert_eq!(
+            respond(&control, &[0u8; 10], keys(7).0).err(),
+            Some(HandshakeError::BadInitiation)
+        );
     }
 
     #[test]
@@ -622,16 +679,28 @@ mod tests {
         let mut tampered = wire.clone();
         tampered[5] ^= 1;
         let mut out = Vec::new();
-        assert_eq!(client.decrypt(&tampered, &mut out), Err(TransportError::Decrypt));
+        assert_eq!(
+            client.decrypt(&tampered, &mut out),
+            Err(TransportError::Decrypt)
+        );
         assert_eq!(client.decrypt(&wire, &mut out), Err(TransportError::Failed));
         assert!(out.is_empty());
 
         let (mut client, _, _) = pair();
-        assert_eq!(client.decrypt(&[4, 0x10, 0x00], &mut out), Err(TransportError::TooBig(4099)));
+        assert_eq!(
+            client.decrypt(&[4, 0x10, 0x00], &mut out),
+            Err(TransportError::TooBig(4099))
+        );
         let (mut client, _, _) = pair();
-        assert_eq!(client.decrypt(&[7, 0, 1, 0], &mut out), Err(TransportError::UnexpectedType(7)));
+        assert_eq!(
+            client.decrypt(&[7, 0, 1, 0], &mut out),
+            Err(TransportError::UnexpectedType(7))
+        );
         let (mut client, _, _) = pair();
-        assert_eq!(client.decrypt(&[4, 0, 3, 1, 2, 3], &mut out), Err(TransportError::Decrypt));
+        assert_eq!(
+            client.decrypt(&[4, 0, 3, 1, 2, 3], &mut out),
+            Err(TransportError::Decrypt)
+        );
         // A truncated record is just "more needed".
         let (mut client, mut server, _) = pair();
         let mut wire = Vec::new();
@@ -648,7 +717,10 @@ mod tests {
         client.tx.nonce = u64::MAX - 1;
         let mut out = Vec::new();
         client.encrypt(b"last", &mut out).unwrap();
-        assert_eq!(client.encrypt(b"one more", &mut out), Err(TransportError::NonceExhausted));
+        assert_eq!(
+            client.encrypt(b"one more", &mut out),
+            Err(TransportError::NonceExhausted)
+        );
     }
 
     #[test]

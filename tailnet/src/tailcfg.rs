@@ -55,13 +55,21 @@ fn is_zero_i32(v: &i32) -> bool {
 #[serde(rename_all = "PascalCase")]
 pub struct Hostinfo {
     /// Client version text.
-    #[serde(rename = "IPNVersion", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "IPNVersion",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub ipn_version: String,
     /// Operating system ("linux").
     #[serde(rename = "OS", default, skip_serializing_if = "String::is_empty")]
     pub os: String,
     /// Operating system version.
-    #[serde(rename = "OSVersion", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "OSVersion",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub os_version: String,
     /// The application ("meshbridge").
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -71,10 +79,19 @@ pub struct Hostinfo {
     pub hostname: String,
     /// Subnet routes this node offers (advertised routes, exit node
     /// `0.0.0.0/0` + `::/0`).
-    #[serde(rename = "RoutableIPs", default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "RoutableIPs",
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub routable_ips: Vec<IpNet>,
     /// ACL tags this node asks for.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub request_tags: Vec<String>,
     /// Network facts (home DERP region).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -602,7 +619,11 @@ mod tests {
             node_key: NodePublic::from_bytes([1; 32]),
             disco_key: DiscoPublic::from_bytes([2; 32]),
             stream: true,
-            hostinfo: Some(Hostinfo { hostname: "box".into(), os: "linux".into(), ..Default::default() }),
+            hostinfo: Some(Hostinfo {
+                hostname: "box".into(),
+                os: "linux".into(),
+                ..Default::default()
+            }),
             endpoints: vec![],
             endpoint_types: vec![],
             omit_peers: false,
@@ -625,7 +646,9 @@ mod tests {
             version: CAPABILITY_VERSION,
             node_key: NodePublic::from_bytes([1; 32]),
             old_node_key: None,
-            auth: Some(RegisterAuth { auth_key: "k".into() }),
+            auth: Some(RegisterAuth {
+                auth_key: "k".into(),
+            }),
             expiry: None,
             followup: String::new(),
             hostinfo: None,

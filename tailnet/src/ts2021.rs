@@ -94,7 +94,11 @@ pub fn key_request(host: &str, capver: u16) -> Vec<u8> {
 /// `eof` once the server closed. `Ok(None)`: more bytes needed.
 pub fn parse_key_response(buf: &[u8], eof: bool) -> Result<Option<ControlKeys>, HttpError> {
     let Some((status, header_len, headers)) = parse_head(buf)? else {
-        return if eof { Err(HttpError::Truncated) } else { Ok(None) };
+        return if eof {
+            Err(HttpError::Truncated)
+        } else {
+            Ok(None)
+        };
     };
     let Some(body) = body(&buf[header_len..], &headers, eof)? else {
         return Ok(None);
@@ -105,7 +109,9 @@ pub fn parse_key_response(buf: &[u8], eof: bool) -> Result<Option<ControlKeys>, 
     let keys: ControlKeys =
         serde_json::from_slice(&body).map_err(|e| HttpError::BadKey(e.to_string()))?;
     if keys.public_key.is_zero() {
-        return Err(HttpError::BadKey("the server has no Noise key (too old?)".into()));
+        return Err(HttpError::BadKey(
+            "the server has no Noise key (too old?)".into(),
+        ));
     }
     Ok(Some(keys))
 }
@@ -124,7 +130,11 @@ pub fn upgrade_request(host: &str, init: &[u8; INITIATION_LEN]) -> Vec<u8> {
 /// On a refusal, waits for the body (up to `eof`) to report it.
 pub fn parse_upgrade_response(buf: &[u8], eof: bool) -> Result<Option<usize>, HttpError> {
     let Some((status, header_len, headers)) = parse_head(buf)? else {
-        return if eof { Err(HttpError::Truncated) } else { Ok(None) };
+        return if eof {
+            Err(HttpError::Truncated)
+        } else {
+            Ok(None)
+        };
     };
     if status != 101 {
         return match body(&buf[header_len..], &headers, eof) {
@@ -152,7 +162,12 @@ fn parse_head(buf: &[u8]) -> Result<Option<(u16, usize, Headers)>, HttpError> {
             let headers = resp
                 .headers
                 .iter()
-                .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+                .map(|h| {
+                    (
+                        h.name.to_ascii_lowercase(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
                 .collect();
             Ok(Some((status, n, headers)))
         }
@@ -164,7 +179,10 @@ fn parse_head(buf: &[u8]) -> Result<Option<(u16, usize, Headers)>, HttpError> {
 }
 
 fn header(headers: &Headers, name: &str) -> Option<String> {
-    headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.trim().to_string())
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.trim().to_string())
 }
 
 /// The body: by Content-Length, chunked, or up to EOF.
@@ -203,7 +221,11 @@ fn dechunk(mut rest: &[u8]) -> Result<Option<Vec<u8>>, HttpError> {
     let mut out = Vec::new();
     loop {
         let Some(line_end) = rest.windows(2).position(|w| w == b"\r\n") else {
-            return if rest.len() > 32 { Err(HttpError::Malformed) } else { Ok(None) };
+            return if rest.len() > 32 {
+                Err(HttpError::Malformed)
+            } else {
+                Ok(None)
+            };
         };
         let line = std::str::from_utf8(&rest[..line_end]).map_err(|_| HttpError::Malformed)?;
         let size_text = line.split(';').next().unwrap_or("").trim();
@@ -278,7 +300,9 @@ impl EarlyPayloadFilter {
     /// A filter that passes everything (a stream without early payload,
     /// such as the client → server direction).
     pub fn passthrough() -> Self {
-        Self { state: EarlyState::Passthrough }
+        Self {
+            state: EarlyState::Passthrough,
+        }
     }
 
     /// Whether the early payload part is over (seen or absent).
@@ -288,7 +312,11 @@ impl EarlyPayloadFilter {
 
     /// Takes decrypted bytes; appends the stream after the early payload to
     /// `out`; returns the early payload once, when it is complete.
-    pub fn push(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<Option<EarlyNoise>, EarlyPayloadError> {
+    pub fn push(
+        &mut self,
+        mut input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Option<EarlyNoise>, EarlyPayloadError> {
         loop {
             match &mut self.state {
                 EarlyState::Passthrough => {
@@ -342,8 +370,14 @@ mod tests {
     #[test]
     fn key_response_by_length_chunked_and_eof() {
         let k = format!("mkey:{}", "11".repeat(32));
-        let json = format!("{{\"legacyPublicKey\":\"mkey:{}\",\"publicKey\":\"{k}\"}}\n", "00".repeat(32));
-        let by_len = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}", json.len());
+        let json = format!(
+            "{{\"legacyPublicKey\":\"mkey:{}\",\"publicKey\":\"{k}\"}}\n",
+            "00".repeat(32)
+        );
+        let by_len = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
+            json.len()
+        );
         let bytes = by_len.as_bytes();
         for n in 0..bytes.len() {
             assert_eq!(parse_key_response(&bytes[..n], false), Ok(None), "at {n}");
@@ -359,32 +393,62 @@ mod tests {
             json.len() - 10,
             &json[10..]
         );
-        assert_eq!(parse_key_response(chunked.as_bytes(), false).unwrap().unwrap().public_key, keys.public_key);
+        assert_eq!(
+            parse_key_response(chunked.as_bytes(), false)
+                .unwrap()
+                .unwrap()
+                .public_key,
+            keys.public_key
+        );
         let eof = format!("HTTP/1.1 200 OK\r\n\r\n{json}");
         assert_eq!(parse_key_response(eof.as_bytes(), false), Ok(None));
         assert!(parse_key_response(eof.as_bytes(), true).unwrap().is_some());
-        assert_eq!(parse_key_response(b"HTTP/1.1 200 OK\r\n", true), Err(HttpError::Truncated));
+        assert_eq!(
+            parse_key_response(b"HTTP/1.1 200 OK\r\n", true),
+            Err(HttpError::Truncated)
+        );
     }
 
     #[test]
     fn key_response_errors() {
-        let r = parse_key_response(b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found", false);
-        assert!(matches!(r, Err(HttpError::Status { status: 404, want: 200, ref body }) if body == "not found"));
+        let r = parse_key_response(
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found",
+            false,
+        );
+        assert!(
+            matches!(r, Err(HttpError::Status { status: 404, want: 200, ref body }) if body == "not found")
+        );
         let r = parse_key_response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", false);
         assert!(matches!(r, Err(HttpError::BadKey(_))));
         let zero = format!("{{\"publicKey\":\"mkey:{}\"}}", "00".repeat(32));
-        let r = parse_key_response(format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{zero}", zero.len()).as_bytes(), false);
+        let r = parse_key_response(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{zero}",
+                zero.len()
+            )
+            .as_bytes(),
+            false,
+        );
         assert!(matches!(r, Err(HttpError::BadKey(_))));
-        assert_eq!(parse_key_response(b"NOT HTTP\r\n\r\n", false), Err(HttpError::Malformed));
         assert_eq!(
-            parse_key_response(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n\r\n", false),
+            parse_key_response(b"NOT HTTP\r\n\r\n", false),
+            Err(HttpError::Malformed)
+        );
+        assert_eq!(
+            parse_key_response(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n\r\n",
+                false
+            ),
             Err(HttpError::TooLarge)
         );
         let mut long = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
         long.resize(MAX_HTTP_HEADER + 10, b'a');
         assert_eq!(parse_key_response(&long, false), Err(HttpError::TooLarge));
         assert_eq!(
-            parse_key_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", false),
+            parse_key_response(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                false
+            ),
             Err(HttpError::Malformed)
         );
     }
@@ -406,15 +470,26 @@ mod tests {
         resp.extend_from_slice(&[2, 0, 48]);
         assert_eq!(parse_upgrade_response(&resp, false), Ok(Some(head)));
         assert_eq!(
-            parse_upgrade_response(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", false),
+            parse_upgrade_response(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+                false
+            ),
             Err(HttpError::WrongUpgrade("websocket".into()))
         );
-        let refused = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 14\r\n\r\nInternal error";
+        let refused =
+            b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 14\r\n\r\nInternal error";
         assert!(matches!(
             parse_upgrade_response(refused, false),
-            Err(HttpError::Status { status: 500, want: 101, .. })
+            Err(HttpError::Status {
+                status: 500,
+                want: 101,
+                ..
+            })
         ));
-        assert_eq!(parse_upgrade_response(&refused[..refused.len() - 3], false), Ok(None));
+        assert_eq!(
+            parse_upgrade_response(&refused[..refused.len() - 3], false),
+            Ok(None)
+        );
     }
 
     fn early(json: &str) -> Vec<u8> {
@@ -436,7 +511,10 @@ mod tests {
             let b = f.push(&stream[split..], &mut out).unwrap();
             let got = a.or(b).expect("early payload seen");
             assert_eq!(got.node_key_challenge.unwrap().as_bytes(), &[0xab; 32]);
-            assert_eq!(out, b"\x00\x00\x12\x04\x00\x00\x00\x00\x00h2 settings", "split {split}");
+            assert_eq!(
+                out, b"\x00\x00\x12\x04\x00\x00\x00\x00\x00h2 settings",
+                "split {split}"
+            );
             assert!(f.done());
         }
     }
@@ -464,8 +542,14 @@ mod tests {
         let mut f = EarlyPayloadFilter::new();
         let mut big = EARLY_PAYLOAD_MAGIC.to_vec();
         big.extend_from_slice(&u32::MAX.to_be_bytes());
-        assert_eq!(f.push(&big, &mut Vec::new()), Err(EarlyPayloadError::TooLarge(u32::MAX)));
+        assert_eq!(
+            f.push(&big, &mut Vec::new()),
+            Err(EarlyPayloadError::TooLarge(u32::MAX))
+        );
         let mut f = EarlyPayloadFilter::new();
-        assert!(matches!(f.push(&early("{nope"), &mut Vec::new()), Err(EarlyPayloadError::BadJson(_))));
+        assert!(matches!(
+            f.push(&early("{nope"), &mut Vec::new()),
+            Err(EarlyPayloadError::BadJson(_))
+        ));
     }
 }

@@ -35,7 +35,11 @@ async fn read_head(tcp: &mut TcpStream) -> (String, Vec<u8>) {
 
 fn header<'a>(head: &'a str, name: &str) -> &'a str {
     head.lines()
-        .find_map(|l| l.split_once(':').filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim()))
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.trim())
+        })
         .unwrap_or_else(|| panic!("no {name} header in {head}"))
 }
 
@@ -52,11 +56,16 @@ async fn serve_noise(mut tcp: TcpStream, control: MachinePrivate, expect_machine
     let (head, rest) = read_head(&mut tcp).await;
     assert!(head.starts_with("POST /ts2021 HTTP/1.1\r\n"), "{head}");
     assert_eq!(header(&head, "Upgrade"), "tailscale-control-protocol");
-    let init = base64::engine::general_purpose::STANDARD.decode(header(&head, "X-Tailscale-Handshake")).unwrap();
+    let init = base64::engine::general_purpose::STANDARD
+        .decode(header(&head, "X-Tailscale-Handshake"))
+        .unwrap();
     assert!(rest.is_empty());
     let eph = MachinePrivate::generate(&mut rand::rngs::StdRng::seed_from_u64(99));
     let (resp, mut transport, machine) = respond(&control, &init, eph).unwrap();
-    assert_eq!(machine, expect_machine, "the Noise session proves the client's machine key");
+    assert_eq!(
+        machine, expect_machine,
+        "the Noise session proves the client's machine key"
+    );
     // 101, handshake response and early payload in one write, as Headscale's
     // corked connection sends them.
     let mut out = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: tailscale-control-protocol\r\nConnection: upgrade\r\n\r\n".to_vec();
@@ -108,7 +117,10 @@ async fn serve_noise(mut tcp: TcpStream, control: MachinePrivate, expect_machine
                 let mut frames = Vec::new();
                 encode_frame(first.as_bytes(), &mut frames);
                 encode_frame(br#"{"KeepAlive":true}"#, &mut frames);
-                encode_frame(br#"{"PeersRemoved":[3],"PeersChangedPatch":[{"NodeID":2,"DERPRegion":901}]}"#, &mut frames);
+                encode_frame(
+                    br#"{"PeersRemoved":[3],"PeersChangedPatch":[{"NodeID":2,"DERPRegion":901}]}"#,
+                    &mut frames,
+                );
                 // Split across DATA frames at odd places.
                 let (a, b) = frames.split_at(frames.len() / 3);
                 send.send_data(Bytes::copy_from_slice(a), false).unwrap();
@@ -135,8 +147,15 @@ async fn register_and_stream_the_map_from_a_simulated_control_server() {
         let (mut tcp, _) = listener.accept().await.unwrap();
         let (head, _) = read_head(&mut tcp).await;
         assert!(head.starts_with("GET /key?v=119 HTTP/1.1\r\n"), "{head}");
-        let body = format!("{{\"legacyPublicKey\":\"mkey:{}\",\"publicKey\":\"{}\"}}\n", "00".repeat(32), control_pub);
-        let resp = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        let body = format!(
+            "{{\"legacyPublicKey\":\"mkey:{}\",\"publicKey\":\"{}\"}}\n",
+            "00".repeat(32),
+            control_pub
+        );
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
         tcp.write_all(resp.as_bytes()).await.unwrap();
         drop(tcp);
         // 2: the Noise connection
@@ -146,32 +165,56 @@ async fn register_and_stream_the_map_from_a_simulated_control_server() {
 
     let got = fetch_control_key(&url).await.unwrap();
     assert_eq!(got.public_key, control_pub);
-    let mut client = ControlClient::connect(&url, &keys.machine_key, got.public_key, MachinePrivate::generate(&mut rng))
-        .await
-        .unwrap();
+    let mut client = ControlClient::connect(
+        &url,
+        &keys.machine_key,
+        got.public_key,
+        MachinePrivate::generate(&mut rng),
+    )
+    .await
+    .unwrap();
 
-    let id = NodeIdentity { hostname: "box".into(), ..Default::default() };
+    let id = NodeIdentity {
+        hostname: "box".into(),
+        ..Default::default()
+    };
     // Without a key the server asks for a login; with it, it authorizes.
     let no_key = control::register_request(&keys, &url.url, &id, None);
     let resp = client.register(&no_key).await.unwrap();
-    assert_eq!(control::after_register(&no_key, &resp, None), RegisterNext::Login("http://control/register/abc".into()));
+    assert_eq!(
+        control::after_register(&no_key, &resp, None),
+        RegisterNext::Login("http://control/register/abc".into())
+    );
     let with_key = control::register_request(&keys, &url.url, &id, Some("good-key"));
     let resp = client.register(&with_key).await.unwrap();
-    assert_eq!(control::after_register(&with_key, &resp, Some("good-key")), RegisterNext::Authorized);
+    assert_eq!(
+        control::after_register(&with_key, &resp, Some("good-key")),
+        RegisterNext::Authorized
+    );
     let early = client.early_payload().expect("early payload seen");
     assert_eq!(early.node_key_challenge.unwrap().as_bytes(), &[0xab; 32]);
 
-    let mut stream = client.map_stream(&control::map_request(&keys, &id, &[])).await.unwrap();
+    let mut stream = client
+        .map_stream(&control::map_request(&keys, &id, &[]))
+        .await
+        .unwrap();
     let mut nm = Netmap::new();
     let mut applied = Vec::new();
-    while let Some(msg) = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.unwrap().unwrap() {
+    while let Some(msg) = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+    {
         applied.push(nm.apply(msg).unwrap());
         if applied.len() == 1 {
             let ids: Vec<i64> = nm.peers().iter().map(|p| p.id).collect();
             assert_eq!(ids, vec![2, 3]);
         }
     }
-    assert_eq!(applied, vec![Applied::Updated, Applied::KeepAlive, Applied::Updated]);
+    assert_eq!(
+        applied,
+        vec![Applied::Updated, Applied::KeepAlive, Applied::Updated]
+    );
     assert_eq!(nm.self_node().unwrap().key, Some(keys.node_key.public()));
     let peers = nm.peers();
     assert_eq!(peers.len(), 1);
@@ -181,5 +224,8 @@ async fn register_and_stream_the_map_from_a_simulated_control_server() {
     assert_eq!(nm.domain(), "tailnet.test");
     drop(stream);
     drop(client);
-    tokio::time::timeout(Duration::from_secs(10), server).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap();
 }
