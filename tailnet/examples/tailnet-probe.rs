@@ -5,6 +5,7 @@
 //! cargo run -p meshbridge-tailnet --example tailnet-probe -- \
 //!     --control http://10.99.0.1:8080 --auth-key KEY --state DIR \
 //!     [--hostname NAME] [--wait-peers N | --expect-peers N,M,...] [--timeout SECS] [--logout]
+//!     [--endpoint IP:PORT]... [--advertise-routes CIDR,...] [--home-derp REGION]
 //! ```
 //!
 //! Without an auth key it prints the login URL (`probe: log in at URL`)
@@ -37,12 +38,16 @@ struct Args {
     expect_peers: Vec<usize>,
     timeout: Duration,
     logout: bool,
+    endpoints: Vec<std::net::SocketAddr>,
+    routes: Vec<ipnet::IpNet>,
+    home_derp: u32,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: tailnet-probe --control http://HOST[:PORT] [--auth-key KEY | --auth-key-file FILE] --state DIR \
-         [--hostname NAME] [--wait-peers N | --expect-peers N,M,...] [--timeout SECS] [--logout]"
+         [--hostname NAME] [--wait-peers N | --expect-peers N,M,...] [--timeout SECS] [--logout] \
+         [--endpoint IP:PORT]... [--advertise-routes CIDR,...] [--home-derp REGION]"
     );
     std::process::exit(2)
 }
@@ -57,6 +62,9 @@ fn parse_args() -> anyhow::Result<Args> {
         expect_peers: Vec::new(),
         timeout: Duration::from_secs(30),
         logout: false,
+        endpoints: Vec::new(),
+        routes: Vec::new(),
+        home_derp: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -86,6 +94,18 @@ fn parse_args() -> anyhow::Result<Args> {
                 a.timeout = Duration::from_secs(val().parse().context("--timeout takes seconds")?)
             }
             "--logout" => a.logout = true,
+            "--endpoint" => a
+                .endpoints
+                .push(val().parse().context("--endpoint takes IP:PORT")?),
+            "--advertise-routes" => {
+                for r in val().split(',').filter(|r| !r.is_empty()) {
+                    a.routes
+                        .push(r.trim().parse().context("--advertise-routes takes CIDRs")?);
+                }
+            }
+            "--home-derp" => {
+                a.home_derp = val().parse().context("--home-derp takes a region ID")?
+            }
             "-h" | "--help" => usage(),
             other => bail!("unknown argument {other:?}"),
         }
@@ -198,7 +218,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
 
     let id = NodeIdentity {
         hostname: args.hostname.clone(),
-        ..Default::default()
+        routes: args.routes.clone(),
+        tags: Vec::new(),
+        home_derp: args.home_derp,
     };
     let mut req = control::register_request(&keys, &url.url, &id, args.auth_key.as_deref());
     loop {
@@ -236,7 +258,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     }
 
     let mut stream = client
-        .map_stream(&control::map_request(&keys, &id, &[]))
+        .map_stream(&control::map_request(&keys, &id, &args.endpoints))
         .await
         .context("opening the map stream")?;
     let mut nm = Netmap::new();

@@ -17,7 +17,8 @@
 
 use crate::keys::NodeKeys;
 use crate::tailcfg::{
-    Hostinfo, MapRequest, RegisterAuth, RegisterRequest, RegisterResponse, CAPABILITY_VERSION,
+    Hostinfo, MapRequest, NetInfo, RegisterAuth, RegisterRequest, RegisterResponse,
+    CAPABILITY_VERSION,
 };
 
 /// The expiry that asks the server to log the node out (Unix time 123, as
@@ -33,6 +34,9 @@ pub struct NodeIdentity {
     pub routes: Vec<ipnet::IpNet>,
     /// ACL tags to ask for.
     pub tags: Vec<String>,
+    /// The home DERP region (0: none yet), reported as
+    /// `Hostinfo.NetInfo.PreferredDERP`; peers see it as our relay.
+    pub home_derp: u32,
 }
 
 impl NodeIdentity {
@@ -45,6 +49,9 @@ impl NodeIdentity {
             hostname: self.hostname.clone(),
             routable_ips: self.routes.clone(),
             request_tags: self.tags.clone(),
+            net_info: (self.home_derp > 0).then(|| NetInfo {
+                preferred_derp: i32::try_from(self.home_derp).unwrap_or(0),
+            }),
             ..Default::default()
         }
     }
@@ -184,6 +191,21 @@ pub fn map_request(
     }
 }
 
+/// An endpoint/hostinfo update without a map (not streaming, no peers):
+/// what a client sends when its endpoints or home DERP change while its
+/// stream stays open.
+pub fn endpoint_update_request(
+    keys: &NodeKeys,
+    id: &NodeIdentity,
+    endpoints: &[std::net::SocketAddr],
+) -> MapRequest {
+    MapRequest {
+        stream: false,
+        omit_peers: true,
+        ..map_request(keys, id, endpoints)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,6 +299,17 @@ mod tests {
         assert!(m.stream && m.keep_alive && m.compress.is_empty() && !m.omit_peers);
         assert_eq!(m.disco_key, k.disco_key.public());
         assert_eq!(m.endpoints, vec!["10.0.0.2:41641"]);
+        let u = endpoint_update_request(&k, &id(), &["10.0.0.2:41641".parse().unwrap()]);
+        assert!(!u.stream && u.omit_peers && u.keep_alive);
+        assert_eq!(u.endpoints, m.endpoints);
+        let mut with_derp = id();
+        with_derp.home_derp = 900;
+        let h = serde_json::to_value(with_derp.hostinfo()).unwrap();
+        assert_eq!(h["NetInfo"]["PreferredDERP"], 900);
+        assert!(serde_json::to_value(id().hostinfo())
+            .unwrap()
+            .get("NetInfo")
+            .is_none());
         let reg = register_request(&k, "u", &id(), None);
         let f = followup_request(&reg, "http://hs/register/abc");
         assert_eq!(

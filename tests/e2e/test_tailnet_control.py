@@ -428,3 +428,45 @@ def test_logout_expires_the_node_and_the_auth_key_brings_it_back(tailnet, probe,
     assert len(tailnet.nodes()) == 1
     node = nodes_named(tailnet, "tbox")[0]
     assert expiry_seconds(node) is None or expiry_seconds(node) > time.time(), node
+
+
+def test_endpoints_routes_and_home_derp_reach_headscale_and_the_peer(tailnet, probe, tmp_path):
+    """What the box says about itself in its map request (endpoint, advertised
+    subnet route, home DERP region) reaches Headscale and the tailscaled peer;
+    an approved route becomes the box's primary route in the peer's map."""
+    key = tailnet.auth_key()
+    cli = tailnet.tailscaled("tlaptop", key)
+    wait_for(lambda: tailnet.ts_status(cli).get("BackendState") == "Running", timeout=30, what="tailscaled Running")
+    err = tmp_path / "probe.err"
+    cmd = ["ip", "netns", "exec", tailnet.box, probe, "--control", CONTROL, "--auth-key", key,
+           "--state", str(tmp_path / "box-state"), "--hostname", "tbox", "--endpoint", "10.99.0.10:41641",
+           "--advertise-routes", "10.77.1.0/24", "--home-derp", "900", "--wait-peers", "99", "--timeout", "60"]
+    with open(tmp_path / "probe.out", "wb") as o, open(err, "wb") as e:
+        proc = subprocess.Popen(cmd, stdout=o, stderr=e, start_new_session=True)
+    tailnet.procs.append(proc)
+    wait_for(lambda: "map update, 1 peers" in err.read_text(), timeout=30, what="the probe's map")
+
+    box = wait_for(lambda: nodes_named(tailnet, "tbox"), what="the box on headscale")[0]
+    assert box.get("available_routes") == ["10.77.1.0/24"], box
+    assert not box.get("approved_routes"), box
+
+    def box_peer():
+        return next((p for p in (tailnet.ts_status(cli).get("Peer") or {}).values() if p.get("HostName") == "tbox"), None)
+
+    def box_in_laptop_netmap():
+        nm = json.loads(tailnet.run(tailnet.lap, cli + ["debug", "netmap"]).stdout)
+        return next((p for p in nm.get("Peers") or [] if p.get("Name", "").startswith("tbox.")), None)
+
+    node = wait_for(lambda: (n := box_in_laptop_netmap()) and "10.99.0.10:41641" in (n.get("Endpoints") or []) and n,
+                    timeout=30, what="our endpoint in the laptop's netmap")
+    assert node["HomeDERP"] == 900, node
+    seen = wait_for(lambda: (p := box_peer()) and p.get("Online") and p, timeout=30, what="the box online")
+    assert seen["Relay"] == "tb", "the laptop sees our home DERP region (900, code tb)"
+    assert proc.poll() is None, err.read_text()
+    assert "10.77.1.0/24" not in (seen.get("PrimaryRoutes") or [])
+
+    tailnet.headscale("nodes", "approve-routes", "-i", str(box["id"]), "-r", "10.77.1.0/24")
+    seen = wait_for(lambda: (p := box_peer()) and "10.77.1.0/24" in (p.get("PrimaryRoutes") or []) and p,
+                    timeout=30, what="the approved route in the laptop's map")
+    assert "10.77.1.0/24" in seen["AllowedIPs"]
+    proc.terminate()
