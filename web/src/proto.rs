@@ -325,3 +325,30 @@ pub struct SystemInfo {
     /// Config file.
     pub config_path: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The MAC is a [`Mac`] in Rust and the same lower-case text in the
+    /// JSON the page reads (web/API.md).
+    #[test]
+    fn device_mac_is_lower_case_text_in_json() {
+        let d = DeviceStatus {
+            mac: Mac([0x02, 0xab, 0, 0, 0, 0x01]),
+            ip: "10.77.1.100".into(),
+            hostname: None,
+            name: None,
+            pinned: false,
+            active: true,
+            expires_in_s: 60,
+            last_seen_s: None,
+        };
+        let json = serde_json::to_string(&d).unwrap();
+        assert!(
+            json.starts_with(r#"{"mac":"02:ab:00:00:00:01","ip":"10.77.1.100""#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<DeviceStatus>(&json).unwrap(), d);
+    }
+}
