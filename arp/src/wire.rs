@@ -36,12 +36,6 @@ pub(crate) struct ArpFrame {
     pub target_ip: Ipv4Addr,
 }
 
-/// True for a MAC address a single host can own: not all zeros and without
-/// the group bit (multicast and broadcast).
-pub(crate) fn is_unicast_mac(mac: Mac) -> bool {
-    !mac.is_multicast() && mac != Mac([0; 6])
-}
-
 impl ArpFrame {
     /// Parses a whole Ethernet II frame. Trailing bytes after the ARP packet
     /// (Ethernet padding) are ignored.
@@ -74,7 +68,7 @@ impl ArpFrame {
             ArpOperation::REPLY => Operation::Reply,
             ArpOperation(other) => return Err(ArpError::UnknownOperation(other)),
         };
-        if !is_unicast_mac(Mac(arp.sender_mac)) {
+        if !Mac(arp.sender_mac).is_unicast() {
             return Err(ArpError::InvalidSenderMac);
         }
         Ok(Self {
@@ -154,13 +148,5 @@ mod tests {
                 "length {len}"
             );
         }
-    }
-
-    #[test]
-    fn unicast_mac() {
-        assert!(is_unicast_mac(A));
-        assert!(!is_unicast_mac(BROADCAST));
-        assert!(!is_unicast_mac(Mac([0; 6])));
-        assert!(!is_unicast_mac(Mac([0x01, 0x00, 0x5e, 0, 0, 1])));
     }
 }

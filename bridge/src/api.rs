@@ -118,7 +118,7 @@ pub fn status(config: &Config, engine: &Engine, input: StatusInput<'_>) -> Statu
         .dhcp()
         .leases()
         .map(|l| DeviceStatus {
-            mac: l.mac.to_string(),
+            mac: l.mac,
             ip: l.ip.to_string(),
             hostname: l.hostname.clone(),
             name: name_of(&l.mac),
@@ -137,7 +137,7 @@ pub fn status(config: &Config, engine: &Engine, input: StatusInput<'_>) -> Statu
     for (mac, ip) in &config.reservations {
         if !engine.dhcp().leases().any(|l| l.mac == *mac) {
             devices.push(DeviceStatus {
-                mac: mac.to_string(),
+                mac: *mac,
                 ip: ip.to_string(),
                 hostname: None,
                 name: name_of(mac),

@@ -5,16 +5,15 @@
 
 use crate::host::proc::HostFacts;
 use meshbridge_board::LedState;
+use meshbridge_mesh::REJECT_AFTER_TIME;
 use meshbridge_web::proto::Health;
 use std::time::{Duration, SystemTime};
 
-/// A peer counts as online when its last handshake is younger than this
-/// (WireGuard re-handshakes every 2 minutes while traffic flows).
-pub const ONLINE_WITHIN: Duration = Duration::from_secs(180);
-
-/// Is a peer with this handshake age online?
+/// Is a peer with this handshake age online? Its session can still carry
+/// data: the same rule as the engine's exit-node kill switch
+/// ([`REJECT_AFTER_TIME`]).
 pub fn online(last_handshake: Option<Duration>) -> bool {
-    last_handshake.is_some_and(|d| d < ONLINE_WITHIN)
+    last_handshake.is_some_and(|d| d < REJECT_AFTER_TIME)
 }
 
 /// Everything the checks look at.

@@ -274,10 +274,6 @@ impl Subnet {
     }
 }
 
-fn is_unicast_mac(mac: &Mac) -> bool {
-    mac[0] & 0x01 == 0 && *mac != [0; 6]
-}
-
 fn is_valid_domain(domain: &str) -> bool {
     !domain.is_empty()
         && domain.len() <= MAX_DOMAIN_LEN
@@ -312,7 +308,7 @@ impl ServerConfig {
                 prefix,
             });
         }
-        if !is_unicast_mac(&self.server_mac) {
+        if !self.server_mac.is_unicast() {
             return Err(ConfigError::InvalidServerMac {
                 mac: self.server_mac.to_string(),
             });
@@ -396,7 +392,7 @@ impl ServerConfig {
     fn validate_reservations(&self, subnet: Subnet) -> Result<(), ConfigError> {
         for (i, (mac, ip)) in self.reservations.iter().enumerate() {
             let mac_s = mac.to_string();
-            if !is_unicast_mac(mac) {
+            if !mac.is_unicast() {
                 return Err(ConfigError::ReservationInvalidMac { mac: mac_s });
             }
             if !subnet.is_host(*ip) {

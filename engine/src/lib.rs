@@ -86,10 +86,6 @@ pub struct EngineConfig {
     pub policy: Policy,
 }
 
-/// How recent an exit node's last handshake must be to send to it
-/// (WireGuard's REJECT_AFTER_TIME: an older session cannot carry data).
-pub const EXIT_FRESHNESS: Duration = Duration::from_secs(180);
-
 /// Something to write.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Transmit {
@@ -211,7 +207,7 @@ impl Topology for View<'_> {
         &self.config.policy
     }
     fn exit_up(&self, peer: PeerId) -> bool {
-        self.mesh.is_up(peer, EXIT_FRESHNESS)
+        self.mesh.is_up(peer, meshbridge_mesh::REJECT_AFTER_TIME)
     }
     fn mesh_route6(&self, ip: std::net::Ipv6Addr) -> Option<PeerId> {
         self.mesh.route_specific(IpAddr::V6(ip))

@@ -259,14 +259,49 @@ mod tests {
         assert!(icmp_frag_needed(&icmp, Ipv4Addr::new(10, 77, 0, 1), 1420).is_none());
     }
 
+    /// Untrusted bytes: every truncation of a valid packet and pseudo-random
+    /// garbage are refused (`None`, `false`, the buffer untouched), never a
+    /// panic, while the whole packets they came from are accepted.
     #[test]
-    fn garbage_never_panics() {
+    fn truncated_and_garbage_packets_are_refused() {
+        let mut udp = Vec::new();
+        PacketBuilder::ipv4([10, 77, 1, 100], [10, 77, 0, 2], 64)
+            .udp(1, 2)
+            .write(&mut udp, &[7; 200])
+            .unwrap();
+        let syn = syn_with_mss(1460);
+        for seed in [&udp, &syn] {
+            assert_eq!(ipv4_info(seed).map(|i| i.total_len), Some(seed.len()));
+            assert!(fragment(seed, 100).is_some());
+            assert!(icmp_frag_needed(seed, Ipv4Addr::LOCALHOST, 1000).is_some());
+            for len in 0..seed.len() {
+                let cut = &seed[..len];
+                assert_eq!(ipv4_info(cut), None, "length {len}");
+                assert_eq!(fragment(cut, 100), None, "length {len}");
+                let mut c = cut.to_vec();
+                assert!(!clamp_mss(&mut c, 1000), "length {len}");
+                assert_eq!(c, cut, "length {len}");
+            }
+        }
+        assert!(clamp_mss(&mut syn.clone(), 1000));
+
         for len in 0..64 {
             let mut g: Vec<u8> = (0..len as u8).map(|i| i.wrapping_mul(37) ^ 0x45).collect();
-            let _ = ipv4_info(&g);
-            let _ = clamp_mss(&mut g, 1000);
-            let _ = fragment(&g, 100);
-            let _ = icmp_frag_needed(&g, Ipv4Addr::LOCALHOST, 1000);
+            let orig = g.clone();
+            assert_eq!(ipv4_info(&g), None, "length {len}");
+            assert!(!clamp_mss(&mut g, 1000), "length {len}");
+            assert_eq!(g, orig, "length {len}");
+            assert_eq!(fragment(&g, 100), None, "length {len}");
+            // Quoting a header-shaped packet is allowed, but the answer
+            // is itself well formed and comes from us.
+            match icmp_frag_needed(&g, Ipv4Addr::LOCALHOST, 1000) {
+                Some(icmp) => {
+                    assert!(len >= 20, "length {len}");
+                    let info = ipv4_info(&icmp).expect("well-formed ICMP");
+                    assert_eq!(info.src, Ipv4Addr::LOCALHOST);
+                }
+                None => assert!(len < 20, "length {len}"),
+            }
         }
     }
 }

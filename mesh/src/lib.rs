@@ -56,5 +56,11 @@ pub mod wgquick;
 mod tests;
 
 pub use keys::{KeyError, PresharedKey, PrivateKey, PublicKey};
+
+/// WireGuard's `REJECT_AFTER_TIME`: a session whose last handshake is this
+/// old can no longer carry data. The one rule for "up": the engine's
+/// exit-node kill switch ([`Mesh::is_up`]) and the daemon's "online" both
+/// use it (a peer with traffic re-handshakes every 2 minutes).
+pub const REJECT_AFTER_TIME: std::time::Duration = std::time::Duration::from_secs(180);
 pub use peerset::PeerSet;
 pub use wg::{Applied, Mesh, MeshDrop, Output, Path, PeerConfig, PeerId, PeerStatus};

@@ -28,6 +28,11 @@ impl Mac {
     pub const fn is_multicast(&self) -> bool {
         self.0[0] & 1 == 1
     }
+
+    /// An address one host can own: neither a group address nor all zeros.
+    pub const fn is_unicast(&self) -> bool {
+        !self.is_multicast() && !matches!(self.0, [0, 0, 0, 0, 0, 0])
+    }
 }
 
 impl From<[u8; 6]> for Mac {
@@ -186,5 +191,9 @@ mod tests {
         assert!(Mac::BROADCAST.is_multicast());
         assert!(Mac([0x01, 0, 0x5e, 0, 0, 0xfb]).is_multicast());
         assert!(!Mac([0x02, 0, 0, 0, 0, 1]).is_multicast());
+        assert!(Mac([0x02, 0, 0, 0, 0, 1]).is_unicast());
+        assert!(!Mac::BROADCAST.is_unicast());
+        assert!(!Mac([0x01, 0, 0x5e, 0, 0, 0xfb]).is_unicast());
+        assert!(!Mac([0; 6]).is_unicast());
     }
 }

@@ -2,6 +2,7 @@
 //! The daemon's main loop owns the engine and the config; requests reach it
 //! over a channel ([`Pending`]) and it answers with a [`Reply`].
 
+use meshbridge_types::Mac;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -40,7 +41,9 @@ pub enum Request {
     },
     /// Rename a bridged device and/or pin its address.
     DeviceSet {
-        /// MAC address.
+        /// MAC address as typed (in the URL): text, not [`Mac`], so that a bad
+        /// one gets the daemon's 422 naming the field `mac` instead of a
+        /// decode error. The daemon parses it with `Mac::from_str`.
         mac: String,
         /// New name ("" clears).
         #[serde(default)]
@@ -51,7 +54,7 @@ pub enum Request {
     },
     /// Forget a device: lease, reservation, name.
     DeviceForget {
-        /// MAC address.
+        /// MAC address as typed (see [`Request::DeviceSet`]).
         mac: String,
     },
     /// The editable settings ([`serde_json::Value`] object keyed by config key).
@@ -207,8 +210,8 @@ fn yes() -> bool {
 /// One bridged device (a DHCP lease, current or remembered).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DeviceStatus {
-    /// MAC address.
-    pub mac: String,
+    /// MAC address (JSON: `"aa:bb:cc:dd:ee:ff"`).
+    pub mac: Mac,
     /// Mesh address.
     pub ip: String,
     /// DHCP hostname.
@@ -321,4 +324,31 @@ pub struct SystemInfo {
     pub uptime_s: u64,
     /// Config file.
     pub config_path: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The MAC is a [`Mac`] in Rust and the same lower-case text in the
+    /// JSON the page reads (web/API.md).
+    #[test]
+    fn device_mac_is_lower_case_text_in_json() {
+        let d = DeviceStatus {
+            mac: Mac([0x02, 0xab, 0, 0, 0, 0x01]),
+            ip: "10.77.1.100".into(),
+            hostname: None,
+            name: None,
+            pinned: false,
+            active: true,
+            expires_in_s: 60,
+            last_seen_s: None,
+        };
+        let json = serde_json::to_string(&d).unwrap();
+        assert!(
+            json.starts_with(r#"{"mac":"02:ab:00:00:00:01","ip":"10.77.1.100""#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<DeviceStatus>(&json).unwrap(), d);
+    }
 }
