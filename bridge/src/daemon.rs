@@ -222,12 +222,10 @@ fn web_hosts(config: &Config) -> Vec<String> {
     ];
     // The system's own host name (a Pi image's avahi, a router's DNS entry
     // for the box): set by root, so not a rebinding risk.
-    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
-        let h = h.trim().to_ascii_lowercase();
-        if !h.is_empty() && h != "localhost" {
-            hosts.push(format!("{h}.local"));
-            hosts.push(h);
-        }
+    let h = crate::host::proc::hostname().to_ascii_lowercase();
+    if !h.is_empty() && h != "localhost" {
+        hosts.push(format!("{h}.local"));
+        hosts.push(h);
     }
     hosts.extend(
         config
