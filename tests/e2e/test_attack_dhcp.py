@@ -109,8 +109,8 @@ def test_forged_release_and_decline_do_not_end_anothers_lease(site):
     assert d["active"], d
     attack(site, "release", vmac, ip)
     time.sleep(1)
-    (d,) = device(site, ip)
-    assert d["active"], f"the victim's lease was ended by a forged message: {d}"
+    d = device(site, ip)
+    assert d and d[0]["active"], f"the victim's lease was ended by a forged message: {d}"
     assert site.ping(vns, "10.77.0.2", count=2)[0]
     assert "released" not in site.box_log_text() and "declined" not in site.box_log_text()
 
