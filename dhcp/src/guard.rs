@@ -204,7 +204,8 @@ impl Guard {
         let mut tick = Tick::default();
         // Suspects not heard from for a while are acquitted.
         self.suspects.retain(|_, s| {
-            s.last_seen > now || now.duration_since(s.last_seen).unwrap_or_default() < PASSIVE_RESUME_AFTER
+            s.last_seen > now
+                || now.duration_since(s.last_seen).unwrap_or_default() < PASSIVE_RESUME_AFTER
         });
         // Wall clocks jump. A timer that lies more than one interval ahead
         // means the clock went backwards: pull it in rather than going quiet

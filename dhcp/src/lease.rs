@@ -180,10 +180,7 @@ impl LeaseTable {
 
     /// `l` is active or ended less than `lease_time × REMEMBER_LEASES` ago.
     fn recent(cfg: &ServerConfig, l: &Lease, now: SystemTime) -> bool {
-        after(
-            l.expires,
-            cfg.lease_time.saturating_mul(REMEMBER_LEASES),
-        ) > now
+        after(l.expires, cfg.lease_time.saturating_mul(REMEMBER_LEASES)) > now
     }
 
     pub(crate) fn is_quarantined(&self, ip: Ipv4Addr, now: SystemTime) -> bool {
@@ -262,7 +259,11 @@ impl LeaseTable {
         // offers are capped at MAX_OFFERS).
         let mut blocked: BTreeSet<u64> = BTreeSet::new();
         blocked.insert(u64::from(u32::from(cfg.server_ip)));
-        blocked.extend(cfg.reservations.iter().map(|(_, ip)| u64::from(u32::from(*ip))));
+        blocked.extend(
+            cfg.reservations
+                .iter()
+                .map(|(_, ip)| u64::from(u32::from(*ip))),
+        );
         blocked.extend(
             self.leases
                 .values()
@@ -304,7 +305,8 @@ impl LeaseTable {
         if candidate <= end {
             return u32::try_from(candidate).ok().map(Ipv4Addr::from);
         }
-        let usable = |ip: Ipv4Addr| cfg.in_range(ip) && !blocked.contains(&u64::from(u32::from(ip)));
+        let usable =
+            |ip: Ipv4Addr| cfg.in_range(ip) && !blocked.contains(&u64::from(u32::from(ip)));
         // Every address is held, remembered or offered: reuse the one whose
         // owner has been gone longest (beyond the memory horizon)...
         self.leases

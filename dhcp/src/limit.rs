@@ -135,7 +135,9 @@ mod tests {
     #[test]
     fn newcomers_share_one_budget_known_macs_do_not_pay_it() {
         let mut l = Limiter::new(t0());
-        let allowed = (0..10_000).filter(|n| l.allow(mac(*n), false, t0())).count();
+        let allowed = (0..10_000)
+            .filter(|n| l.allow(mac(*n), false, t0()))
+            .count();
         assert_eq!(allowed, NEWCOMER_BURST as usize);
         assert!(l.allow(mac(1_000_000), true, t0()));
         assert!(l.tracked() <= MAX_TRACKED_MACS);

@@ -31,7 +31,9 @@ fn send_from(s: &mut Server, now: SystemTime, src_mac: Mac, m: &Message) -> Resu
 }
 
 fn drain(s: &mut Server) -> Vec<Message> {
-    std::iter::from_fn(|| s.poll_transmit()).map(|t| decode(&t)).collect()
+    std::iter::from_fn(|| s.poll_transmit())
+        .map(|t| decode(&t))
+        .collect()
 }
 
 fn random_mac(n: u32) -> Mac {
@@ -55,10 +57,12 @@ fn forged_release_and_decline_leave_the_victims_lease_alone() {
     events(&mut s);
     let mut rel = client_msg(mac(1), MessageType::Release, 9);
     rel.set_ciaddr(a);
-    rel.opts_mut().insert(DhcpOption::ServerIdentifier(SERVER_IP));
+    rel.opts_mut()
+        .insert(DhcpOption::ServerIdentifier(SERVER_IP));
     let mut dec = client_msg(mac(1), MessageType::Decline, 10);
     dec.opts_mut().insert(DhcpOption::RequestedIpAddress(a));
-    dec.opts_mut().insert(DhcpOption::ServerIdentifier(SERVER_IP));
+    dec.opts_mut()
+        .insert(DhcpOption::ServerIdentifier(SERVER_IP));
     send_from(&mut s, t0(), ATTACKER, &rel).unwrap();
     send_from(&mut s, t0(), ATTACKER, &dec).unwrap();
     // The attacker in its own name, naming the victim's address.
@@ -166,6 +170,9 @@ fn newcomers_share_a_budget() {
     for n in 10_000..20_000 {
         send(&mut s, t1, &discover(random_mac(n))).unwrap();
     }
-    assert_eq!(s.stats().rate_limited - before, 10_000 - u64::from(NEWCOMER_RATE));
+    assert_eq!(
+        s.stats().rate_limited - before,
+        10_000 - u64::from(NEWCOMER_RATE)
+    );
     let _ = Ipv4Addr::UNSPECIFIED;
 }

@@ -11,8 +11,8 @@ use thiserror::Error;
 
 use crate::config::{ConfigError, ServerConfig};
 use crate::guard::{Guard, Reply};
-use crate::limit::Limiter;
 use crate::lease::{Lease, LeaseState, LeaseTable};
+use crate::limit::Limiter;
 use crate::persist::{LeaseDb, LeaseRecord};
 use crate::wire::{self, Packet, ReplyKind, BROADCAST_MAC, CLIENT_PORT, SERVER_PORT};
 use crate::Mac;

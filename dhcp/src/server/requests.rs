@@ -35,8 +35,8 @@ impl Server {
             self.stats.chaddr_mismatch += 1;
             return Ok(());
         }
-        let known = self.table.lease(&chaddr).is_some()
-            || self.config.reservation_for(&chaddr).is_some();
+        let known =
+            self.table.lease(&chaddr).is_some() || self.config.reservation_for(&chaddr).is_some();
         if !self.limiter.allow(chaddr, known, now) {
             self.stats.rate_limited += 1;
             return Ok(());
