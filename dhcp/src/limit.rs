@@ -77,27 +77,36 @@ impl Limiter {
     /// Charges one message from `mac`. `known`: the server has a record or
     /// a reservation for it. Returns whether the message may be handled.
     pub(crate) fn allow(&mut self, mac: Mac, known: bool, now: SystemTime) -> bool {
-        // The MAC's own budget first, so that one noisy MAC cannot use up
-        // the budget all newcomers share.
-        if !self.per_mac.contains_key(&mac) && self.per_mac.len() >= MAX_TRACKED_MACS {
+        let tracked = self.per_mac.contains_key(&mac);
+        if !known && !tracked {
+            // An untracked newcomer pays the shared budget before it may
+            // cost a bucket: a flood from random MACs creates at most
+            // NEWCOMER_RATE buckets a second.
+            if !self.newcomers.take(NEWCOMER_RATE, NEWCOMER_BURST, now) {
+                return false;
+            }
+        }
+        if !tracked && self.per_mac.len() >= MAX_TRACKED_MACS {
             self.per_mac.retain(|_, b| {
                 b.refill(PER_MAC_RATE, PER_MAC_BURST, now);
                 b.tokens < f64::from(PER_MAC_BURST)
             });
-        }
-        if self.per_mac.contains_key(&mac) || self.per_mac.len() < MAX_TRACKED_MACS {
-            let bucket = self
-                .per_mac
-                .entry(mac)
-                .or_insert_with(|| Bucket::full(PER_MAC_BURST, now));
-            if !bucket.take(PER_MAC_RATE, PER_MAC_BURST, now) {
-                return false;
+            if self.per_mac.len() >= MAX_TRACKED_MACS {
+                // No room to track one more MAC: a known MAC is let through
+                // (its lease record already exists), a newcomer is refused.
+                return known;
             }
-        } else if !known {
-            // No room to track one more MAC: only the known get through.
+        }
+        let bucket = self
+            .per_mac
+            .entry(mac)
+            .or_insert_with(|| Bucket::full(PER_MAC_BURST, now));
+        if !bucket.take(PER_MAC_RATE, PER_MAC_BURST, now) {
             return false;
         }
-        known || self.newcomers.take(NEWCOMER_RATE, NEWCOMER_BURST, now)
+        // A tracked newcomer pays its own budget first (so one noisy MAC
+        // cannot use up the shared one), then the shared one.
+        known || !tracked || self.newcomers.take(NEWCOMER_RATE, NEWCOMER_BURST, now)
     }
 
     #[cfg(test)]
@@ -139,8 +148,14 @@ mod tests {
             .filter(|n| l.allow(mac(*n), false, t0()))
             .count();
         assert_eq!(allowed, NEWCOMER_BURST as usize);
+        // Refused newcomers cost no bucket.
+        assert_eq!(l.tracked(), NEWCOMER_BURST as usize);
         assert!(l.allow(mac(1_000_000), true, t0()));
-        assert!(l.tracked() <= MAX_TRACKED_MACS);
+        // One noisy newcomer is held to its own burst, not the shared one.
+        let mut l = Limiter::new(t0());
+        let allowed = (0..1000).filter(|_| l.allow(mac(7), false, t0())).count();
+        assert_eq!(allowed, PER_MAC_BURST as usize);
+        assert!(l.allow(mac(8), false, t0()));
     }
 
     #[test]
