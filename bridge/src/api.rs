@@ -59,6 +59,10 @@ pub fn health_facts<'a>(
     health::Facts {
         bridge_name: &config.bridge_name,
         dhcp_suspended: engine.dhcp().is_suspended(),
+        dhcp_foreign_server: engine
+            .dhcp()
+            .foreign_server()
+            .map(|(ip, mac)| format!("{ip} (MAC {mac})")),
         dhcp_enabled: config.dhcp_enabled,
         needs_forwarding: config.routing.needs_forwarding(),
         host,

@@ -528,8 +528,8 @@ fn handle_events(
             Event::Dhcp(dhcp::Event::Declined { ip, .. }) => {
                 tracing::warn!("DHCP: a device declined {ip} (address in use?); it is quarantined for 10 minutes")
             }
-            Event::Dhcp(dhcp::Event::ForeignServer { server_ip, .. }) => tracing::error!(
-                "another DHCP server ({server_ip}) answers on bridge {}: meshbridge stops offering addresses there so as not to break that network. Turn that server off or take its port out of the bridge; meshbridge resumes by itself once it is gone.",
+            Event::Dhcp(dhcp::Event::ForeignServer { server_ip, server_mac }) => tracing::error!(
+                "another DHCP server ({server_ip}) with MAC {server_mac} answers on bridge {}: meshbridge stops offering new addresses there so as not to break that network (existing leases are still renewed). Turn that server off or take its port out of the bridge; meshbridge resumes by itself once it is gone.",
                 config.bridge_name
             ),
             Event::Dhcp(dhcp::Event::ForeignServerGone) => {

@@ -23,6 +23,8 @@ pub struct Facts<'a> {
     pub bridge_name: &'a str,
     /// The DHCP server stepped back because another one answers.
     pub dhcp_suspended: bool,
+    /// The other DHCP server, as "<server id> (MAC <mac>)", when known.
+    pub dhcp_foreign_server: Option<String>,
     /// Serving DHCP on the bridge at all (`dhcp.enabled`).
     pub dhcp_enabled: bool,
     /// The subnet router or exit node is configured (needs IPv4 forwarding).
@@ -65,7 +67,11 @@ pub fn checks(f: &Facts<'_>) -> Vec<Health> {
             "dhcp",
             !f.dhcp_suspended,
             "serving addresses on the bridge",
-            format!("Another DHCP server answers on bridge {}: meshbridge is not handing out addresses. Turn that server off or take its port out of the bridge.", f.bridge_name),
+            format!(
+                "Another DHCP server{} answers on bridge {}: meshbridge is not handing out new addresses (existing leases are still renewed). Turn that server off or take its port out of the bridge.",
+                f.dhcp_foreign_server.as_deref().map(|s| format!(" ({s})")).unwrap_or_default(),
+                f.bridge_name
+            ),
         ));
     }
     health.push(check(
@@ -136,6 +142,7 @@ mod tests {
         Facts {
             bridge_name: "br0",
             dhcp_suspended: false,
+            dhcp_foreign_server: None,
             dhcp_enabled: true,
             needs_forwarding: true,
             host,
@@ -165,11 +172,13 @@ mod tests {
         let host = good_host();
         let f = Facts {
             dhcp_suspended: true,
+            dhcp_foreign_server: Some("192.168.50.1 (MAC 00:1a:2b:3c:4d:5e)".into()),
             ..facts(&host)
         };
         let c = get(&checks(&f), "dhcp").unwrap().clone();
         assert!(!c.ok);
         assert!(c.message.contains("bridge br0"), "{}", c.message);
+        assert!(c.message.contains("MAC 00:1a:2b:3c:4d:5e"), "{}", c.message);
         assert_eq!(led_state(&f, true), LedState::Error);
     }
 

@@ -17,10 +17,22 @@ use crate::{after, Mac};
 /// How long an offered address stays reserved for the client it was offered
 /// to.
 pub const OFFER_HOLD: Duration = Duration::from_secs(60);
+/// When the pool is otherwise exhausted, an offer at least this old may be
+/// given to another client (a client answers an offer within a second or
+/// two; an offer nobody took ties up an address for nothing).
+pub const OFFER_MIN_HOLD: Duration = Duration::from_secs(5);
 /// How long a declined address is kept out of the pool.
 pub const DECLINE_QUARANTINE: Duration = Duration::from_secs(600);
 /// How long an address ARP saw in use stays blocked for other MACs.
 pub const IN_USE_HOLD: Duration = Duration::from_secs(600);
+/// Most pending offers kept. When full, the offer made longest ago is
+/// dropped (an offer is a tentative hold, not a lease), so a flood of
+/// DISCOVERs from random MACs costs a fixed amount of memory.
+pub const MAX_OFFERS: usize = 256;
+/// A remembered (expired or released) record is kept for its MAC, and its
+/// address is never given to another MAC, until `lease_time × REMEMBER_LEASES`
+/// after the lease ended: a day with the default one-hour lease.
+pub const REMEMBER_LEASES: u32 = 24;
 /// Upper bound on remembered ARP sightings, so a flood of spoofed ARP
 /// cannot grow memory without bound.
 const MAX_IN_USE_NOTES: usize = 4096;
@@ -152,6 +164,25 @@ impl LeaseTable {
             .map(|l| l.mac)
     }
 
+    /// Another MAC's record (active, or remembered within
+    /// `lease_time × REMEMBER_LEASES`) names `ip`.
+    pub(crate) fn remembered_for_other(
+        &self,
+        cfg: &ServerConfig,
+        ip: Ipv4Addr,
+        mac: &Mac,
+        now: SystemTime,
+    ) -> bool {
+        self.leases
+            .values()
+            .any(|l| l.ip == ip && l.mac != *mac && Self::recent(cfg, l, now))
+    }
+
+    /// `l` is active or ended less than `lease_time × REMEMBER_LEASES` ago.
+    fn recent(cfg: &ServerConfig, l: &Lease, now: SystemTime) -> bool {
+        after(l.expires, cfg.lease_time.saturating_mul(REMEMBER_LEASES)) > now
+    }
+
     pub(crate) fn is_quarantined(&self, ip: Ipv4Addr, now: SystemTime) -> bool {
         self.quarantine.get(&ip).is_some_and(|until| now < *until)
     }
@@ -179,7 +210,9 @@ impl LeaseTable {
         ip: Ipv4Addr,
         now: SystemTime,
     ) -> bool {
-        cfg.allowed_for(mac, ip) && self.is_free_for(ip, mac, now)
+        cfg.allowed_for(mac, ip)
+            && self.is_free_for(ip, mac, now)
+            && !self.remembered_for_other(cfg, ip, mac, now)
     }
 
     /// Chooses the address to offer `mac` (RFC 2131 §4.3.1): its reservation,
@@ -207,70 +240,112 @@ impl LeaseTable {
 
     /// A free pool address for a newcomer. Addresses nobody has ever held
     /// come first (lowest first), so that devices that are merely offline
-    /// keep their address as long as the pool allows; only then the
-    /// remembered-but-inactive address that expired longest ago.
+    /// keep their address as long as the pool allows; then the remembered
+    /// address whose owner has been gone longest, but only once it is older
+    /// than `lease_time × REMEMBER_LEASES`; last, the address of the oldest
+    /// pending offer to another MAC (offers are tentative). Active leases,
+    /// reservations and recently remembered addresses are never taken.
     fn free_pool_address(
         &self,
         cfg: &ServerConfig,
         mac: &Mac,
         now: SystemTime,
     ) -> Option<Ipv4Addr> {
-        let start = u32::from(cfg.range_start);
-        let end = u32::from(cfg.range_end);
+        let start = u64::from(u32::from(cfg.range_start));
+        let end = u64::from(u32::from(cfg.range_end));
         // Addresses `mac` may not have now, sorted, so that we walk gaps
         // instead of testing the range address by address (pools can be
-        // large; this stays O(n log n) in the number of records).
-        let mut blocked: BTreeSet<u32> = BTreeSet::new();
-        blocked.insert(u32::from(cfg.server_ip));
-        blocked.extend(cfg.reservations.iter().map(|(_, ip)| u32::from(*ip)));
+        // large; this stays O(n log n) in the number of records, and
+        // offers are capped at MAX_OFFERS).
+        let mut blocked: BTreeSet<u64> = BTreeSet::new();
+        blocked.insert(u64::from(u32::from(cfg.server_ip)));
+        blocked.extend(
+            cfg.reservations
+                .iter()
+                .map(|(_, ip)| u64::from(u32::from(*ip))),
+        );
         blocked.extend(
             self.leases
                 .values()
-                .filter(|l| l.is_active(now))
-                .map(|l| u32::from(l.ip)),
-        );
-        blocked.extend(
-            self.offers
-                .values()
-                .filter(|o| now < o.until)
-                .map(|o| u32::from(o.ip)),
+                .filter(|l| l.mac != *mac && Self::recent(cfg, l, now))
+                .map(|l| u64::from(u32::from(l.ip))),
         );
         blocked.extend(
             self.quarantine
                 .iter()
                 .filter(|(_, until)| now < **until)
-                .map(|(ip, _)| u32::from(*ip)),
+                .map(|(ip, _)| u64::from(u32::from(*ip))),
         );
         blocked.extend(
             self.in_use
                 .iter()
                 .filter(|(_, u)| u.mac != *mac && now < u.until)
-                .map(|(ip, _)| u32::from(*ip)),
+                .map(|(ip, _)| u64::from(u32::from(*ip))),
         );
+        let offered = |ip: Ipv4Addr| {
+            self.offers
+                .iter()
+                .any(|(m, o)| o.ip == ip && m != mac && now < o.until)
+        };
         let mut taken = blocked.clone();
-        taken.extend(self.leases.values().map(|l| u32::from(l.ip)));
+        taken.extend(self.leases.values().map(|l| u64::from(u32::from(l.ip))));
+        taken.extend(
+            self.offers
+                .values()
+                .filter(|o| now < o.until)
+                .map(|o| u64::from(u32::from(o.ip))),
+        );
         let mut candidate = start;
         for &t in taken.range(start..=end) {
             if t != candidate {
-                return Some(Ipv4Addr::from(candidate));
-            }
-            if candidate == end {
-                // Every address is held or remembered: reuse the one whose
-                // owner has been gone longest.
-                return self
-                    .leases
-                    .values()
-                    .filter(|l| !blocked.contains(&u32::from(l.ip)) && cfg.in_range(l.ip))
-                    .min_by_key(|l| (l.expires, l.ip))
-                    .map(|l| l.ip);
+                break;
             }
             candidate += 1;
         }
-        Some(Ipv4Addr::from(candidate))
+        if candidate <= end {
+            return u32::try_from(candidate).ok().map(Ipv4Addr::from);
+        }
+        let usable =
+            |ip: Ipv4Addr| cfg.in_range(ip) && !blocked.contains(&u64::from(u32::from(ip)));
+        // Every address is held, remembered or offered: reuse the one whose
+        // owner has been gone longest (beyond the memory horizon)...
+        self.leases
+            .values()
+            .filter(|l| usable(l.ip) && !offered(l.ip))
+            .min_by_key(|l| (l.expires, l.ip))
+            .map(|l| l.ip)
+            // ...else the oldest pending offer to someone else.
+            .or_else(|| {
+                self.offers
+                    .iter()
+                    .filter(|(m, o)| {
+                        *m != mac
+                            && now < o.until
+                            && after(now, OFFER_HOLD.saturating_sub(OFFER_MIN_HOLD)) >= o.until
+                            && usable(o.ip)
+                    })
+                    .min_by_key(|(_, o)| (o.until, o.ip))
+                    .map(|(_, o)| o.ip)
+            })
     }
 
-    /// Holds `ip` for `mac` until `now + OFFER_HOLD`.
+    /// Holds `ip` for `mac` until `now + OFFER_HOLD`. Another MAC's offer of
+    /// the same address ends; beyond [`MAX_OFFERS`] the oldest offer ends.
     pub(crate) fn hold_offer(&mut self, mac: Mac, ip: Ipv4Addr, now: SystemTime) {
+        self.offers.retain(|m, o| *m == mac || o.ip != ip);
+        if !self.offers.contains_key(&mac) && self.offers.len() >= MAX_OFFERS {
+            self.offers.retain(|_, o| now < o.until);
+            if self.offers.len() >= MAX_OFFERS {
+                let oldest = self
+                    .offers
+                    .iter()
+                    .min_by_key(|(_, o)| o.until)
+                    .map(|(m, _)| *m);
+                if let Some(m) = oldest {
+                    self.offers.remove(&m);
+                }
+            }
+        }
         self.offers.insert(
             mac,
             Offer {
@@ -278,6 +353,10 @@ impl LeaseTable {
                 until: after(now, OFFER_HOLD),
             },
         );
+    }
+
+    pub(crate) fn offer_count(&self) -> usize {
+        self.offers.len()
     }
 
     pub(crate) fn forget_offer(&mut self, mac: &Mac) {

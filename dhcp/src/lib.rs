@@ -63,10 +63,21 @@
 //!   use ([`Server::note_in_use`]) are not offered to other MACs for ten
 //!   minutes.
 //! * Relayed requests (giaddr set) are not supported and are dropped.
-//! * Any DHCP reply from another server on the segment suspends us
-//!   ([`Event::ForeignServer`]): we never fight the home router. With
-//!   `probe_interval` set we probe for foreign servers and resume
-//!   ([`Event::ForeignServerGone`]) after three quiet intervals.
+//! * Another DHCP server on the segment suspends new offers
+//!   ([`Event::ForeignServer`]): we never fight the home router. One forged
+//!   reply is not enough: with `probe_interval` set, one MAC must answer
+//!   [`PROBE_ANSWERS_TO_SUSPEND`] of our probes; without, it must keep
+//!   replying for [`PASSIVE_EVIDENCE_SPAN`]. Renewals of existing leases are
+//!   answered even then. We resume ([`Event::ForeignServerGone`]) after three
+//!   quiet probe intervals.
+//! * A device speaks only for itself: a client message whose `chaddr` is
+//!   not the frame's Ethernet source is dropped ([`Stats::chaddr_mismatch`]).
+//!   Each MAC is rate limited ([`PER_MAC_RATE`]), and MACs the server does
+//!   not know share one budget ([`NEWCOMER_RATE`]), so a flood from random
+//!   MACs cannot crowd out known devices ([`Stats::rate_limited`]).
+//! * Starvation: offers are capped at [`MAX_OFFERS`] (the oldest is dropped)
+//!   and an address remembered for a device is never given to another
+//!   until `lease_time × REMEMBER_LEASES` after its lease ended.
 //!
 //! Hostnames and MACs are personal data: log them at debug level only.
 
@@ -76,6 +87,7 @@
 mod config;
 mod guard;
 mod lease;
+mod limit;
 mod persist;
 mod server;
 mod wire;
@@ -86,8 +98,16 @@ pub use config::{
     ConfigError, ServerConfig, MAX_DNS_SERVERS, MAX_DOMAIN_LEN, MAX_LEASE_TIME, MIN_LEASE_TIME,
     MIN_MTU, MIN_PROBE_INTERVAL,
 };
-pub use guard::{PASSIVE_RESUME_AFTER, QUIET_PROBES_TO_RESUME};
-pub use lease::{Lease, LeaseState, DECLINE_QUARANTINE, IN_USE_HOLD, OFFER_HOLD};
+pub use guard::{
+    MAX_SUSPECTS, PASSIVE_EVIDENCE_SPAN, PASSIVE_REPLIES_TO_SUSPEND, PASSIVE_RESUME_AFTER,
+    PROBE_ANSWERS_TO_SUSPEND, QUIET_PROBES_TO_RESUME,
+};
+pub use lease::{
+    Lease, LeaseState, DECLINE_QUARANTINE, IN_USE_HOLD, MAX_OFFERS, OFFER_HOLD, OFFER_MIN_HOLD, REMEMBER_LEASES,
+};
+pub use limit::{
+    MAX_TRACKED_MACS, NEWCOMER_BURST, NEWCOMER_RATE, PER_MAC_BURST, PER_MAC_RATE,
+};
 pub use persist::{LeaseDb, LeaseRecord, PersistError, LEASE_DB_VERSION};
 pub use server::{Event, Input, InputError, Server, Stats, Transmit};
 pub use wire::{probe_mac, BROADCAST_MAC, CLIENT_PORT, SERVER_PORT};

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use common::*;
 use dhcproto::v4::{DhcpOption, MessageType, Opcode, OptionCode};
-use meshbridge_dhcp::{probe_mac, Event, LeaseDb, Server, PASSIVE_RESUME_AFTER};
+use meshbridge_dhcp::{
+    probe_mac, Event, LeaseDb, Server, PASSIVE_EVIDENCE_SPAN, PASSIVE_RESUME_AFTER,
+};
 
 fn probing_server() -> Server {
     let mut cfg = config();
@@ -71,20 +73,30 @@ fn no_probe_when_disabled() {
     no_reply(&mut s);
 }
 
-#[test]
-fn foreign_server_suspends_and_gone_resumes() {
+/// The home router's answer to the probe just sent.
+fn answer_probe(s: &mut Server, now: std::time::SystemTime) {
+    let probe = decode(&s.poll_transmit().expect("probe"));
+    let mut m = foreign_offer(probe_mac(SERVER_MAC));
+    m.set_xid(probe.xid());
+    send_reply(s, now, FOREIGN_MAC, FOREIGN_IP, &m);
+}
+
+/// A probing server that the home router has answered twice: suspended at
+/// `t0() + PROBE`.
+fn suspended_server() -> Server {
     let mut s = probing_server();
     s.handle_timeout(t0());
-    s.poll_transmit().expect("probe");
-    // The home router answers our probe.
-    send_reply(
-        &mut s,
-        t0(),
-        FOREIGN_MAC,
-        FOREIGN_IP,
-        &foreign_offer(probe_mac(SERVER_MAC)),
-    );
+    answer_probe(&mut s, t0());
+    assert!(!s.is_suspended(), "one answer is not enough");
+    s.handle_timeout(t0() + PROBE);
+    answer_probe(&mut s, t0() + PROBE);
     assert!(s.is_suspended());
+    s
+}
+
+#[test]
+fn foreign_server_suspends_and_gone_resumes() {
+    let mut s = suspended_server();
     assert_eq!(
         events(&mut s),
         vec![Event::ForeignServer {
@@ -92,84 +104,115 @@ fn foreign_server_suspends_and_gone_resumes() {
             server_mac: FOREIGN_MAC
         }]
     );
+    assert_eq!(s.foreign_server(), Some((FOREIGN_IP, FOREIGN_MAC)));
+    let t1 = t0() + PROBE;
     // Further replies do not repeat the event.
-    send_reply(
-        &mut s,
-        t0(),
-        FOREIGN_MAC,
-        FOREIGN_IP,
-        &foreign_offer(mac(1)),
-    );
+    send_reply(&mut s, t1, FOREIGN_MAC, FOREIGN_IP, &foreign_offer(mac(1)));
     assert!(events(&mut s).is_empty());
-    assert_eq!(s.stats().foreign_replies_seen, 2);
+    assert_eq!(s.stats().foreign_replies_seen, 3);
 
     // While suspended: no OFFER, no ACK, no NAK, no INFORM reply.
-    send(&mut s, t0(), &discover(mac(1))).unwrap();
-    send(&mut s, t0(), &request_init_reboot(mac(1), ip(100))).unwrap();
+    send(&mut s, t1, &discover(mac(1))).unwrap();
+    send(&mut s, t1, &request_init_reboot(mac(1), ip(100))).unwrap();
     let mut inf = client_msg(mac(1), MessageType::Inform, 5);
     inf.set_ciaddr(ip(30));
-    send(&mut s, t0(), &inf).unwrap();
+    send(&mut s, t1, &inf).unwrap();
     no_reply(&mut s);
     assert_eq!(s.stats().ignored_while_suspended, 3);
 
     // Three quiet probe intervals later we serve again.
-    for k in 1..=3u32 {
+    for k in 2..=4u32 {
         let now = t0() + PROBE * k;
         assert_eq!(s.poll_timeout(), Some(now));
         s.handle_timeout(now);
         let probe = s.poll_transmit().expect("probes continue while suspended");
         assert_eq!(probe.src_mac, probe_mac(SERVER_MAC));
-        if k < 3 {
+        if k < 4 {
             assert!(s.is_suspended(), "still suspended after {k} intervals");
             assert!(events(&mut s).is_empty());
         }
     }
     assert!(!s.is_suspended());
+    assert_eq!(s.foreign_server(), None);
     assert_eq!(events(&mut s), vec![Event::ForeignServerGone]);
-    let now = t0() + PROBE * 3;
+    let now = t0() + PROBE * 4;
     assert_eq!(dora(&mut s, mac(1), now), RANGE_START);
 }
 
 #[test]
-fn a_reply_during_suspension_restarts_the_quiet_count() {
+fn a_forged_offer_burst_does_not_suspend() {
     let mut s = probing_server();
     s.handle_timeout(t0());
-    send_reply(
-        &mut s,
-        t0(),
-        FOREIGN_MAC,
-        FOREIGN_IP,
-        &foreign_offer(mac(1)),
-    );
+    let probe = decode(&s.poll_transmit().expect("probe"));
+    // A bridged device answers our probe a thousand times and sends
+    // unsolicited offers to everyone.
+    for n in 0..1000u32 {
+        let mut m = foreign_offer(probe_mac(SERVER_MAC));
+        m.set_xid(probe.xid());
+        send_reply(&mut s, t0(), FOREIGN_MAC, FOREIGN_IP, &m);
+        send_reply(&mut s, t0(), FOREIGN_MAC, FOREIGN_IP, &foreign_offer(mac((n % 200) as u8)));
+    }
+    assert!(!s.is_suspended());
+    assert!(events(&mut s).is_empty());
+    assert_eq!(dora(&mut s, mac(1), t0()), RANGE_START);
+}
+
+#[test]
+fn renewals_are_answered_while_suspended() {
+    let mut s = probing_server();
+    let a = dora(&mut s, mac(1), t0());
+    s.handle_timeout(t0());
+    answer_probe(&mut s, t0());
     s.handle_timeout(t0() + PROBE);
+    answer_probe(&mut s, t0() + PROBE);
+    assert!(s.is_suspended());
+    events(&mut s);
+    let t = t0() + LEASE / 2;
+    send(&mut s, t, &request_renew(mac(1), a)).unwrap();
+    let (_, ack) = one_reply(&mut s);
+    assert_eq!(msg_type(&ack), Some(MessageType::Ack));
+    assert_eq!(s.active_ip_for(&mac(1), t + LEASE / 2 + Duration::from_secs(1)), Some(a));
+    // INIT-REBOOT of the own active lease too.
+    send(&mut s, t, &request_init_reboot(mac(1), a)).unwrap();
+    assert_eq!(msg_type(&one_reply(&mut s).1), Some(MessageType::Ack));
+    assert_eq!(s.stats().renewals_while_suspended, 2);
+    // Not someone else's address, and no NAK either.
+    send(&mut s, t, &request_renew(mac(2), a)).unwrap();
+    no_reply(&mut s);
+}
+
+#[test]
+fn a_reply_during_suspension_restarts_the_quiet_count() {
+    let mut s = suspended_server();
+    s.poll_transmit();
     s.handle_timeout(t0() + PROBE * 2);
+    s.handle_timeout(t0() + PROBE * 3);
     send_reply(
         &mut s,
-        t0() + PROBE * 2,
+        t0() + PROBE * 3,
         FOREIGN_MAC,
         FOREIGN_IP,
         &foreign_offer(mac(1)),
     );
-    s.handle_timeout(t0() + PROBE * 3);
     s.handle_timeout(t0() + PROBE * 4);
-    assert!(s.is_suspended());
     s.handle_timeout(t0() + PROBE * 5);
+    assert!(s.is_suspended());
+    s.handle_timeout(t0() + PROBE * 6);
     assert!(!s.is_suspended());
 }
 
 #[test]
 fn passive_detection_without_probing() {
     let mut s = server();
-    send_reply(
-        &mut s,
-        t0(),
-        FOREIGN_MAC,
-        FOREIGN_IP,
-        &foreign_offer(mac(1)),
-    );
+    for _ in 0..10 {
+        send_reply(&mut s, t0(), FOREIGN_MAC, FOREIGN_IP, &foreign_offer(mac(1)));
+    }
+    assert!(!s.is_suspended(), "a burst at one moment is not enough");
+    let t = t0() + PASSIVE_EVIDENCE_SPAN;
+    send_reply(&mut s, t, FOREIGN_MAC, FOREIGN_IP, &foreign_offer(mac(1)));
     assert!(s.is_suspended());
-    assert_eq!(s.poll_timeout(), Some(t0() + PASSIVE_RESUME_AFTER));
-    s.handle_timeout(t0() + PASSIVE_RESUME_AFTER);
+    assert_eq!(s.poll_timeout(), Some(t + PASSIVE_RESUME_AFTER));
+    s.handle_timeout(t + PASSIVE_RESUME_AFTER);
     assert!(!s.is_suspended());
     assert!(events(&mut s).contains(&Event::ForeignServerGone));
     no_reply(&mut s);
@@ -181,6 +224,8 @@ fn foreign_server_without_option_54_is_identified_by_source_ip() {
     let mut offer = foreign_offer(mac(1));
     offer.opts_mut().remove(OptionCode::ServerIdentifier);
     send_reply(&mut s, t0(), FOREIGN_MAC, FOREIGN_IP, &offer);
+    send_reply(&mut s, t0() + PASSIVE_EVIDENCE_SPAN, FOREIGN_MAC, FOREIGN_IP, &offer);
+    send_reply(&mut s, t0() + PASSIVE_EVIDENCE_SPAN, FOREIGN_MAC, FOREIGN_IP, &offer);
     assert_eq!(
         events(&mut s),
         vec![Event::ForeignServer {
@@ -218,21 +263,19 @@ fn our_own_replies_are_not_foreign() {
 
 #[test]
 fn releases_and_declines_are_still_handled_while_suspended() {
-    let mut s = server();
+    let mut s = probing_server();
     let a = dora(&mut s, mac(1), t0());
-    send_reply(
-        &mut s,
-        t0(),
-        FOREIGN_MAC,
-        FOREIGN_IP,
-        &foreign_offer(mac(2)),
-    );
+    s.handle_timeout(t0());
+    answer_probe(&mut s, t0());
+    s.handle_timeout(t0() + PROBE);
+    answer_probe(&mut s, t0() + PROBE);
+    assert!(s.is_suspended());
     events(&mut s);
     let mut rel = client_msg(mac(1), MessageType::Release, 9);
     rel.set_ciaddr(a);
     rel.opts_mut()
         .insert(DhcpOption::ServerIdentifier(SERVER_IP));
-    send(&mut s, t0(), &rel).unwrap();
+    send(&mut s, t0() + PROBE, &rel).unwrap();
     assert_eq!(
         events(&mut s),
         vec![Event::Released { mac: mac(1), ip: a }, Event::LeasesChanged]

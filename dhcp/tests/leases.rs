@@ -9,6 +9,7 @@ use common::*;
 use dhcproto::v4::{DhcpOption, MessageType, OptionCode};
 use meshbridge_dhcp::{
     Event, LeaseDb, LeaseState, Mac, Server, DECLINE_QUARANTINE, IN_USE_HOLD, OFFER_HOLD,
+    OFFER_MIN_HOLD, REMEMBER_LEASES,
 };
 
 #[test]
@@ -189,12 +190,22 @@ fn offers_are_held_for_sixty_seconds() {
     one_reply(&mut s);
     send(
         &mut s,
-        t0() + OFFER_HOLD - Duration::from_secs(1),
+        t0() + OFFER_MIN_HOLD - Duration::from_secs(1),
         &discover(mac(2)),
     )
     .unwrap();
     no_reply(&mut s);
-    send(&mut s, t0() + OFFER_HOLD, &discover(mac(2))).unwrap();
+    // The offer nobody took is given up once the pool has nothing else.
+    send(&mut s, t0() + OFFER_MIN_HOLD, &discover(mac(2))).unwrap();
+    assert_eq!(one_reply(&mut s).1.yiaddr(), RANGE_START);
+    send(
+        &mut s,
+        t0() + OFFER_MIN_HOLD,
+        &request_selecting(mac(1), RANGE_START, SERVER_IP),
+    )
+    .unwrap();
+    assert_eq!(msg_type(&one_reply(&mut s).1), Some(MessageType::Nak));
+    send(&mut s, t0() + OFFER_HOLD, &discover(mac(3))).unwrap();
     assert_eq!(one_reply(&mut s).1.yiaddr(), RANGE_START);
 }
 
@@ -219,7 +230,12 @@ fn full_pool_reuses_the_longest_expired_address() {
     let mut s = server_with(cfg);
     dora(&mut s, mac(1), t0());
     dora(&mut s, mac(2), t0() + Duration::from_secs(10));
-    let later = t0() + LEASE + Duration::from_secs(60);
+    // Within lease_time × REMEMBER_LEASES the offline devices keep theirs.
+    let within = t0() + LEASE * (1 + REMEMBER_LEASES) - Duration::from_secs(1);
+    send(&mut s, within, &discover(mac(3))).unwrap();
+    no_reply(&mut s);
+    assert_eq!(s.stats().pool_exhausted, 1);
+    let later = t0() + LEASE * (1 + REMEMBER_LEASES) + Duration::from_secs(60);
     assert_eq!(dora(&mut s, mac(3), later), ip(100), "mac(1) expired first");
     assert!(
         s.leases().all(|l| l.mac != mac(1)),

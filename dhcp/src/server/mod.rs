@@ -10,8 +10,9 @@ use dhcproto::v4::Opcode;
 use thiserror::Error;
 
 use crate::config::{ConfigError, ServerConfig};
-use crate::guard::Guard;
+use crate::guard::{Guard, Reply};
 use crate::lease::{Lease, LeaseState, LeaseTable};
+use crate::limit::Limiter;
 use crate::persist::{LeaseDb, LeaseRecord};
 use crate::wire::{self, Packet, ReplyKind, BROADCAST_MAC, CLIENT_PORT, SERVER_PORT};
 use crate::Mac;
@@ -94,8 +95,10 @@ pub enum Event {
         /// The address, still remembered for this MAC.
         ip: Ipv4Addr,
     },
-    /// Another DHCP server answers on the segment: we stopped answering
-    /// DISCOVER, REQUEST and INFORM.
+    /// Another DHCP server answers on the segment (one MAC answered our
+    /// probes, or kept replying over time, see the guard module): we stopped
+    /// making new offers and answering INFORM; renewals of existing leases
+    /// are still answered.
     ForeignServer {
         /// Its server identifier (option 54), or its source IP.
         server_ip: Ipv4Addr,
@@ -150,6 +153,14 @@ pub struct Stats {
     pub foreign_replies_seen: u64,
     /// Replies we failed to encode (a bug; should stay zero).
     pub internal_errors: u64,
+    /// Client messages dropped because `chaddr` is not the Ethernet source
+    /// of the frame (a device speaking for another).
+    pub chaddr_mismatch: u64,
+    /// Client messages dropped by the per-MAC or newcomer rate limit.
+    pub rate_limited: u64,
+    /// Renewals of existing leases answered while a foreign server keeps
+    /// us from making new offers.
+    pub renewals_while_suspended: u64,
 }
 
 /// Probe for foreign servers only while serving.
@@ -227,6 +238,7 @@ pub struct Server {
     probe_mac: Mac,
     table: LeaseTable,
     guard: Guard,
+    limiter: Limiter,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -257,6 +269,7 @@ impl Server {
         let probe_mac = wire::probe_mac(config.server_mac);
         let mut server = Self {
             guard: Guard::new(probe_interval(&config), xid_base(&probe_mac), now),
+            limiter: Limiter::new(now),
             config,
             probe_mac,
             table: LeaseTable::default(),
@@ -354,7 +367,13 @@ impl Server {
             return;
         }
         self.stats.foreign_replies_seen += 1;
-        if self.guard.on_foreign_reply(now) {
+        let reply = Reply {
+            mac: input.src_mac,
+            server_ip,
+            xid: msg.xid,
+            to_probe: msg.chaddr == Some(self.probe_mac),
+        };
+        if self.guard.on_foreign_reply(now, reply) {
             self.push_event(Event::ForeignServer {
                 server_ip,
                 server_mac: input.src_mac,
@@ -436,9 +455,20 @@ impl Server {
         }
     }
 
-    /// Whether a foreign DHCP server keeps us quiet.
+    /// Whether a foreign DHCP server keeps us from making new offers.
     pub fn is_suspended(&self) -> bool {
         self.guard.is_suspended()
+    }
+
+    /// The foreign server that keeps us quiet: its server identifier (or
+    /// source IP) and its Ethernet source address.
+    pub fn foreign_server(&self) -> Option<(Ipv4Addr, Mac)> {
+        self.guard.suspended_by()
+    }
+
+    /// Pending offers held now (at most [`crate::MAX_OFFERS`]).
+    pub fn pending_offers(&self) -> usize {
+        self.table.offer_count()
     }
 
     /// Counters since creation.

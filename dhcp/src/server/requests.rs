@@ -29,14 +29,45 @@ impl Server {
             self.stats.ignored += 1;
             return Ok(());
         }
+        if chaddr != input.src_mac {
+            // A device may only speak for itself: a message for another
+            // MAC (a forged RELEASE, DECLINE or DISCOVER) is dropped.
+            self.stats.chaddr_mismatch += 1;
+            return Ok(());
+        }
+        let known =
+            self.table.lease(&chaddr).is_some() || self.config.reservation_for(&chaddr).is_some();
+        if !self.limiter.allow(chaddr, known, now) {
+            self.stats.rate_limited += 1;
+            return Ok(());
+        }
         if !msg.giaddr.is_unspecified() {
             return Err(InputError::Relayed { giaddr: msg.giaddr });
         }
         let msg_type = msg.msg_type.ok_or(InputError::MissingMessageType)?;
         match msg_type {
-            MessageType::Discover | MessageType::Request | MessageType::Inform
-                if self.guard.is_suspended() =>
-            {
+            MessageType::Request if self.guard.is_suspended() => {
+                // No new leases while another server is active, but a device
+                // renewing its own active lease is always answered, so a
+                // rogue server cannot take the box's devices off the air.
+                let ip = msg.client_addr().or(msg.requested_ip);
+                let ours = msg.server_id.is_none_or(|id| id == self.config.server_ip);
+                match ip {
+                    Some(ip)
+                        if ours
+                            && self.active_ip_for(&chaddr, now) == Some(ip)
+                            && self.may_keep(&chaddr, ip, now) =>
+                    {
+                        self.stats.renewals_while_suspended += 1;
+                        self.ack(now, msg, chaddr, input.src_ip, ip)
+                    }
+                    _ => {
+                        self.stats.ignored_while_suspended += 1;
+                        Ok(())
+                    }
+                }
+            }
+            MessageType::Discover | MessageType::Inform if self.guard.is_suspended() => {
                 // Never fight the home router.
                 self.stats.ignored_while_suspended += 1;
                 Ok(())
