@@ -1,7 +1,7 @@
 """Forged WireGuard handshake messages at a fixed rate (the attacker in
 test_attack_wg.py). Run inside the attacker's namespace:
 
-    python3 wg_flood.py HOST PORT RESPONDER_PUB_B64 CLAIMED_PUB_B64 RATE SECONDS
+    python3 wg_flood.py HOST PORT RESPONDER_PUB_B64 CLAIMED_PUB_B64 RATE SECONDS [PROCESSES]
 
 Sends, in turn: initiations of random bytes (wrong MAC1), responses of random
 bytes (wrong MAC1), initiations with a valid MAC1 for the responder's key and
@@ -84,13 +84,11 @@ def packets(responder_pub, claimed_pub, n=256):
     return out
 
 
-def main():
-    host, port, rpub, cpub, rate, secs = sys.argv[1:7]
-    pkts = packets(base64.b64decode(rpub), base64.b64decode(cpub))
-    rate, secs = float(rate), float(secs)
+def send_at(pkts, host, port, rate, secs):
+    """Send `pkts` round-robin at `rate` per second for `secs`; return how many went out."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-    s.connect((host, int(port)))
+    s.connect((host, port))
     send = s.send
     batch = 250
     sent = 0
@@ -111,6 +109,32 @@ def main():
             except OSError:  # ENOBUFS, or ICMP unreachable: count only what went out
                 sent -= 1
         sent += batch
+    return sent
+
+
+def main():
+    host, port, rpub, cpub, rate, secs = sys.argv[1:7]
+    workers = int(sys.argv[7]) if len(sys.argv) > 7 else 2
+    pkts = packets(base64.b64decode(rpub), base64.b64decode(cpub))
+    rate, secs = float(rate), float(secs)
+    # One Python process tops out near 40,000/s here: split the rate.
+    pipes = []
+    start = time.monotonic()
+    for w in range(workers):
+        r, wr = os.pipe()
+        if os.fork() == 0:
+            os.close(r)
+            sent = send_at(pkts[w::workers], host, int(port), rate / workers, secs)
+            os.write(wr, str(sent).encode())
+            os._exit(0)
+        os.close(wr)
+        pipes.append(r)
+    sent = 0
+    for r in pipes:
+        sent += int(os.read(r, 64) or b"0")
+        os.close(r)
+    for _ in pipes:
+        os.wait()
     elapsed = time.monotonic() - start
     print(json.dumps({"sent": sent, "seconds": round(elapsed, 2), "rate": round(sent / elapsed)}))
 
