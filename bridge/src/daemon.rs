@@ -88,6 +88,9 @@ fn save_leases(state_dir: &Path, engine: &Engine) {
     }
 }
 
+/// Datagrams read from the WireGuard socket per wakeup of the loop.
+const UDP_BATCH: usize = 64;
+
 fn udp_socket(port: u16) -> Result<(UdpSocket, bool)> {
     use socket2::{Domain, Protocol, Socket, Type};
     let dual = (|| -> std::io::Result<Socket> {
@@ -680,7 +683,17 @@ async fn event_loop(
                 Err(e) => tracing::warn!("reading the TUN: {e}"),
             },
             r = udp.recv_from(&mut udp_buf) => match r {
-                Ok((n, from)) => engine.handle_datagram(read_now(), canonical(from), &udp_buf[..n]),
+                Ok((n, from)) => {
+                    engine.handle_datagram(read_now(), canonical(from), &udp_buf[..n]);
+                    // Drain what else is queued before the loop's other
+                    // work: under a flood of forged handshakes the loop's
+                    // own cost per wakeup would otherwise decide how many
+                    // datagrams (real ones among them) the socket drops.
+                    for _ in 1..UDP_BATCH {
+                        let Ok((n, from)) = udp.try_recv_from(&mut udp_buf) else { break };
+                        engine.handle_datagram(read_now(), canonical(from), &udp_buf[..n]);
+                    }
+                }
                 Err(e) => tracing::debug!("UDP receive: {e}"),
             },
             _ = tokio::time::sleep_until(deadline) => engine.handle_timeout(read_now()),

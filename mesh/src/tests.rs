@@ -4,7 +4,8 @@
 
 use crate::clock;
 use crate::{
-    Mesh, Output, Path, PeerConfig, PeerId, PeerSet, PresharedKey, PrivateKey, REJECT_AFTER_TIME,
+    Mesh, MeshDrop, Output, Path, PeerConfig, PeerId, PeerSet, PresharedKey, PrivateKey,
+    REJECT_AFTER_TIME,
 };
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -315,4 +316,208 @@ fn persistent_keepalive_runs_on_the_mesh_clock_and_changes_in_place() {
     net.advance(Duration::from_secs(60));
     assert_eq!(keepalives(&net), before);
     assert_eq!(net.inits_sent(), 1);
+}
+
+// Forged and replayed datagrams from the internet (issue #11, item 6).
+
+const RESPONSE: u8 = 2;
+const COOKIE: u8 = 3;
+
+fn attacker() -> SocketAddr {
+    addr("203.0.113.66:4444")
+}
+
+fn endpoint_of(m: &Mesh) -> Option<SocketAddr> {
+    m.peer_status()[0].endpoint
+}
+
+impl Net {
+    /// `b` may start handshakes too: it knows where `a` is.
+    fn b_knows_a(&mut self) {
+        let back: PeerSet = [PeerConfig {
+            name: "a".into(),
+            public_key: key(1).public_key(),
+            preshared_key: None,
+            endpoint: Some(self.a_addr),
+            allowed_ips: vec!["10.77.0.1/32".parse().unwrap()],
+            persistent_keepalive: None,
+        }]
+        .into_iter()
+        .collect();
+        self.b.apply(self.now, &back);
+    }
+
+    /// The handshake initiation `b` sends to `a` (not delivered).
+    fn init_from_b(&mut self) -> Vec<u8> {
+        self.b
+            .send(PeerId(0), &ipv4_packet([10, 77, 0, 2], [10, 77, 0, 1]))
+            .unwrap();
+        match self.b.poll_output() {
+            Some(Output::Datagram(_, d)) if d[0] == INIT => d,
+            other => panic!("no initiation: {other:?}"),
+        }
+    }
+}
+
+/// A handshake initiation to `to` from a key `to` does not know: valid
+/// MAC1 (anyone who knows `to`'s public key can compute it).
+fn stranger_init(to: &PrivateKey) -> Vec<u8> {
+    let mut s = Mesh::new(&key(9));
+    let id = s.add_peer(
+        Instant::now(),
+        PeerConfig {
+            name: "to".into(),
+            public_key: to.public_key(),
+            allowed_ips: vec![],
+            ..peer_b("198.51.100.1:51820")
+        },
+    );
+    s.send(id, &ipv4_packet([1, 1, 1, 1], [2, 2, 2, 2]))
+        .unwrap();
+    match s.poll_output() {
+        Some(Output::Datagram(_, d)) if d[0] == INIT => d,
+        other => panic!("no initiation: {other:?}"),
+    }
+}
+
+#[test]
+fn a_handshake_with_a_wrong_mac1_is_dropped_before_the_key_exchange() {
+    let mut net = Net::new();
+    let mut init = stranger_init(&key(1));
+    let mac1 = init.len() - 32;
+    init[mac1] ^= 1;
+    assert_eq!(net.a.handle_datagram(attacker(), &init), Err(MeshDrop::BadMac));
+    // A response of the right length and type, random otherwise.
+    let mut resp = vec![0x5a; 92];
+    resp[..4].copy_from_slice(&[RESPONSE, 0, 0, 0]);
+    assert_eq!(net.a.handle_datagram(attacker(), &resp), Err(MeshDrop::BadMac));
+    let s = net.a.stats();
+    // Not `unknown_peer`: the initiator's key was never decrypted.
+    assert_eq!((s.bad_mac, s.unknown_peer, s.invalid), (2, 0, 0));
+    assert_eq!(net.a.poll_output(), None, "no answer");
+}
+
+#[test]
+fn over_the_rate_limit_handshakes_get_a_cookie_reply_and_are_counted() {
+    let mut net = Net::new();
+    let init = stranger_init(&key(1));
+    let limit = crate::wg::HANDSHAKE_RATE_LIMIT;
+    for i in 0..limit + 50 {
+        let r = net.a.handle_datagram(attacker(), &init);
+        let want = if i < limit {
+            MeshDrop::UnknownPeer
+        } else {
+            MeshDrop::RateLimited
+        };
+        assert_eq!(r, Err(want), "datagram {i}");
+    }
+    assert_eq!(net.a.stats().rate_limited, 50);
+    assert_eq!(net.a.stats().unknown_peer, limit);
+    let mut cookies = 0;
+    while let Some(o) = net.a.poll_output() {
+        match o {
+            Output::Datagram(Path::Udp(to), d) => {
+                assert_eq!((to, d[0], d.len()), (attacker(), COOKIE, 64));
+                // Addressed to the initiator's sender index.
+                assert_eq!(d[4..8], init[4..8]);
+                cookies += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(cookies, 50);
+    // A second later the limit is fresh: the real peer gets through.
+    net.advance(Duration::from_millis(1100));
+    net.ping();
+}
+
+#[test]
+fn a_replayed_initiation_is_answered_but_moves_no_endpoint() {
+    let mut net = Net::new();
+    net.b_knows_a();
+    let init = net.init_from_b();
+    let before = endpoint_of(&net.a);
+    assert_eq!(before, Some(net.b_addr));
+    // The attacker replays a captured initiation from its own address (to a
+    // box that restarted since, so its timestamp is still new).
+    assert_eq!(net.a.handle_datagram(attacker(), &init), Ok(()));
+    match net.a.poll_output() {
+        Some(Output::Datagram(Path::Udp(to), d)) => assert_eq!((to, d[0]), (attacker(), RESPONSE)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(endpoint_of(&net.a), before, "endpoint not moved");
+    // The same initiation again is a replay (old timestamp).
+    assert_eq!(
+        net.a.handle_datagram(attacker(), &init),
+        Err(MeshDrop::Invalid)
+    );
+    assert_eq!(endpoint_of(&net.a), before);
+    // The real peer still gets through, and roams only on proof.
+    net.ping();
+    assert_eq!(endpoint_of(&net.a), before);
+}
+
+#[test]
+fn a_forged_initiation_under_load_and_a_cookie_reply_move_no_endpoint() {
+    let mut net = Net::new();
+    net.b_knows_a();
+    // Load `b` up to its limit with strangers' initiations.
+    let flood = stranger_init(&key(2));
+    for _ in 0..crate::wg::HANDSHAKE_RATE_LIMIT {
+        let _ = net.b.handle_datagram(attacker(), &flood);
+    }
+    // An initiation in `a`'s name (a replay of `a`'s own, correct MAC1)
+    // from the attacker: under load, `b` answers with a cookie only.
+    net.a
+        .send(PeerId(0), &ipv4_packet([10, 77, 0, 1], [10, 77, 0, 2]))
+        .unwrap();
+    let init = match net.a.poll_output() {
+        Some(Output::Datagram(_, d)) if d[0] == INIT => d,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        net.b.handle_datagram(attacker(), &init),
+        Err(MeshDrop::RateLimited)
+    );
+    assert_eq!(endpoint_of(&net.b), Some(net.a_addr), "b's endpoint for a");
+    let cookie = match net.b.poll_output() {
+        Some(Output::Datagram(Path::Udp(to), d)) if d[0] == COOKIE => {
+            assert_eq!(to, attacker());
+            d
+        }
+        other => panic!("{other:?}"),
+    };
+    // The genuine cookie reply, delivered to `a` from elsewhere: `a` takes
+    // the cookie (it is authenticated) but does not roam on it.
+    assert_eq!(net.a.handle_datagram(attacker(), &cookie), Ok(()));
+    assert_eq!(endpoint_of(&net.a), Some(net.b_addr), "a's endpoint for b");
+    assert_eq!(net.b.stats().rate_limited, 1);
+}
+
+#[test]
+fn a_replayed_transport_packet_from_elsewhere_moves_no_endpoint() {
+    let mut net = Net::new();
+    net.ping();
+    net.b
+        .send(PeerId(0), &ipv4_packet([10, 77, 0, 2], [10, 77, 0, 1]))
+        .unwrap();
+    let data = match net.b.poll_output() {
+        Some(Output::Datagram(_, d)) if d[0] == DATA => d,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(net.a.handle_datagram(net.b_addr, &data), Ok(()));
+    assert_eq!(
+        net.a.handle_datagram(attacker(), &data),
+        Err(MeshDrop::Invalid)
+    );
+    assert_eq!(endpoint_of(&net.a), Some(net.b_addr));
+    // Forged data with the peer's receiver index: nothing moves either.
+    let mut forged = data.clone();
+    forged[20] ^= 0xff;
+    forged[8] = forged[8].wrapping_add(1);
+    assert_eq!(
+        net.a.handle_datagram(attacker(), &forged),
+        Err(MeshDrop::Invalid)
+    );
+    assert_eq!(endpoint_of(&net.a), Some(net.b_addr));
 }

@@ -30,10 +30,13 @@ use std::time::{Duration, Instant};
 
 /// How often boringtun's timers are ticked (its own device uses 250 ms).
 pub const TIMER_TICK: Duration = Duration::from_millis(250);
-/// Handshakes allowed per second before cookies are demanded.
-const HANDSHAKE_RATE_LIMIT: u64 = 100;
+/// Handshake messages (with a valid MAC1) accepted per second, box-wide,
+/// before a valid MAC2 (a cookie) is demanded.
+pub const HANDSHAKE_RATE_LIMIT: u64 = 100;
 /// Room for the largest packet plus WireGuard overhead.
 const BUF_LEN: usize = 65535 + 64;
+/// A cookie reply message (type 3): 4 + 4 + 24 + 32 bytes.
+const COOKIE_REPLY_LEN: usize = 64;
 
 /// A peer's index in the mesh (stable for the peer's lifetime).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -92,6 +95,11 @@ pub enum MeshDrop {
     SourceNotAllowed,
     /// A packet to a peer that has no endpoint yet.
     NoEndpoint,
+    /// A handshake message whose MAC1 is not keyed with our public key.
+    BadMac,
+    /// A handshake message over the rate limit without a valid cookie
+    /// (MAC2): answered with a cookie reply, not processed.
+    RateLimited,
 }
 
 /// Counters for the status page and tests.
@@ -107,6 +115,11 @@ pub struct MeshStats {
     pub source_not_allowed: u64,
     /// Packets dropped because the peer has no endpoint.
     pub no_endpoint: u64,
+    /// Handshake messages dropped for a wrong MAC1 (before any X25519).
+    pub bad_mac: u64,
+    /// Handshake messages dropped under load (over [`HANDSHAKE_RATE_LIMIT`]
+    /// without a valid cookie); each was answered with a cookie reply.
+    pub rate_limited: u64,
 }
 
 /// A peer's live state, for status output.
@@ -185,7 +198,13 @@ fn keepalive_due(now: Instant, keepalive: Option<u16>) -> Option<Instant> {
 pub struct Mesh {
     private: x25519::StaticSecret,
     public: x25519::PublicKey,
+    /// Checks MAC1, counts handshakes and demands cookies, once per datagram,
+    /// before the mesh looks at a handshake's contents (X25519).
     rate_limiter: Arc<RateLimiter>,
+    /// Given to every `Tunn`, which checks each datagram again (boringtun
+    /// offers no public way around that): MAC1 only, never under load, so a
+    /// datagram is counted once, by `rate_limiter`.
+    tunn_limiter: Arc<RateLimiter>,
     peers: Vec<Option<Peer>>,
     routes: AllowedIps<PeerId>,
     out: VecDeque<Output>,
@@ -201,6 +220,7 @@ impl Mesh {
         let public = x25519::PublicKey::from(&private);
         Mesh {
             rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
+            tunn_limiter: Arc::new(RateLimiter::new(&public, u64::MAX)),
             private,
             public,
             peers: Vec::new(),
@@ -225,7 +245,7 @@ impl Mesh {
             // Persistent keepalives are sent by the mesh (see `Peer`).
             None,
             id.0,
-            Some(self.rate_limiter.clone()),
+            Some(self.tunn_limiter.clone()),
         )
     }
 
@@ -479,11 +499,11 @@ impl Mesh {
     }
 
     /// Which peer a datagram is for: by receiver index, or for a handshake
-    /// initiation by the initiator's static key.
-    fn classify(&self, datagram: &[u8]) -> Result<PeerId, MeshDrop> {
-        let packet = Tunn::parse_incoming_packet(datagram).map_err(|_| MeshDrop::Invalid)?;
+    /// initiation by the initiator's static key (one X25519: callers check
+    /// MAC1 and the rate limit first, see [`Mesh::handle_datagram`]).
+    fn classify(&self, packet: &Packet<'_>) -> Result<PeerId, MeshDrop> {
         let index = match packet {
-            Packet::HandshakeInit(ref init) => {
+            Packet::HandshakeInit(init) => {
                 let half = parse_handshake_anon(&self.private, &self.public, init).map_err(
                     |e| match e {
                         WireGuardError::WrongKey => MeshDrop::UnknownPeer,
@@ -501,21 +521,63 @@ impl Mesh {
         self.peer(id).map(|_| id).ok_or(MeshDrop::UnknownPeer)
     }
 
+    fn count(&mut self, drop: MeshDrop) -> MeshDrop {
+        match drop {
+            MeshDrop::UnknownPeer => self.stats.unknown_peer += 1,
+            MeshDrop::SourceNotAllowed => self.stats.source_not_allowed += 1,
+            MeshDrop::NoEndpoint => self.stats.no_endpoint += 1,
+            MeshDrop::BadMac => self.stats.bad_mac += 1,
+            MeshDrop::RateLimited => self.stats.rate_limited += 1,
+            MeshDrop::Invalid => self.stats.invalid += 1,
+        }
+        drop
+    }
+
     /// A datagram arrived on the UDP socket from `src`.
+    ///
+    /// Order of checks, cheapest first, so that a forged datagram costs a
+    /// parse and a BLAKE2s at most: the message shape; for handshake
+    /// initiations and responses MAC1 (keyed with our public key) and the
+    /// rate limiter, which over [`HANDSHAKE_RATE_LIMIT`] per second answers
+    /// with a cookie reply instead and goes no further. Only then does an
+    /// initiation cost an X25519 (to find its peer).
+    ///
+    /// Roaming: the peer's endpoint moves to `src` only on proof that the
+    /// peer sent the datagram *now*: an authenticated transport packet
+    /// (data or keepalive; boringtun refuses a replayed counter) or a
+    /// handshake response that completed our own initiation. A handshake
+    /// initiation is answered at `src` but moves nothing (it may be a
+    /// replay: its timestamp is only checked against the last one seen
+    /// since start); a cookie reply never moves anything.
     pub fn handle_datagram(&mut self, src: SocketAddr, datagram: &[u8]) -> Result<(), MeshDrop> {
         self.stats.datagrams_in += 1;
-        let id = match self.classify(datagram) {
-            Ok(id) => id,
-            Err(e) => {
-                match e {
-                    MeshDrop::UnknownPeer => self.stats.unknown_peer += 1,
-                    _ => self.stats.invalid += 1,
-                }
-                return Err(e);
+        let mut cookie = [0u8; COOKIE_REPLY_LEN];
+        let packet = match self
+            .rate_limiter
+            .verify_packet(Some(src.ip()), datagram, &mut cookie)
+        {
+            Ok(packet) => packet,
+            Err(TunnResult::WriteToNetwork(reply)) => {
+                self.out
+                    .push_back(Output::Datagram(Path::Udp(src), reply.to_vec()));
+                return Err(self.count(MeshDrop::RateLimited));
             }
+            Err(TunnResult::Err(WireGuardError::InvalidMac)) => {
+                return Err(self.count(MeshDrop::BadMac));
+            }
+            Err(_) => return Err(self.count(MeshDrop::Invalid)),
+        };
+        let (roams, answers_only) = match packet {
+            Packet::HandshakeInit(_) => (false, true),
+            Packet::HandshakeResponse(_) | Packet::PacketData(_) => (true, false),
+            Packet::PacketCookieReply(_) => (false, false),
+        };
+        let id = match self.classify(&packet) {
+            Ok(id) => id,
+            Err(e) => return Err(self.count(e)),
         };
         let Some(peer) = self.peers.get_mut(id.0 as usize).and_then(Option::as_mut) else {
-            return Err(MeshDrop::UnknownPeer);
+            return Err(self.count(MeshDrop::UnknownPeer));
         };
         let mut first = true;
         loop {
@@ -523,7 +585,7 @@ impl Mesh {
             let result = peer.tunn.decapsulate(Some(src.ip()), input, &mut self.buf);
             match result {
                 TunnResult::Done => {
-                    if first {
+                    if first && roams {
                         // A keepalive: authenticated, so roaming applies.
                         peer.endpoint = Some(src);
                     }
@@ -537,15 +599,27 @@ impl Mesh {
                     break;
                 }
                 TunnResult::WriteToNetwork(b) => {
-                    // Handshake responses, cookies and queued packets: after
-                    // authentication the peer's endpoint is where it sent from.
-                    peer.endpoint = Some(src);
-                    self.out
-                        .push_back(Output::Datagram(Path::Udp(src), b.to_vec()));
+                    // A handshake response (to an initiation: answered where
+                    // it came from), the keepalive that confirms a response,
+                    // or queued packets.
+                    if first && roams {
+                        peer.endpoint = Some(src);
+                    }
+                    let path = if answers_only && first {
+                        Path::Udp(src)
+                    } else {
+                        match peer.path() {
+                            Some(path) => path,
+                            None => Path::Udp(src),
+                        }
+                    };
+                    self.out.push_back(Output::Datagram(path, b.to_vec()));
                     // Keep calling with an empty datagram to flush the queue.
                 }
                 TunnResult::WriteToTunnelV4(b, addr) => {
-                    peer.endpoint = Some(src);
+                    if first && roams {
+                        peer.endpoint = Some(src);
+                    }
                     if peer.allowed.lookup(IpAddr::V4(addr)).is_some() {
                         self.out.push_back(Output::Packet(id, b.to_vec()));
                     } else {
@@ -554,7 +628,9 @@ impl Mesh {
                     break;
                 }
                 TunnResult::WriteToTunnelV6(b, addr) => {
-                    peer.endpoint = Some(src);
+                    if first && roams {
+                        peer.endpoint = Some(src);
+                    }
                     if peer.allowed.lookup(IpAddr::V6(addr)).is_some() {
                         self.out.push_back(Output::Packet(id, b.to_vec()));
                     } else {
