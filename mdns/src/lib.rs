@@ -24,6 +24,6 @@ pub mod proxy;
 pub mod responder;
 
 pub use cache::{browse_query, Cache, MdnsError};
-pub use names::{to_label, Lookup, Names, NamesError};
+pub use names::{to_label, Claim, Lookup, Names, NamesError, Owner, Taken, RESERVED};
 pub use proxy::{Proxy, DEFAULT_SERVICES, TTL_CAP};
 pub use responder::{Responder, ResponderEvent};

@@ -2,7 +2,7 @@
 //! or a wg-quick file. Files are read by [`Files::read`] (the only I/O of
 //! config validation); [`validate_mesh`] works on their contents.
 
-use super::values::{ifname, net, resolve_path};
+use super::values::{display_name, ifname, net, resolve_path};
 use super::{bad, raw, ConfigError, Endpoint, Peer};
 use ipnet::{IpNet, Ipv4Net};
 use meshbridge_mesh::wgquick;
@@ -20,7 +20,7 @@ pub struct Loaded {
 
 impl Loaded {
     fn read(path: PathBuf) -> Loaded {
-        let text = std::fs::read_to_string(&path).map_err(|e| e.to_string());
+        let text = super::paths::read_limited(&path).map_err(|e| e.to_string());
         Loaded { path, text }
     }
 }
@@ -84,10 +84,16 @@ pub(super) fn validate_mesh(m: &raw::Mesh, files: &Files) -> Result<Mesh, Config
                 .text
                 .as_ref()
                 .map_err(|_| unread("mesh.wireguard_config", f))?;
+            // The line itself is not shown: the file may not be a wg-quick
+            // file at all, and its lines may be secrets.
             let parsed = wgquick::parse(text).map_err(|e| {
                 bad(
                     "mesh.wireguard_config",
-                    format!("{}: {e}", f.path.display()),
+                    format!(
+                        "{}: line {} is not valid wg-quick (the line is not shown; check it with `wg-quick strip`)",
+                        f.path.display(),
+                        e.line
+                    ),
                 )
             })?;
             if m.private_key.is_some() || m.private_key_file.is_some() {
@@ -194,7 +200,12 @@ pub(super) fn validate_mesh(m: &raw::Mesh, files: &Files) -> Result<Mesh, Config
         for (i, p) in wg.peers.iter().enumerate() {
             let key = format!("mesh.wireguard_config peer {}", i + 1);
             peers.push(Peer {
-                name: p.name.clone().unwrap_or_else(|| format!("peer{}", i + 1)),
+                // A name from a comment that is no good as a name: the default.
+                name: p
+                    .name
+                    .as_deref()
+                    .and_then(|n| display_name(&key, n).ok())
+                    .unwrap_or_else(|| format!("peer{}", i + 1)),
                 public_key: p.public_key,
                 preshared_key: p.preshared_key.clone(),
                 endpoint: p
@@ -213,13 +224,14 @@ pub(super) fn validate_mesh(m: &raw::Mesh, files: &Files) -> Result<Mesh, Config
         if p.name.trim().is_empty() {
             return Err(bad(k("name"), "must not be empty"));
         }
+        let name = display_name(&k("name"), &p.name)?;
         let allowed_ips = p
             .allowed_ips
             .iter()
             .map(|s| net(&k("allowed_ips"), s))
             .collect::<Result<Vec<_>, _>>()?;
         peers.push(Peer {
-            name: p.name.trim().to_string(),
+            name,
             public_key: p
                 .public_key
                 .parse()
