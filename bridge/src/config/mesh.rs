@@ -54,6 +54,37 @@ impl Files {
     }
 }
 
+/// What is wrong with a wg-quick line, in words that quote nothing from
+/// the file but a known key's name: the file may be anything (a restore
+/// once pointed it at `/etc/shadow`).
+fn safe_problem(problem: &str) -> String {
+    const FIXED: &[&str] = &[
+        "a second [Interface] section",
+        "key outside a [Peer] section",
+        "no [Interface] section",
+        "[Interface] has no PrivateKey",
+        "[Peer] has no PublicKey",
+    ];
+    const KEYS: &[&str] = &["PrivateKey", "PublicKey", "PresharedKey"];
+    const OTHER: &[&str] = &[
+        "ListenPort", "Address", "DNS", "MTU", "Table", "PreUp", "PostUp", "PreDown",
+        "PostDown", "SaveConfig", "FwMark", "AllowedIPs", "Endpoint", "PersistentKeepalive",
+    ];
+    if FIXED.contains(&problem) {
+        return problem.to_string();
+    }
+    let (key, rest) = problem.split_once(':').unwrap_or(("", ""));
+    let key = key.trim();
+    // Key errors describe the key's form, never its text.
+    if let Some(k) = KEYS.iter().find(|k| k.eq_ignore_ascii_case(key)) {
+        return format!("{k}:{rest}");
+    }
+    match OTHER.iter().find(|k| k.eq_ignore_ascii_case(key)) {
+        Some(k) => format!("{k} has a value that is not valid"),
+        None => "not valid wg-quick".to_string(),
+    }
+}
+
 /// `[mesh]`, validated (but `mesh.endpoint`, which is checked later).
 pub(super) struct Mesh {
     pub private_key: PrivateKey,
@@ -90,9 +121,10 @@ pub(super) fn validate_mesh(m: &raw::Mesh, files: &Files) -> Result<Mesh, Config
                 bad(
                     "mesh.wireguard_config",
                     format!(
-                        "{}: line {} is not valid wg-quick (the line is not shown; check it with `wg-quick strip`)",
+                        "{}: line {}: {} (the line itself is not shown)",
                         f.path.display(),
-                        e.line
+                        e.line,
+                        safe_problem(&e.problem)
                     ),
                 )
             })?;
@@ -297,4 +329,27 @@ pub(super) fn validate_endpoint(m: &raw::Mesh) -> Result<Option<String>, ConfigE
         }
         None => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_problem;
+
+    #[test]
+    fn wg_quick_problems_never_quote_the_file() {
+        assert_eq!(
+            safe_problem("AllowedIPs: \"10.0.0.1/33\" is not an address or CIDR prefix"),
+            "AllowedIPs has a value that is not valid"
+        );
+        assert_eq!(safe_problem("[Peer] has no PublicKey"), "[Peer] has no PublicKey");
+        assert!(safe_problem("PrivateKey: not a base64 WireGuard key (expected 44 characters of base64, as `wg genkey` prints)").starts_with("PrivateKey: not a base64"));
+        for leak in [
+            "expected `Key = Value`, found \"root:$y$SECRET:19000::\"",
+            "unknown section [SECRET]; expected [Interface] or [Peer]",
+            "unknown key SECRET in [Peer]",
+            "SECRET appears before any [Interface] or [Peer] section",
+        ] {
+            assert!(!safe_problem(leak).contains("SECRET"), "{leak}");
+        }
+    }
 }
