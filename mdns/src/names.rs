@@ -529,61 +529,110 @@ mod tests {
         assert_eq!(a_of(&z, "meshbridge.mesh.home.arpa."), v4(1));
         assert_eq!(a_of(&z, "meshbridge-2.mesh.home.arpa."), v4(100));
         for w in ["wpad", "isatap", "localhost"] {
-            assert!(matches!(z.claim(w, v4(101), Owner::Device), Claim::Renamed { .. }));
+            assert!(matches!(
+                z.claim(w, v4(101), Owner::Device),
+                Claim::Renamed { .. }
+            ));
             assert!(a_of(&z, &format!("{w}.mesh.home.arpa.")).is_empty(), "{w}");
-            assert!(matches!(z.taken(&n(&format!("{w}.mesh.home.arpa."))), Taken::Reserved));
+            assert!(matches!(
+                z.taken(&n(&format!("{w}.mesh.home.arpa."))),
+                Taken::Reserved
+            ));
         }
         z.reserve("Office-Box");
-        assert!(matches!(z.claim("office-box", v4(102), Owner::Admin), Claim::Renamed { .. }));
+        assert!(matches!(
+            z.claim("office-box", v4(102), Owner::Admin),
+            Claim::Renamed { .. }
+        ));
         assert!(a_of(&z, "office-box.mesh.home.arpa.").is_empty());
         // A peer asking for a reserved name is refused outright.
-        assert_eq!(z.claim("wpad", v4(103), Owner::Peer), Claim::Refused("wpad".into()));
+        assert_eq!(
+            z.claim("wpad", v4(103), Owner::Peer),
+            Claim::Refused("wpad".into())
+        );
         assert!(z.clashes() >= 6);
     }
 
     #[test]
     fn the_first_device_keeps_its_name_the_second_gets_a_suffix() {
         let mut z = zone();
-        assert_eq!(z.claim("printer", v4(120), Owner::Device), Claim::Granted("printer".into()));
+        assert_eq!(
+            z.claim("printer", v4(120), Owner::Device),
+            Claim::Granted("printer".into())
+        );
         assert_eq!(
             z.claim("Printer", v4(121), Owner::Device),
-            Claim::Renamed { wanted: "printer".into(), got: "printer-2".into() }
+            Claim::Renamed {
+                wanted: "printer".into(),
+                got: "printer-2".into()
+            }
         );
         assert_eq!(
             z.claim("printer", v4(122), Owner::Device),
-            Claim::Renamed { wanted: "printer".into(), got: "printer-3".into() }
+            Claim::Renamed {
+                wanted: "printer".into(),
+                got: "printer-3".into()
+            }
         );
         // The same device asking again keeps what it has.
-        assert_eq!(z.claim("printer", v4(120), Owner::Device), Claim::Granted("printer".into()));
+        assert_eq!(
+            z.claim("printer", v4(120), Owner::Device),
+            Claim::Granted("printer".into())
+        );
         assert_eq!(a_of(&z, "printer.mesh.home.arpa."), v4(120));
         assert_eq!(a_of(&z, "printer-2.mesh.home.arpa."), v4(121));
         // The first one leaves: the name is free again for the next claim.
         z.remove_addr(v4(120)[0]);
-        assert_eq!(z.claim("printer", v4(121), Owner::Device), Claim::Granted("printer".into()));
+        assert_eq!(
+            z.claim("printer", v4(121), Owner::Device),
+            Claim::Granted("printer".into())
+        );
     }
 
     #[test]
     fn peers_and_admin_names_outrank_device_hostnames() {
         let mut z = zone();
         // A device cannot take a peer's name ("laptop" is a name in the zone).
-        z.claim("laptop", vec![IpAddr::V4(Ipv4Addr::new(10, 77, 0, 2))], Owner::Peer);
-        assert!(matches!(z.claim("laptop", v4(130), Owner::Device), Claim::Renamed { .. }));
-        assert_eq!(a_of(&z, "laptop.mesh.home.arpa."), vec![IpAddr::V4(Ipv4Addr::new(10, 77, 0, 2))]);
-        assert!(matches!(z.claim("laptop", v4(130), Owner::Admin), Claim::Renamed { .. }));
+        z.claim(
+            "laptop",
+            vec![IpAddr::V4(Ipv4Addr::new(10, 77, 0, 2))],
+            Owner::Peer,
+        );
+        assert!(matches!(
+            z.claim("laptop", v4(130), Owner::Device),
+            Claim::Renamed { .. }
+        ));
+        assert_eq!(
+            a_of(&z, "laptop.mesh.home.arpa."),
+            vec![IpAddr::V4(Ipv4Addr::new(10, 77, 0, 2))]
+        );
+        assert!(matches!(
+            z.claim("laptop", v4(130), Owner::Admin),
+            Claim::Renamed { .. }
+        ));
         // An admin-given name takes a name a device announced first; the device moves.
         z.claim("scanner", v4(131), Owner::Device);
-        assert_eq!(z.claim("Scanner", v4(132), Owner::Admin), Claim::Granted("scanner".into()));
+        assert_eq!(
+            z.claim("Scanner", v4(132), Owner::Admin),
+            Claim::Granted("scanner".into())
+        );
         assert_eq!(a_of(&z, "scanner.mesh.home.arpa."), v4(132));
         assert_eq!(a_of(&z, "scanner-2.mesh.home.arpa."), v4(131));
         // ...and a device cannot take it back.
-        assert!(matches!(z.claim("scanner", v4(131), Owner::Device), Claim::Renamed { .. }));
+        assert!(matches!(
+            z.claim("scanner", v4(131), Owner::Device),
+            Claim::Renamed { .. }
+        ));
         assert_eq!(a_of(&z, "scanner.mesh.home.arpa."), v4(132));
         assert!(matches!(
             z.taken(&n("scanner.mesh.home.arpa.")),
             Taken::By(Owner::Admin, a) if a == v4(132).as_slice()
         ));
         assert!(matches!(z.taken(&n("nobody.mesh.home.arpa.")), Taken::Free));
-        assert!(matches!(z.taken(&n("_ipp._tcp.mesh.home.arpa.")), Taken::Free));
+        assert!(matches!(
+            z.taken(&n("_ipp._tcp.mesh.home.arpa.")),
+            Taken::Free
+        ));
     }
 
     #[test]
@@ -591,9 +640,15 @@ mod tests {
         let mut z = zone();
         let long = "x".repeat(63);
         for d in 0..MAX_SUFFIX as u8 {
-            assert!(!matches!(z.claim(&long, v4(d), Owner::Device), Claim::Refused(_)));
+            assert!(!matches!(
+                z.claim(&long, v4(d), Owner::Device),
+                Claim::Refused(_)
+            ));
         }
         assert!(z.hosts.keys().all(|k| k.len() <= 63));
-        assert_eq!(z.claim(&long, v4(200), Owner::Device), Claim::Refused(long.clone()));
+        assert_eq!(
+            z.claim(&long, v4(200), Owner::Device),
+            Claim::Refused(long.clone())
+        );
     }
 }

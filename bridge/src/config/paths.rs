@@ -68,7 +68,12 @@ fn path_keys(raw: &raw::File, base: Option<&Path>) -> Vec<(&'static str, PathBuf
     if let Some(s) = &raw.board.root {
         out.push(("board.root", PathBuf::from(s)));
     }
-    if let Some((chip, _)) = raw.board.reset_button.as_deref().and_then(|s| s.rsplit_once(':')) {
+    if let Some((chip, _)) = raw
+        .board
+        .reset_button
+        .as_deref()
+        .and_then(|s| s.rsplit_once(':'))
+    {
         if chip.starts_with('/') {
             out.push(("board.reset_button", PathBuf::from(chip)));
         }
@@ -112,10 +117,15 @@ impl Fence {
                 // The board's root and GPIO chips are hardware, not files.
                 "board.root" => path == Path::new("/"),
                 "board.reset_button" => clean(&path) && path.starts_with("/dev"),
-                _ => path.is_absolute() && clean(&path) && self.roots.iter().any(|r| path.starts_with(r)),
+                _ => {
+                    path.is_absolute()
+                        && clean(&path)
+                        && self.roots.iter().any(|r| path.starts_with(r))
+                }
             };
             if !ok {
-                let places: Vec<String> = self.roots.iter().map(|r| r.display().to_string()).collect();
+                let places: Vec<String> =
+                    self.roots.iter().map(|r| r.display().to_string()).collect();
                 return Err(bad(
                     key,
                     format!(
@@ -133,10 +143,7 @@ impl Fence {
 fn clean(p: &Path) -> bool {
     p.components()
         .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
-        && !p
-            .to_string_lossy()
-            .chars()
-            .any(super::values::breaks_lines)
+        && !p.to_string_lossy().chars().any(super::values::breaks_lines)
 }
 
 #[cfg(test)]
@@ -168,7 +175,8 @@ mod tests {
             "[api]\nsocket = \"/run/meshbridge/api.sock\"\n",
             "[board]\nroot = \"/\"\n",
         ] {
-            f.check(&raw_of(ok), base).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            f.check(&raw_of(ok), base)
+                .unwrap_or_else(|e| panic!("{ok}: {e}"));
         }
     }
 
@@ -177,14 +185,26 @@ mod tests {
         let f = fence();
         let base = Some(Path::new("/srv/box"));
         for (bad_text, key) in [
-            ("[mesh]\nwireguard_config = \"/etc/shadow\"\n", "mesh.wireguard_config"),
-            ("[mesh]\nwireguard_config = \"../../etc/shadow\"\n", "mesh.wireguard_config"),
-            ("[mesh]\nprivate_key_file = \"/srv/box/../../etc/shadow\"\n", "mesh.private_key_file"),
+            (
+                "[mesh]\nwireguard_config = \"/etc/shadow\"\n",
+                "mesh.wireguard_config",
+            ),
+            (
+                "[mesh]\nwireguard_config = \"../../etc/shadow\"\n",
+                "mesh.wireguard_config",
+            ),
+            (
+                "[mesh]\nprivate_key_file = \"/srv/box/../../etc/shadow\"\n",
+                "mesh.private_key_file",
+            ),
             ("state_dir = \"/etc\"\n", "state_dir"),
             ("state_dir = \"relative\"\n", "state_dir"),
             ("[api]\nsocket = \"/tmp/x.sock\"\n", "api.socket"),
             ("[board]\nroot = \"/tmp/fake\"\n", "board.root"),
-            ("[board]\nreset_button = \"/etc/passwd:1\"\n", "board.reset_button"),
+            (
+                "[board]\nreset_button = \"/etc/passwd:1\"\n",
+                "board.reset_button",
+            ),
         ] {
             let e = f.check(&raw_of(bad_text), base).unwrap_err();
             assert_eq!(e.key, key, "{bad_text}");
