@@ -38,6 +38,7 @@ pub mod raw;
 
 mod lan;
 mod mesh;
+pub mod paths;
 mod routing;
 mod services;
 mod values;
@@ -56,6 +57,9 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// Parse `host:port` or `ip:port`; `key` names the setting in errors.
+    /// The host is an IP address or a DNS name (letters, digits, '-', '_',
+    /// '.'; at most 253): it lands in generated wg-quick files and QR codes,
+    /// so nothing that could start a new line or a new key gets through.
     pub fn parse(key: &str, s: &str) -> Result<Self, ConfigError> {
         if let Ok(a) = s.parse::<SocketAddr>() {
             return Ok(Endpoint::Addr(a));
@@ -63,8 +67,12 @@ impl Endpoint {
         match s.rsplit_once(':') {
             Some((host, port))
                 if !host.is_empty()
-                    && port.parse::<u16>().is_ok()
-                    && !host.contains(['[', ']', ' ']) =>
+                    && host.len() <= 253
+                    && port.bytes().all(|b| b.is_ascii_digit())
+                    && port.parse::<u16>().is_ok_and(|p| p > 0)
+                    && host
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) =>
             {
                 Ok(Endpoint::Name(s.to_string()))
             }
@@ -241,7 +249,7 @@ pub struct Config {
 impl Config {
     /// Read and validate a config file. Relative paths inside it are relative to its folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
+        let text = paths::read_limited(path)
             .map_err(|e| bad("config", format!("cannot read {}: {e}", path.display())))?;
         let mut c = Self::from_toml(&text, path.parent())?;
         c.source = Some(path.to_path_buf());
@@ -250,7 +258,24 @@ impl Config {
 
     /// Parse and validate TOML text; `base` is the folder relative paths are taken from.
     pub fn from_toml(text: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
-        let raw: raw::File = toml::from_str(text).map_err(|e| {
+        Self::validate(Self::parse_raw(text)?, base)
+    }
+
+    /// Like [`Config::from_toml`] for a config that arrives from the page,
+    /// the API or a restore: every path it names must pass `fence` before
+    /// any file is read.
+    pub fn from_toml_fenced(
+        text: &str,
+        base: Option<&Path>,
+        fence: &paths::Fence,
+    ) -> Result<Config, ConfigError> {
+        let raw = Self::parse_raw(text)?;
+        fence.check(&raw, base)?;
+        Self::validate(raw, base)
+    }
+
+    fn parse_raw(text: &str) -> Result<raw::File, ConfigError> {
+        toml::from_str(text).map_err(|e| {
             let msg = e.message().to_string();
             let line = e
                 .span()
@@ -262,8 +287,7 @@ impl Config {
                     None => msg,
                 },
             )
-        })?;
-        Self::validate(raw, base)
+        })
     }
 
     /// Turn the raw file into a validated config, reading the files it
@@ -292,6 +316,8 @@ impl Config {
         let (state_dir, api_socket) = services::validate_api(raw, base);
         let discovery = services::validate_discovery(&raw.discovery)?;
         let board = services::validate_board(&raw.board)?;
+        #[cfg(feature = "dns")]
+        check_names(raw, &mesh.peers, &discovery.mdns_name)?;
         Ok(Config {
             source: None,
             board,
@@ -324,6 +350,44 @@ impl Config {
             ignored_wg_keys: mesh.ignored_wg_keys,
         })
     }
+}
+
+/// Peers and named devices may not take the names the box keeps for itself
+/// (`meshbridge`, `wpad`, `isatap`, `localhost`, its mDNS name), and a
+/// device's name may not be a peer's: the page, the API, a restore and
+/// `--check-config` refuse them alike (the running zone would serve them
+/// suffixed or not at all).
+#[cfg(feature = "dns")]
+fn check_names(raw: &raw::File, peers: &[Peer], mdns_name: &str) -> Result<(), ConfigError> {
+    use meshbridge_mdns::{to_label, RESERVED};
+    let mdns = to_label(mdns_name);
+    let reserved = |l: &str| RESERVED.contains(&l) || mdns.as_deref() == Some(l);
+    let mut peer_labels = Vec::new();
+    for (i, p) in peers.iter().enumerate() {
+        let Some(l) = to_label(&p.name) else { continue };
+        if reserved(&l) {
+            return Err(bad(
+                format!("mesh.peers[{i}].name"),
+                format!("{:?} is reserved: {l}.<domain> is one of the box's own names", p.name),
+            ));
+        }
+        peer_labels.push(l);
+    }
+    for (i, r) in raw.dhcp.reservations.iter().enumerate() {
+        let Some(l) = r.name.as_deref().and_then(to_label) else {
+            continue;
+        };
+        if reserved(&l) || peer_labels.contains(&l) {
+            return Err(bad(
+                format!("dhcp.reservations[{i}].name"),
+                format!(
+                    "{:?} is taken: {l}.<domain> is the box's own or a peer's name",
+                    r.name.as_deref().unwrap_or_default().trim()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -398,6 +462,43 @@ lease_time = "1h"
         assert_eq!(e.key, "mesh.peers[0].endpoint");
         let e = err_of(&s.replace(&format!("private_key = \"{PRIV}\""), ""));
         assert_eq!(e.key, "mesh.private_key");
+    }
+
+    #[test]
+    fn nothing_that_lands_in_a_generated_file_may_break_a_line() {
+        let s = sample();
+        for (from, to, key) in [
+            ("[mesh]", "[mesh]\nendpoint = \"vpn.example.org\\nPostUp=id:51820\"", "mesh.endpoint"),
+            ("[mesh]", "[mesh]\nendpoint = \"x:1\\n[Peer]\\nPublicKey = abc:1\"", "mesh.endpoint"),
+            ("[mesh]", "[mesh]\nendpoint = \"a b:1\"", "mesh.endpoint"),
+            ("[mesh]", "[mesh]\nendpoint = \"host:+1\"", "mesh.endpoint"),
+            ("endpoint = \"198.51.100.2:51820\"", "endpoint = \"h\\tx:51820\"", "mesh.peers[0].endpoint"),
+            ("name = \"laptop\"", "name = \"lap\\ntop\"", "mesh.peers[0].name"),
+            ("name = \"laptop\"", "name = \"lap\\u2028top\"", "mesh.peers[0].name"),
+            ("name = \"laptop\"", "name = \"../laptop\"", "mesh.peers[0].name"),
+            ("\"eth1\"", "\"eth\\n1\"", "bridge.ports"),
+        ] {
+            let text = s.replacen(from, to, 1);
+            assert_ne!(text, s);
+            let e = err_of(&text);
+            assert_eq!(e.key, key, "{to}: {e}");
+            assert!(!e.to_string().contains('\n'), "{e}");
+        }
+        // Ordinary values still pass.
+        let ok = s.replacen("[mesh]", "[mesh]\nendpoint = \"vpn.example-1.org:51820\"", 1);
+        assert!(Config::from_toml(&ok, None).is_ok());
+        let ok = s.replace("name = \"laptop\"", "name = \"Alice's phone\"");
+        assert!(Config::from_toml(&ok, None).is_ok());
+    }
+
+    #[cfg(feature = "dns")]
+    #[test]
+    fn peers_and_devices_cannot_take_the_box_names() {
+        let s = sample();
+        for n in ["meshbridge", "WPAD", "localhost", "isatap"] {
+            let e = err_of(&s.replace("name = \"laptop\"", &format!("name = {n:?}")));
+            assert_eq!(e.key, "mesh.peers[0].name", "{n}");
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! (toml_edit keeps the user's comments and layout), validated as a whole
 //! before anything is written, then written atomically.
 
+use crate::config::paths::{read_limited, Fence};
 use crate::config::Config;
 use meshbridge_types::Mac;
 use meshbridge_web::proto::Failure;
@@ -40,6 +41,7 @@ fn internal(e: impl std::fmt::Display) -> Failure {
 pub struct Edit {
     path: PathBuf,
     doc: DocumentMut,
+    fence: Fence,
 }
 
 fn from_config_error(e: crate::config::ConfigError) -> Failure {
@@ -53,12 +55,13 @@ impl Edit {
             .source
             .clone()
             .ok_or_else(|| Failure::new(409, "this daemon was not started from a config file"))?;
-        let text = std::fs::read_to_string(&path)
+        let text = read_limited(&path)
             .map_err(|e| internal(format!("reading {}: {e}", path.display())))?;
         let doc: DocumentMut = text
             .parse()
             .map_err(|e| internal(format!("{} no longer parses: {e}", path.display())))?;
-        Ok(Edit { path, doc })
+        let fence = Fence::new(&path, &config.state_dir, Some(&text));
+        Ok(Edit { path, doc, fence })
     }
 
     fn table(&mut self, name: &str) -> Result<&mut Table, Failure> {
@@ -257,7 +260,8 @@ impl Edit {
     /// Validate the edited file as a whole; nothing is written.
     pub fn validate(&self) -> Result<(Config, String), Failure> {
         let text = self.text();
-        let mut c = Config::from_toml(&text, self.path.parent()).map_err(from_config_error)?;
+        let mut c = Config::from_toml_fenced(&text, self.path.parent(), &self.fence)
+            .map_err(from_config_error)?;
         c.source = Some(self.path.clone());
         Ok((c, text))
     }
@@ -360,7 +364,10 @@ pub fn restore(current: &Config, text: &str) -> Result<Restored, Failure> {
         .parse()
         .map_err(|e| Failure::invalid("config", format!("not a TOML file: {e}")))?;
     // Keep the key in its file if that is how this box is set up.
-    let cur = std::fs::read_to_string(&path).unwrap_or_default();
+    let cur = read_limited(&path).unwrap_or_default();
+    // Paths in the backup stay inside the box's own folders (or are the
+    // ones this box already uses); checked before any file it names is read.
+    let fence = Fence::new(&path, &current.state_dir, Some(&cur));
     let key_file = cur.parse::<DocumentMut>().ok().and_then(|d| {
         d.get("mesh")?
             .get("private_key_file")?
@@ -387,8 +394,9 @@ pub fn restore(current: &Config, text: &str) -> Result<Restored, Failure> {
     }
     let out = doc.to_string();
     // Validate with the key inline (the key file is written only after).
-    let mut check = Config::from_toml(text.trim_start_matches('\u{feff}'), path.parent())
-        .map_err(from_config_error)?;
+    let mut check =
+        Config::from_toml_fenced(text.trim_start_matches('\u{feff}'), path.parent(), &fence)
+            .map_err(from_config_error)?;
     check.source = Some(path.clone());
     Ok((check, out, write_key))
 }
@@ -539,5 +547,62 @@ range = "10.77.1.100-10.77.1.200"
         assert_eq!(err.status, 422);
         let err = restore(&c, "not toml [").unwrap_err();
         assert_eq!(err.field.as_deref(), Some("config"));
+    }
+
+    #[test]
+    fn restore_cannot_point_files_outside_the_box_folders_nor_echo_them() {
+        let (path, c) = setup();
+        let before = std::fs::read_to_string(&path).unwrap();
+        // A secret outside the config's folder and the state dir.
+        let secret_dir = std::env::temp_dir().join(format!("mb-secret-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&secret_dir).unwrap();
+        let secret = secret_dir.join("shadow");
+        std::fs::write(&secret, "root:$y$SECRET-HASH-LINE:19000:0:99999:7:::\n").unwrap();
+        for (key, line) in [
+            ("mesh.wireguard_config", format!("wireguard_config = {:?}", secret.display().to_string())),
+            ("mesh.private_key_file", format!("private_key_file = {:?}", secret.display().to_string())),
+        ] {
+            let text = format!("[mesh]\n{line}\naddress = \"10.77.0.1/24\"\n[bridge]\nports = []\n");
+            let err = restore(&c, &text).unwrap_err();
+            assert_eq!(err.field.as_deref(), Some(key), "{}", err.error);
+            assert!(!err.error.contains("SECRET"), "{}", err.error);
+        }
+        let err = restore(&c, &backup(&c).unwrap().replace("[mesh]", "[api]\nsocket = \"/tmp/elsewhere.sock\"\n[mesh]")).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("api.socket"));
+        let err = restore(&c, &backup(&c).unwrap().replace("state_dir = ", "state_dir = \"/etc\"\n#")).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("state_dir"));
+        // A file the box may name, holding something that is not wg-quick:
+        // the error names the line, never its text.
+        let inside = path.parent().unwrap().join("wg0.conf");
+        std::fs::write(&inside, "root:$y$SECRET-HASH-LINE:19000:0:99999:7:::\n").unwrap();
+        let text = "[mesh]\nwireguard_config = \"wg0.conf\"\n[bridge]\nports = []\n";
+        let err = restore(&c, text).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("mesh.wireguard_config"));
+        assert!(!err.error.contains("SECRET") && err.error.contains("line 1"), "{}", err.error);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+        std::fs::remove_dir_all(&secret_dir).unwrap();
+    }
+
+    #[test]
+    fn edits_refuse_line_breaks_in_generated_values() {
+        let (_path, c) = setup();
+        let mut e = Edit::open(&c).unwrap();
+        let mut ch = serde_json::Map::new();
+        ch.insert("mesh.endpoint".into(), "vpn.example.org\nPostUp=id:51820".into());
+        e.settings(&ch).unwrap();
+        assert_eq!(e.validate().unwrap_err().field.as_deref(), Some("mesh.endpoint"));
+        let mut e = Edit::open(&c).unwrap();
+        e.add_peer("evil\n[Peer]", "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=", "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=", &["10.77.0.9/32".into()]).unwrap();
+        assert_eq!(e.validate().unwrap_err().field.as_deref(), Some("mesh.peers[1].name"));
+        let mut e = Edit::open(&c).unwrap();
+        let mac: Mac = "02:00:00:00:00:09".parse().unwrap();
+        e.set_device(&mac, Some(Some("tv\r\nfake log line")), None).unwrap();
+        assert_eq!(e.validate().unwrap_err().field.as_deref(), Some("dhcp.reservations[0].name"));
+        // A device may not be named after the box, a well-known name or a peer.
+        for n in ["meshbridge", "WPAD", "laptop"] {
+            let mut e = Edit::open(&c).unwrap();
+            e.set_device(&mac, Some(Some(n)), None).unwrap();
+            assert_eq!(e.validate().unwrap_err().field.as_deref(), Some("dhcp.reservations[0].name"), "{n}");
+        }
     }
 }

@@ -525,7 +525,7 @@ fn handle_events(
             Event::Dhcp(dhcp::Event::LeasesChanged) => persist = true,
             Event::Dhcp(dhcp::Event::Bound { mac, ip, hostname, .. }) => {
                 tracing::info!("DHCP: {ip} leased");
-                tracing::debug!("DHCP: {ip} leased to {} ({})", mac, hostname.as_deref().unwrap_or("no hostname"));
+                tracing::debug!("DHCP: {ip} leased to {} ({:?})", mac, hostname.as_deref().unwrap_or("no hostname"));
             }
             Event::Dhcp(dhcp::Event::Released { ip, .. }) => tracing::info!("DHCP: {ip} released"),
             Event::Dhcp(dhcp::Event::Declined { ip, .. }) => {

@@ -10,6 +10,7 @@ use crate::host::netlink;
 use anyhow::{Context, Result};
 use meshbridge_dhcp as dhcp;
 use meshbridge_engine::Engine;
+use meshbridge_mdns::{Claim, Owner};
 use std::net::IpAddr;
 use tokio::net::UdpSocket;
 
@@ -127,6 +128,50 @@ fn log_responder(link: &str, e: meshbridge_mdns::ResponderEvent) {
     }
 }
 
+/// Claim `name` for `addrs` in the zone; a clash is logged (the event at
+/// info, the names and addresses, personal data, at debug).
+pub(crate) fn claim(zone: &mut meshbridge_mdns::Names, name: &str, addrs: Vec<IpAddr>, owner: Owner) {
+    let what = match owner {
+        Owner::Device => "a device's DHCP hostname",
+        Owner::Admin => "a device's name",
+        Owner::Peer => "a peer's name",
+        Owner::Box => "the box's name",
+    };
+    match zone.claim(name, addrs.clone(), owner) {
+        Claim::Renamed { wanted, got } => {
+            tracing::info!(
+                "DNS: {what} clashed with a taken or reserved name: served with a suffix ({} clashes so far)",
+                zone.clashes()
+            );
+            tracing::debug!("DNS: {wanted:?} for {addrs:?} is taken or reserved: served as {got:?}");
+        }
+        Claim::Refused(wanted) => {
+            tracing::info!(
+                "DNS: {what} clashed with a taken or reserved name: not served ({} clashes so far)",
+                zone.clashes()
+            );
+            tracing::debug!("DNS: {wanted:?} for {addrs:?} is taken or reserved: not served");
+        }
+        _ => {}
+    }
+}
+
+/// Put the active leases' names in the zone: the names the admin gave
+/// first (they outrank what devices call themselves), then DHCP hostnames.
+fn claim_devices(zone: &mut meshbridge_mdns::Names, config: &Config, engine: &Engine) {
+    let now = std::time::SystemTime::now();
+    for l in engine.dhcp().leases().filter(|l| l.is_active(now)) {
+        if let Some((_, n)) = config.device_names.iter().find(|(m, _)| *m == l.mac) {
+            claim(zone, n, vec![IpAddr::V4(l.ip)], Owner::Admin);
+        }
+    }
+    for l in engine.dhcp().leases().filter(|l| l.is_active(now)) {
+        if let Some(h) = &l.hostname {
+            claim(zone, h, vec![IpAddr::V4(l.ip)], Owner::Device);
+        }
+    }
+}
+
 /// Keep the DNS zone in step with the leases.
 pub(crate) fn update_names(names: &crate::dns::SharedNames, ev: &dhcp::Event) {
     let Ok(mut z) = names.write() else { return };
@@ -134,7 +179,7 @@ pub(crate) fn update_names(names: &crate::dns::SharedNames, ev: &dhcp::Event) {
         dhcp::Event::Bound { ip, hostname, .. } => {
             z.names.remove_addr(IpAddr::V4(*ip));
             if let Some(h) = hostname {
-                z.names.set(h, vec![IpAddr::V4(*ip)]);
+                claim(&mut z.names, h, vec![IpAddr::V4(*ip)], Owner::Device);
             }
         }
         dhcp::Event::Released { ip, .. }
@@ -203,7 +248,8 @@ pub(crate) async fn start_dns(
             opt_out_addrs(config, engine),
         )
     });
-    zone.set("meshbridge", own.to_vec());
+    claim(&mut zone, "meshbridge", own.to_vec(), Owner::Box);
+    zone.reserve(&config.discovery.mdns_name);
     let mut clients = vec![
         ipnet::IpNet::V4(config.bridge_address.trunc()),
         ipnet::IpNet::V4(config.mesh_address.trunc()),
@@ -215,18 +261,10 @@ pub(crate) async fn start_dns(
             .filter(|n| n.prefix_len() == n.max_prefix_len())
             .map(|n| n.addr())
             .collect();
-        zone.set(&p.name, hosts);
+        claim(&mut zone, &p.name, hosts, Owner::Peer);
         clients.extend(p.allowed_ips.iter().filter(|n| n.prefix_len() > 0).copied());
     }
-    let now = std::time::SystemTime::now();
-    for l in engine.dhcp().leases().filter(|l| l.is_active(now)) {
-        if let Some(h) = &l.hostname {
-            zone.set(h, vec![IpAddr::V4(l.ip)]);
-        }
-        if let Some((_, n)) = config.device_names.iter().find(|(m, _)| *m == l.mac) {
-            zone.set(n, vec![IpAddr::V4(l.ip)]);
-        }
-    }
+    claim_devices(&mut zone, config, engine);
     let upstream = match config.dns_server.upstream.clone() {
         Some(list) => crate::dns::Upstreams::Fixed(list),
         None => crate::dns::Upstreams::system(own.to_vec()),
@@ -297,7 +335,7 @@ impl Discovery {
                     if let dhcp::Event::Bound { mac, ip, .. } = d {
                         if let Some((_, n)) = config.device_names.iter().find(|(m, _)| m == mac) {
                             if let Ok(mut z) = names.write() {
-                                z.names.set(n, vec![IpAddr::V4(*ip)]);
+                                claim(&mut z.names, n, vec![IpAddr::V4(*ip)], Owner::Admin);
                             }
                         }
                     }
@@ -387,22 +425,13 @@ impl Discovery {
                 z.names.remove_addr(a);
             }
         }
-        for p in new.peers.iter().filter(|p| p.enabled) {
-            z.names.set(&p.name, hosts(p));
-        }
-        let now = std::time::SystemTime::now();
         for l in engine.dhcp().leases() {
             z.names.remove_addr(IpAddr::V4(l.ip));
-            if !l.is_active(now) {
-                continue;
-            }
-            if let Some(h) = &l.hostname {
-                z.names.set(h, vec![IpAddr::V4(l.ip)]);
-            }
-            if let Some((_, n)) = new.device_names.iter().find(|(m, _)| *m == l.mac) {
-                z.names.set(n, vec![IpAddr::V4(l.ip)]);
-            }
         }
+        for p in new.peers.iter().filter(|p| p.enabled) {
+            claim(&mut z.names, &p.name, hosts(p), Owner::Peer);
+        }
+        claim_devices(&mut z.names, new, engine);
         if let Some(p) = z.proxy.as_mut() {
             p.set_allow(&new.discovery.services);
             p.set_opt_out(opt_out);

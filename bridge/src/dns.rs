@@ -12,7 +12,7 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponseBuilder;
 use hickory_server::Server;
 use ipnet::IpNet;
-use meshbridge_mdns::{Lookup, Names};
+use meshbridge_mdns::{Lookup, Names, Owner, Taken};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -49,7 +49,17 @@ impl Zone {
             Lookup::NxDomain(soa) | Lookup::NoData(soa) => soa.clone(),
             _ => return answer,
         };
-        match proxy.answer(&self.cache, now, name, qtype) {
+        // Names the zone holds are not for mDNS to extend: the box, reserved
+        // names and peers get nothing from the cache; a device's name only
+        // what that device itself announces.
+        let from_cache = match self.names.taken(name) {
+            Taken::Free => proxy.answer(&self.cache, now, name, qtype),
+            Taken::Reserved | Taken::By(Owner::Box | Owner::Peer, _) => return answer,
+            Taken::By(Owner::Device | Owner::Admin, addrs) => {
+                proxy.answer_from(&self.cache, now, name, qtype, addrs)
+            }
+        };
+        match from_cache {
             Some(records) if !records.is_empty() => Lookup::Records(records),
             // A discovery name (`_ipp._tcp...`) with nothing to show right now: NOERROR, no data.
             Some(_) if name.iter().any(|l| l.first() == Some(&b'_')) => Lookup::NoData(soa),

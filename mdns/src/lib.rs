@@ -11,7 +11,11 @@
 //!   bridge and mesh addresses and forwards every other question to the
 //!   uplink's resolvers.
 //!
-//! Sans-IO: the daemon calls [`names::Names::set`] / [`names::Names::remove_addr`]
+//!   Every name has an [`names::Owner`]; [`names::Names::claim`] never lets
+//!   a device take the box's, a reserved (`wpad`, ...), a peer's or another
+//!   device's name: a clash is suffixed (`printer-2`) or refused.
+//!
+//! Sans-IO: the daemon calls [`names::Names::claim`] / [`names::Names::remove_addr`]
 //! when leases and peers change and [`names::Names::lookup`] for each
 //! question, and [`cache::Cache::handle_packet`] for every mDNS packet seen
 //! on the bridge; no sockets, and time is an argument.
@@ -24,6 +28,6 @@ pub mod proxy;
 pub mod responder;
 
 pub use cache::{browse_query, Cache, MdnsError};
-pub use names::{to_label, Lookup, Names, NamesError};
+pub use names::{to_label, Claim, Lookup, Names, NamesError, Owner, Taken, RESERVED};
 pub use proxy::{Proxy, DEFAULT_SERVICES, TTL_CAP};
 pub use responder::{Responder, ResponderEvent};

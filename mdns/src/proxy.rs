@@ -124,6 +124,31 @@ impl Proxy {
         qname: &Name,
         qtype: RecordType,
     ) -> Option<Vec<Record>> {
+        self.answer_inner(cache, now, qname, qtype, None)
+    }
+
+    /// Like [`Proxy::answer`], but a host name (`<host>.<domain>`) gets only
+    /// the addresses announced by a device at one of `sources`: for a name
+    /// the zone already gives to a device, only that device may add to it.
+    pub fn answer_from(
+        &self,
+        cache: &Cache,
+        now: Instant,
+        qname: &Name,
+        qtype: RecordType,
+        sources: &[IpAddr],
+    ) -> Option<Vec<Record>> {
+        self.answer_inner(cache, now, qname, qtype, Some(sources))
+    }
+
+    fn answer_inner(
+        &self,
+        cache: &Cache,
+        now: Instant,
+        qname: &Name,
+        qtype: RecordType,
+        only: Option<&[IpAddr]>,
+    ) -> Option<Vec<Record>> {
         let mut q = qname.to_lowercase();
         q.set_fqdn(true);
         if !self.domain.zone_of(&q) || q == self.domain {
@@ -232,7 +257,7 @@ impl Proxy {
                     continue;
                 }
                 for (e, ttl) in cache.lookup(now, &local, t) {
-                    if !self.visible(e) {
+                    if !self.visible(e) || only.is_some_and(|o| !o.contains(&e.source)) {
                         continue;
                     }
                     match &e.record.data {
@@ -536,5 +561,17 @@ mod tests {
             p.answer(&c, later, &n("_ipp._tcp.mesh.home.arpa."), RecordType::PTR),
             Some(vec![])
         );
+    }
+
+    #[test]
+    fn answer_from_takes_host_addresses_only_from_the_named_sources() {
+        let (c, p, now) = setup();
+        let q = n("printer.mesh.home.arpa.");
+        assert!(p.answer(&c, now, &q, RecordType::A).is_some());
+        let own = [IpAddr::V4(Ipv4Addr::new(10, 77, 1, 100))];
+        let other = [IpAddr::V4(Ipv4Addr::new(10, 77, 1, 101))];
+        let r = p.answer_from(&c, now, &q, RecordType::A, &own).unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(p.answer_from(&c, now, &q, RecordType::A, &other), None);
     }
 }

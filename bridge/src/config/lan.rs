@@ -2,7 +2,7 @@
 //! defaults from the DHCP range, so `bridge.address` is checked with `[dhcp]`.
 
 use meshbridge_types::Mac;
-use super::values::{duration, ifname, ipv4};
+use super::values::{display_name, duration, ifname, ipv4};
 use super::{bad, raw, ConfigError};
 use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;
@@ -196,16 +196,8 @@ pub(super) fn validate_dhcp(
         if let Some(n) = &r.name {
             // A display name ("Office printer"); its DNS name is made from it
             // ("office-printer"), so it needs a letter or digit.
-            let n = n.trim();
-            if n.chars().count() > 64
-                || n.chars().any(char::is_control)
-                || !n.chars().any(|c| c.is_ascii_alphanumeric())
-            {
-                return Err(bad(
-                    format!("dhcp.reservations[{i}].name"),
-                    format!("{n:?} is not a device name: up to 64 characters, with letters or digits (it also becomes its DNS name)"),
-                ));
-            }
+            let n = display_name(&format!("dhcp.reservations[{i}].name"), n)?;
+            let n = n.as_str();
             if device_names
                 .iter()
                 .any(|(m, x)| *m == mac || x.eq_ignore_ascii_case(n))

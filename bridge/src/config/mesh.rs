@@ -2,7 +2,7 @@
 //! or a wg-quick file. Files are read by [`Files::read`] (the only I/O of
 //! config validation); [`validate_mesh`] works on their contents.
 
-use super::values::{ifname, net, resolve_path};
+use super::values::{display_name, ifname, net, resolve_path};
 use super::{bad, raw, ConfigError, Endpoint, Peer};
 use ipnet::{IpNet, Ipv4Net};
 use meshbridge_mesh::wgquick;
@@ -20,7 +20,7 @@ pub struct Loaded {
 
 impl Loaded {
     fn read(path: PathBuf) -> Loaded {
-        let text = std::fs::read_to_string(&path).map_err(|e| e.to_string());
+        let text = super::paths::read_limited(&path).map_err(|e| e.to_string());
         Loaded { path, text }
     }
 }
@@ -54,6 +54,37 @@ impl Files {
     }
 }
 
+/// What is wrong with a wg-quick line, in words that quote nothing from
+/// the file but a known key's name: the file may be anything (a restore
+/// once pointed it at `/etc/shadow`).
+fn safe_problem(problem: &str) -> String {
+    const FIXED: &[&str] = &[
+        "a second [Interface] section",
+        "key outside a [Peer] section",
+        "no [Interface] section",
+        "[Interface] has no PrivateKey",
+        "[Peer] has no PublicKey",
+    ];
+    const KEYS: &[&str] = &["PrivateKey", "PublicKey", "PresharedKey"];
+    const OTHER: &[&str] = &[
+        "ListenPort", "Address", "DNS", "MTU", "Table", "PreUp", "PostUp", "PreDown",
+        "PostDown", "SaveConfig", "FwMark", "AllowedIPs", "Endpoint", "PersistentKeepalive",
+    ];
+    if FIXED.contains(&problem) {
+        return problem.to_string();
+    }
+    let (key, rest) = problem.split_once(':').unwrap_or(("", ""));
+    let key = key.trim();
+    // Key errors describe the key's form, never its text.
+    if let Some(k) = KEYS.iter().find(|k| k.eq_ignore_ascii_case(key)) {
+        return format!("{k}:{rest}");
+    }
+    match OTHER.iter().find(|k| k.eq_ignore_ascii_case(key)) {
+        Some(k) => format!("{k} has a value that is not valid"),
+        None => "not valid wg-quick".to_string(),
+    }
+}
+
 /// `[mesh]`, validated (but `mesh.endpoint`, which is checked later).
 pub(super) struct Mesh {
     pub private_key: PrivateKey,
@@ -84,10 +115,17 @@ pub(super) fn validate_mesh(m: &raw::Mesh, files: &Files) -> Result<Mesh, Config
                 .text
                 .as_ref()
                 .map_err(|_| unread("mesh.wireguard_config", f))?;
+            // The line itself is not shown: the file may not be a wg-quick
+            // file at all, and its lines may be secrets.
             let parsed = wgquick::parse(text).map_err(|e| {
                 bad(
                     "mesh.wireguard_config",
-                    format!("{}: {e}", f.path.display()),
+                    format!(
+                        "{}: line {}: {} (the line itself is not shown)",
+                        f.path.display(),
+                        e.line,
+                        safe_problem(&e.problem)
+                    ),
                 )
             })?;
             if m.private_key.is_some() || m.private_key_file.is_some() {
@@ -194,7 +232,12 @@ pub(super) fn validate_mesh(m: &raw::Mesh, files: &Files) -> Result<Mesh, Config
         for (i, p) in wg.peers.iter().enumerate() {
             let key = format!("mesh.wireguard_config peer {}", i + 1);
             peers.push(Peer {
-                name: p.name.clone().unwrap_or_else(|| format!("peer{}", i + 1)),
+                // A name from a comment that is no good as a name: the default.
+                name: p
+                    .name
+                    .as_deref()
+                    .and_then(|n| display_name(&key, n).ok())
+                    .unwrap_or_else(|| format!("peer{}", i + 1)),
                 public_key: p.public_key,
                 preshared_key: p.preshared_key.clone(),
                 endpoint: p
@@ -213,13 +256,14 @@ pub(super) fn validate_mesh(m: &raw::Mesh, files: &Files) -> Result<Mesh, Config
         if p.name.trim().is_empty() {
             return Err(bad(k("name"), "must not be empty"));
         }
+        let name = display_name(&k("name"), &p.name)?;
         let allowed_ips = p
             .allowed_ips
             .iter()
             .map(|s| net(&k("allowed_ips"), s))
             .collect::<Result<Vec<_>, _>>()?;
         peers.push(Peer {
-            name: p.name.trim().to_string(),
+            name,
             public_key: p
                 .public_key
                 .parse()
@@ -285,4 +329,27 @@ pub(super) fn validate_endpoint(m: &raw::Mesh) -> Result<Option<String>, ConfigE
         }
         None => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_problem;
+
+    #[test]
+    fn wg_quick_problems_never_quote_the_file() {
+        assert_eq!(
+            safe_problem("AllowedIPs: \"10.0.0.1/33\" is not an address or CIDR prefix"),
+            "AllowedIPs has a value that is not valid"
+        );
+        assert_eq!(safe_problem("[Peer] has no PublicKey"), "[Peer] has no PublicKey");
+        assert!(safe_problem("PrivateKey: not a base64 WireGuard key (expected 44 characters of base64, as `wg genkey` prints)").starts_with("PrivateKey: not a base64"));
+        for leak in [
+            "expected `Key = Value`, found \"root:$y$SECRET:19000::\"",
+            "unknown section [SECRET]; expected [Interface] or [Peer]",
+            "unknown key SECRET in [Peer]",
+            "SECRET appears before any [Interface] or [Peer] section",
+        ] {
+            assert!(!safe_problem(leak).contains("SECRET"), "{leak}");
+        }
+    }
 }

@@ -116,6 +116,18 @@ pub(super) fn validate_discovery(d: &raw::Discovery) -> Result<Discovery, Config
             ));
         }
     }
+    for o in &d.opt_out {
+        let o = o.trim();
+        if o.is_empty()
+            || o.len() > 253
+            || o.chars().any(|c| c.is_whitespace() || super::values::breaks_lines(c))
+        {
+            return Err(bad(
+                "discovery.opt_out",
+                format!("{o:?} is not a MAC or a host name"),
+            ));
+        }
+    }
     Ok(Discovery {
         enabled: d.enabled.unwrap_or(true),
         services,

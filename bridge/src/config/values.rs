@@ -8,10 +8,35 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// A character that would break a line or a field of a generated file (a
+/// wg-quick file, a QR code, a log line): control characters (`\n`, `\r`,
+/// `\t`, NUL, DEL, C1) and the Unicode line and paragraph separators.
+pub(crate) fn breaks_lines(c: char) -> bool {
+    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
+}
+
+/// A name people read (a peer's or a device's): 1 to 64 characters, at
+/// least one letter or digit (its DNS name is made from it), none that
+/// breaks a line, and no `"`, `\` or `/` (it names files and appears quoted).
+pub(crate) fn display_name(key: &str, n: &str) -> Result<String, ConfigError> {
+    let n = n.trim();
+    if n.chars().count() > 64
+        || n.chars().any(|c| breaks_lines(c) || matches!(c, '"' | '\\' | '/'))
+        || !n.chars().any(|c| c.is_ascii_alphanumeric())
+    {
+        return Err(bad(
+            key,
+            format!("{n:?} is not a name: up to 64 characters, with letters or digits, no line breaks, control characters, '\"', '\\' or '/' (it also becomes a DNS name)"),
+        ));
+    }
+    Ok(n.to_string())
+}
+
 pub(super) fn ifname(key: &str, name: &str) -> Result<String, ConfigError> {
     if name.is_empty()
         || name.len() > 15
         || name.contains(['/', ' ', '\0', ':'])
+        || name.chars().any(|c| c.is_whitespace() || breaks_lines(c))
         || name == "."
         || name == ".."
     {
