@@ -38,4 +38,5 @@ pub mod hw;
 #[cfg(feature = "dns")]
 pub mod mdns_link;
 pub mod peers;
+pub mod faults;
 pub mod persist;
