@@ -152,7 +152,8 @@ pub fn status(config: &Config, engine: &Engine, input: StatusInput<'_>) -> Statu
             });
         }
     }
-    let health = health::checks(&health_facts(config, engine, host, now, restart_pending));
+    let mut health = health::checks(&health_facts(config, engine, host, now, restart_pending));
+    health.extend(crate::faults::checks(&crate::faults::current()));
     Status {
         this: BoxStatus {
             version: env!("CARGO_PKG_VERSION").into(),

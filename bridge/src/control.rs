@@ -38,6 +38,8 @@ pub struct Ctx<'a> {
     pub restart_pending: &'a mut bool,
     /// Restart after answering.
     pub restart_now: &'a mut bool,
+    /// Factory reset after answering.
+    pub factory_reset: &'a mut bool,
     /// Host facts, cached off the event loop.
     pub host: &'a HostFacts,
 }
@@ -252,6 +254,11 @@ pub fn handle(request: Request, ctx: &mut Ctx<'_>) -> Reply {
                 json!({"ok": true, "applied": "restart", "message": "restored; meshbridge restarts now"}),
             )
         }
+        Request::FactoryReset => {
+            tracing::warn!("factory reset requested (local API)");
+            *ctx.factory_reset = true;
+            Ok(json!({"ok": true, "message": "factory reset: meshbridge erases its config, keys and state and restarts unconfigured"}))
+        }
         Request::Restart => {
             tracing::warn!("restart requested");
             *ctx.restart_now = true;
@@ -332,6 +339,8 @@ fn commit_and_apply(ctx: &mut Ctx<'_>, e: Edit, effect: Effect, what: &str) -> R
         }));
     }
     apply_live(ctx, &new);
+    // The running daemon now runs this file: it is the one to go back to.
+    crate::faults::mark_good_text(&ctx.config.state_dir, &text);
     Ok(json!({"ok": true, "applied": "live", "message": "saved and applied"}))
 }
 

@@ -52,13 +52,19 @@ fn leases_path(state_dir: &Path) -> PathBuf {
     state_dir.join("leases.json")
 }
 
-/// Load persisted leases. A file that does not parse is kept aside (never
-/// deleted) and the server starts empty.
+/// Load persisted leases. A bad entry is dropped (and logged), not the
+/// file; a file that does not parse at all is kept aside (never deleted) and
+/// the server starts empty.
 pub fn load_leases(state_dir: &Path) -> dhcp::LeaseDb {
     let path = leases_path(state_dir);
     match std::fs::read_to_string(&path) {
-        Ok(text) => match dhcp::LeaseDb::from_json(&text) {
-            Ok(db) => db,
+        Ok(text) => match dhcp::LeaseDb::from_json_lossy(&text) {
+            Ok((db, skipped)) => {
+                for e in &skipped {
+                    tracing::warn!("{}: {e}; that lease is dropped, the others are kept", path.display());
+                }
+                db
+            }
             Err(e) => {
                 let aside = state_dir.join("leases.json.unreadable");
                 let _ = std::fs::rename(&path, &aside);
@@ -130,6 +136,8 @@ fn for_socket(a: SocketAddr, dual: bool) -> SocketAddr {
 struct Devices {
     tap: AsyncDevice,
     tun: AsyncDevice,
+    /// The bridge's interface index (for adding ports that appear later).
+    bridge_idx: u32,
 }
 
 async fn setup(
@@ -172,9 +180,9 @@ async fn setup(
         })?;
     crate::host::sysctl::disable_ipv6(&config.tap_name);
     netlink::enslave(handle, &config.tap_name, bridge_idx).await?;
-    for port in &config.bridge_ports {
-        netlink::enslave(handle, port, bridge_idx).await?;
-    }
+    // A missing port (a USB adapter not plugged in) is not fatal: the box
+    // starts without it, says so, and adds it when it appears.
+    check_ports(config, handle, bridge_idx).await;
 
     let tun = DeviceBuilder::new()
         .name(config.tun_name.clone())
@@ -207,7 +215,31 @@ async fn setup(
     )
     .await?;
     setup_routing(config, rec, exit_v6)?;
-    Ok((Devices { tap, tun }, bridge_idx))
+    Ok((Devices { tap, tun, bridge_idx }, bridge_idx))
+}
+
+/// Put every configured bridge port that exists into the bridge; the
+/// others are shown on the status page (health check `bridge_ports`).
+/// Called at start and every few seconds, so a port that appears later (or
+/// comes back after it was unplugged) is picked up.
+async fn check_ports(config: &Config, handle: &rtnetlink::Handle, bridge_idx: u32) {
+    let mut missing = Vec::new();
+    for port in &config.bridge_ports {
+        if netlink::port_of(handle, port, bridge_idx).await {
+            continue;
+        }
+        match netlink::enslave(handle, port, bridge_idx).await {
+            Ok(()) => tracing::info!("bridge port {port} added to {}", config.bridge_name),
+            Err(e) => missing.push((port.clone(), format!("{e:#}"))),
+        }
+    }
+    let before = crate::faults::current().missing_ports;
+    if missing != before {
+        for (port, why) in missing.iter().filter(|m| !before.contains(m)) {
+            tracing::error!("bridge port {port} is not in the bridge: {why}; meshbridge adds it when it appears");
+        }
+        crate::faults::update(|f| f.missing_ports = missing);
+    }
 }
 
 /// The names and addresses the web page answers to (its `Host` check).
@@ -324,9 +356,28 @@ fn setup_routing(config: &Config, rec: &mut Installed, exit_v6: bool) -> Result<
     Ok(())
 }
 
+/// The daemon failed before it was up (the error's context): the caller
+/// may roll back to the last config that started (see [`crate::faults`]).
+#[derive(Debug)]
+pub struct StartFailed;
+
+impl std::fmt::Display for StartFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("meshbridge could not start")
+    }
+}
+
 /// Run the daemon until SIGTERM or SIGINT. `Ok(true)`: restart requested
-/// (from the page or the CLI); everything installed has been removed.
-pub async fn run(mut config: Config) -> Result<bool> {
+/// (from the page or the CLI, or after a factory reset); everything
+/// installed has been removed. An error before the daemon was up carries
+/// [`StartFailed`] as its context.
+pub async fn run(config: Config) -> Result<bool> {
+    let mut up = false;
+    let r = run_inner(config, &mut up).await;
+    r.map_err(|e| if up { e } else { e.context(StartFailed) })
+}
+
+async fn run_inner(mut config: Config, up: &mut bool) -> Result<bool> {
     if meshbridge_mesh::clock::FAKE {
         anyhow::bail!("this meshbridge binary was built with the mesh's fake clock for tests (a `cargo test --workspace` build) and cannot run a real mesh: rebuild it with `cargo build -p meshbridge`");
     }
@@ -420,6 +471,9 @@ pub async fn run(mut config: Config) -> Result<bool> {
         config.dhcp_range.0,
         config.dhcp_range.1
     );
+    *up = true;
+    crate::faults::mark_good(&config);
+    crate::faults::load_rollback(&config);
     if !config.dhcp_enabled {
         tracing::warn!("DHCP is off (dhcp.enabled = false): bridged devices get no address from the box; their leases are kept");
     }
@@ -442,6 +496,7 @@ pub async fn run(mut config: Config) -> Result<bool> {
             dev: &devices,
             udp: &udp,
             dual,
+            handle: &handle,
         },
         ControlPlane {
             requests,
@@ -467,10 +522,43 @@ pub async fn run(mut config: Config) -> Result<bool> {
     }
     hardware.stop();
     if let Ok(Stop::FactoryReset) = result {
-        crate::hw::do_factory_reset(&config);
+        let old_text = config
+            .source
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok());
+        if !crate::hw::do_factory_reset(&config) {
+            // Nothing (or not everything) was erased: keep serving as before.
+            tracing::error!("factory reset not done: restarting with the current config");
+            return Ok(true);
+        }
+        // Boot again, unconfigured: to the first-start page (setup code, no password).
+        return match write_factory_config(&config, old_text.as_deref()) {
+            Ok(()) => {
+                tracing::warn!("factory reset done: restarting to the first-start page");
+                Ok(true)
+            }
+            Err(e) => Err(e.context("writing the factory config after a factory reset")),
+        };
     }
     tracing::info!("stopped");
     result.map(|s| matches!(s, Stop::Restart))
+}
+
+/// After a factory reset: a fresh config (and key) where the old one was.
+fn write_factory_config(config: &Config, old_text: Option<&str>) -> Result<()> {
+    let Some(path) = &config.source else {
+        return Ok(());
+    };
+    let base = path.parent().unwrap_or(Path::new("/"));
+    let key = meshbridge_mesh::PrivateKey::generate().to_base64();
+    let wiped = [base, config.state_dir.as_path()];
+    let (text, key_file) =
+        crate::faults::factory_config(old_text.unwrap_or(""), base, &wiped, &key);
+    if let Some(k) = &key_file {
+        crate::persist::write_private(k, format!("{key}\n").as_bytes())?;
+    }
+    crate::persist::write_private(path, text.as_bytes())?;
+    Ok(())
 }
 
 async fn flush(engine: &mut Engine, dev: &Devices, udp: &UdpSocket, dual: bool) {
@@ -622,6 +710,8 @@ struct Io<'a> {
     udp: &'a UdpSocket,
     /// The UDP socket is dual-stack (IPv4 peers as mapped addresses).
     dual: bool,
+    /// Netlink, for bridge ports that appear later.
+    handle: &'a rtnetlink::Handle,
 }
 
 /// What feeds the loop's control plane: requests from the page and the
@@ -641,7 +731,12 @@ async fn event_loop(
     hardware: &mut crate::hw::Hardware,
     signals: Signals,
 ) -> Result<Stop> {
-    let Io { dev, udp, dual } = io;
+    let Io {
+        dev,
+        udp,
+        dual,
+        handle,
+    } = io;
     let ControlPlane {
         mut requests,
         static_peers,
@@ -717,6 +812,7 @@ async fn event_loop(
             }
             Some(p) = requests.recv() => {
                 let mut restart_now = false;
+                let mut factory_reset = false;
                 let reply = crate::control::handle(p.request, &mut crate::control::Ctx {
                     config: &mut *config,
                     engine: &mut *engine,
@@ -726,9 +822,14 @@ async fn event_loop(
                     board: &board,
                     restart_pending: &mut restart_pending,
                     restart_now: &mut restart_now,
+                    factory_reset: &mut factory_reset,
                     host: &host.borrow().clone(),
                 });
                 let _ = p.reply.send(reply);
+                if factory_reset {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    return Ok(Stop::FactoryReset);
+                }
                 if restart_now {
                     // Let the answer reach the page before the sockets close.
                     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -737,6 +838,7 @@ async fn event_loop(
                 }
             }
             _ = hw_tick.tick() => {
+                check_ports(config, handle, dev.bridge_idx).await;
                 let led = led_state(config, engine, &host.borrow());
                 hardware.report(led);
                 leases.flush_if_due(config, engine);

@@ -190,8 +190,9 @@ fn start_button(chip: PathBuf, line: u32, active_low: bool) -> mpsc::UnboundedRe
 }
 
 /// Wipe config, keys and state after a long press (the daemon has already
-/// removed what it installed). Logs what was removed.
-pub fn do_factory_reset(config: &Config) {
+/// removed what it installed). Logs what was removed; false when the reset
+/// was refused or failed.
+pub fn do_factory_reset(config: &Config) -> bool {
     let config_dir = config
         .source
         .as_ref()
@@ -203,14 +204,20 @@ pub fn do_factory_reset(config: &Config) {
         runtime_dir: PathBuf::from("/run/meshbridge"),
     };
     match factory_reset(&paths) {
-        Ok(removed) => tracing::warn!(
-            "factory reset: removed {}",
-            removed
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        Err(e) => tracing::error!("factory reset failed: {e}"),
+        Ok(removed) => {
+            tracing::warn!(
+                "factory reset: removed {}",
+                removed
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            true
+        }
+        Err(e) => {
+            tracing::error!("factory reset failed: {e}");
+            false
+        }
     }
 }

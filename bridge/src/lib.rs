@@ -13,6 +13,9 @@
 //!   engine, the config, [`host::proc::HostFacts`] read off the event loop).
 //! * [`peers`] turns the config's peers into the static peer set the mesh
 //!   applies, and resolves endpoint names off the event loop.
+//! * [`faults`] keeps the last config that started and rolls a failed
+//!   start back to it, reports missing bridge ports, and writes the config
+//!   a factory reset leaves.
 //! * [`control`] answers the requests of the CLI and the web page (their
 //!   types are `meshbridge_web::proto`, one definition for both).
 //!
@@ -38,4 +41,5 @@ pub mod hw;
 #[cfg(feature = "dns")]
 pub mod mdns_link;
 pub mod peers;
+pub mod faults;
 pub mod persist;

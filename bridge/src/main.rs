@@ -51,6 +51,20 @@ enum Command {
         #[command(subcommand)]
         action: PeerAction,
     },
+    /// Factory reset: erase config, keys and state of the running box and
+    /// restart it unconfigured, to its first-start page (like a long press of
+    /// the reset button; for boards whose buttons belong to /etc/rc.button).
+    FactoryReset {
+        /// Really erase everything.
+        #[arg(long)]
+        yes: bool,
+        /// The daemon's config file (to find its socket).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The daemon's API socket.
+        #[arg(long, value_name = "PATH", conflicts_with = "config")]
+        socket: Option<PathBuf>,
+    },
     /// Set the web page's admin password (console recovery). Reads it from the
     /// terminal, or the first line of stdin when that is not a terminal.
     SetPassword {
@@ -243,6 +257,20 @@ fn real_main(cli: Cli) -> Result<()> {
             }
             return Ok(());
         }
+        Some(Command::FactoryReset {
+            yes,
+            config,
+            socket,
+        }) => {
+            anyhow::ensure!(
+                yes,
+                "this erases the box's config, keys, peers, leases and password: run again with --yes"
+            );
+            let path = socket_path(socket, config.or(cli.config.clone()))?;
+            ask(&path, meshbridge::api::Request::FactoryReset)?;
+            println!("factory reset: meshbridge restarts unconfigured (first-start page, setup code in its state folder)");
+            return Ok(());
+        }
         Some(Command::SetPassword { config, state_dir }) => {
             let dir = match (state_dir, config.or(cli.config.clone())) {
                 (Some(d), _) => d,
@@ -299,7 +327,25 @@ fn real_main(cli: Cli) -> Result<()> {
     if let Some(path) = cli.config {
         init_logs(&cli.log);
         let config = Config::load(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let restart = runtime()?.block_on(meshbridge::daemon::run(config))?;
+        let state_dir = config.state_dir.clone();
+        let restart = match runtime()?.block_on(meshbridge::daemon::run(config)) {
+            Err(e) if e.is::<meshbridge::daemon::StartFailed>() => {
+                // A setting that keeps the daemon from starting never strands
+                // the box: go back to the last config that started.
+                let why = e
+                    .chain()
+                    .skip(1)
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(": ");
+                tracing::error!("{e:#}");
+                match meshbridge::faults::roll_back(&path, &state_dir, &why)? {
+                    Some(good) => runtime()?.block_on(meshbridge::daemon::run(good))?,
+                    None => return Err(e),
+                }
+            }
+            r => r?,
+        };
         if restart {
             // Start again from the config file, as the same process (systemd and
             // procd keep tracking it).

@@ -289,6 +289,36 @@ mod tests {
     }
 
     #[test]
+    fn one_bad_entry_drops_that_entry_not_the_file() {
+        // What the daemon reads at start (from_json_lossy): a hand-edited or
+        // damaged entry in the middle loses only itself.
+        let good = |n: u8| LeaseRecord {
+            mac: Mac([0xaa, 0xbb, 0xcc, 0xdd, 0xee, n]),
+            ip: Ipv4Addr::new(10, 77, 1, 100 + n),
+            hostname: Some(format!("dev{n}")),
+            expires: t(1_700_000_000 + u64::from(n)),
+        };
+        let text = LeaseDb::from_records(vec![good(1), good(2), good(3)]).to_json();
+        let entry2 = r#"{"mac":"aa:bb:cc:dd:ee:02","ip":"10.77.1.102","hostname":"dev2","expires_unix":1700000002}"#;
+        assert!(text.contains(entry2), "{text}");
+        for bad in [
+            r#"{"mac":"aa:bb:cc:dd:ee:zz","ip":"10.77.1.102","hostname":"dev2","expires_unix":1700000002}"#,
+            r#"{"mac":"aa:bb:cc:dd:ee:02","ip":"10.77.1.1102","hostname":"dev2","expires_unix":1700000002}"#,
+            r#"{"mac":"aa:bb:cc:dd:ee:02","ip":"10.77.1.102","hostname":"dev2","expires_unix":"soon"}"#,
+            r#"{"mac":"aa:bb:cc:dd:ee:02","ip":"10.77.1.102","hostname":[1,2],"expires_unix":1700000002}"#,
+            r#"{"mac":"aa:bb:cc:dd:ee:02","hostname":"dev2","expires_unix":1700000002}"#,
+            r#""aa:bb:cc:dd:ee:02""#,
+            "null",
+        ] {
+            let damaged = text.replacen(entry2, bad, 1);
+            let (db, skipped) = LeaseDb::from_json_lossy(&damaged).unwrap();
+            assert_eq!(db.records(), &[good(1), good(3)], "{damaged}");
+            assert_eq!(skipped.len(), 1, "{damaged}");
+            assert!(matches!(skipped[0], PersistError::BadEntry { index: 1, .. }));
+        }
+    }
+
+    #[test]
     fn bad_entries_fail_strict_and_are_skipped_lossy() {
         let text = r#"{"version":1,"leases":[
             {"mac":"aa:bb:cc:dd:ee:ff","ip":"192.168.50.100","hostname":null,"expires_unix":5},

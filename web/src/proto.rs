@@ -71,6 +71,9 @@ pub enum Request {
         /// TOML text.
         config: String,
     },
+    /// Erase config, keys and state and restart unconfigured (like a long
+    /// press of the reset button). Local API (root) only: the page does not send it.
+    FactoryReset,
     /// Restart the daemon.
     Restart,
 }

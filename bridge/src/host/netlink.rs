@@ -140,6 +140,11 @@ pub async fn ensure_bridge(handle: &Handle, name: &str, mac: Mac) -> Result<(u32
     Ok((link.header.index, true))
 }
 
+/// Is `port` a port of bridge `bridge_idx` now? (False when it does not exist.)
+pub async fn port_of(handle: &Handle, port: &str, bridge_idx: u32) -> bool {
+    matches!(link_by_name(handle, port).await, Ok(Some(l)) if controller(&l) == Some(bridge_idx))
+}
+
 /// Put interface `port` into bridge `bridge_idx` and bring it up.
 pub async fn enslave(handle: &Handle, port: &str, bridge_idx: u32) -> Result<()> {
     let link = link_by_name(handle, port)
