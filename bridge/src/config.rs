@@ -40,9 +40,11 @@ mod lan;
 mod mesh;
 mod routing;
 mod services;
+mod tailnet;
 mod values;
 
 pub use mesh::{Files, Loaded};
+pub use tailnet::{AuthKey, Tailnet, DEFAULT_CONTROL_URL};
 
 /// A peer endpoint: an address, or a name the daemon resolves off its event
 /// loop and follows (`peers.rs`).
@@ -236,6 +238,8 @@ pub struct Config {
     pub board: Board,
     /// The config file this came from (factory reset removes its folder's contents).
     pub source: Option<PathBuf>,
+    /// `[tailnet]`: the box is a tailnet node (`None`: not).
+    pub tailnet: Option<Tailnet>,
 }
 
 impl Config {
@@ -292,7 +296,9 @@ impl Config {
         let (state_dir, api_socket) = services::validate_api(raw, base);
         let discovery = services::validate_discovery(&raw.discovery)?;
         let board = services::validate_board(&raw.board)?;
+        let tailnet = tailnet::validate_tailnet(raw.tailnet.as_ref(), base)?;
         Ok(Config {
+            tailnet,
             source: None,
             board,
             discovery,
