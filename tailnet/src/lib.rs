@@ -50,6 +50,7 @@
 #![warn(missing_docs)]
 
 pub mod control;
+pub mod disco;
 pub mod keys;
 pub mod mapstream;
 pub mod netmap;
