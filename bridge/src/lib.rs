@@ -39,3 +39,4 @@ pub mod hw;
 pub mod mdns_link;
 pub mod peers;
 pub mod persist;
+pub mod tailnet;

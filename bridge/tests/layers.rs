@@ -18,6 +18,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("config_edit", 2),
     ("hw", 2),
     ("peers", 2),
+    ("tailnet", 2),
     ("health", 3),
     ("api", 4),
     ("discovery", 5),
