@@ -448,6 +448,7 @@ pub async fn run(mut config: Config) -> Result<bool> {
             requests,
             static_peers: &mut static_peers,
             tailnet: tailnet.as_mut(),
+            netlink: handle.clone(),
         },
         &mut discovery,
         &mut hardware,
@@ -655,6 +656,8 @@ struct ControlPlane<'a> {
     static_peers: &'a mut crate::peers::StaticPeers,
     /// The tailnet (`[tailnet]`): its map updates and disco.
     tailnet: Option<&'a mut crate::tailnet::Tailnet>,
+    /// For routes to the tailnet's peers on the TUN.
+    netlink: rtnetlink::Handle,
 }
 
 async fn event_loop(
@@ -671,8 +674,10 @@ async fn event_loop(
         mut requests,
         static_peers,
         mut tailnet,
+        netlink: nl_handle,
     } = control;
     let mut tailnet_host_addrs: Vec<std::net::Ipv4Addr> = Vec::new();
+    let mut tailnet_routes: Vec<ipnet::IpNet> = Vec::new();
     let started = std::time::Instant::now();
     let Signals {
         term: mut sigterm,
@@ -751,7 +756,25 @@ async fn event_loop(
                     }
                     tailnet_host_addrs = own.clone();
                     engine.set_host_addresses(own);
-                    static_peers.set_tailnet(t.peer_set());
+                    let set = t.peer_set();
+                    // The host reaches the tailnet's peers through the TUN
+                    // (replies from the box's tailnet address); IPv4 only
+                    // (the TUN has no IPv6), new routes only, off the loop.
+                    let nets: Vec<ipnet::IpNet> = set
+                        .iter()
+                        .flat_map(|p| p.allowed_ips.iter().copied())
+                        .filter(|n| matches!(n, ipnet::IpNet::V4(_)) && !tailnet_routes.contains(n))
+                        .collect();
+                    tailnet_routes.extend(nets.iter().copied());
+                    if let (false, Ok(idx)) = (nets.is_empty(), dev.tun.if_index()) {
+                        let (h, own) = (nl_handle.clone(), [config.mesh_address, config.bridge_address]);
+                        tokio::spawn(async move {
+                            if let Err(e) = netlink::add_peer_routes(&h, idx, &nets, &own).await {
+                                tracing::warn!("routes to the tailnet's peers: {e:#}");
+                            }
+                        });
+                    }
+                    static_peers.set_tailnet(set);
                     static_peers.apply(now, config, engine.mesh_mut());
                 }
             }

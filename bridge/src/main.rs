@@ -288,6 +288,9 @@ fn real_main(cli: Cli) -> Result<()> {
                 if t.advertise_bridge { "advertised" } else { "not advertised" },
                 if t.accept_routes { "on" } else { "off" },
             );
+            if t.control_url.starts_with("https://") {
+                println!("tailnet: warning: this build speaks to http:// control URLs only (no TLS yet); it will retry and log the error");
+            }
         }
         return Ok(());
     }

@@ -202,8 +202,11 @@ def test_laptop_reaches_bridged_device_over_a_direct_path_and_back(tn):
     assert seen.get("CurAddr") == f"10.99.0.10:{BOX_PORT}", seen
     assert "direct path to" in tn.box_log.read_text()
 
-    # 4. The device reaches the laptop's tailnet address.
+    # 4. The device reaches the laptop's tailnet address; the laptop reaches
+    # the box's own tailnet address (the box's host).
     tn.ping(tn.dev, lap_ip)
+    box_ip = next(a for a in box[0]["ip_addresses"] if "." in a)
+    tn.ping(tn.lap, box_ip)
 
     # 5. A restart is the same node, and traffic flows again.
     assert tn.stop_box() == 0
@@ -213,3 +216,13 @@ def test_laptop_reaches_bridged_device_over_a_direct_path_and_back(tn):
     assert len(tn.nodes()) == 2, "the laptop and the box, no duplicate"
     tn.ping(tn.lap, dev_ip, timeout=60)
     tn.ping(tn.dev, lap_ip)
+
+    # 6. SIGKILL (nothing cleaned up, keys as they were): still the same node.
+    os.killpg(tn.box_proc.pid, signal.SIGKILL)
+    tn.box_proc.wait(timeout=15)
+    tn.box_proc = None
+    tn.start_box(cfg)
+    listed = nodes_named(tn, "tbox")
+    assert len(listed) == 1 and listed[0]["node_key"] == node_key, tn.nodes()
+    assert len(tn.nodes()) == 2
+    tn.ping(tn.lap, dev_ip, timeout=60)
