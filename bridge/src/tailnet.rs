@@ -514,6 +514,59 @@ mod tests {
         assert!(advertised_routes(&config("", "")).is_empty());
     }
 
+    /// A map update plus a disco exchange with a (simulated) laptop: the
+    /// pong makes the laptop's address its WireGuard endpoint in the set.
+    #[tokio::test]
+    async fn a_confirmed_disco_path_becomes_the_peers_endpoint() {
+        use meshbridge_tailnet::keys::DiscoPrivate;
+        let box_disco = DiscoPrivate::from_bytes([11; 32]);
+        let lap_disco = DiscoPrivate::from_bytes([12; 32]);
+        let (_tx, updates) = mpsc::channel(1);
+        let mut t = Tailnet {
+            updates,
+            accept_routes: false,
+            last: None,
+            paths: HashMap::new(),
+            disco: Disco::new(box_disco.clone(), NodePublic::from_bytes([2; 32]), StdRng::seed_from_u64(1)),
+            paths_changed: false,
+            task: tokio::spawn(async {}),
+        };
+        let lap_addr: SocketAddr = "10.99.0.20:41641".parse().unwrap();
+        let mut lap = peer(1, &["100.64.0.1/32"], &["100.64.0.1/32"]);
+        lap.disco_key = Some(lap_disco.public());
+        lap.endpoints = vec![lap_addr];
+        let now = Instant::now();
+        t.on_update(
+            now,
+            Update {
+                addresses: vec!["100.64.0.2/32".parse().unwrap(), "fd7a:115c:a1e0::2/128".parse().unwrap()],
+                peers: vec![lap],
+            },
+        );
+        assert_eq!(t.own_ipv4(), vec![Ipv4Addr::new(100, 64, 0, 2)]);
+        assert_eq!(t.peer_set().get(&PublicKey([1; 32])).unwrap().endpoint, None);
+        t.handle_timeout(now);
+        let ping = t.poll_transmit().expect("a ping to the laptop's endpoint");
+        assert_eq!(ping.to, lap_addr);
+        // The laptop answers with a pong from the address pinged.
+        let (from, msg) = disco::open(&lap_disco, &ping.data).unwrap();
+        assert_eq!(from, box_disco.public());
+        let disco::Message::Ping { tx_id, node_key } = msg else {
+            panic!("not a ping: {msg:?}")
+        };
+        assert_eq!(node_key, Some(NodePublic::from_bytes([2; 32])));
+        let pong = disco::seal(
+            &lap_disco,
+            &box_disco.public(),
+            [3; 24],
+            &disco::Message::Pong { tx_id, src: "10.99.0.10:41641".parse().unwrap() },
+        );
+        t.handle_disco(now, lap_addr, &pong);
+        assert!(t.take_paths_changed());
+        assert!(!t.take_paths_changed());
+        assert_eq!(t.peer_set().get(&PublicKey([1; 32])).unwrap().endpoint, Some(lap_addr));
+    }
+
     #[test]
     fn keys_persist_0600_and_the_node_key_is_the_mesh_key() {
         use std::os::unix::fs::PermissionsExt;
