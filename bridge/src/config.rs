@@ -41,9 +41,11 @@ mod mesh;
 pub mod paths;
 mod routing;
 mod services;
+mod tailnet;
 mod values;
 
 pub use mesh::{Files, Loaded};
+pub use tailnet::{AuthKey, Tailnet, DEFAULT_CONTROL_URL};
 
 /// A peer endpoint: an address, or a name the daemon resolves off its event
 /// loop and follows (`peers.rs`).
@@ -244,6 +246,8 @@ pub struct Config {
     pub board: Board,
     /// The config file this came from (factory reset removes its folder's contents).
     pub source: Option<PathBuf>,
+    /// `[tailnet]`: the box is a tailnet node (`None`: not).
+    pub tailnet: Option<Tailnet>,
 }
 
 impl Config {
@@ -318,7 +322,9 @@ impl Config {
         let board = services::validate_board(&raw.board)?;
         #[cfg(feature = "dns")]
         check_names(raw, &mesh.peers, &discovery.mdns_name)?;
+        let tailnet = tailnet::validate_tailnet(raw.tailnet.as_ref(), base)?;
         Ok(Config {
+            tailnet,
             source: None,
             board,
             discovery,

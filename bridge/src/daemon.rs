@@ -403,6 +403,8 @@ async fn run_inner(mut config: Config, up: &mut bool) -> Result<bool> {
     // Endpoint names are resolved by a task; their peers get the address when it comes.
     let mut static_peers = crate::peers::StaticPeers::start(&config);
     static_peers.apply(now.mono, &config, &mut mesh);
+    // `[tailnet]`: the control client runs in a task; its peers join the set.
+    let mut tailnet = crate::tailnet::Tailnet::start(&config)?;
     let dhcp_config = crate::control::dhcp_config(&config, macs.engine);
     let use_exit = match &config.routing.use_exit_node {
         Some(name) => Some(
@@ -501,6 +503,8 @@ async fn run_inner(mut config: Config, up: &mut bool) -> Result<bool> {
         ControlPlane {
             requests,
             static_peers: &mut static_peers,
+            tailnet: tailnet.as_mut(),
+            netlink: handle.clone(),
         },
         &mut discovery,
         &mut hardware,
@@ -571,6 +575,43 @@ async fn flush(engine: &mut Engine, dev: &Devices, udp: &UdpSocket, dual: bool) 
         if let Err(e) = r {
             tracing::debug!("write failed: {e}");
         }
+    }
+}
+
+/// Send disco's datagrams; re-apply the peer set when disco confirmed a path.
+/// One datagram from the WireGuard socket: disco (the tailnet's path
+/// discovery, recognised by its magic prefix) or WireGuard for the mesh.
+fn dispatch_udp(
+    engine: &mut Engine,
+    tailnet: Option<&mut crate::tailnet::Tailnet>,
+    from: SocketAddr,
+    data: &[u8],
+) {
+    match tailnet {
+        Some(t) if meshbridge_tailnet::disco::looks_like_disco(data) => {
+            t.handle_disco(std::time::Instant::now(), from, data)
+        }
+        _ => engine.handle_datagram(read_now(), from, data),
+    }
+}
+
+async fn flush_tailnet(
+    t: &mut crate::tailnet::Tailnet,
+    config: &Config,
+    engine: &mut Engine,
+    static_peers: &mut crate::peers::StaticPeers,
+    udp: &UdpSocket,
+    dual: bool,
+) {
+    while let Some(tx) = t.poll_transmit() {
+        if let Err(e) = udp.send_to(&tx.data, for_socket(tx.to, dual)).await {
+            tracing::debug!("disco send to {}: {e}", tx.to);
+        }
+    }
+    if t.take_paths_changed() {
+        static_peers.set_tailnet(t.peer_set());
+        // Queued packets and handshakes go out on the engine's next timer.
+        static_peers.apply(std::time::Instant::now(), config, engine.mesh_mut());
     }
 }
 
@@ -720,6 +761,10 @@ struct ControlPlane<'a> {
     requests: tokio::sync::mpsc::Receiver<crate::api::Pending>,
     /// The config's peers, with endpoint names resolved by a task.
     static_peers: &'a mut crate::peers::StaticPeers,
+    /// The tailnet (`[tailnet]`): its map updates and disco.
+    tailnet: Option<&'a mut crate::tailnet::Tailnet>,
+    /// For routes to the tailnet's peers on the TUN.
+    netlink: rtnetlink::Handle,
 }
 
 async fn event_loop(
@@ -740,7 +785,11 @@ async fn event_loop(
     let ControlPlane {
         mut requests,
         static_peers,
+        mut tailnet,
+        netlink: nl_handle,
     } = control;
+    let mut tailnet_host_addrs: Vec<std::net::Ipv4Addr> = Vec::new();
+    let mut tailnet_routes: Vec<ipnet::IpNet> = Vec::new();
     let started = std::time::Instant::now();
     let Signals {
         term: mut sigterm,
@@ -762,8 +811,15 @@ async fn event_loop(
     let host = crate::host::proc::spawn_refresh(HOST_FACTS_REFRESH).await;
     loop {
         flush(engine, dev, udp, dual).await;
+        if let Some(t) = tailnet.as_deref_mut() {
+            flush_tailnet(t, config, engine, static_peers, udp, dual).await;
+        }
         handle_events(config, engine, discovery, &mut leases);
         let mdns_deadline = discovery.poll_timeout();
+        let disco_deadline = tailnet
+            .as_deref()
+            .and_then(|t| t.poll_timeout())
+            .map(tokio::time::Instant::from_std);
         let deadline = engine
             .poll_timeout()
             .map(tokio::time::Instant::from_std)
@@ -779,14 +835,14 @@ async fn event_loop(
             },
             r = udp.recv_from(&mut udp_buf) => match r {
                 Ok((n, from)) => {
-                    engine.handle_datagram(read_now(), canonical(from), &udp_buf[..n]);
+                    dispatch_udp(engine, tailnet.as_deref_mut(), canonical(from), &udp_buf[..n]);
                     // Drain what else is queued before the loop's other
                     // work: under a flood of forged handshakes the loop's
                     // own cost per wakeup would otherwise decide how many
                     // datagrams (real ones among them) the socket drops.
                     for _ in 1..UDP_BATCH {
                         let Ok((n, from)) = udp.try_recv_from(&mut udp_buf) else { break };
-                        engine.handle_datagram(read_now(), canonical(from), &udp_buf[..n]);
+                        dispatch_udp(engine, tailnet.as_deref_mut(), canonical(from), &udp_buf[..n]);
                     }
                 }
                 Err(e) => tracing::debug!("UDP receive: {e}"),
@@ -798,6 +854,45 @@ async fn event_loop(
             r = discovery.recv_uplink() => {
                 if let Some((from, n)) = r {
                     discovery.on_uplink(from, n);
+                }
+            }
+            _ = async { match disco_deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                if let Some(t) = tailnet.as_deref_mut() {
+                    t.handle_timeout(std::time::Instant::now());
+                }
+            }
+            Some(update) = async { match tailnet.as_deref_mut() { Some(t) => t.next_update().await, None => std::future::pending().await } } => {
+                if let Some(t) = tailnet.as_deref_mut() {
+                    let now = std::time::Instant::now();
+                    t.on_update(now, update);
+                    let own = t.own_ipv4();
+                    for ip in own.iter().filter(|ip| !tailnet_host_addrs.contains(ip)) {
+                        if let Err(e) = dev.tun.add_address_v4(*ip, 32) {
+                            tracing::warn!("adding the tailnet address {ip} to {}: {e}", config.tun_name);
+                        }
+                    }
+                    tailnet_host_addrs = own.clone();
+                    engine.set_host_addresses(own);
+                    let set = t.peer_set();
+                    // The host reaches the tailnet's peers through the TUN
+                    // (replies from the box's tailnet address); IPv4 only
+                    // (the TUN has no IPv6), new routes only, off the loop.
+                    let nets: Vec<ipnet::IpNet> = set
+                        .iter()
+                        .flat_map(|p| p.allowed_ips.iter().copied())
+                        .filter(|n| matches!(n, ipnet::IpNet::V4(_)) && !tailnet_routes.contains(n))
+                        .collect();
+                    tailnet_routes.extend(nets.iter().copied());
+                    if let (false, Ok(idx)) = (nets.is_empty(), dev.tun.if_index()) {
+                        let (h, own) = (nl_handle.clone(), [config.mesh_address, config.bridge_address]);
+                        tokio::spawn(async move {
+                            if let Err(e) = netlink::add_peer_routes(&h, idx, &nets, &own).await {
+                                tracing::warn!("routes to the tailnet's peers: {e:#}");
+                            }
+                        });
+                    }
+                    static_peers.set_tailnet(set);
+                    static_peers.apply(now, config, engine.mesh_mut());
                 }
             }
             Some((name, addr)) = static_peers.next_resolved() => {

@@ -43,3 +43,4 @@ pub mod mdns_link;
 pub mod peers;
 pub mod faults;
 pub mod persist;
+pub mod tailnet;

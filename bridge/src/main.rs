@@ -304,6 +304,22 @@ fn real_main(cli: Cli) -> Result<()> {
             c.dhcp_range.0,
             c.dhcp_range.1
         );
+        if let Some(t) = &c.tailnet {
+            println!(
+                "tailnet: control {}, {}, bridge route {}, accept routes {}",
+                t.control_url,
+                match &t.auth_key {
+                    Some(meshbridge::config::AuthKey::File(p)) => format!("auth key from {}", p.display()),
+                    Some(meshbridge::config::AuthKey::Inline(_)) => "auth key inline".to_string(),
+                    None => "interactive login".to_string(),
+                },
+                if t.advertise_bridge { "advertised" } else { "not advertised" },
+                if t.accept_routes { "on" } else { "off" },
+            );
+            if t.control_url.starts_with("https://") {
+                println!("tailnet: warning: this build speaks to http:// control URLs only (no TLS yet); it will retry and log the error");
+            }
+        }
         return Ok(());
     }
     if cli.cleanup {

@@ -79,6 +79,8 @@ fn names(config: &Config) -> Vec<String> {
 /// The static-peer producer, owned by the event loop.
 pub struct StaticPeers {
     resolved: HashMap<String, SocketAddr>,
+    /// The tailnet's peers (`[tailnet]`), merged after the config's.
+    tailnet: PeerSet,
     names: watch::Sender<Vec<String>>,
     results: mpsc::Receiver<(String, SocketAddr)>,
 }
@@ -92,6 +94,7 @@ impl StaticPeers {
         tokio::spawn(resolve_task(names_rx, tx));
         StaticPeers {
             resolved: HashMap::new(),
+            tailnet: PeerSet::new(),
             names: names_tx,
             results,
         }
@@ -107,7 +110,10 @@ impl StaticPeers {
             *names = wanted;
             changed
         });
-        let set = peer_set(config, &self.resolved);
+        let mut set = peer_set(config, &self.resolved);
+        for key in set.merge(&self.tailnet) {
+            tracing::warn!("tailnet peer {key} is also a [[mesh.peers]] entry: the config's entry is used");
+        }
         let applied = mesh.apply(now, &set);
         if !applied.is_empty() {
             let name = |id| {
@@ -130,6 +136,12 @@ impl StaticPeers {
                 applied.removed.len(),
             );
         }
+    }
+
+    /// The tailnet's current peer set (from the control server's map and
+    /// disco's confirmed paths); applied with the next [`StaticPeers::apply`].
+    pub fn set_tailnet(&mut self, set: PeerSet) {
+        self.tailnet = set;
     }
 
     /// The next address the resolver found for an endpoint name (cancel-safe).

@@ -19,6 +19,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("hw", 2),
     ("peers", 2),
     ("faults", 2),
+    ("tailnet", 2),
     ("health", 3),
     ("api", 4),
     ("discovery", 5),

@@ -171,6 +171,9 @@ pub struct Engine {
     stats: Stats,
     last: Now,
     last_seen: std::collections::HashMap<Mac, Instant>,
+    /// More addresses of the box besides the mesh and bridge ones (its
+    /// tailnet address): packets to them go to the host.
+    host_addresses: Vec<Ipv4Addr>,
 }
 
 /// At most this many MACs have a "last seen" time.
@@ -179,6 +182,7 @@ const MAX_SEEN: usize = 1024;
 /// The tables [`decide`] reads, borrowed from the engine for one decision.
 struct View<'a> {
     config: &'a EngineConfig,
+    host_addresses: &'a [Ipv4Addr],
     dhcp: &'a dhcp::Server,
     mesh: &'a Mesh,
     wall: SystemTime,
@@ -195,7 +199,9 @@ impl Topology for View<'_> {
         self.mesh.route_specific(IpAddr::V4(ip))
     }
     fn is_host(&self, ip: Ipv4Addr) -> bool {
-        ip == self.config.mesh_address.addr() || ip == self.config.bridge_address.addr()
+        ip == self.config.mesh_address.addr()
+            || ip == self.config.bridge_address.addr()
+            || self.host_addresses.contains(&ip)
     }
     fn on_bridge(&self, ip: Ipv4Addr) -> bool {
         self.config.bridge_address.contains(&ip)
@@ -238,7 +244,15 @@ impl Engine {
             stats: Stats::default(),
             last: now,
             last_seen: std::collections::HashMap::new(),
+            host_addresses: Vec::new(),
         })
+    }
+
+    /// The box's addresses besides the mesh and bridge ones (e.g. its
+    /// tailnet address, which the control server assigns): packets to them
+    /// are the host's ([`forward::Forward::ToHost`]).
+    pub fn set_host_addresses(&mut self, addresses: Vec<Ipv4Addr>) {
+        self.host_addresses = addresses;
     }
 
     /// Announce the box on the bridge (gratuitous ARP). Call once at start.
@@ -291,6 +305,7 @@ impl Engine {
     fn view(&self, wall: SystemTime) -> View<'_> {
         View {
             config: &self.config,
+            host_addresses: &self.host_addresses,
             dhcp: &self.dhcp,
             mesh: &self.mesh,
             wall,
@@ -315,6 +330,7 @@ impl Engine {
             EtherType::ARP => {
                 let view = View {
                     config: &self.config,
+                    host_addresses: &self.host_addresses,
                     dhcp: &self.dhcp,
                     mesh: &self.mesh,
                     wall: now.wall,

@@ -693,3 +693,19 @@ fn the_same_seed_gives_the_same_trace() {
     let (c, _) = lossy_run(seed ^ 0x9e37_79b9_7f4a_7c15);
     assert_ne!(a.trace, c.trace);
 }
+
+/// The box's tailnet address (assigned by the control server at run time)
+/// is the host's once the daemon adds it; before, nothing routes it.
+#[test]
+fn an_added_host_address_is_the_hosts() {
+    let _seed = SeedOnFailure(seed());
+    let mut sim = Sim::new();
+    let ip = sim.lease();
+    let tailnet_ip = Ipv4Addr::new(100, 64, 0, 1);
+    sim.ip_frame_from_device(ip, tailnet_ip, b"before");
+    assert!(sim.tun.is_empty() && sim.at_peer.is_empty());
+    sim.engine.set_host_addresses(vec![tailnet_ip]);
+    sim.ip_frame_from_device(ip, tailnet_ip, b"after");
+    assert_eq!(sim.tun.len(), 1);
+    assert!(sim.at_peer.is_empty());
+}

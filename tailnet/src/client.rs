@@ -1,8 +1,8 @@
 //! An async shell around the sans-IO core (feature `client`): tokio TCP,
 //! the ts2021 upgrade, HTTP/2 (the `h2` crate) over the Noise records.
 //!
-//! For tests and the `tailnet-probe` example for now; the daemon will own
-//! its sockets and timers. Plain `http://` control URLs only (Noise already
+//! The daemon's control task (`bridge/src/tailnet.rs`), the
+//! `tailnet-probe` example and the tests use it. Plain `http://` control URLs only (Noise already
 //! protects the traffic; `https://` needs TLS underneath, not done yet).
 
 use std::io;

@@ -19,7 +19,9 @@
 //!   answer means.
 //! * [`mapstream`]: the length-prefixed messages of the map stream.
 //! * [`netmap`]: the network map the stream builds, and the peer list
-//!   ([`netmap::TailnetPeer`]) that will feed the mesh's peer set.
+//!   ([`netmap::TailnetPeer`]) that feeds the mesh's peer set.
+//! * [`disco`]: the disco messages (ping, pong, call-me-maybe in NaCl
+//!   boxes) and the state that confirms a direct UDP path to each peer.
 //!
 //! HTTP/2 runs inside the Noise stream (requests `POST /machine/register`
 //! and `POST /machine/map`); this crate does not implement HTTP/2 — the
@@ -50,6 +52,7 @@
 #![warn(missing_docs)]
 
 pub mod control;
+pub mod disco;
 pub mod keys;
 pub mod mapstream;
 pub mod netmap;

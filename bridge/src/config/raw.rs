@@ -35,6 +35,8 @@ pub struct File {
     /// `[web]`.
     #[serde(default)]
     pub web: Web,
+    /// `[tailnet]` (absent: the box is no tailnet node).
+    pub tailnet: Option<Tailnet>,
 }
 
 /// `[web]`: the config page.
@@ -184,4 +186,22 @@ pub struct Reservation {
     pub ip: Option<String>,
     /// The device's name (DNS name and on the page), instead of its DHCP hostname.
     pub name: Option<String>,
+}
+
+/// `[tailnet]`: join a Tailscale or Headscale tailnet.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Tailnet {
+    /// The control server (default: Tailscale's service).
+    pub control_url: Option<String>,
+    /// A file holding the auth key (pre-auth key).
+    pub auth_key_file: Option<String>,
+    /// The auth key itself.
+    pub auth_key: Option<String>,
+    /// The node's name in the tailnet (default: the system host name).
+    pub hostname: Option<String>,
+    /// Advertise the bridge subnet as a route (default true).
+    pub advertise_bridge: Option<bool>,
+    /// Use other nodes' subnet routes (default false).
+    pub accept_routes: Option<bool>,
 }
