@@ -360,9 +360,15 @@ mod tests {
             source_v4: Some("192.168.1.2".parse().unwrap()),
             ..HostFacts::default()
         };
-        assert_eq!(endpoint(&config(""), &host).as_deref(), Some("192.168.1.2:51999"));
+        assert_eq!(
+            endpoint(&config(""), &host).as_deref(),
+            Some("192.168.1.2:51999")
+        );
         let set = config("endpoint = \"vpn.example.org:51820\"");
-        assert_eq!(endpoint(&set, &host).as_deref(), Some("vpn.example.org:51820"));
+        assert_eq!(
+            endpoint(&set, &host).as_deref(),
+            Some("vpn.example.org:51820")
+        );
         // No route out, or only through the mesh itself: nothing to offer.
         assert_eq!(endpoint(&config(""), &HostFacts::default()), None);
         let via_mesh = HostFacts {

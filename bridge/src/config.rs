@@ -86,7 +86,6 @@ impl Endpoint {
             )),
         }
     }
-
 }
 
 /// A validated peer.
@@ -303,7 +302,11 @@ impl Config {
 
     /// Validate the raw file with the contents of the files it names: no
     /// I/O. One function per section, in the order errors are reported.
-    pub fn from_raw(raw: &raw::File, base: Option<&Path>, files: &Files) -> Result<Config, ConfigError> {
+    pub fn from_raw(
+        raw: &raw::File,
+        base: Option<&Path>,
+        files: &Files,
+    ) -> Result<Config, ConfigError> {
         let mesh = mesh::validate_mesh(&raw.mesh, files)?;
         let bridge = lan::validate_bridge(&raw.bridge, &mesh.tun_name)?;
         let dhcp = lan::validate_dhcp(&raw.dhcp, &raw.bridge, mesh.mesh_address)?;
@@ -374,7 +377,10 @@ fn check_names(raw: &raw::File, peers: &[Peer], mdns_name: &str) -> Result<(), C
         if reserved(&l) {
             return Err(bad(
                 format!("mesh.peers[{i}].name"),
-                format!("{:?} is reserved: {l}.<domain> is one of the box's own names", p.name),
+                format!(
+                    "{:?} is reserved: {l}.<domain> is one of the box's own names",
+                    p.name
+                ),
             ));
         }
         peer_labels.push(l);
@@ -474,14 +480,38 @@ lease_time = "1h"
     fn nothing_that_lands_in_a_generated_file_may_break_a_line() {
         let s = sample();
         for (from, to, key) in [
-            ("[mesh]", "[mesh]\nendpoint = \"vpn.example.org\\nPostUp=id:51820\"", "mesh.endpoint"),
-            ("[mesh]", "[mesh]\nendpoint = \"x:1\\n[Peer]\\nPublicKey = abc:1\"", "mesh.endpoint"),
+            (
+                "[mesh]",
+                "[mesh]\nendpoint = \"vpn.example.org\\nPostUp=id:51820\"",
+                "mesh.endpoint",
+            ),
+            (
+                "[mesh]",
+                "[mesh]\nendpoint = \"x:1\\n[Peer]\\nPublicKey = abc:1\"",
+                "mesh.endpoint",
+            ),
             ("[mesh]", "[mesh]\nendpoint = \"a b:1\"", "mesh.endpoint"),
             ("[mesh]", "[mesh]\nendpoint = \"host:+1\"", "mesh.endpoint"),
-            ("endpoint = \"198.51.100.2:51820\"", "endpoint = \"h\\tx:51820\"", "mesh.peers[0].endpoint"),
-            ("name = \"laptop\"", "name = \"lap\\ntop\"", "mesh.peers[0].name"),
-            ("name = \"laptop\"", "name = \"lap\\u2028top\"", "mesh.peers[0].name"),
-            ("name = \"laptop\"", "name = \"../laptop\"", "mesh.peers[0].name"),
+            (
+                "endpoint = \"198.51.100.2:51820\"",
+                "endpoint = \"h\\tx:51820\"",
+                "mesh.peers[0].endpoint",
+            ),
+            (
+                "name = \"laptop\"",
+                "name = \"lap\\ntop\"",
+                "mesh.peers[0].name",
+            ),
+            (
+                "name = \"laptop\"",
+                "name = \"lap\\u2028top\"",
+                "mesh.peers[0].name",
+            ),
+            (
+                "name = \"laptop\"",
+                "name = \"../laptop\"",
+                "mesh.peers[0].name",
+            ),
             ("\"eth1\"", "\"eth\\n1\"", "bridge.ports"),
         ] {
             let text = s.replacen(from, to, 1);
@@ -491,7 +521,11 @@ lease_time = "1h"
             assert!(!e.to_string().contains('\n'), "{e}");
         }
         // Ordinary values still pass.
-        let ok = s.replacen("[mesh]", "[mesh]\nendpoint = \"vpn.example-1.org:51820\"", 1);
+        let ok = s.replacen(
+            "[mesh]",
+            "[mesh]\nendpoint = \"vpn.example-1.org:51820\"",
+            1,
+        );
         assert!(Config::from_toml(&ok, None).is_ok());
         let ok = s.replace("name = \"laptop\"", "name = \"Alice's phone\"");
         assert!(Config::from_toml(&ok, None).is_ok());
@@ -546,7 +580,9 @@ mod pure_tests {
         let files = Files {
             wireguard_config: Some(Loaded {
                 path: "/nonexistent/wg0.conf".into(),
-                text: Ok(format!("[Interface]\nPrivateKey = {PRIV}\nAddress = 10.77.0.1/24\n")),
+                text: Ok(format!(
+                    "[Interface]\nPrivateKey = {PRIV}\nAddress = 10.77.0.1/24\n"
+                )),
             }),
             private_key_file: None,
         };
@@ -577,7 +613,10 @@ mod pure_tests {
         assert!(Files::read(&with_inline, None).private_key_file.is_none());
         let file_only = raw_of("[mesh]\nprivate_key_file = \"/nonexistent/key\"\n");
         let f = Files::read(&file_only, Some(Path::new("/etc")));
-        assert_eq!(f.private_key_file.unwrap().path, Path::new("/nonexistent/key"));
+        assert_eq!(
+            f.private_key_file.unwrap().path,
+            Path::new("/nonexistent/key")
+        );
         let relative = raw_of("[mesh]\nprivate_key_file = \"key\"\n");
         let f = Files::read(&relative, Some(Path::new("/nonexistent")));
         let k = f.private_key_file.unwrap();

@@ -559,17 +559,36 @@ range = "10.77.1.100-10.77.1.200"
         let secret = secret_dir.join("shadow");
         std::fs::write(&secret, "root:$y$SECRET-HASH-LINE:19000:0:99999:7:::\n").unwrap();
         for (key, line) in [
-            ("mesh.wireguard_config", format!("wireguard_config = {:?}", secret.display().to_string())),
-            ("mesh.private_key_file", format!("private_key_file = {:?}", secret.display().to_string())),
+            (
+                "mesh.wireguard_config",
+                format!("wireguard_config = {:?}", secret.display().to_string()),
+            ),
+            (
+                "mesh.private_key_file",
+                format!("private_key_file = {:?}", secret.display().to_string()),
+            ),
         ] {
-            let text = format!("[mesh]\n{line}\naddress = \"10.77.0.1/24\"\n[bridge]\nports = []\n");
+            let text =
+                format!("[mesh]\n{line}\naddress = \"10.77.0.1/24\"\n[bridge]\nports = []\n");
             let err = restore(&c, &text).unwrap_err();
             assert_eq!(err.field.as_deref(), Some(key), "{}", err.error);
             assert!(!err.error.contains("SECRET"), "{}", err.error);
         }
-        let err = restore(&c, &backup(&c).unwrap().replace("[mesh]", "[api]\nsocket = \"/tmp/elsewhere.sock\"\n[mesh]")).unwrap_err();
+        let err = restore(
+            &c,
+            &backup(&c)
+                .unwrap()
+                .replace("[mesh]", "[api]\nsocket = \"/tmp/elsewhere.sock\"\n[mesh]"),
+        )
+        .unwrap_err();
         assert_eq!(err.field.as_deref(), Some("api.socket"));
-        let err = restore(&c, &backup(&c).unwrap().replace("state_dir = ", "state_dir = \"/etc\"\n#")).unwrap_err();
+        let err = restore(
+            &c,
+            &backup(&c)
+                .unwrap()
+                .replace("state_dir = ", "state_dir = \"/etc\"\n#"),
+        )
+        .unwrap_err();
         assert_eq!(err.field.as_deref(), Some("state_dir"));
         // A file the box may name, holding something that is not wg-quick:
         // the error names the line, never its text.
@@ -578,7 +597,11 @@ range = "10.77.1.100-10.77.1.200"
         let text = "[mesh]\nwireguard_config = \"wg0.conf\"\n[bridge]\nports = []\n";
         let err = restore(&c, text).unwrap_err();
         assert_eq!(err.field.as_deref(), Some("mesh.wireguard_config"));
-        assert!(!err.error.contains("SECRET") && err.error.contains("line 1"), "{}", err.error);
+        assert!(
+            !err.error.contains("SECRET") && err.error.contains("line 1"),
+            "{}",
+            err.error
+        );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
         std::fs::remove_dir_all(&secret_dir).unwrap();
     }
@@ -588,21 +611,44 @@ range = "10.77.1.100-10.77.1.200"
         let (_path, c) = setup();
         let mut e = Edit::open(&c).unwrap();
         let mut ch = serde_json::Map::new();
-        ch.insert("mesh.endpoint".into(), "vpn.example.org\nPostUp=id:51820".into());
+        ch.insert(
+            "mesh.endpoint".into(),
+            "vpn.example.org\nPostUp=id:51820".into(),
+        );
         e.settings(&ch).unwrap();
-        assert_eq!(e.validate().unwrap_err().field.as_deref(), Some("mesh.endpoint"));
+        assert_eq!(
+            e.validate().unwrap_err().field.as_deref(),
+            Some("mesh.endpoint")
+        );
         let mut e = Edit::open(&c).unwrap();
-        e.add_peer("evil\n[Peer]", "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=", "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=", &["10.77.0.9/32".into()]).unwrap();
-        assert_eq!(e.validate().unwrap_err().field.as_deref(), Some("mesh.peers[1].name"));
+        e.add_peer(
+            "evil\n[Peer]",
+            "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=",
+            "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=",
+            &["10.77.0.9/32".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            e.validate().unwrap_err().field.as_deref(),
+            Some("mesh.peers[1].name")
+        );
         let mut e = Edit::open(&c).unwrap();
         let mac: Mac = "02:00:00:00:00:09".parse().unwrap();
-        e.set_device(&mac, Some(Some("tv\r\nfake log line")), None).unwrap();
-        assert_eq!(e.validate().unwrap_err().field.as_deref(), Some("dhcp.reservations[0].name"));
+        e.set_device(&mac, Some(Some("tv\r\nfake log line")), None)
+            .unwrap();
+        assert_eq!(
+            e.validate().unwrap_err().field.as_deref(),
+            Some("dhcp.reservations[0].name")
+        );
         // A device may not be named after the box, a well-known name or a peer.
         for n in ["meshbridge", "WPAD", "laptop"] {
             let mut e = Edit::open(&c).unwrap();
             e.set_device(&mac, Some(Some(n)), None).unwrap();
-            assert_eq!(e.validate().unwrap_err().field.as_deref(), Some("dhcp.reservations[0].name"), "{n}");
+            assert_eq!(
+                e.validate().unwrap_err().field.as_deref(),
+                Some("dhcp.reservations[0].name"),
+                "{n}"
+            );
         }
     }
 }

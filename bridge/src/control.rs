@@ -4,9 +4,9 @@
 //! applied to the running daemon, or, for the few settings that need it,
 //! applied at the next restart.
 
+use crate::api::endpoint;
 use crate::config::Config;
 use crate::config_edit::{self, Edit, Effect};
-use crate::api::endpoint;
 use crate::host::proc::HostFacts;
 use ipnet::Ipv4Net;
 use meshbridge_engine::Engine;
@@ -257,7 +257,9 @@ pub fn handle(request: Request, ctx: &mut Ctx<'_>) -> Reply {
         Request::FactoryReset => {
             tracing::warn!("factory reset requested (local API)");
             *ctx.factory_reset = true;
-            Ok(json!({"ok": true, "message": "factory reset: meshbridge erases its config, keys and state and restarts unconfigured"}))
+            Ok(
+                json!({"ok": true, "message": "factory reset: meshbridge erases its config, keys and state and restarts unconfigured"}),
+            )
         }
         Request::Restart => {
             tracing::warn!("restart requested");

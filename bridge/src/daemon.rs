@@ -61,7 +61,10 @@ pub fn load_leases(state_dir: &Path) -> dhcp::LeaseDb {
         Ok(text) => match dhcp::LeaseDb::from_json_lossy(&text) {
             Ok((db, skipped)) => {
                 for e in &skipped {
-                    tracing::warn!("{}: {e}; that lease is dropped, the others are kept", path.display());
+                    tracing::warn!(
+                        "{}: {e}; that lease is dropped, the others are kept",
+                        path.display()
+                    );
                 }
                 db
             }
@@ -152,7 +155,8 @@ async fn setup(
     rec.links = vec![config.tap_name.clone(), config.tun_name.clone()];
     netlink::write_record(&config.state_dir, rec)?;
 
-    let (bridge_idx, created) = netlink::ensure_bridge(handle, &config.bridge_name, macs.bridge).await?;
+    let (bridge_idx, created) =
+        netlink::ensure_bridge(handle, &config.bridge_name, macs.bridge).await?;
     rec.bridge_created |= created;
     rec.ports = config.bridge_ports.clone();
     netlink::write_record(&config.state_dir, rec)?;
@@ -215,7 +219,14 @@ async fn setup(
     )
     .await?;
     setup_routing(config, rec, exit_v6)?;
-    Ok((Devices { tap, tun, bridge_idx }, bridge_idx))
+    Ok((
+        Devices {
+            tap,
+            tun,
+            bridge_idx,
+        },
+        bridge_idx,
+    ))
 }
 
 /// Put every configured bridge port that exists into the bridge; the
@@ -301,7 +312,9 @@ fn setup_routing(config: &Config, rec: &mut Installed, exit_v6: bool) -> Result<
     let routing = r.uplink.as_ref().filter(|_| r.needs_forwarding());
     let Some(uplink) = routing else {
         // Without routing the box still works without nft: say so, loudly.
-        if let Err(e) = crate::host::nft::apply(&crate::host::nft::with_guard(String::new(), &guard)) {
+        if let Err(e) =
+            crate::host::nft::apply(&crate::host::nft::with_guard(String::new(), &guard))
+        {
             tracing::error!(
                 "{e:#}: the home LAN may reach the bridge and the mesh through this box"
             );

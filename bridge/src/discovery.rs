@@ -130,7 +130,12 @@ fn log_responder(link: &str, e: meshbridge_mdns::ResponderEvent) {
 
 /// Claim `name` for `addrs` in the zone; a clash is logged (the event at
 /// info, the names and addresses, personal data, at debug).
-pub(crate) fn claim(zone: &mut meshbridge_mdns::Names, name: &str, addrs: Vec<IpAddr>, owner: Owner) {
+pub(crate) fn claim(
+    zone: &mut meshbridge_mdns::Names,
+    name: &str,
+    addrs: Vec<IpAddr>,
+    owner: Owner,
+) {
     let what = match owner {
         Owner::Device => "a device's DHCP hostname",
         Owner::Admin => "a device's name",
@@ -143,7 +148,9 @@ pub(crate) fn claim(zone: &mut meshbridge_mdns::Names, name: &str, addrs: Vec<Ip
                 "DNS: {what} clashed with a taken or reserved name: served with a suffix ({} clashes so far)",
                 zone.clashes()
             );
-            tracing::debug!("DNS: {wanted:?} for {addrs:?} is taken or reserved: served as {got:?}");
+            tracing::debug!(
+                "DNS: {wanted:?} for {addrs:?} is taken or reserved: served as {got:?}"
+            );
         }
         Claim::Refused(wanted) => {
             tracing::info!(

@@ -160,7 +160,10 @@ pub fn mark_good(config: &Config) {
     let Some(path) = &config.source else { return };
     match std::fs::read_to_string(path) {
         Ok(text) => mark_good_text(&config.state_dir, &text),
-        Err(e) => tracing::warn!("reading {} to keep it as the last good config: {e}", path.display()),
+        Err(e) => tracing::warn!(
+            "reading {} to keep it as the last good config: {e}",
+            path.display()
+        ),
     }
 }
 
@@ -223,7 +226,10 @@ pub fn roll_back(path: &Path, state_dir: &Path, error: &str) -> Result<Option<Co
         restored: fingerprint(&good),
     };
     write_private(&state_dir.join(FAILED_FILE), bad.as_bytes())?;
-    write_private(&state_dir.join(ROLLBACK_FILE), serde_json::to_string(&record)?.as_bytes())?;
+    write_private(
+        &state_dir.join(ROLLBACK_FILE),
+        serde_json::to_string(&record)?.as_bytes(),
+    )?;
     write_private(path, good.as_bytes())
         .with_context(|| format!("putting the last good config back into {}", path.display()))?;
     tracing::error!(
@@ -272,7 +278,10 @@ pub fn factory_config(
         .and_then(Item::as_str)
         .map(|k| {
             let p = PathBuf::from(k);
-            (k.to_string(), if p.is_absolute() { p } else { base.join(p) })
+            (
+                k.to_string(),
+                if p.is_absolute() { p } else { base.join(p) },
+            )
         })
         .filter(|(_, p)| wiped.iter().any(|w| p.starts_with(w)));
     match &key_file {
@@ -282,7 +291,10 @@ pub fn factory_config(
     mesh.insert("listen_port", toml_edit::value(51820));
     mesh.insert("address", toml_edit::value("10.77.0.1/24"));
     doc.insert("mesh", Item::Table(mesh));
-    doc.insert("bridge", Item::Table(keep("bridge", &["name", "ports", "tap"])));
+    doc.insert(
+        "bridge",
+        Item::Table(keep("bridge", &["name", "ports", "tap"])),
+    );
     let mut dhcp = Table::new();
     dhcp.insert("range", toml_edit::value("10.77.1.100-10.77.1.200"));
     doc.insert("dhcp", Item::Table(dhcp));
@@ -306,7 +318,10 @@ mod tests {
         assert_eq!(changed_keys(b, b), Vec::<String>::new());
         let c = "[mesh]\nlisten_port = 51820\naddress = \"10.77.0.1/24\"\n[bridge]\nports = [\"eth1\", \"usb0\"]\n";
         assert_eq!(changed_keys(c, b), vec!["bridge.ports"]);
-        assert_eq!(changed_keys("[dhcp]\nrange = \"x\"\n", ""), vec!["dhcp.range"]);
+        assert_eq!(
+            changed_keys("[dhcp]\nrange = \"x\"\n", ""),
+            vec!["dhcp.range"]
+        );
     }
 
     #[test]
@@ -324,7 +339,10 @@ mod tests {
         let h = checks(&f);
         assert_eq!(h.len(), 2);
         assert!(h.iter().all(|h| !h.ok));
-        assert!(h[0].message.contains("mesh.listen_port") && h[0].message.contains("binding UDP port 51821"));
+        assert!(
+            h[0].message.contains("mesh.listen_port")
+                && h[0].message.contains("binding UDP port 51821")
+        );
         assert_eq!(h[1].check, "bridge_ports");
         assert!(h[1].message.contains("usb0"));
     }
@@ -341,12 +359,15 @@ mod tests {
         // No last good config: nothing to roll back to.
         assert!(roll_back(&path, &dir, "x").unwrap().is_none());
         mark_good_text(&dir, &good);
-        let c = roll_back(&path, &dir, "binding UDP port 51821").unwrap().unwrap();
+        let c = roll_back(&path, &dir, "binding UDP port 51821")
+            .unwrap()
+            .unwrap();
         assert_eq!(c.listen_port, 51820);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), good);
         assert_eq!(std::fs::read_to_string(dir.join(FAILED_FILE)).unwrap(), bad);
         let r: Rollback =
-            serde_json::from_str(&std::fs::read_to_string(dir.join(ROLLBACK_FILE)).unwrap()).unwrap();
+            serde_json::from_str(&std::fs::read_to_string(dir.join(ROLLBACK_FILE)).unwrap())
+                .unwrap();
         assert_eq!(r.keys, vec!["mesh.listen_port"]);
         assert_eq!(r.restored, fingerprint(&good));
         // The good config failing too: no loop.
@@ -376,9 +397,18 @@ root = "/tmp/x"
         let key = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
         let base = Path::new("/etc/meshbridge");
         let (text, key_file) = factory_config(old, base, &[base], key);
-        assert_eq!(key_file.as_deref(), Some(Path::new("/etc/meshbridge/private.key")));
-        assert!(!text.contains("laptop") && !text.contains("4000") && !text.contains("10.9."), "{text}");
-        assert!(text.contains("ports = [\"eth1\"]") && text.contains("root = \"/tmp/x\""), "{text}");
+        assert_eq!(
+            key_file.as_deref(),
+            Some(Path::new("/etc/meshbridge/private.key"))
+        );
+        assert!(
+            !text.contains("laptop") && !text.contains("4000") && !text.contains("10.9."),
+            "{text}"
+        );
+        assert!(
+            text.contains("ports = [\"eth1\"]") && text.contains("root = \"/tmp/x\""),
+            "{text}"
+        );
         // A key file outside the wiped folders is not overwritten: the key goes inline.
         let (text, key_file) = factory_config(old, Path::new("/srv"), &[base], key);
         assert!(key_file.is_none() && text.contains(key));

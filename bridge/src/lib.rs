@@ -35,12 +35,12 @@ pub mod discovery;
 pub mod discovery;
 #[cfg(feature = "dns")]
 pub mod dns;
+pub mod faults;
 pub mod health;
 pub mod host;
 pub mod hw;
 #[cfg(feature = "dns")]
 pub mod mdns_link;
 pub mod peers;
-pub mod faults;
 pub mod persist;
 pub mod tailnet;

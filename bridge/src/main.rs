@@ -309,11 +309,16 @@ fn real_main(cli: Cli) -> Result<()> {
                 "tailnet: control {}, {}, bridge route {}, accept routes {}",
                 t.control_url,
                 match &t.auth_key {
-                    Some(meshbridge::config::AuthKey::File(p)) => format!("auth key from {}", p.display()),
+                    Some(meshbridge::config::AuthKey::File(p)) =>
+                        format!("auth key from {}", p.display()),
                     Some(meshbridge::config::AuthKey::Inline(_)) => "auth key inline".to_string(),
                     None => "interactive login".to_string(),
                 },
-                if t.advertise_bridge { "advertised" } else { "not advertised" },
+                if t.advertise_bridge {
+                    "advertised"
+                } else {
+                    "not advertised"
+                },
                 if t.accept_routes { "on" } else { "off" },
             );
             if t.control_url.starts_with("https://") {

@@ -112,7 +112,9 @@ impl StaticPeers {
         });
         let mut set = peer_set(config, &self.resolved);
         for key in set.merge(&self.tailnet) {
-            tracing::warn!("tailnet peer {key} is also a [[mesh.peers]] entry: the config's entry is used");
+            tracing::warn!(
+                "tailnet peer {key} is also a [[mesh.peers]] entry: the config's entry is used"
+            );
         }
         let applied = mesh.apply(now, &set);
         if !applied.is_empty() {
@@ -123,7 +125,10 @@ impl StaticPeers {
                     .map_or_else(|| format!("#{}", id.0), |p| p.name)
             };
             let list = |ids: &[meshbridge_mesh::PeerId]| {
-                ids.iter().map(|id| name(*id)).collect::<Vec<_>>().join(", ")
+                ids.iter()
+                    .map(|id| name(*id))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             };
             tracing::info!(
                 "peers: {} added [{}], {} updated in place [{}], {} with a new preshared key [{}], {} removed",
@@ -161,10 +166,11 @@ impl StaticPeers {
 /// `host:port` to an address, IPv4 preferred (as before: the box's peers
 /// are mostly reached over IPv4).
 async fn lookup(name: &str) -> std::io::Result<SocketAddr> {
-    let addrs: Vec<SocketAddr> = tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host(name))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "lookup timed out"))??
-        .collect();
+    let addrs: Vec<SocketAddr> =
+        tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host(name))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "lookup timed out"))??
+            .collect();
     addrs
         .iter()
         .find(|a| a.is_ipv4())

@@ -62,7 +62,13 @@ pub fn advertised_routes(config: &Config) -> Vec<IpNet> {
     if t.advertise_bridge {
         routes.push(IpNet::V4(config.bridge_address.trunc()));
     }
-    routes.extend(config.routing.advertise_routes.iter().map(|n| IpNet::V4(*n)));
+    routes.extend(
+        config
+            .routing
+            .advertise_routes
+            .iter()
+            .map(|n| IpNet::V4(*n)),
+    );
     if config.routing.exit_node {
         routes.push("0.0.0.0/0".parse().expect("valid prefix"));
         routes.push("::/0".parse().expect("valid prefix"));
@@ -315,7 +321,10 @@ impl Tailnet {
                 DiscoEvent::PathLost { node_key } => {
                     // The mesh keeps the last endpoint (WireGuard roams);
                     // disco keeps pinging all candidates.
-                    tracing::info!("tailnet: direct path to {} stopped answering", node_key.short());
+                    tracing::info!(
+                        "tailnet: direct path to {} stopped answering",
+                        node_key.short()
+                    );
                 }
             }
         }
@@ -337,7 +346,11 @@ async fn local_endpoints(url: &ControlUrl, port: u16) -> Vec<SocketAddr> {
 }
 
 /// Register and stream the map until it fails; every update goes to `tx`.
-async fn session(settings: &Settings, keys: &mut NodeKeys, tx: &mpsc::Sender<Update>) -> Result<()> {
+async fn session(
+    settings: &Settings,
+    keys: &mut NodeKeys,
+    tx: &mpsc::Sender<Update>,
+) -> Result<()> {
     if settings.control_url.starts_with("https://") {
         bail!("https control URLs are not supported yet (TLS under the Noise transport); use the control server's http:// URL");
     }
@@ -354,7 +367,8 @@ async fn session(settings: &Settings, keys: &mut NodeKeys, tx: &mpsc::Sender<Upd
     .await
     .context("opening the control connection (ts2021)")?;
     let auth_key = read_auth_key(&settings.auth_key)?;
-    let mut req = control::register_request(keys, &url.url, &settings.identity, auth_key.as_deref());
+    let mut req =
+        control::register_request(keys, &url.url, &settings.identity, auth_key.as_deref());
     loop {
         let resp = client
             .register(&req)
@@ -367,7 +381,9 @@ async fn session(settings: &Settings, keys: &mut NodeKeys, tx: &mpsc::Sender<Upd
                 tracing::warn!("tailnet: log in at {u}");
                 req = control::followup_request(&req, &u);
             }
-            RegisterNext::Refused(why) => bail!("the control server refused the registration: {why}"),
+            RegisterNext::Refused(why) => {
+                bail!("the control server refused the registration: {why}")
+            }
             RegisterNext::Expired => {
                 bail!("the node key expired; set tailnet.auth_key or auth_key_file to log in again")
             }
@@ -403,7 +419,10 @@ async fn session(settings: &Settings, keys: &mut NodeKeys, tx: &mpsc::Sender<Upd
         if nm.apply(msg).context("applying a map message")? == Applied::KeepAlive {
             continue;
         }
-        let addresses = nm.self_node().map(|n| n.addresses.clone()).unwrap_or_default();
+        let addresses = nm
+            .self_node()
+            .map(|n| n.addresses.clone())
+            .unwrap_or_default();
         let peers = nm.peers();
         if first {
             tracing::info!(
@@ -466,15 +485,25 @@ mod tests {
     #[test]
     fn peers_become_mesh_peers_keyed_by_node_key() {
         let peers = vec![
-            peer(1, &["100.64.0.2/32"], &["100.64.0.2/32", "192.168.9.0/24", "0.0.0.0/0"]),
+            peer(
+                1,
+                &["100.64.0.2/32"],
+                &["100.64.0.2/32", "192.168.9.0/24", "0.0.0.0/0"],
+            ),
             peer(2, &["100.64.0.3/32"], &["100.64.0.3/32"]),
         ];
         let mut paths = HashMap::new();
-        paths.insert(NodePublic::from_bytes([2; 32]), "192.0.2.3:41641".parse().unwrap());
+        paths.insert(
+            NodePublic::from_bytes([2; 32]),
+            "192.0.2.3:41641".parse().unwrap(),
+        );
         let set = peer_set(&peers, &paths, false);
         let p1 = set.get(&PublicKey([1; 32])).unwrap();
         assert_eq!(p1.name, "laptop1");
-        assert_eq!(p1.allowed_ips, vec!["100.64.0.2/32".parse::<IpNet>().unwrap()]);
+        assert_eq!(
+            p1.allowed_ips,
+            vec!["100.64.0.2/32".parse::<IpNet>().unwrap()]
+        );
         assert_eq!(p1.endpoint, None, "no path confirmed yet");
         let p2 = set.get(&PublicKey([2; 32])).unwrap();
         assert_eq!(p2.endpoint, Some("192.0.2.3:41641".parse().unwrap()));
@@ -503,13 +532,19 @@ mod tests {
     #[test]
     fn the_bridge_subnet_and_routing_section_are_advertised() {
         let c = config("[tailnet]", "");
-        let r: Vec<String> = advertised_routes(&c).iter().map(|n| n.to_string()).collect();
+        let r: Vec<String> = advertised_routes(&c)
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
         assert_eq!(r, vec!["10.77.1.0/24"]);
         let c = config(
             "[tailnet]\nadvertise_bridge = false",
             "[routing]\nuplink = \"eth0\"\nadvertise_routes = [\"192.168.1.0/24\"]\nexit_node = true",
         );
-        let r: Vec<String> = advertised_routes(&c).iter().map(|n| n.to_string()).collect();
+        let r: Vec<String> = advertised_routes(&c)
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
         assert_eq!(r, vec!["192.168.1.0/24", "0.0.0.0/0", "::/0"]);
         assert!(advertised_routes(&config("", "")).is_empty());
     }
@@ -527,7 +562,11 @@ mod tests {
             accept_routes: false,
             last: None,
             paths: HashMap::new(),
-            disco: Disco::new(box_disco.clone(), NodePublic::from_bytes([2; 32]), StdRng::seed_from_u64(1)),
+            disco: Disco::new(
+                box_disco.clone(),
+                NodePublic::from_bytes([2; 32]),
+                StdRng::seed_from_u64(1),
+            ),
             paths_changed: false,
             task: tokio::spawn(async {}),
         };
@@ -539,12 +578,18 @@ mod tests {
         t.on_update(
             now,
             Update {
-                addresses: vec!["100.64.0.2/32".parse().unwrap(), "fd7a:115c:a1e0::2/128".parse().unwrap()],
+                addresses: vec![
+                    "100.64.0.2/32".parse().unwrap(),
+                    "fd7a:115c:a1e0::2/128".parse().unwrap(),
+                ],
                 peers: vec![lap],
             },
         );
         assert_eq!(t.own_ipv4(), vec![Ipv4Addr::new(100, 64, 0, 2)]);
-        assert_eq!(t.peer_set().get(&PublicKey([1; 32])).unwrap().endpoint, None);
+        assert_eq!(
+            t.peer_set().get(&PublicKey([1; 32])).unwrap().endpoint,
+            None
+        );
         t.handle_timeout(now);
         let ping = t.poll_transmit().expect("a ping to the laptop's endpoint");
         assert_eq!(ping.to, lap_addr);
@@ -559,12 +604,18 @@ mod tests {
             &lap_disco,
             &box_disco.public(),
             [3; 24],
-            &disco::Message::Pong { tx_id, src: "10.99.0.10:41641".parse().unwrap() },
+            &disco::Message::Pong {
+                tx_id,
+                src: "10.99.0.10:41641".parse().unwrap(),
+            },
         );
         t.handle_disco(now, lap_addr, &pong);
         assert!(t.take_paths_changed());
         assert!(!t.take_paths_changed());
-        assert_eq!(t.peer_set().get(&PublicKey([1; 32])).unwrap().endpoint, Some(lap_addr));
+        assert_eq!(
+            t.peer_set().get(&PublicKey([1; 32])).unwrap().endpoint,
+            Some(lap_addr)
+        );
     }
 
     #[test]
@@ -575,10 +626,17 @@ mod tests {
         let mesh = [7u8; 32];
         let a = load_keys(&dir, &mesh).unwrap();
         assert_eq!(a.node_key.public(), NodePrivate::from_bytes(mesh).public());
-        let mode = std::fs::metadata(dir.join(KEY_FILE)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let b = load_keys(&dir, &mesh).unwrap();
-        assert_eq!(a.machine_key.public(), b.machine_key.public(), "a restart is the same node");
+        assert_eq!(
+            a.machine_key.public(),
+            b.machine_key.public(),
+            "a restart is the same node"
+        );
         assert_eq!(a.disco_key.public(), b.disco_key.public());
         // A new mesh key: same machine, new node key.
         let c = load_keys(&dir, &[8u8; 32]).unwrap();

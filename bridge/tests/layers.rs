@@ -27,7 +27,6 @@ const LAYERS: &[(&str, u8)] = &[
     ("daemon", 7),
 ];
 
-
 fn layer(module: &str) -> Option<u8> {
     LAYERS.iter().find(|(m, _)| *m == module).map(|(_, l)| *l)
 }

@@ -103,11 +103,10 @@ pub use guard::{
     PROBE_ANSWERS_TO_SUSPEND, QUIET_PROBES_TO_RESUME,
 };
 pub use lease::{
-    Lease, LeaseState, DECLINE_QUARANTINE, IN_USE_HOLD, MAX_OFFERS, OFFER_HOLD, OFFER_MIN_HOLD, REMEMBER_LEASES,
+    Lease, LeaseState, DECLINE_QUARANTINE, IN_USE_HOLD, MAX_OFFERS, OFFER_HOLD, OFFER_MIN_HOLD,
+    REMEMBER_LEASES,
 };
-pub use limit::{
-    MAX_TRACKED_MACS, NEWCOMER_BURST, NEWCOMER_RATE, PER_MAC_BURST, PER_MAC_RATE,
-};
+pub use limit::{MAX_TRACKED_MACS, NEWCOMER_BURST, NEWCOMER_RATE, PER_MAC_BURST, PER_MAC_RATE};
 pub use persist::{LeaseDb, LeaseRecord, PersistError, LEASE_DB_VERSION};
 pub use server::{Event, Input, InputError, Server, Stats, Transmit};
 pub use wire::{probe_mac, BROADCAST_MAC, CLIENT_PORT, SERVER_PORT};

@@ -314,7 +314,10 @@ mod tests {
             let (db, skipped) = LeaseDb::from_json_lossy(&damaged).unwrap();
             assert_eq!(db.records(), &[good(1), good(3)], "{damaged}");
             assert_eq!(skipped.len(), 1, "{damaged}");
-            assert!(matches!(skipped[0], PersistError::BadEntry { index: 1, .. }));
+            assert!(matches!(
+                skipped[0],
+                PersistError::BadEntry { index: 1, .. }
+            ));
         }
     }
 

@@ -150,7 +150,13 @@ fn a_forged_offer_burst_does_not_suspend() {
         let mut m = foreign_offer(probe_mac(SERVER_MAC));
         m.set_xid(probe.xid());
         send_reply(&mut s, t0(), FOREIGN_MAC, FOREIGN_IP, &m);
-        send_reply(&mut s, t0(), FOREIGN_MAC, FOREIGN_IP, &foreign_offer(mac((n % 200) as u8)));
+        send_reply(
+            &mut s,
+            t0(),
+            FOREIGN_MAC,
+            FOREIGN_IP,
+            &foreign_offer(mac((n % 200) as u8)),
+        );
     }
     assert!(!s.is_suspended());
     assert!(events(&mut s).is_empty());
@@ -171,7 +177,10 @@ fn renewals_are_answered_while_suspended() {
     send(&mut s, t, &request_renew(mac(1), a)).unwrap();
     let (_, ack) = one_reply(&mut s);
     assert_eq!(msg_type(&ack), Some(MessageType::Ack));
-    assert_eq!(s.active_ip_for(&mac(1), t + LEASE / 2 + Duration::from_secs(1)), Some(a));
+    assert_eq!(
+        s.active_ip_for(&mac(1), t + LEASE / 2 + Duration::from_secs(1)),
+        Some(a)
+    );
     // INIT-REBOOT of the own active lease too.
     send(&mut s, t, &request_init_reboot(mac(1), a)).unwrap();
     assert_eq!(msg_type(&one_reply(&mut s).1), Some(MessageType::Ack));
@@ -205,7 +214,13 @@ fn a_reply_during_suspension_restarts_the_quiet_count() {
 fn passive_detection_without_probing() {
     let mut s = server();
     for _ in 0..10 {
-        send_reply(&mut s, t0(), FOREIGN_MAC, FOREIGN_IP, &foreign_offer(mac(1)));
+        send_reply(
+            &mut s,
+            t0(),
+            FOREIGN_MAC,
+            FOREIGN_IP,
+            &foreign_offer(mac(1)),
+        );
     }
     assert!(!s.is_suspended(), "a burst at one moment is not enough");
     let t = t0() + PASSIVE_EVIDENCE_SPAN;
@@ -224,8 +239,20 @@ fn foreign_server_without_option_54_is_identified_by_source_ip() {
     let mut offer = foreign_offer(mac(1));
     offer.opts_mut().remove(OptionCode::ServerIdentifier);
     send_reply(&mut s, t0(), FOREIGN_MAC, FOREIGN_IP, &offer);
-    send_reply(&mut s, t0() + PASSIVE_EVIDENCE_SPAN, FOREIGN_MAC, FOREIGN_IP, &offer);
-    send_reply(&mut s, t0() + PASSIVE_EVIDENCE_SPAN, FOREIGN_MAC, FOREIGN_IP, &offer);
+    send_reply(
+        &mut s,
+        t0() + PASSIVE_EVIDENCE_SPAN,
+        FOREIGN_MAC,
+        FOREIGN_IP,
+        &offer,
+    );
+    send_reply(
+        &mut s,
+        t0() + PASSIVE_EVIDENCE_SPAN,
+        FOREIGN_MAC,
+        FOREIGN_IP,
+        &offer,
+    );
     assert_eq!(
         events(&mut s),
         vec![Event::ForeignServer {

@@ -131,7 +131,10 @@ mod tests {
         // The other order gives the other producer's peer: the rule is the order.
         let mut other = tailnet.clone();
         assert_eq!(other.merge(&config), vec![PublicKey([2; 32])]);
-        assert_eq!(other.get(&PublicKey([2; 32])).unwrap().name, "phone-from-control");
+        assert_eq!(
+            other.get(&PublicKey([2; 32])).unwrap().name,
+            "phone-from-control"
+        );
     }
 
     #[test]

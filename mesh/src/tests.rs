@@ -229,7 +229,9 @@ fn a_removed_peer_is_gone_and_ids_of_the_others_stay() {
         .collect();
     assert_eq!(net.a.apply(net.now, &all).added, vec![PeerId(1), PeerId(2)]);
     // b goes: its id and route go, c and d keep theirs, b's datagrams are strangers.
-    let applied = net.a.apply(net.now, &[c.clone(), d.clone()].into_iter().collect());
+    let applied = net
+        .a
+        .apply(net.now, &[c.clone(), d.clone()].into_iter().collect());
     assert_eq!(applied.removed, vec![PeerId(0)]);
     assert!(applied.added.is_empty() && applied.updated.is_empty());
     assert_eq!(net.a.route("10.77.0.2".parse().unwrap()), None);
@@ -265,7 +267,10 @@ fn a_silent_peer_s_session_expires_after_reject_after_time() {
     net.link_up = false;
     net.advance(REJECT_AFTER_TIME - Duration::from_secs(1));
     assert!(net.a.is_up(PeerId(0), REJECT_AFTER_TIME));
-    assert!(!net.a.is_up(PeerId(0), Duration::from_secs(170)), "age follows the clock");
+    assert!(
+        !net.a.is_up(PeerId(0), Duration::from_secs(170)),
+        "age follows the clock"
+    );
     net.advance(Duration::from_secs(2));
     assert_eq!(net.a.last_handshake(PeerId(0)), None, "session expired");
     assert!(!net.a.is_up(PeerId(0), Duration::MAX));
@@ -386,11 +391,17 @@ fn a_handshake_with_a_wrong_mac1_is_dropped_before_the_key_exchange() {
     let mut init = stranger_init(&key(1));
     let mac1 = init.len() - 32;
     init[mac1] ^= 1;
-    assert_eq!(net.a.handle_datagram(attacker(), &init), Err(MeshDrop::BadMac));
+    assert_eq!(
+        net.a.handle_datagram(attacker(), &init),
+        Err(MeshDrop::BadMac)
+    );
     // A response of the right length and type, random otherwise.
     let mut resp = vec![0x5a; 92];
     resp[..4].copy_from_slice(&[RESPONSE, 0, 0, 0]);
-    assert_eq!(net.a.handle_datagram(attacker(), &resp), Err(MeshDrop::BadMac));
+    assert_eq!(
+        net.a.handle_datagram(attacker(), &resp),
+        Err(MeshDrop::BadMac)
+    );
     let s = net.a.stats();
     // Not `unknown_peer`: the initiator's key was never decrypted.
     assert_eq!((s.bad_mac, s.unknown_peer, s.invalid), (2, 0, 0));

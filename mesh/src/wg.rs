@@ -340,10 +340,7 @@ impl Mesh {
             }
             if want.persistent_keepalive != peer.config.persistent_keepalive {
                 // As `wg set`: a keepalive turned on is sent at once.
-                peer.next_keepalive = want
-                    .persistent_keepalive
-                    .filter(|k| *k > 0)
-                    .map(|_| now);
+                peer.next_keepalive = want.persistent_keepalive.filter(|k| *k > 0).map(|_| now);
             }
             peer.config = want.clone();
             let keepalive = peer.endpoint.is_some() && peer.next_keepalive.is_some();

@@ -430,9 +430,9 @@ impl<R: RngCore + CryptoRng> Disco<R> {
                     })
                     .unwrap_or(false);
                 let recently = self.peers.get(&from).is_some_and(|st| {
-                    st.sent
-                        .values()
-                        .any(|(to, at)| *to == src && now.duration_since(*at) < Duration::from_secs(1))
+                    st.sent.values().any(|(to, at)| {
+                        *to == src && now.duration_since(*at) < Duration::from_secs(1)
+                    })
                 });
                 if new && !recently {
                     self.ping(now, from, src);
@@ -578,11 +578,17 @@ mod tests {
         let b = pong.encode();
         assert_eq!(b.len(), 2 + 12 + 18);
         // IPv4 as a mapped IPv6 address, port big endian.
-        assert_eq!(&b[14..30], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 7]);
+        assert_eq!(
+            &b[14..30],
+            &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 7]
+        );
         assert_eq!(&b[30..], &41641u16.to_be_bytes());
         assert_eq!(Message::decode(&b).unwrap(), pong);
         let cmm = Message::CallMeMaybe {
-            endpoints: vec!["[2001:db8::1]:1".parse().unwrap(), "10.0.0.1:2".parse().unwrap()],
+            endpoints: vec![
+                "[2001:db8::1]:1".parse().unwrap(),
+                "10.0.0.1:2".parse().unwrap(),
+            ],
         };
         assert_eq!(Message::decode(&cmm.encode()).unwrap(), cmm);
         for bad in [&[][..], &[1], &[1, 0, 1, 2], &[2, 0, 1], &[9, 0]] {
@@ -619,7 +625,12 @@ mod tests {
     fn nacl_box_known_answer() {
         let a = DiscoPrivate::from_bytes([1; 32]);
         let b = DiscoPrivate::from_bytes([2; 32]);
-        let d = seal(&a, &b.public(), [0; 24], &Message::CallMeMaybe { endpoints: vec![] });
+        let d = seal(
+            &a,
+            &b.public(),
+            [0; 24],
+            &Message::CallMeMaybe { endpoints: vec![] },
+        );
         assert_eq!(
             hex::encode(&d[HEADER_LEN..]),
             GO_BOX_HEX,
@@ -704,7 +715,12 @@ mod tests {
         );
         // A datagram from a stranger is counted and dropped.
         let stranger = key(9);
-        let d = seal(&stranger, &a.disco.public(), [0; 24], &Message::CallMeMaybe { endpoints: vec![] });
+        let d = seal(
+            &stranger,
+            &a.disco.public(),
+            [0; 24],
+            &Message::CallMeMaybe { endpoints: vec![] },
+        );
         a.disco.handle_datagram(t0, b.addr, &d);
         assert_eq!(a.disco.stats().unknown_sender, 1);
         // Heartbeats keep the path; silence loses it.
@@ -727,10 +743,12 @@ mod tests {
         let pings: Vec<_> = std::iter::from_fn(|| a.disco.poll_transmit()).collect();
         assert_eq!(pings.len(), 2);
         for p in pings.iter().filter(|p| p.to == b.addr) {
-            b.disco.handle_datagram(t2, "203.0.113.1:9".parse().unwrap(), &p.data);
+            b.disco
+                .handle_datagram(t2, "203.0.113.1:9".parse().unwrap(), &p.data);
         }
         let pong = b.disco.poll_transmit().unwrap();
-        a.disco.handle_datagram(t2, "203.0.113.1:9".parse().unwrap(), &pong.data);
+        a.disco
+            .handle_datagram(t2, "203.0.113.1:9".parse().unwrap(), &pong.data);
         assert_eq!(a.disco.poll_event(), None);
         assert_eq!(a.disco.best_path(&b.node_key), None);
     }

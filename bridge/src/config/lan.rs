@@ -1,10 +1,10 @@
 //! `[bridge]` and `[dhcp]`: the bridged segment. The bridge's own address
 //! defaults from the DHCP range, so `bridge.address` is checked with `[dhcp]`.
 
-use meshbridge_types::Mac;
 use super::values::{display_name, duration, ifname, ipv4};
 use super::{bad, raw, ConfigError};
 use ipnet::Ipv4Net;
+use meshbridge_types::Mac;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 

@@ -67,8 +67,20 @@ fn safe_problem(problem: &str) -> String {
     ];
     const KEYS: &[&str] = &["PrivateKey", "PublicKey", "PresharedKey"];
     const OTHER: &[&str] = &[
-        "ListenPort", "Address", "DNS", "MTU", "Table", "PreUp", "PostUp", "PreDown",
-        "PostDown", "SaveConfig", "FwMark", "AllowedIPs", "Endpoint", "PersistentKeepalive",
+        "ListenPort",
+        "Address",
+        "DNS",
+        "MTU",
+        "Table",
+        "PreUp",
+        "PostUp",
+        "PreDown",
+        "PostDown",
+        "SaveConfig",
+        "FwMark",
+        "AllowedIPs",
+        "Endpoint",
+        "PersistentKeepalive",
     ];
     if FIXED.contains(&problem) {
         return problem.to_string();
@@ -341,7 +353,10 @@ mod tests {
             safe_problem("AllowedIPs: \"10.0.0.1/33\" is not an address or CIDR prefix"),
             "AllowedIPs has a value that is not valid"
         );
-        assert_eq!(safe_problem("[Peer] has no PublicKey"), "[Peer] has no PublicKey");
+        assert_eq!(
+            safe_problem("[Peer] has no PublicKey"),
+            "[Peer] has no PublicKey"
+        );
         assert!(safe_problem("PrivateKey: not a base64 WireGuard key (expected 44 characters of base64, as `wg genkey` prints)").starts_with("PrivateKey: not a base64"));
         for leak in [
             "expected `Key = Value`, found \"root:$y$SECRET:19000::\"",

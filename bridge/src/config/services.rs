@@ -120,7 +120,8 @@ pub(super) fn validate_discovery(d: &raw::Discovery) -> Result<Discovery, Config
         let o = o.trim();
         if o.is_empty()
             || o.len() > 253
-            || o.chars().any(|c| c.is_whitespace() || super::values::breaks_lines(c))
+            || o.chars()
+                .any(|c| c.is_whitespace() || super::values::breaks_lines(c))
         {
             return Err(bad(
                 "discovery.opt_out",

@@ -134,7 +134,10 @@ mod tests {
 
     #[test]
     fn absent_section_is_no_tailnet_and_defaults_apply() {
-        assert_eq!(Config::from_toml(&sample_text(), None).unwrap().tailnet, None);
+        assert_eq!(
+            Config::from_toml(&sample_text(), None).unwrap().tailnet,
+            None
+        );
         let t = with("").unwrap().tailnet.unwrap();
         assert_eq!(t.control_url, DEFAULT_CONTROL_URL);
         assert_eq!(t.auth_key, None);
@@ -157,16 +160,25 @@ mod tests {
         );
         assert_eq!(t.hostname.as_deref(), Some("office-box"));
         assert!(!t.advertise_bridge && t.accept_routes);
-        let t = with("auth_key = \"tskey-auth-abc\"").unwrap().tailnet.unwrap();
+        let t = with("auth_key = \"tskey-auth-abc\"")
+            .unwrap()
+            .tailnet
+            .unwrap();
         assert_eq!(t.auth_key, Some(AuthKey::Inline("tskey-auth-abc".into())));
-        assert!(!format!("{t:?}").contains("tskey"), "the key is never printed");
+        assert!(
+            !format!("{t:?}").contains("tskey"),
+            "the key is never printed"
+        );
     }
 
     #[test]
     fn bad_values_name_their_key() {
         let key = |s: &str| with(s).unwrap_err().key;
         assert_eq!(key("control_url = \"ftp://x\""), "tailnet.control_url");
-        assert_eq!(key("control_url = \"http://x/path\""), "tailnet.control_url");
+        assert_eq!(
+            key("control_url = \"http://x/path\""),
+            "tailnet.control_url"
+        );
         assert_eq!(key("control_url = \"https://\""), "tailnet.control_url");
         assert_eq!(
             key("auth_key = \"a\"\nauth_key_file = \"b\""),

@@ -21,7 +21,8 @@ pub(crate) fn breaks_lines(c: char) -> bool {
 pub(crate) fn display_name(key: &str, n: &str) -> Result<String, ConfigError> {
     let n = n.trim();
     if n.chars().count() > 64
-        || n.chars().any(|c| breaks_lines(c) || matches!(c, '"' | '\\' | '/'))
+        || n.chars()
+            .any(|c| breaks_lines(c) || matches!(c, '"' | '\\' | '/'))
         || !n.chars().any(|c| c.is_ascii_alphanumeric())
     {
         return Err(bad(
