@@ -419,11 +419,14 @@ async fn run_inner(mut config: Config, up: &mut bool) -> Result<bool> {
     // `[tailnet]`: the control client runs in a task; its peers join the set.
     let mut tailnet = crate::tailnet::Tailnet::start(&config)?;
     let dhcp_config = crate::control::dhcp_config(&config, macs.engine);
+    // A tailnet node as the exit node is found in the map later
+    // (`crate::tailnet_exit`); until then the devices' internet is dropped.
     let use_exit = match &config.routing.use_exit_node {
-        Some(name) => Some(
-            mesh.peer_by_name(name)
-                .context("routing.use_exit_node names no peer")?,
-        ),
+        Some(name) => match mesh.peer_by_name(name) {
+            Some(id) => Some(id),
+            None if tailnet.as_ref().is_some_and(|t| t.uses_exit_node()) => None,
+            None => anyhow::bail!("routing.use_exit_node names no peer"),
+        },
         None => None,
     };
     let exit_v6 = match (&config.routing.uplink, config.routing.exit_node) {
@@ -444,7 +447,8 @@ async fn run_inner(mut config: Config, up: &mut bool) -> Result<bool> {
         exit_node: config.routing.exit_node,
         exit_allow_lan: config.routing.exit_node_allow_lan,
         use_exit,
-        bridge_internet: config.routing.bridge_internet && use_exit.is_none(),
+        bridge_internet: config.routing.bridge_internet
+            && config.routing.use_exit_node.is_none(),
         bridge_allow_lan: config.routing.bridge_allow_lan,
     };
     let engine_config = EngineConfig {
@@ -625,6 +629,9 @@ async fn flush_tailnet(
         static_peers.set_tailnet(t.peer_set());
         // Queued packets and handshakes go out on the engine's next timer.
         static_peers.apply(std::time::Instant::now(), config, engine.mesh_mut());
+        if t.uses_exit_node() {
+            crate::tailnet_exit::sync_engine(engine, t.exit_node());
+        }
     }
 }
 
@@ -906,6 +913,9 @@ async fn event_loop(
                     }
                     static_peers.set_tailnet(set);
                     static_peers.apply(now, config, engine.mesh_mut());
+                    if t.uses_exit_node() {
+                        crate::tailnet_exit::sync_engine(engine, t.exit_node());
+                    }
                 }
             }
             Some((name, addr)) = static_peers.next_resolved() => {

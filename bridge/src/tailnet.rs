@@ -179,6 +179,8 @@ pub struct Tailnet {
     paths: HashMap<NodePublic, SocketAddr>,
     disco: Disco<StdRng>,
     paths_changed: bool,
+    /// `[routing] use_exit_node`, when it names a tailnet node.
+    exit: Option<crate::tailnet_exit::ExitNode>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -234,6 +236,12 @@ impl Tailnet {
             paths: HashMap::new(),
             disco,
             paths_changed: false,
+            exit: config
+                .routing
+                .use_exit_node
+                .clone()
+                .filter(|n| !config.peers.iter().any(|p| &p.name == n))
+                .map(crate::tailnet_exit::ExitNode::new),
             task,
         }))
     }
@@ -259,6 +267,9 @@ impl Tailnet {
         self.disco.set_peers(now, &disco_peers);
         self.paths
             .retain(|k, _| update.peers.iter().any(|p| p.node_key == *k));
+        if let Some(e) = &mut self.exit {
+            e.update(&update.peers);
+        }
         self.last = Some(update);
     }
 
@@ -274,12 +285,27 @@ impl Tailnet {
             .collect()
     }
 
-    /// The tailnet's peers as the mesh should run them now.
+    /// The tailnet's peers as the mesh should run them now (the exit node,
+    /// if the bridged devices use one, with the default route).
     pub fn peer_set(&self) -> PeerSet {
-        match &self.last {
+        let mut set = match &self.last {
             Some(u) => peer_set(&u.peers, &self.paths, self.accept_routes),
             None => PeerSet::new(),
+        };
+        if let Some(k) = self.exit_node() {
+            crate::tailnet_exit::add_default_route(&mut set, &k);
         }
+        set
+    }
+
+    /// Whether `[routing] use_exit_node` names a tailnet node.
+    pub fn uses_exit_node(&self) -> bool {
+        self.exit.is_some()
+    }
+
+    /// That node, while the map has it offering an approved exit node.
+    pub fn exit_node(&self) -> Option<NodePublic> {
+        self.exit.as_ref().and_then(|e| e.node())
     }
 
     /// A disco datagram from the UDP socket.
@@ -568,6 +594,7 @@ mod tests {
                 StdRng::seed_from_u64(1),
             ),
             paths_changed: false,
+            exit: None,
             task: tokio::spawn(async {}),
         };
         let lap_addr: SocketAddr = "10.99.0.20:41641".parse().unwrap();
