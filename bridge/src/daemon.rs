@@ -630,7 +630,7 @@ async fn flush_tailnet(
         // Queued packets and handshakes go out on the engine's next timer.
         static_peers.apply(std::time::Instant::now(), config, engine.mesh_mut());
         if t.uses_exit_node() {
-            crate::tailnet_exit::sync_engine(engine, t.exit_node());
+            crate::tailnet::exit::sync_engine(engine, t.exit_node());
         }
     }
 }
@@ -914,7 +914,7 @@ async fn event_loop(
                     static_peers.set_tailnet(set);
                     static_peers.apply(now, config, engine.mesh_mut());
                     if t.uses_exit_node() {
-                        crate::tailnet_exit::sync_engine(engine, t.exit_node());
+                        crate::tailnet::exit::sync_engine(engine, t.exit_node());
                     }
                 }
             }

@@ -44,4 +44,3 @@ pub mod mdns_link;
 pub mod peers;
 pub mod persist;
 pub mod tailnet;
-pub mod tailnet_exit;

@@ -37,6 +37,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
+pub mod exit;
+
 /// The key file in `state_dir`.
 pub const KEY_FILE: &str = "tailnet-keys.json";
 
@@ -180,7 +182,7 @@ pub struct Tailnet {
     disco: Disco<StdRng>,
     paths_changed: bool,
     /// `[routing] use_exit_node`, when it names a tailnet node.
-    exit: Option<crate::tailnet_exit::ExitNode>,
+    exit: Option<exit::ExitNode>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -241,7 +243,7 @@ impl Tailnet {
                 .use_exit_node
                 .clone()
                 .filter(|n| !config.peers.iter().any(|p| &p.name == n))
-                .map(crate::tailnet_exit::ExitNode::new),
+                .map(exit::ExitNode::new),
             task,
         }))
     }
@@ -293,7 +295,7 @@ impl Tailnet {
             None => PeerSet::new(),
         };
         if let Some(k) = self.exit_node() {
-            crate::tailnet_exit::add_default_route(&mut set, &k);
+            exit::add_default_route(&mut set, &k);
         }
         set
     }
