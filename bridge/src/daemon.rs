@@ -420,7 +420,7 @@ async fn run_inner(mut config: Config, up: &mut bool) -> Result<bool> {
     let mut tailnet = crate::tailnet::Tailnet::start(&config)?;
     let dhcp_config = crate::control::dhcp_config(&config, macs.engine);
     // A tailnet node as the exit node is found in the map later
-    // (`crate::tailnet_exit`); until then the devices' internet is dropped.
+    // (`crate::tailnet::exit`); until then the devices' internet is dropped.
     let use_exit = match &config.routing.use_exit_node {
         Some(name) => match mesh.peer_by_name(name) {
             Some(id) => Some(id),

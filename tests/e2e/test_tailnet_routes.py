@@ -17,6 +17,7 @@ No NAT anywhere but in the box (and the laptop in test c), so the servers'
 logs show whose uplink the traffic really left from.
 """
 
+import json
 import re
 import signal
 import time
@@ -232,3 +233,48 @@ def test_bridged_device_uses_the_laptop_as_exit_node_with_kill_switch(rt):
     assert len(rt.clients_seen(rt.inet_log)) == seen_before
     # The device still reaches the box itself.
     assert rt.run(rt.dev, ["ping", "-n", "-c", "1", "-W", "2", "10.77.1.1"], check=False).returncode == 0
+
+
+def test_accept_routes_gives_bridged_devices_other_nodes_approved_subnet_routes(rt):
+    """The laptop's approved subnet route (198.51.100.0/24) becomes a route
+    for the bridged device with `accept_routes = true`, and is not used with
+    `accept_routes = false` (only the laptop's own addresses)."""
+    rt.laptop_internet()
+    key = rt.auth_key()
+    cli, _ = rt.laptop("tlaptop", key, "--advertise-routes=198.51.100.0/24")
+    lap = wait_for(lambda: (n := nodes_named(rt, "tlaptop")) and n[0].get("available_routes") and n[0],
+                   timeout=30, what="the laptop advertising its subnet")
+    rt.approve(lap, "198.51.100.0/24")
+    lap_ip = next(a for a in lap["ip_addresses"] if "." in a)
+
+    def start(accept):
+        cfg = rt.write_config(key)
+        cfg.write_text(cfg.read_text().replace('hostname = "tbox"\n',
+                                               f'hostname = "tbox"\naccept_routes = {"true" if accept else "false"}\n'))
+        rt.start_box(cfg)
+        return cfg
+
+    def lap_allowed_ips(cfg):
+        r = rt.run(rt.box, [meshbridge_bin(), "status", "--json", "--config", str(cfg)], check=False)
+        peers = [p for p in json.loads(r.stdout)["peers"] if p["name"] == "tlaptop"] if r.returncode == 0 else []
+        return peers and peers[0]["allowed_ips"]
+
+    cfg = start(False)
+    box = rt.registered_box(["10.77.1.0/24"])
+    # The laptop takes the device's packets from the box only from its approved bridge subnet.
+    rt.approve(box, "10.77.1.0/24")
+    wait_for(lambda: (p := box_peer(rt, cli)) and "10.77.1.0/24" in (p.get("PrimaryRoutes") or []),
+             timeout=30, what="the box's bridge route on the laptop")
+    dev_ip = rt.udhcpc()
+    assert dev_ip.startswith("10.77.1."), dev_ip
+    rt.ping(rt.dev, lap_ip)
+    allowed = wait_for(lambda: lap_allowed_ips(cfg), timeout=30, what="the laptop in meshbridge status")
+    assert "198.51.100.0/24" not in allowed, allowed
+    r = rt.run(rt.dev, ["ping", "-n", "-c", "2", "-W", "1", "198.51.100.1"], check=False)
+    assert r.returncode != 0, "accept_routes = false: the laptop's subnet is not a route\n" + r.stdout
+
+    assert rt.stop_box() == 0
+    cfg = start(True)
+    wait_for(lambda: "198.51.100.0/24" in (lap_allowed_ips(cfg) or []), timeout=30,
+             what="the laptop's subnet route in meshbridge status")
+    rt.ping(rt.dev, "198.51.100.1", timeout=40)
