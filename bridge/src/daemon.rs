@@ -447,8 +447,7 @@ async fn run_inner(mut config: Config, up: &mut bool) -> Result<bool> {
         exit_node: config.routing.exit_node,
         exit_allow_lan: config.routing.exit_node_allow_lan,
         use_exit,
-        bridge_internet: config.routing.bridge_internet
-            && config.routing.use_exit_node.is_none(),
+        bridge_internet: config.routing.bridge_internet && config.routing.use_exit_node.is_none(),
         bridge_allow_lan: config.routing.bridge_allow_lan,
     };
     let engine_config = EngineConfig {

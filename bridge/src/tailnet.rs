@@ -84,9 +84,9 @@ fn is_default_route(n: &IpNet) -> bool {
 
 /// The tailnet's peers as the mesh should run them: keyed by node key (the
 /// WireGuard public key), allowed IPs the peer's addresses, plus its
-/// subnet routes if `accept_routes` (never a default route: using a
-/// tailnet exit node is not supported yet). The endpoint is the path disco
-/// confirmed, if any.
+/// subnet routes if `accept_routes` (never a default route: the exit node
+/// the bridged devices use gets one in [`Tailnet::peer_set`]). The endpoint
+/// is the path disco confirmed, if any.
 pub fn peer_set(
     peers: &[TailnetPeer],
     paths: &HashMap<NodePublic, SocketAddr>,

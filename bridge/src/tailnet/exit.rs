@@ -107,7 +107,10 @@ impl ExitNode {
                 "tailnet: routing.use_exit_node names no node of the tailnet (yet): the bridged devices' internet is blocked (kill switch) until it appears"
             ),
         }
-        tracing::debug!("tailnet: routing.use_exit_node = {:?}: {now:?}", self.wanted);
+        tracing::debug!(
+            "tailnet: routing.use_exit_node = {:?}: {now:?}",
+            self.wanted
+        );
         self.last = Some(now);
     }
 
@@ -156,7 +159,11 @@ mod tests {
                 "laptop-2.tailnet.test",
                 &["100.64.0.2/32", "0.0.0.0/0", "::/0"],
             ),
-            peer(3, "router.tailnet.test.", &["100.64.0.3/32", "192.168.9.0/24"]),
+            peer(
+                3,
+                "router.tailnet.test.",
+                &["100.64.0.3/32", "192.168.9.0/24"],
+            ),
         ]
     }
 
