@@ -894,12 +894,15 @@ async fn event_loop(
                     engine.set_host_addresses(own);
                     let set = t.peer_set();
                     // The host reaches the tailnet's peers through the TUN
-                    // (replies from the box's tailnet address); IPv4 only
-                    // (the TUN has no IPv6), new routes only, off the loop.
+                    // (replies from the box's tailnet address, and from the
+                    // uplink to the peers using the box as exit node); IPv6
+                    // only when the exit node serves it (else the TUN has
+                    // none), new routes only, off the loop.
+                    let v6 = engine.policy().exit_v6;
                     let nets: Vec<ipnet::IpNet> = set
                         .iter()
                         .flat_map(|p| p.allowed_ips.iter().copied())
-                        .filter(|n| matches!(n, ipnet::IpNet::V4(_)) && !tailnet_routes.contains(n))
+                        .filter(|n| (v6 || matches!(n, ipnet::IpNet::V4(_))) && !tailnet_routes.contains(n))
                         .collect();
                     tailnet_routes.extend(nets.iter().copied());
                     if let (false, Ok(idx)) = (nets.is_empty(), dev.tun.if_index()) {

@@ -298,6 +298,11 @@ impl Engine {
         self.config.policy.use_exit
     }
 
+    /// The routing policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.config.policy
+    }
+
     /// Forget a bridged device's lease; returns whether it had one.
     pub fn forget_device(&mut self, mac: &Mac) -> bool {
         self.last_seen.remove(mac);

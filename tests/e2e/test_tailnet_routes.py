@@ -30,6 +30,7 @@ from test_tailnet_control import CONTROL, nodes_named, require_gotools
 
 LAN_HOST = "192.168.1.1"
 INET_HOST = "203.0.113.10"
+INET6_HOST = "2001:db8:3::10"
 
 
 class RoutesTailnet(BoxTailnet):
@@ -65,6 +66,19 @@ class RoutesTailnet(BoxTailnet):
         sh(["ip", "link", "set", b, "netns", ns_b])
         self.run(ns_a, ["ip", "link", "set", a, "up"])
         self.run(ns_b, ["ip", "link", "set", b, "up"])
+
+    def uplink_ipv6(self):
+        """The same uplink chain with IPv6 (documentation prefix 2001:db8::/32), no NAT."""
+        for ns, ifc, addr in [(self.box, self.uplink, "2001:db8:1::2/64"), (self.lan, f"{self.p}w1", "2001:db8:1::1/64"),
+                              (self.lan, f"{self.p}i0", "2001:db8:3::1/64"), (self.inet, f"{self.p}i1", INET6_HOST + "/64")]:
+            self.run(ns, ["ip", "-6", "addr", "add", addr, "dev", ifc, "nodad"])
+        self.run(self.box, ["ip", "-6", "route", "add", "default", "via", "2001:db8:1::1"])
+        self.run(self.inet, ["ip", "-6", "route", "add", "default", "via", "2001:db8:3::1"])
+        self.run(self.lan, ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
+        self.inet6_log = self.tmp / "inet6-http.log"
+        self.spawn(self.inet, ["python3", "-u", "-m", "http.server", "8000", "--bind", INET6_HOST,
+                               "--directory", str(self.tmp / "www-inet")], self.inet6_log)
+        wait_for(lambda: self.fetch(self.lan, f"http://[{INET6_HOST}]:8000/"), what="IPv6 internet host up")
 
     def laptop_internet(self):
         """The laptop's own way to the internet host, masqueraded: the
@@ -109,7 +123,7 @@ class RoutesTailnet(BoxTailnet):
     def clients_seen(log):
         """Client addresses in a python http.server log, but the set-up's own check from the home router."""
         seen = re.findall(r"^([0-9a-fA-F.:]+) - - ", log.read_text(), flags=re.M) if log.exists() else []
-        return [c for c in seen if c != "203.0.113.1"]
+        return [c for c in seen if c not in ("203.0.113.1", "2001:db8:3::1")]
 
     def registered_box(self, routes):
         """The box on Headscale once it advertised `routes`."""
@@ -154,9 +168,12 @@ def test_laptop_reaches_the_home_lan_through_the_boxs_approved_subnet_route(rt):
 
 
 def test_laptop_uses_the_box_as_its_approved_exit_node(rt):
+    """IPv4 and IPv6 (the uplink has both): the laptop's 100.64 and fd7a: sources, masqueraded."""
+    rt.uplink_ipv6()
     key = rt.auth_key()
     cli, _ = rt.laptop("tlaptop", key)
     rt.start_box(rt.routing_config(key, "exit_node = true\n"))
+    assert "serves IPv6 (::/0) too" in rt.box_log.read_text()
     box = rt.registered_box(["10.77.1.0/24", "0.0.0.0/0", "::/0"])
     box_ip = next(a for a in box["ip_addresses"] if "." in a)
     rt.approve(box, "10.77.1.0/24", "0.0.0.0/0", "::/0")
@@ -170,6 +187,10 @@ def test_laptop_uses_the_box_as_its_approved_exit_node(rt):
     assert page == "internet host\n"
     # It left masqueraded behind the box's uplink.
     assert rt.clients_seen(rt.inet_log)[-1] == "192.168.1.2"
+    page = wait_for(lambda: rt.fetch(rt.lap, f"http://[{INET6_HOST}]:8000/"), timeout=20,
+                    what="the IPv6 internet host from the laptop through the box's exit node")
+    assert page == "internet host\n"
+    assert rt.clients_seen(rt.inet6_log)[-1] == "2001:db8:1::2"
     # Guest Wi-Fi default (exit_node_allow_lan = false): the home LAN stays closed.
     assert rt.fetch(rt.lap, f"http://{LAN_HOST}:8000/", timeout=2) is None
     assert rt.clients_seen(rt.lan_log) == []
