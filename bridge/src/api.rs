@@ -349,11 +349,7 @@ pub fn render(s: &Status) -> String {
 
 /// The tailnet section of the human status.
 pub fn render_tailnet(t: &TailnetStatus) -> String {
-    let mut out = format!(
-        "\n# Tailnet: {} ({})\n",
-        t.state.words(),
-        t.control_url
-    );
+    let mut out = format!("\n# Tailnet: {} ({})\n", t.state.words(), t.control_url);
     if let Some(u) = &t.login_url {
         out += &format!("# To log in, open: {u}\n");
     }
@@ -440,8 +436,14 @@ mod tests {
         assert!(text.contains("logged in"), "{text}");
         assert!(!text.contains("register/abc"), "{text}");
         assert!(text.contains("tbox.tailnet.test [100.64.0.1/32]"), "{text}");
-        assert!(text.contains("2 tailnet peer(s), 1 online, 1 direct"), "{text}");
-        assert!(text.contains("100.64.0.2  laptop.tailnet.test  online  direct 10.99.0.20:41641"), "{text}");
+        assert!(
+            text.contains("2 tailnet peer(s), 1 online, 1 direct"),
+            "{text}"
+        );
+        assert!(
+            text.contains("100.64.0.2  laptop.tailnet.test  online  direct 10.99.0.20:41641"),
+            "{text}"
+        );
         // The JSON names the states in kebab case, for the page and scripts.
         let json = serde_json::to_value(&t).unwrap();
         assert_eq!(json["state"], "logged-in");

@@ -99,10 +99,15 @@ pub fn handle(request: Request, ctx: &mut Ctx<'_>) -> Reply {
         }
         Request::TailnetLogout => {
             let t = ctx.tailnet.ok_or_else(|| {
-                Failure::new(409, "the box is not in a tailnet (no [tailnet] section in its config)")
+                Failure::new(
+                    409,
+                    "the box is not in a tailnet (no [tailnet] section in its config)",
+                )
             })?;
             t.logout().map_err(|e| Failure::new(409, e))?;
-            Ok(json!({"ok": true, "message": "logging out of the tailnet; `meshbridge status` says when it is done"}))
+            Ok(
+                json!({"ok": true, "message": "logging out of the tailnet; `meshbridge status` says when it is done"}),
+            )
         }
         Request::System => Ok(json!(SystemInfo {
             version: env!("CARGO_PKG_VERSION").into(),

@@ -557,7 +557,9 @@ async fn session(
         }
         if let Some(me) = nm.self_node() {
             if self_expired(me, SystemTime::now()) {
-                tracing::warn!("tailnet: the control server says our node key expired; registering again");
+                tracing::warn!(
+                    "tailnet: the control server says our node key expired; registering again"
+                );
                 keys.registered_with = None;
                 save_keys(&settings.state_dir, keys)?;
                 set_state(state, |s| {
@@ -728,7 +730,9 @@ async fn do_logout(
             if let Err(e) = save_keys(&settings.state_dir, keys) {
                 tracing::error!("tailnet: {e:#}");
             }
-            Some(format!("the control server did not confirm the logout: {e:#}"))
+            Some(format!(
+                "the control server did not confirm the logout: {e:#}"
+            ))
         }
     };
     tracing::info!("tailnet: logged out; the tailnet's peers leave the mesh");
@@ -982,7 +986,10 @@ mod tests {
             (s.peers[0].online, s.peers[0].direct.as_deref()),
             (Some(true), Some("10.99.0.20:41641"))
         );
-        assert_eq!((s.peers[1].online, s.peers[1].direct.as_deref()), (Some(false), None));
+        assert_eq!(
+            (s.peers[1].online, s.peers[1].direct.as_deref()),
+            (Some(false), None)
+        );
         t.logout().unwrap();
         assert_eq!(commands_rx.recv().await, Some(Command::Logout));
         state_tx.send_modify(|s| s.state = TailnetState::LoggedOut);
