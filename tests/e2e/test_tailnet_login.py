@@ -273,3 +273,38 @@ def test_a_node_key_expired_by_the_admin_registers_again_with_the_auth_key(tn):
     assert t["addresses"], t
     again = nodes_named(tn, "tbox")
     assert len(again) == 1 and again[0]["id"] == node["id"], tn.nodes()
+
+
+def test_the_status_page_shows_the_login_link_and_its_button_logs_out(tn):
+    """The web page in headless Chromium: the Tailnet card links the login
+    URL while the box waits; after the approval, its "Log out of the
+    tailnet" button logs the box out (Headscale expires the node)."""
+    import shutil
+    from pathlib import Path
+    browser = Path(__file__).resolve().parent / "browser"
+    if not (browser / "node_modules" / "playwright-core").exists() or not shutil.which("node"):
+        pytest.fail("missing for the browser tests (scripts/deps.sh installs them): node, playwright-core")
+    tn.auth_key()
+    path = tn.write_config(None)
+    tn.start_box_no_wait(path)
+    url = tn.wait_state(path, "needs-login", timeout=30)["login_url"]
+    code = (tn.state / "setup-code").read_text().strip()
+
+    def page(mode):
+        r = tn.run(tn.box, ["node", str(browser / "tailnet.mjs"), f"http://{WEB}", mode, PASSWORD, code, str(tn.tmp)],
+                   check=False, timeout=120)
+        assert r.returncode == 0 and r.stdout.strip(), r.stderr[-3000:]
+        res = json.loads(r.stdout)
+        assert res["ok"] and not res["page_errors"], res
+        return res
+
+    res = page("login-url")
+    assert res["state"] == "needs login" and res["login_href"] == url, res
+    tn.headscale("auth", "register", "--auth-id", url.rsplit("/", 1)[1], "--user", "alice")
+    tn.wait_state(path, "logged-in", timeout=30)
+    res = page("logout")
+    assert "tbox" in res["card_before"] and CONTROL in res["card_before"], res
+    assert {"method": "POST", "path": "/api/tailnet/logout"} in res["requests"], res
+    assert res["logout_button_after"] == 0 and "Restart meshbridge" in res["card_after"], res
+    node = nodes_named(tn, "tbox")[0]
+    assert expiry_seconds(node) is not None and expiry_seconds(node) <= time.time() + 1, node
