@@ -948,6 +948,7 @@ async fn event_loop(
                     restart_now: &mut restart_now,
                     factory_reset: &mut factory_reset,
                     host: &host.borrow().clone(),
+                    tailnet: tailnet.as_deref(),
                 });
                 let _ = p.reply.send(reply);
                 if factory_reset {
