@@ -99,6 +99,8 @@ fn save_leases(state_dir: &Path, engine: &Engine) {
 
 /// Datagrams read from the WireGuard socket per wakeup of the loop.
 const UDP_BATCH: usize = 64;
+/// Frames (packets) read from the TAP (TUN) per wakeup of the loop.
+const DEV_BATCH: usize = 32;
 
 fn udp_socket(port: u16) -> Result<(UdpSocket, bool)> {
     use socket2::{Domain, Protocol, Socket, Type};
@@ -845,11 +847,25 @@ async fn event_loop(
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             r = dev.tap.recv(&mut tap_buf) => match r {
-                Ok(n) => engine.handle_tap_frame(read_now(), &tap_buf[..n]),
+                Ok(n) => {
+                    engine.handle_tap_frame(read_now(), &tap_buf[..n]);
+                    // What else is queued, before the loop's other work: one
+                    // wakeup per frame would cost more than the frame.
+                    for _ in 1..DEV_BATCH {
+                        let Ok(n) = dev.tap.try_recv(&mut tap_buf) else { break };
+                        engine.handle_tap_frame(read_now(), &tap_buf[..n]);
+                    }
+                }
                 Err(e) => tracing::warn!("reading the TAP: {e}"),
             },
             r = dev.tun.recv(&mut tun_buf) => match r {
-                Ok(n) => engine.handle_tun_packet(read_now(), &tun_buf[..n]),
+                Ok(n) => {
+                    engine.handle_tun_packet(read_now(), &tun_buf[..n]);
+                    for _ in 1..DEV_BATCH {
+                        let Ok(n) = dev.tun.try_recv(&mut tun_buf) else { break };
+                        engine.handle_tun_packet(read_now(), &tun_buf[..n]);
+                    }
+                }
                 Err(e) => tracing::warn!("reading the TUN: {e}"),
             },
             r = udp.recv_from(&mut udp_buf) => match r {
@@ -944,6 +960,7 @@ async fn event_loop(
                     restart_now: &mut restart_now,
                     factory_reset: &mut factory_reset,
                     host: &host.borrow().clone(),
+                    tailnet: tailnet.as_deref(),
                 });
                 let _ = p.reply.send(reply);
                 if factory_reset {

@@ -49,6 +49,7 @@ pub mod allowed_ips;
 pub mod clock;
 pub mod keys;
 pub mod peerset;
+pub mod source_limit;
 pub mod wg;
 pub mod wgquick;
 

@@ -17,6 +17,7 @@
 
 use crate::allowed_ips::AllowedIps;
 use crate::keys::{PresharedKey, PrivateKey, PublicKey};
+use crate::source_limit::SourceLimiter;
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
@@ -31,8 +32,11 @@ use std::time::{Duration, Instant};
 /// How often boringtun's timers are ticked (its own device uses 250 ms).
 pub const TIMER_TICK: Duration = Duration::from_millis(250);
 /// Handshake messages (with a valid MAC1) accepted per second, box-wide,
-/// before a valid MAC2 (a cookie) is demanded.
+/// before a valid MAC2 (a cookie) is demanded and each source address is
+/// held to its own share ([`crate::source_limit`]).
 pub const HANDSHAKE_RATE_LIMIT: u64 = 100;
+/// The window [`HANDSHAKE_RATE_LIMIT`] counts in.
+const LIMIT_WINDOW: Duration = Duration::from_secs(1);
 /// Room for the largest packet plus WireGuard overhead.
 const BUF_LEN: usize = 65535 + 64;
 /// A cookie reply message (type 3): 4 + 4 + 24 + 32 bytes.
@@ -100,6 +104,9 @@ pub enum MeshDrop {
     /// A handshake message over the rate limit without a valid cookie
     /// (MAC2): answered with a cookie reply, not processed.
     RateLimited,
+    /// A handshake message under load from a source that used up its own
+    /// share ([`crate::source_limit`]), cookie or not.
+    SourceLimited,
 }
 
 /// Counters for the status page and tests.
@@ -120,6 +127,9 @@ pub struct MeshStats {
     /// Handshake messages dropped under load (over [`HANDSHAKE_RATE_LIMIT`]
     /// without a valid cookie); each was answered with a cookie reply.
     pub rate_limited: u64,
+    /// Handshake messages dropped under load because their source address
+    /// was over its own rate ([`crate::source_limit::PER_SOURCE_RATE`]).
+    pub source_limited: u64,
 }
 
 /// A peer's live state, for status output.
@@ -205,6 +215,14 @@ pub struct Mesh {
     /// offers no public way around that): MAC1 only, never under load, so a
     /// datagram is counted once, by `rate_limiter`.
     tunn_limiter: Arc<RateLimiter>,
+    /// Under load, each source address's own share of handshakes.
+    source_limiter: SourceLimiter,
+    /// Handshake messages with a valid MAC1 in the current window, and when
+    /// the window (one second, as boringtun's limiter expects) began.
+    handshakes: u64,
+    window: Option<Instant>,
+    /// The latest `now` we were given (by `apply` or `handle_timeout`).
+    clock: Option<Instant>,
     peers: Vec<Option<Peer>>,
     routes: AllowedIps<PeerId>,
     out: VecDeque<Output>,
@@ -221,6 +239,10 @@ impl Mesh {
         Mesh {
             rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
             tunn_limiter: Arc::new(RateLimiter::new(&public, u64::MAX)),
+            source_limiter: SourceLimiter::default(),
+            handshakes: 0,
+            window: None,
+            clock: None,
             private,
             public,
             peers: Vec::new(),
@@ -303,6 +325,7 @@ impl Mesh {
     /// two peers list). Ids of peers that stay never change; applying the
     /// same set twice changes nothing and outputs nothing.
     pub fn apply(&mut self, now: Instant, set: &crate::PeerSet) -> Applied {
+        self.clock = Some(now);
         let mut applied = Applied::default();
         for (i, slot) in self.peers.iter_mut().enumerate() {
             if slot
@@ -525,6 +548,7 @@ impl Mesh {
             MeshDrop::NoEndpoint => self.stats.no_endpoint += 1,
             MeshDrop::BadMac => self.stats.bad_mac += 1,
             MeshDrop::RateLimited => self.stats.rate_limited += 1,
+            MeshDrop::SourceLimited => self.stats.source_limited += 1,
             MeshDrop::Invalid => self.stats.invalid += 1,
         }
         drop
@@ -564,6 +588,18 @@ impl Mesh {
             }
             Err(_) => return Err(self.count(MeshDrop::Invalid)),
         };
+        if matches!(packet, Packet::HandshakeInit(_) | Packet::HandshakeResponse(_)) {
+            // Under load a cookie lets a message through boringtun's limiter;
+            // its source's own bucket decides whether it costs an X25519.
+            self.handshakes += 1;
+            if self.handshakes > HANDSHAKE_RATE_LIMIT {
+                if let Some(now) = self.clock {
+                    if !self.source_limiter.allow(src.ip(), now) {
+                        return Err(self.count(MeshDrop::SourceLimited));
+                    }
+                }
+            }
+        }
         let (roams, answers_only) = match packet {
             Packet::HandshakeInit(_) => (false, true),
             Packet::HandshakeResponse(_) | Packet::PacketData(_) => (true, false),
@@ -648,10 +684,17 @@ impl Mesh {
 
     /// Tick every peer's timers: handshake retries, rekeys, keepalives.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.clock = Some(now);
+        // boringtun's limiter keeps its own one-second window.
+        self.rate_limiter.reset_count();
+        if self.window.is_none_or(|w| now.saturating_duration_since(w) >= LIMIT_WINDOW) {
+            self.window = Some(now);
+            self.handshakes = 0;
+            self.source_limiter.forget_quiet(now);
+        }
         if self.next_tick.is_none_or(|t| t > now) {
             return;
         }
-        self.rate_limiter.reset_count();
         for peer in self.peers.iter_mut().flatten() {
             match peer.tunn.update_timers(&mut self.buf) {
                 TunnResult::WriteToNetwork(b) => {
