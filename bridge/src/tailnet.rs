@@ -14,6 +14,11 @@
 //!   out of the same socket. A pong confirms a path: it becomes that
 //!   peer's WireGuard endpoint.
 //!
+//! * DERP ([`crate::tailnet_derp`]): a peer without a confirmed direct
+//!   path gets a relay stand-in address as its endpoint; datagrams the
+//!   mesh or disco send there go over DERP ([`Tailnet::send_relay`]), and
+//!   what DERP delivers comes back through [`Tailnet::handle_relayed`].
+//!
 //! The node key *is* the mesh's WireGuard key (`mesh.private_key`): the
 //! box has one WireGuard identity, for static peers and the tailnet alike.
 //! The machine and disco keys live in `state_dir/tailnet-keys.json` (0600):
@@ -31,7 +36,9 @@ use meshbridge_tailnet::mapstream::MAP_WATCHDOG;
 use meshbridge_tailnet::netmap::{Applied, Netmap, TailnetPeer};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use std::collections::HashMap;
+use crate::tailnet_derp::{self, Derp, DerpInput, RelayAddrs};
+use meshbridge_tailnet::tailcfg::DerpRegion;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -50,6 +57,8 @@ pub struct Update {
     pub addresses: Vec<IpNet>,
     /// The peers.
     pub peers: Vec<TailnetPeer>,
+    /// The DERP map's regions (empty until the map has one).
+    pub derp_regions: BTreeMap<i32, DerpRegion>,
 }
 
 /// The routes the box advertises: the bridge subnet (`advertise_bridge`),
@@ -171,6 +180,15 @@ fn read_auth_key(k: &Option<AuthKey>) -> Result<Option<String>> {
     }
 }
 
+/// What the tailnet hands the event loop.
+#[derive(Debug)]
+pub enum TailnetInput {
+    /// A map update from the control task.
+    Update(Update),
+    /// A packet relayed by DERP.
+    Relayed(DerpInput),
+}
+
 /// The box's tailnet state, owned by the event loop.
 pub struct Tailnet {
     updates: mpsc::Receiver<Update>,
@@ -180,6 +198,8 @@ pub struct Tailnet {
     disco: Disco<StdRng>,
     paths_changed: bool,
     task: tokio::task::JoinHandle<()>,
+    derp: Derp,
+    relay: RelayAddrs,
 }
 
 impl Drop for Tailnet {
@@ -226,6 +246,7 @@ impl Tailnet {
             StdRng::from_entropy(),
         );
         let (tx, updates) = mpsc::channel(4);
+        let derp = Derp::new(keys.node_key.clone());
         let task = tokio::spawn(control_task(settings, keys, tx));
         Ok(Some(Tailnet {
             updates,
@@ -235,6 +256,8 @@ impl Tailnet {
             disco,
             paths_changed: false,
             task,
+            derp,
+            relay: RelayAddrs::default(),
         }))
     }
 
@@ -259,6 +282,7 @@ impl Tailnet {
         self.disco.set_peers(now, &disco_peers);
         self.paths
             .retain(|k, _| update.peers.iter().any(|p| p.node_key == *k));
+        self.derp.set_map(&update.derp_regions);
         self.last = Some(update);
     }
 
@@ -275,10 +299,70 @@ impl Tailnet {
     }
 
     /// The tailnet's peers as the mesh should run them now.
-    pub fn peer_set(&self) -> PeerSet {
-        match &self.last {
-            Some(u) => peer_set(&u.peers, &self.paths, self.accept_routes),
-            None => PeerSet::new(),
+    /// A peer without a confirmed direct path is reached over DERP: its
+    /// endpoint is its relay stand-in (through its home region, else ours).
+    pub fn peer_set(&mut self) -> PeerSet {
+        let Some(u) = &self.last else {
+            return PeerSet::new();
+        };
+        let mut endpoints = self.paths.clone();
+        for p in &u.peers {
+            if endpoints.contains_key(&p.node_key) {
+                continue;
+            }
+            let region = p
+                .derp_region
+                .and_then(|r| u16::try_from(r).ok())
+                .filter(|r| *r > 0)
+                .or(self.derp.home());
+            if let Some(r) = region {
+                endpoints.insert(p.node_key, self.relay.addr_for(p.node_key, r));
+            }
+        }
+        peer_set(&u.peers, &endpoints, self.accept_routes)
+    }
+
+    /// The next map update or packet from a DERP region (cancel-safe).
+    pub async fn next_input(&mut self) -> Option<TailnetInput> {
+        tokio::select! {
+            u = self.updates.recv() => u.map(TailnetInput::Update),
+            Some(r) = self.derp.next() => Some(TailnetInput::Relayed(r)),
+        }
+    }
+
+    /// A packet that came over DERP: disco goes to disco (never a direct
+    /// path); WireGuard is returned with the peer's relay stand-in address
+    /// for the mesh.
+    pub fn handle_relayed(&mut self, now: Instant, input: DerpInput) -> Option<(SocketAddr, Vec<u8>)> {
+        let DerpInput::Packet { region, src, data } = input;
+        let home = self
+            .last
+            .as_ref()
+            .and_then(|u| u.peers.iter().find(|p| p.node_key == src))
+            .and_then(|p| p.derp_region)
+            .and_then(|r| u16::try_from(r).ok())
+            .filter(|r| *r > 0)
+            .unwrap_or(region);
+        let via = self.relay.addr_for(src, home);
+        if disco::looks_like_disco(&data) {
+            self.disco.handle_relayed(now, via, &data);
+            self.drain_events();
+            None
+        } else {
+            Some((via, data))
+        }
+    }
+
+    /// Whether `to` is a relay stand-in: then [`Tailnet::send_relay`] it.
+    pub fn is_relay(to: &SocketAddr) -> bool {
+        tailnet_derp::is_relay(to)
+    }
+
+    /// Send a datagram addressed to a relay stand-in over DERP.
+    pub fn send_relay(&mut self, to: &SocketAddr, data: &[u8]) {
+        match self.relay.peer_of(to) {
+            Some((key, region)) => self.derp.send(region, key, data),
+            None => self.derp.dropped += 1,
         }
     }
 
@@ -319,12 +403,14 @@ impl Tailnet {
                     }
                 }
                 DiscoEvent::PathLost { node_key } => {
-                    // The mesh keeps the last endpoint (WireGuard roams);
-                    // disco keeps pinging all candidates.
+                    // Back to DERP; disco keeps pinging all candidates.
                     tracing::info!(
-                        "tailnet: direct path to {} stopped answering",
+                        "tailnet: direct path to {} stopped answering; relaying",
                         node_key.short()
                     );
+                    if self.paths.remove(&node_key).is_some() {
+                        self.paths_changed = true;
+                    }
                 }
             }
         }
@@ -367,8 +453,8 @@ async fn session(
     .await
     .context("opening the control connection (ts2021)")?;
     let auth_key = read_auth_key(&settings.auth_key)?;
-    let mut req =
-        control::register_request(keys, &url.url, &settings.identity, auth_key.as_deref());
+    let mut identity = settings.identity.clone();
+    let mut req = control::register_request(keys, &url.url, &identity, auth_key.as_deref());
     loop {
         let resp = client
             .register(&req)
@@ -403,7 +489,7 @@ async fn session(
             .join(", ")
     );
     let mut stream = client
-        .map_stream(&control::map_request(keys, &settings.identity, &endpoints))
+        .map_stream(&control::map_request(keys, &identity, &endpoints))
         .await
         .context("opening the map stream (POST /machine/map)")?;
     let mut nm = Netmap::new();
@@ -424,6 +510,19 @@ async fn session(
             .map(|n| n.addresses.clone())
             .unwrap_or_default();
         let peers = nm.peers();
+        let derp_regions = nm.derp_regions().cloned().unwrap_or_default();
+        if let Some(home) = tailnet_derp::choose_home(&derp_regions) {
+            if u32::from(home) != identity.home_derp {
+                // Our relay, for the peers: Hostinfo.NetInfo.PreferredDERP.
+                identity.home_derp = u32::from(home);
+                let req = control::endpoint_update_request(keys, &identity, &endpoints);
+                match tokio::time::timeout(Duration::from_secs(10), client.map_stream(&req)).await {
+                    Ok(Ok(_)) => tracing::debug!("tailnet: reported home DERP region {home}"),
+                    Ok(Err(e)) => tracing::warn!("tailnet: reporting home DERP region {home}: {e}"),
+                    Err(_) => tracing::warn!("tailnet: reporting home DERP region {home}: timed out"),
+                }
+            }
+        }
         if first {
             tracing::info!(
                 "tailnet: up as [{}], {} peer(s)",
@@ -436,7 +535,12 @@ async fn session(
             );
             first = false;
         }
-        if tx.send(Update { addresses, peers }).await.is_err() {
+        let update = Update {
+            addresses,
+            peers,
+            derp_regions,
+        };
+        if tx.send(update).await.is_err() {
             return Ok(());
         }
     }
@@ -569,6 +673,8 @@ mod tests {
             ),
             paths_changed: false,
             task: tokio::spawn(async {}),
+            derp: Derp::new(NodePrivate::from_bytes([2; 32])),
+            relay: RelayAddrs::default(),
         };
         let lap_addr: SocketAddr = "10.99.0.20:41641".parse().unwrap();
         let mut lap = peer(1, &["100.64.0.1/32"], &["100.64.0.1/32"]);
@@ -583,6 +689,7 @@ mod tests {
                     "fd7a:115c:a1e0::2/128".parse().unwrap(),
                 ],
                 peers: vec![lap],
+                derp_regions: BTreeMap::new(),
             },
         );
         assert_eq!(t.own_ipv4(), vec![Ipv4Addr::new(100, 64, 0, 2)]);
