@@ -606,7 +606,8 @@ async fn flush(
 
 /// Send disco's datagrams; re-apply the peer set when disco confirmed a path.
 /// One datagram from the WireGuard socket: disco (the tailnet's path
-/// discovery, recognised by its magic prefix) or WireGuard for the mesh.
+/// discovery, recognised by its magic prefix), the answer to our STUN
+/// request, or WireGuard for the mesh.
 fn dispatch_udp(
     engine: &mut Engine,
     tailnet: Option<&mut crate::tailnet::Tailnet>,
@@ -617,6 +618,7 @@ fn dispatch_udp(
         Some(t) if meshbridge_tailnet::disco::looks_like_disco(data) => {
             t.handle_disco(std::time::Instant::now(), from, data)
         }
+        Some(t) if t.is_stun_response(data) => t.handle_stun(data),
         _ => engine.handle_datagram(read_now(), from, data),
     }
 }

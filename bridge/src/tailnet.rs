@@ -36,13 +36,13 @@ use meshbridge_tailnet::mapstream::MAP_WATCHDOG;
 use meshbridge_tailnet::netmap::{Applied, Netmap, TailnetPeer};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use crate::tailnet_derp::{self, Derp, DerpInput, RelayAddrs};
+use crate::tailnet_derp::{self, Derp, DerpInput, RelayAddrs, StunProbe};
 use meshbridge_tailnet::tailcfg::DerpRegion;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// The key file in `state_dir`.
 pub const KEY_FILE: &str = "tailnet-keys.json";
@@ -200,6 +200,10 @@ pub struct Tailnet {
     task: tokio::task::JoinHandle<()>,
     derp: Derp,
     relay: RelayAddrs,
+    stun: StunProbe,
+    stun_out: VecDeque<disco::Transmit>,
+    /// Our public endpoint (STUN), for the control task to report.
+    public_tx: watch::Sender<Option<SocketAddr>>,
 }
 
 impl Drop for Tailnet {
@@ -247,7 +251,8 @@ impl Tailnet {
         );
         let (tx, updates) = mpsc::channel(4);
         let derp = Derp::new(keys.node_key.clone());
-        let task = tokio::spawn(control_task(settings, keys, tx));
+        let (public_tx, public_rx) = watch::channel(None);
+        let task = tokio::spawn(control_task(settings, keys, tx, public_rx));
         Ok(Some(Tailnet {
             updates,
             accept_routes: t.accept_routes,
@@ -258,6 +263,9 @@ impl Tailnet {
             task,
             derp,
             relay: RelayAddrs::default(),
+            stun: StunProbe::default(),
+            stun_out: VecDeque::new(),
+            public_tx,
         }))
     }
 
@@ -372,20 +380,47 @@ impl Tailnet {
         self.drain_events();
     }
 
-    /// Disco's timers.
+    /// Disco's and STUN's timers.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.disco.handle_timeout(now);
         self.drain_events();
+        let server = self.stun_server();
+        if let Some((to, data)) = self.stun.handle_timeout(now, server, rand::random()) {
+            self.stun_out.push_back(disco::Transmit { to, data });
+        }
     }
 
     /// When [`Tailnet::handle_timeout`] wants to run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.disco.poll_timeout()
+        let stun = self.stun.poll_timeout(self.stun_server().is_some());
+        match (self.disco.poll_timeout(), stun) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// The next disco datagram to send.
+    /// The next disco or STUN datagram to send on the WireGuard socket.
     pub fn poll_transmit(&mut self) -> Option<disco::Transmit> {
-        self.disco.poll_transmit()
+        self.stun_out.pop_front().or_else(|| self.disco.poll_transmit())
+    }
+
+    /// The home region's STUN server.
+    fn stun_server(&self) -> Option<SocketAddr> {
+        let home = i32::from(self.derp.home()?);
+        tailnet_derp::stun_server(self.last.as_ref()?.derp_regions.get(&home)?)
+    }
+
+    /// Whether a datagram on the WireGuard socket answers our STUN request.
+    pub fn is_stun_response(&self, data: &[u8]) -> bool {
+        self.stun.is_response(data)
+    }
+
+    /// A STUN answer: a new public endpoint goes to the control task.
+    pub fn handle_stun(&mut self, data: &[u8]) {
+        if let Some(addr) = self.stun.handle_response(data) {
+            tracing::info!("tailnet: public endpoint {addr} (STUN)");
+            self.public_tx.send_replace(Some(addr));
+        }
     }
 
     /// Whether a path changed since the last call (then re-apply the peer set).
@@ -432,10 +467,24 @@ async fn local_endpoints(url: &ControlUrl, port: u16) -> Vec<SocketAddr> {
 }
 
 /// Register and stream the map until it fails; every update goes to `tx`.
+/// The map request's endpoints: the local ones (type 1), then the STUN
+/// one (type 2) if it is not one of them.
+fn with_public(mut req: meshbridge_tailnet::tailcfg::MapRequest, public: Option<SocketAddr>) -> meshbridge_tailnet::tailcfg::MapRequest {
+    if let Some(p) = public.map(|p| p.to_string()) {
+        if !req.endpoints.contains(&p) {
+            req.endpoints.push(p);
+            // tailcfg.EndpointSTUN
+            req.endpoint_types.push(2);
+        }
+    }
+    req
+}
+
 async fn session(
     settings: &Settings,
     keys: &mut NodeKeys,
     tx: &mpsc::Sender<Update>,
+    public_rx: &mut watch::Receiver<Option<SocketAddr>>,
 ) -> Result<()> {
     if settings.control_url.starts_with("https://") {
         bail!("https control URLs are not supported yet (TLS under the Noise transport); use the control server's http:// URL");
@@ -488,15 +537,33 @@ async fn session(
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let public = *public_rx.borrow_and_update();
     let mut stream = client
-        .map_stream(&control::map_request(keys, &identity, &endpoints))
+        .map_stream(&with_public(
+            control::map_request(keys, &identity, &endpoints),
+            public,
+        ))
         .await
         .context("opening the map stream (POST /machine/map)")?;
     let mut nm = Netmap::new();
     let mut first = true;
     loop {
-        let msg = tokio::time::timeout(MAP_WATCHDOG, stream.next())
-            .await
+        let next = tokio::select! {
+            r = tokio::time::timeout(MAP_WATCHDOG, stream.next()) => Some(r),
+            Ok(()) = public_rx.changed() => None,
+        };
+        let Some(next) = next else {
+            // A new public endpoint (STUN): tell the control server.
+            let public = *public_rx.borrow_and_update();
+            let req = with_public(control::endpoint_update_request(keys, &identity, &endpoints), public);
+            match tokio::time::timeout(Duration::from_secs(10), client.map_stream(&req)).await {
+                Ok(Ok(_)) => tracing::debug!("tailnet: reported endpoints {:?}", req.endpoints),
+                Ok(Err(e)) => tracing::warn!("tailnet: reporting endpoints: {e}"),
+                Err(_) => tracing::warn!("tailnet: reporting endpoints: timed out"),
+            }
+            continue;
+        };
+        let msg = next
             .context("the map stream was silent too long")?
             .context("reading the map stream")?;
         let Some(msg) = msg else {
@@ -515,7 +582,11 @@ async fn session(
             if u32::from(home) != identity.home_derp {
                 // Our relay, for the peers: Hostinfo.NetInfo.PreferredDERP.
                 identity.home_derp = u32::from(home);
-                let req = control::endpoint_update_request(keys, &identity, &endpoints);
+                let public = *public_rx.borrow();
+                let req = with_public(
+                    control::endpoint_update_request(keys, &identity, &endpoints),
+                    public,
+                );
                 match tokio::time::timeout(Duration::from_secs(10), client.map_stream(&req)).await {
                     Ok(Ok(_)) => tracing::debug!("tailnet: reported home DERP region {home}"),
                     Ok(Err(e)) => tracing::warn!("tailnet: reporting home DERP region {home}: {e}"),
@@ -547,11 +618,16 @@ async fn session(
 }
 
 /// The control client: sessions forever, with backoff between failures.
-async fn control_task(settings: Settings, mut keys: NodeKeys, tx: mpsc::Sender<Update>) {
+async fn control_task(
+    settings: Settings,
+    mut keys: NodeKeys,
+    tx: mpsc::Sender<Update>,
+    mut public_rx: watch::Receiver<Option<SocketAddr>>,
+) {
     let mut backoff = Duration::from_secs(1);
     loop {
         let started = Instant::now();
-        match session(&settings, &mut keys, &tx).await {
+        match session(&settings, &mut keys, &tx, &mut public_rx).await {
             Ok(()) => return,
             Err(e) => tracing::warn!("tailnet: {e:#}; trying again in {}s", backoff.as_secs()),
         }
@@ -675,6 +751,9 @@ mod tests {
             task: tokio::spawn(async {}),
             derp: Derp::new(NodePrivate::from_bytes([2; 32])),
             relay: RelayAddrs::default(),
+            stun: StunProbe::default(),
+            stun_out: VecDeque::new(),
+            public_tx: watch::channel(None).0,
         };
         let lap_addr: SocketAddr = "10.99.0.20:41641".parse().unwrap();
         let mut lap = peer(1, &["100.64.0.1/32"], &["100.64.0.1/32"]);

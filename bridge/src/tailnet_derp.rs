@@ -465,6 +465,80 @@ impl ServerCertVerifier for NoVerify {
     }
 }
 
+/// How often the public endpoint is asked for again (tailscale re-STUNs
+/// every 20–26 s while active).
+pub const STUN_INTERVAL: Duration = Duration::from_secs(23);
+
+/// Learning our public endpoint: a STUN binding request from the WireGuard
+/// socket to the home region's STUN port every [`STUN_INTERVAL`]; the
+/// answer's mapped address is our endpoint as the internet sees it. Time
+/// and the transaction id are passed in.
+#[derive(Debug, Default)]
+pub struct StunProbe {
+    pending: Option<[u8; 12]>,
+    next: Option<Instant>,
+    public: Option<SocketAddr>,
+}
+
+/// The STUN address of a region's first node that has one (`STUNPort` 0
+/// means 3478, negative means none).
+pub fn stun_server(r: &DerpRegion) -> Option<SocketAddr> {
+    r.nodes.iter().find_map(|n| {
+        let port = match n.stun_port {
+            0 => 3478,
+            p => u16::try_from(p).ok()?,
+        };
+        let ip: IpAddr = n.ipv4.parse::<std::net::Ipv4Addr>().ok()?.into();
+        Some(SocketAddr::new(ip, port))
+    })
+}
+
+impl StunProbe {
+    /// A request to send now to `server`, if one is due.
+    pub fn handle_timeout(&mut self, now: Instant, server: Option<SocketAddr>, tx: [u8; 12]) -> Option<(SocketAddr, Vec<u8>)> {
+        let server = server?;
+        if self.next.is_some_and(|n| now < n) {
+            return None;
+        }
+        self.next = Some(now + STUN_INTERVAL);
+        self.pending = Some(tx);
+        Some((server, meshbridge_tailnet::stun::request(tx)))
+    }
+
+    /// When a request is due (None: none sent yet — due as soon as there
+    /// is a server).
+    pub fn poll_timeout(&self, has_server: bool) -> Option<Instant> {
+        match (self.next, has_server) {
+            (_, false) => None,
+            (Some(n), true) => Some(n),
+            (None, true) => Some(Instant::now()),
+        }
+    }
+
+    /// Whether `p` is the answer to our outstanding request (then
+    /// [`StunProbe::handle_response`] it, not the mesh). A STUN success
+    /// starts `01 01`; WireGuard's second byte is always 0.
+    pub fn is_response(&self, p: &[u8]) -> bool {
+        self.pending.is_some()
+            && meshbridge_tailnet::stun::is_stun(p)
+            && p[..2] == [0x01, 0x01]
+            && p[8..20] == self.pending.unwrap_or_default()
+    }
+
+    /// The answer: our public endpoint, returned when it changed.
+    pub fn handle_response(&mut self, p: &[u8]) -> Option<SocketAddr> {
+        let (tx, addr) = meshbridge_tailnet::stun::parse_response(p).ok()?;
+        if Some(tx) != self.pending {
+            return None;
+        }
+        self.pending = None;
+        (self.public != Some(addr)).then(|| {
+            self.public = Some(addr);
+            addr
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -512,6 +586,41 @@ mod tests {
         m.insert(900, region(900, false, false));
         m.insert(901, region(901, false, false));
         assert_eq!(choose_home(&m), Some(900));
+    }
+
+    #[test]
+    fn stun_probe_asks_the_home_region_and_learns_the_public_endpoint() {
+        let t0 = Instant::now();
+        let mut r = region(900, false, false);
+        r.nodes[0].ipv4 = "10.99.0.1".into();
+        r.nodes[0].stun_port = 3478;
+        let server = stun_server(&r);
+        assert_eq!(server, Some("10.99.0.1:3478".parse().unwrap()));
+        r.nodes[0].stun_port = -1;
+        assert_eq!(stun_server(&r), None, "STUN disabled");
+        let mut p = StunProbe::default();
+        assert_eq!(p.poll_timeout(false), None);
+        let (to, req) = p.handle_timeout(t0, server, [9; 12]).unwrap();
+        assert_eq!(to, server.unwrap());
+        assert!(meshbridge_tailnet::stun::is_stun(&req));
+        assert!(p.handle_timeout(t0 + Duration::from_secs(1), server, [8; 12]).is_none(), "not due");
+        assert_eq!(p.poll_timeout(true), Some(t0 + STUN_INTERVAL));
+        // The answer (XOR-MAPPED-ADDRESS 203.0.113.5:41641).
+        let mut resp = vec![1, 1, 0, 12, 0x21, 0x12, 0xa4, 0x42];
+        resp.extend_from_slice(&[9; 12]);
+        resp.extend_from_slice(&[0, 0x20, 0, 8, 0, 1]);
+        resp.extend_from_slice(&(41641u16 ^ 0x2112).to_be_bytes());
+        resp.extend([203u8, 0, 113, 5].iter().zip([0x21u8, 0x12, 0xa4, 0x42]).map(|(a, k)| a ^ k));
+        let mut other = resp.clone();
+        other[8] = 1;
+        assert!(!p.is_response(&other), "another transaction");
+        assert!(!p.is_response(&[1, 0, 0, 0, 0x21, 0x12, 0xa4, 0x42, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9]));
+        assert!(p.is_response(&resp));
+        assert_eq!(p.handle_response(&resp), Some("203.0.113.5:41641".parse().unwrap()));
+        assert!(!p.is_response(&resp), "answered");
+        // The same address again is no change.
+        p.handle_timeout(t0 + STUN_INTERVAL, server, [9; 12]).unwrap();
+        assert_eq!(p.handle_response(&resp), None);
     }
 
     #[test]

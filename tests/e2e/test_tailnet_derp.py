@@ -2,7 +2,7 @@
 laptop (real `tailscaled`) still reaches the bridged device, and the device
 the laptop, through a real `derper` (TLS, self-signed certificate marked
 `InsecureForTests` in the DERP map); once UDP is unblocked, disco upgrades
-the path to direct.
+the path to direct. The box learns its public endpoint by STUN to derper.
 
 Topology as in test_tailnet_box.py, plus `derper` on 10.99.0.1:8443 (region
 900) in the hs namespace. nftables in the box's namespace drops every UDP
@@ -43,10 +43,6 @@ class DerpTailnet(BoxTailnet):
     def unblock_udp(self):
         self.run(self.box, ["nft", "delete", "table", "inet", "mbderp"])
 
-    def dropped(self):
-        out = self.run(self.box, ["nft", "list", "table", "inet", "mbderp"], check=False).stdout
-        return out
-
 
 @pytest.fixture
 def tn(tmp_path):
@@ -70,6 +66,10 @@ def test_udp_blocked_traffic_flows_over_derp_then_the_path_becomes_direct(tn):
                    timeout=30, what="the box on headscale with its route")
     wait_for(lambda: "DERP region 900 connected" in tn.box_log.read_text(), timeout=30,
              what="the box's DERP connection (TLS + login)")
+    # STUN from the WireGuard socket to derper's port 3478: our endpoint as
+    # the server sees it (no NAT here, so the box's own address and port).
+    wait_for(lambda: f"tailnet: public endpoint 10.99.0.10:{BOX_PORT} (STUN)" in tn.box_log.read_text(),
+             timeout=30, what="the box's public endpoint from STUN")
     tn.headscale("nodes", "approve-routes", "-i", str(box[0]["id"]), "-r", "10.77.1.0/24")
     wait_for(lambda: (p := box_peer(tn, cli)) and "10.77.1.0/24" in (p.get("PrimaryRoutes") or []),
              timeout=30, what="the approved route on the laptop")
@@ -115,3 +115,12 @@ def test_udp_blocked_traffic_flows_over_derp_then_the_path_becomes_direct(tn):
     assert f"via 10.99.0.10:{BOX_PORT}" in r.stdout, r
     assert "direct path to" in tn.box_log.read_text()
     assert wait_for(fetched, timeout=20, what="HTTP over the direct path") == "hello from the printer\n"
+
+    # 3. Blocked again: the direct path dies (no pongs), both sides fall back
+    # to DERP and traffic flows on.
+    tn.block_udp()
+    wait_for(lambda: "stopped answering; relaying" in tn.box_log.read_text(), timeout=40,
+             what="the box to give up the direct path")
+    tn.ping(tn.lap, dev_ip, timeout=60)
+    assert wait_for(fetched, timeout=30, what="HTTP over DERP again") == "hello from the printer\n"
+    tn.ping(tn.dev, lap_ip)
