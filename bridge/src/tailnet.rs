@@ -804,6 +804,132 @@ mod tests {
         );
     }
 
+    /// Without a confirmed path a peer is reached over DERP (its relay
+    /// stand-in endpoint, through its home region); what DERP delivers is
+    /// WireGuard for the mesh from that stand-in, or disco answered back
+    /// over DERP; a confirmed path replaces the relay, a lost one falls back.
+    #[tokio::test]
+    async fn peers_without_a_direct_path_are_relayed_and_fall_back_to_derp() {
+        use meshbridge_tailnet::keys::DiscoPrivate;
+        use meshbridge_tailnet::tailcfg::DerpNode;
+        let box_disco = DiscoPrivate::from_bytes([11; 32]);
+        let lap_disco = DiscoPrivate::from_bytes([12; 32]);
+        let (_tx, updates) = mpsc::channel(1);
+        let mut t = Tailnet {
+            updates,
+            accept_routes: false,
+            last: None,
+            paths: HashMap::new(),
+            disco: Disco::new(
+                box_disco.clone(),
+                NodePublic::from_bytes([2; 32]),
+                StdRng::seed_from_u64(1),
+            ),
+            paths_changed: false,
+            task: tokio::spawn(async {}),
+            derp: Derp::new(NodePrivate::from_bytes([2; 32])),
+            relay: RelayAddrs::default(),
+            stun: StunProbe::default(),
+            stun_out: VecDeque::new(),
+            public_tx: watch::channel(None).0,
+        };
+        let lap_addr: SocketAddr = "10.99.0.20:41641".parse().unwrap();
+        let mut lap = peer(1, &["100.64.0.1/32"], &["100.64.0.1/32"]);
+        lap.disco_key = Some(lap_disco.public());
+        lap.endpoints = vec![lap_addr];
+        lap.derp_region = Some(901);
+        let mut regions = BTreeMap::new();
+        regions.insert(
+            900,
+            DerpRegion {
+                region_id: 900,
+                nodes: vec![DerpNode {
+                    // Loopback: the region task's connection attempt
+                    // (refused on the discard port) never leaves the host.
+                    host_name: "127.0.0.1".into(),
+                    ipv4: "127.0.0.1".into(),
+                    stun_port: 3478,
+                    derp_port: 9,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        );
+        let now = Instant::now();
+        t.on_update(
+            now,
+            Update {
+                addresses: vec!["100.64.0.2/32".parse().unwrap()],
+                peers: vec![lap],
+                derp_regions: regions,
+            },
+        );
+        assert_eq!(t.derp.home(), Some(900));
+        let relay = t.peer_set().get(&PublicKey([1; 32])).unwrap().endpoint.unwrap();
+        assert!(Tailnet::is_relay(&relay));
+        assert_eq!(relay.port(), 901, "through the peer's home region");
+        // WireGuard over DERP: for the mesh, from the stand-in.
+        let wg = DerpInput::Packet {
+            region: 900,
+            src: NodePublic::from_bytes([1; 32]),
+            data: vec![4, 0, 0, 0, 1, 2, 3],
+        };
+        assert_eq!(t.handle_relayed(now, wg), Some((relay, vec![4, 0, 0, 0, 1, 2, 3])));
+        // A disco ping over DERP: the pong goes back to the stand-in.
+        let ping = disco::seal(
+            &lap_disco,
+            &box_disco.public(),
+            [1; 24],
+            &disco::Message::Ping {
+                tx_id: [6; 12],
+                node_key: Some(NodePublic::from_bytes([1; 32])),
+            },
+        );
+        let input = DerpInput::Packet {
+            region: 900,
+            src: NodePublic::from_bytes([1; 32]),
+            data: ping,
+        };
+        assert_eq!(t.handle_relayed(now, input), None);
+        // STUN to the home region's node comes first, then the pong.
+        t.handle_timeout(now);
+        let stun = t.poll_transmit().unwrap();
+        assert_eq!(stun.to, "127.0.0.1:3478".parse().unwrap());
+        let mut pong_to = None;
+        while let Some(tx) = t.poll_transmit() {
+            if let Ok((_, disco::Message::Pong { .. })) = disco::open(&lap_disco, &tx.data) {
+                pong_to = Some(tx.to);
+            }
+        }
+        assert_eq!(pong_to, Some(relay));
+        // A confirmed direct path replaces the relay ...
+        let ping = {
+            t.handle_timeout(now + disco::PING_INTERVAL);
+            std::iter::from_fn(|| t.poll_transmit())
+                .find(|tx| tx.to == lap_addr)
+                .expect("a direct ping")
+        };
+        let Ok((_, disco::Message::Ping { tx_id, .. })) = disco::open(&lap_disco, &ping.data) else {
+            panic!("not a ping")
+        };
+        let pong = disco::seal(
+            &lap_disco,
+            &box_disco.public(),
+            [3; 24],
+            &disco::Message::Pong {
+                tx_id,
+                src: "10.99.0.10:41641".parse().unwrap(),
+            },
+        );
+        t.handle_disco(now + disco::PING_INTERVAL, lap_addr, &pong);
+        assert!(t.take_paths_changed());
+        assert_eq!(t.peer_set().get(&PublicKey([1; 32])).unwrap().endpoint, Some(lap_addr));
+        // ... and when it stops answering, DERP takes over again.
+        t.handle_timeout(now + disco::PING_INTERVAL + disco::PATH_TIMEOUT + Duration::from_secs(1));
+        assert!(t.take_paths_changed());
+        assert_eq!(t.peer_set().get(&PublicKey([1; 32])).unwrap().endpoint, Some(relay));
+    }
+
     #[test]
     fn keys_persist_0600_and_the_node_key_is_the_mesh_key() {
         use std::os::unix::fs::PermissionsExt;
