@@ -25,6 +25,7 @@
 //! a restart is the same node.
 
 use crate::config::{AuthKey, Config};
+use crate::tailnet_derp::{self, Derp, DerpInput, RelayAddrs, StunProbe};
 use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use meshbridge_mesh::{PeerConfig, PeerSet, PublicKey};
@@ -34,10 +35,9 @@ use meshbridge_tailnet::disco::{self, Disco, DiscoEvent, DiscoPeer};
 use meshbridge_tailnet::keys::{MachinePrivate, NodeKeys, NodePrivate, NodePublic};
 use meshbridge_tailnet::mapstream::MAP_WATCHDOG;
 use meshbridge_tailnet::netmap::{Applied, Netmap, TailnetPeer};
+use meshbridge_tailnet::tailcfg::DerpRegion;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use crate::tailnet_derp::{self, Derp, DerpInput, RelayAddrs, StunProbe};
-use meshbridge_tailnet::tailcfg::DerpRegion;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -341,7 +341,11 @@ impl Tailnet {
     /// A packet that came over DERP: disco goes to disco (never a direct
     /// path); WireGuard is returned with the peer's relay stand-in address
     /// for the mesh.
-    pub fn handle_relayed(&mut self, now: Instant, input: DerpInput) -> Option<(SocketAddr, Vec<u8>)> {
+    pub fn handle_relayed(
+        &mut self,
+        now: Instant,
+        input: DerpInput,
+    ) -> Option<(SocketAddr, Vec<u8>)> {
         let DerpInput::Packet { region, src, data } = input;
         let home = self
             .last
@@ -401,7 +405,9 @@ impl Tailnet {
 
     /// The next disco or STUN datagram to send on the WireGuard socket.
     pub fn poll_transmit(&mut self) -> Option<disco::Transmit> {
-        self.stun_out.pop_front().or_else(|| self.disco.poll_transmit())
+        self.stun_out
+            .pop_front()
+            .or_else(|| self.disco.poll_transmit())
     }
 
     /// The home region's STUN server.
@@ -469,7 +475,10 @@ async fn local_endpoints(url: &ControlUrl, port: u16) -> Vec<SocketAddr> {
 /// Register and stream the map until it fails; every update goes to `tx`.
 /// The map request's endpoints: the local ones (type 1), then the STUN
 /// one (type 2) if it is not one of them.
-fn with_public(mut req: meshbridge_tailnet::tailcfg::MapRequest, public: Option<SocketAddr>) -> meshbridge_tailnet::tailcfg::MapRequest {
+fn with_public(
+    mut req: meshbridge_tailnet::tailcfg::MapRequest,
+    public: Option<SocketAddr>,
+) -> meshbridge_tailnet::tailcfg::MapRequest {
     if let Some(p) = public.map(|p| p.to_string()) {
         if !req.endpoints.contains(&p) {
             req.endpoints.push(p);
@@ -555,7 +564,10 @@ async fn session(
         let Some(next) = next else {
             // A new public endpoint (STUN): tell the control server.
             let public = *public_rx.borrow_and_update();
-            let req = with_public(control::endpoint_update_request(keys, &identity, &endpoints), public);
+            let req = with_public(
+                control::endpoint_update_request(keys, &identity, &endpoints),
+                public,
+            );
             match tokio::time::timeout(Duration::from_secs(10), client.map_stream(&req)).await {
                 Ok(Ok(_)) => tracing::debug!("tailnet: reported endpoints {:?}", req.endpoints),
                 Ok(Err(e)) => tracing::warn!("tailnet: reporting endpoints: {e}"),
@@ -590,7 +602,9 @@ async fn session(
                 match tokio::time::timeout(Duration::from_secs(10), client.map_stream(&req)).await {
                     Ok(Ok(_)) => tracing::debug!("tailnet: reported home DERP region {home}"),
                     Ok(Err(e)) => tracing::warn!("tailnet: reporting home DERP region {home}: {e}"),
-                    Err(_) => tracing::warn!("tailnet: reporting home DERP region {home}: timed out"),
+                    Err(_) => {
+                        tracing::warn!("tailnet: reporting home DERP region {home}: timed out")
+                    }
                 }
             }
         }
@@ -865,7 +879,12 @@ mod tests {
             },
         );
         assert_eq!(t.derp.home(), Some(900));
-        let relay = t.peer_set().get(&PublicKey([1; 32])).unwrap().endpoint.unwrap();
+        let relay = t
+            .peer_set()
+            .get(&PublicKey([1; 32]))
+            .unwrap()
+            .endpoint
+            .unwrap();
         assert!(Tailnet::is_relay(&relay));
         assert_eq!(relay.port(), 901, "through the peer's home region");
         // WireGuard over DERP: for the mesh, from the stand-in.
@@ -874,7 +893,10 @@ mod tests {
             src: NodePublic::from_bytes([1; 32]),
             data: vec![4, 0, 0, 0, 1, 2, 3],
         };
-        assert_eq!(t.handle_relayed(now, wg), Some((relay, vec![4, 0, 0, 0, 1, 2, 3])));
+        assert_eq!(
+            t.handle_relayed(now, wg),
+            Some((relay, vec![4, 0, 0, 0, 1, 2, 3]))
+        );
         // A disco ping over DERP: the pong goes back to the stand-in.
         let ping = disco::seal(
             &lap_disco,
@@ -909,7 +931,8 @@ mod tests {
                 .find(|tx| tx.to == lap_addr)
                 .expect("a direct ping")
         };
-        let Ok((_, disco::Message::Ping { tx_id, .. })) = disco::open(&lap_disco, &ping.data) else {
+        let Ok((_, disco::Message::Ping { tx_id, .. })) = disco::open(&lap_disco, &ping.data)
+        else {
             panic!("not a ping")
         };
         let pong = disco::seal(
@@ -923,11 +946,17 @@ mod tests {
         );
         t.handle_disco(now + disco::PING_INTERVAL, lap_addr, &pong);
         assert!(t.take_paths_changed());
-        assert_eq!(t.peer_set().get(&PublicKey([1; 32])).unwrap().endpoint, Some(lap_addr));
+        assert_eq!(
+            t.peer_set().get(&PublicKey([1; 32])).unwrap().endpoint,
+            Some(lap_addr)
+        );
         // ... and when it stops answering, DERP takes over again.
         t.handle_timeout(now + disco::PING_INTERVAL + disco::PATH_TIMEOUT + Duration::from_secs(1));
         assert!(t.take_paths_changed());
-        assert_eq!(t.peer_set().get(&PublicKey([1; 32])).unwrap().endpoint, Some(relay));
+        assert_eq!(
+            t.peer_set().get(&PublicKey([1; 32])).unwrap().endpoint,
+            Some(relay)
+        );
     }
 
     #[test]

@@ -46,7 +46,16 @@ const QUEUE: usize = 256;
 /// The stand-in endpoint for peer number `n` relayed through `region`.
 pub fn relay_addr(n: u32, region: u16) -> SocketAddr {
     SocketAddr::new(
-        IpAddr::V6(Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, (n >> 16) as u16, n as u16)),
+        IpAddr::V6(Ipv6Addr::new(
+            0x100,
+            0,
+            0,
+            0,
+            0,
+            0,
+            (n >> 16) as u16,
+            n as u16,
+        )),
         region,
     )
 }
@@ -331,7 +340,11 @@ async fn run_once(
                     );
                 }
                 DerpEvent::Packet { src, data } => {
-                    if tx.send(DerpInput::Packet { region, src, data }).await.is_err() {
+                    if tx
+                        .send(DerpInput::Packet { region, src, data })
+                        .await
+                        .is_err()
+                    {
                         return anyhow::anyhow!("the daemon stopped");
                     }
                 }
@@ -391,7 +404,9 @@ fn tls_config(insecure: bool) -> anyhow::Result<Arc<ClientConfig>> {
     }
     let roots = system_roots();
     if roots.is_empty() {
-        anyhow::bail!("no CA certificates found (install ca-certificates / ca-bundle, or set SSL_CERT_FILE)");
+        anyhow::bail!(
+            "no CA certificates found (install ca-certificates / ca-bundle, or set SSL_CERT_FILE)"
+        );
     }
     let c = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
@@ -412,7 +427,11 @@ fn system_roots() -> RootCertStore {
     use rustls::pki_types::pem::PemObject;
     let mut roots = RootCertStore::empty();
     let env = std::env::var("SSL_CERT_FILE").ok();
-    for path in env.iter().map(String::as_str).chain(CA_BUNDLES.iter().copied()) {
+    for path in env
+        .iter()
+        .map(String::as_str)
+        .chain(CA_BUNDLES.iter().copied())
+    {
         let Ok(iter) = CertificateDer::pem_file_iter(path) else {
             continue;
         };
@@ -448,7 +467,12 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -457,7 +481,12 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -495,7 +524,12 @@ pub fn stun_server(r: &DerpRegion) -> Option<SocketAddr> {
 
 impl StunProbe {
     /// A request to send now to `server`, if one is due.
-    pub fn handle_timeout(&mut self, now: Instant, server: Option<SocketAddr>, tx: [u8; 12]) -> Option<(SocketAddr, Vec<u8>)> {
+    pub fn handle_timeout(
+        &mut self,
+        now: Instant,
+        server: Option<SocketAddr>,
+        tx: [u8; 12],
+    ) -> Option<(SocketAddr, Vec<u8>)> {
         let server = server?;
         if self.next.is_some_and(|n| now < n) {
             return None;
@@ -582,7 +616,11 @@ mod tests {
         assert_eq!(choose_home(&m), None);
         m.insert(1, region(1, true, false));
         m.insert(2, region(2, false, true));
-        assert_eq!(choose_home(&m), None, "STUN-only and avoided regions are no home");
+        assert_eq!(
+            choose_home(&m),
+            None,
+            "STUN-only and avoided regions are no home"
+        );
         m.insert(900, region(900, false, false));
         m.insert(901, region(901, false, false));
         assert_eq!(choose_home(&m), Some(900));
@@ -603,23 +641,38 @@ mod tests {
         let (to, req) = p.handle_timeout(t0, server, [9; 12]).unwrap();
         assert_eq!(to, server.unwrap());
         assert!(meshbridge_tailnet::stun::is_stun(&req));
-        assert!(p.handle_timeout(t0 + Duration::from_secs(1), server, [8; 12]).is_none(), "not due");
+        assert!(
+            p.handle_timeout(t0 + Duration::from_secs(1), server, [8; 12])
+                .is_none(),
+            "not due"
+        );
         assert_eq!(p.poll_timeout(true), Some(t0 + STUN_INTERVAL));
         // The answer (XOR-MAPPED-ADDRESS 203.0.113.5:41641).
         let mut resp = vec![1, 1, 0, 12, 0x21, 0x12, 0xa4, 0x42];
         resp.extend_from_slice(&[9; 12]);
         resp.extend_from_slice(&[0, 0x20, 0, 8, 0, 1]);
         resp.extend_from_slice(&(41641u16 ^ 0x2112).to_be_bytes());
-        resp.extend([203u8, 0, 113, 5].iter().zip([0x21u8, 0x12, 0xa4, 0x42]).map(|(a, k)| a ^ k));
+        resp.extend(
+            [203u8, 0, 113, 5]
+                .iter()
+                .zip([0x21u8, 0x12, 0xa4, 0x42])
+                .map(|(a, k)| a ^ k),
+        );
         let mut other = resp.clone();
         other[8] = 1;
         assert!(!p.is_response(&other), "another transaction");
-        assert!(!p.is_response(&[1, 0, 0, 0, 0x21, 0x12, 0xa4, 0x42, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9]));
+        assert!(!p.is_response(&[
+            1, 0, 0, 0, 0x21, 0x12, 0xa4, 0x42, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9
+        ]));
         assert!(p.is_response(&resp));
-        assert_eq!(p.handle_response(&resp), Some("203.0.113.5:41641".parse().unwrap()));
+        assert_eq!(
+            p.handle_response(&resp),
+            Some("203.0.113.5:41641".parse().unwrap())
+        );
         assert!(!p.is_response(&resp), "answered");
         // The same address again is no change.
-        p.handle_timeout(t0 + STUN_INTERVAL, server, [9; 12]).unwrap();
+        p.handle_timeout(t0 + STUN_INTERVAL, server, [9; 12])
+            .unwrap();
         assert_eq!(p.handle_response(&resp), None);
     }
 

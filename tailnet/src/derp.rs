@@ -332,14 +332,20 @@ pub fn parse_server_frame(kind: u8, p: &[u8]) -> Result<ServerFrame, DerpError> 
             },
             None => ServerFrame::Ignored(kind),
         },
-        frame::PEER_PRESENT => key_at(p).map_or(ServerFrame::Ignored(kind), ServerFrame::PeerPresent),
+        frame::PEER_PRESENT => {
+            key_at(p).map_or(ServerFrame::Ignored(kind), ServerFrame::PeerPresent)
+        }
         frame::PING => eight(p).map_or(ServerFrame::Ignored(kind), ServerFrame::Ping),
         frame::PONG => eight(p).map_or(ServerFrame::Ignored(kind), ServerFrame::Pong),
         frame::HEALTH => ServerFrame::Health(String::from_utf8_lossy(p).into_owned()),
         frame::RESTARTING => match eight(p) {
             Some(b) => ServerFrame::Restarting {
-                reconnect_in: Duration::from_millis(u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))),
-                try_for: Duration::from_millis(u64::from(u32::from_be_bytes([b[4], b[5], b[6], b[7]]))),
+                reconnect_in: Duration::from_millis(u64::from(u32::from_be_bytes([
+                    b[0], b[1], b[2], b[3],
+                ]))),
+                try_for: Duration::from_millis(u64::from(u32::from_be_bytes([
+                    b[4], b[5], b[6], b[7],
+                ]))),
             },
             None => ServerFrame::Ignored(kind),
         },
@@ -414,7 +420,13 @@ impl DerpConn {
     /// A new connection for node key `ours`; `preferred` = this is our
     /// home region; `nonce` seals the ClientInfo box. The upgrade request
     /// for `host` is the first transmit.
-    pub fn new(now: Instant, ours: NodePrivate, host: &str, preferred: bool, nonce: [u8; 24]) -> Self {
+    pub fn new(
+        now: Instant,
+        ours: NodePrivate,
+        host: &str,
+        preferred: bool,
+        nonce: [u8; 24],
+    ) -> Self {
         let mut out = VecDeque::new();
         out.push_back(upgrade_request(host));
         DerpConn {
@@ -472,7 +484,8 @@ impl DerpConn {
         let f = parse_server_frame(kind, payload)?;
         match (self.state, f) {
             (State::ServerKey, ServerFrame::ServerKey(k)) => {
-                self.out.push_back(client_info_frame(&self.ours, &k, self.nonce));
+                self.out
+                    .push_back(client_info_frame(&self.ours, &k, self.nonce));
                 self.state = State::ServerInfo(k);
             }
             (State::ServerKey, _) => return Err(DerpError::BadGreeting),
@@ -481,10 +494,12 @@ impl DerpConn {
                     .and_then(|j| serde_json::from_slice::<ServerInfo>(&j).ok())
                     .ok_or(DerpError::BadServerInfo)?;
                 if self.preferred {
-                    self.out.push_back(encode_frame(frame::NOTE_PREFERRED, &[1]));
+                    self.out
+                        .push_back(encode_frame(frame::NOTE_PREFERRED, &[1]));
                 }
                 self.state = State::Up;
-                self.events.push_back(DerpEvent::Connected { server: k, info });
+                self.events
+                    .push_back(DerpEvent::Connected { server: k, info });
             }
             (State::ServerInfo(_), ServerFrame::KeepAlive | ServerFrame::Ignored(_)) => {}
             (State::ServerInfo(_), _) => return Err(DerpError::Unexpected(kind)),
@@ -600,8 +615,14 @@ mod tests {
         assert_eq!(info["version"], 2);
         assert_eq!(info["CanAckPings"], true);
         assert!(!c.is_up());
-        let sealed = seal_to(&s, client_pub, [4; 24], br#"{"TokenBucketBytesPerSecond":1000}"#);
-        c.handle_input(now, &encode_frame(frame::SERVER_INFO, &sealed)).unwrap();
+        let sealed = seal_to(
+            &s,
+            client_pub,
+            [4; 24],
+            br#"{"TokenBucketBytesPerSecond":1000}"#,
+        );
+        c.handle_input(now, &encode_frame(frame::SERVER_INFO, &sealed))
+            .unwrap();
         assert!(c.is_up());
         assert_eq!(
             c.poll_event(),
@@ -624,11 +645,17 @@ mod tests {
         let peer = NodePublic::from_bytes([5; 32]);
         assert!(c.send(&peer, b"early").is_err(), "no sending before login");
         login(now, &mut c, &pubk);
-        assert_eq!(c.poll_transmit(), Some(encode_frame(frame::NOTE_PREFERRED, &[1])));
+        assert_eq!(
+            c.poll_transmit(),
+            Some(encode_frame(frame::NOTE_PREFERRED, &[1]))
+        );
         c.send(&peer, b"wg").unwrap();
         let mut want = peer.as_bytes().to_vec();
         want.extend_from_slice(b"wg");
-        assert_eq!(c.poll_transmit(), Some(encode_frame(frame::SEND_PACKET, &want)));
+        assert_eq!(
+            c.poll_transmit(),
+            Some(encode_frame(frame::SEND_PACKET, &want))
+        );
         // A received packet, a ping, a keep-alive and peer gone in one read.
         let mut bytes = Vec::new();
         let mut rp = peer.as_bytes().to_vec();
@@ -636,7 +663,10 @@ mod tests {
         bytes.extend(encode_frame(frame::RECV_PACKET, &rp));
         bytes.extend(encode_frame(frame::PING, b"12345678"));
         bytes.extend(encode_frame(frame::KEEP_ALIVE, &[]));
-        bytes.extend(encode_frame(frame::PEER_GONE, &[[5u8; 32].as_slice(), &[1]].concat()));
+        bytes.extend(encode_frame(
+            frame::PEER_GONE,
+            &[[5u8; 32].as_slice(), &[1]].concat(),
+        ));
         bytes.extend(encode_frame(0x7f, b"future frame"));
         bytes.extend(encode_frame(frame::HEALTH, b"duplicate"));
         for chunk in bytes.chunks(3) {
@@ -652,7 +682,10 @@ mod tests {
         assert_eq!(c.poll_event(), Some(DerpEvent::PeerGone(peer)));
         assert_eq!(c.poll_event(), Some(DerpEvent::Health("duplicate".into())));
         assert_eq!(c.poll_event(), None);
-        assert_eq!(c.poll_transmit(), Some(encode_frame(frame::PONG, b"12345678")));
+        assert_eq!(
+            c.poll_transmit(),
+            Some(encode_frame(frame::PONG, b"12345678"))
+        );
         assert_eq!(c.stats().ignored, 1);
         assert!(c.send(&peer, &vec![0; MAX_PACKET_SIZE + 1]).is_err());
     }
@@ -668,7 +701,10 @@ mod tests {
         );
         let mut c = mk();
         let mut b = b"HTTP/1.1 101 Switching Protocols\r\n\r\n".to_vec();
-        b.extend(encode_frame(frame::SERVER_KEY, b"NOTDERP!0123456789012345678901234567890123"));
+        b.extend(encode_frame(
+            frame::SERVER_KEY,
+            b"NOTDERP!0123456789012345678901234567890123",
+        ));
         assert_eq!(c.handle_input(now, &b), Err(DerpError::BadGreeting));
         // A server info sealed with another key.
         let mut c = mk();
@@ -677,29 +713,45 @@ mod tests {
         let other = NodePrivate::from_bytes([3; 32]);
         b.extend(encode_frame(
             frame::SERVER_INFO,
-            &seal_to(&other, &NodePrivate::from_bytes([1; 32]).public(), [0; 24], b"{}"),
+            &seal_to(
+                &other,
+                &NodePrivate::from_bytes([1; 32]).public(),
+                [0; 24],
+                b"{}",
+            ),
         ));
         assert_eq!(c.handle_input(now, &b), Err(DerpError::BadServerInfo));
         // A frame length over the limit is refused from the header alone.
         let mut c = mk();
         let mut b = b"HTTP/1.1 101 Switching Protocols\r\n\r\n".to_vec();
         b.extend([frame::SERVER_KEY, 0xff, 0xff, 0xff, 0xff]);
-        assert!(matches!(c.handle_input(now, &b), Err(DerpError::FrameTooLong(_))));
+        assert!(matches!(
+            c.handle_input(now, &b),
+            Err(DerpError::FrameTooLong(_))
+        ));
     }
 
     #[test]
     fn a_silent_server_is_dead_after_the_read_timeout() {
         let now = Instant::now();
         let mut c = DerpConn::new(now, NodePrivate::from_bytes([1; 32]), "h", false, [0; 24]);
-        assert!(c.handle_timeout(now + READ_TIMEOUT - Duration::from_secs(1)).is_ok());
+        assert!(c
+            .handle_timeout(now + READ_TIMEOUT - Duration::from_secs(1))
+            .is_ok());
         assert_eq!(c.poll_timeout(), now + READ_TIMEOUT);
         assert!(c.handle_timeout(now + READ_TIMEOUT).is_err());
     }
 
     #[test]
     fn short_frames_are_ignored_and_restarting_parses() {
-        assert_eq!(parse_server_frame(frame::RECV_PACKET, &[1; 31]), Ok(ServerFrame::Ignored(frame::RECV_PACKET)));
-        assert_eq!(parse_server_frame(frame::PING, &[1; 7]), Ok(ServerFrame::Ignored(frame::PING)));
+        assert_eq!(
+            parse_server_frame(frame::RECV_PACKET, &[1; 31]),
+            Ok(ServerFrame::Ignored(frame::RECV_PACKET))
+        );
+        assert_eq!(
+            parse_server_frame(frame::PING, &[1; 7]),
+            Ok(ServerFrame::Ignored(frame::PING))
+        );
         assert_eq!(
             parse_server_frame(frame::RESTARTING, &[0, 0, 3, 232, 0, 0, 0, 10]),
             Ok(ServerFrame::Restarting {

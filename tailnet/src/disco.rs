@@ -717,7 +717,10 @@ mod tests {
         assert_eq!(pong.to, via, "back over the relay");
         let (_, m) = open(&bk, &pong.data).unwrap();
         assert!(matches!(m, Message::Pong { tx_id, .. } if tx_id == [5; 12]));
-        assert!(a.disco.poll_transmit().is_none(), "the relay is not pinged as a path");
+        assert!(
+            a.disco.poll_transmit().is_none(),
+            "the relay is not pinged as a path"
+        );
         assert!(a.disco.poll_event().is_none());
         let cmm = seal(
             &bk,
@@ -729,7 +732,10 @@ mod tests {
         );
         a.disco.handle_relayed(t0, via, &cmm);
         a.disco.handle_timeout(t0);
-        let p = a.disco.poll_transmit().expect("a direct ping after call-me-maybe");
+        let p = a
+            .disco
+            .poll_transmit()
+            .expect("a direct ping after call-me-maybe");
         assert_eq!(p.to, b.addr);
     }
 

@@ -99,7 +99,9 @@ pub fn parse_response(p: &[u8]) -> Result<([u8; 12], SocketAddr), StunError> {
     }
     let tx: [u8; 12] = p[8..20].try_into().map_err(|_| StunError::NotStun)?;
     let len = usize::from(u16::from_be_bytes([p[2], p[3]]));
-    let mut attrs = p.get(HEADER_LEN..HEADER_LEN + len).ok_or(StunError::Malformed)?;
+    let mut attrs = p
+        .get(HEADER_LEN..HEADER_LEN + len)
+        .ok_or(StunError::Malformed)?;
     let (mut xor, mut plain) = (None, None);
     while !attrs.is_empty() {
         if attrs.len() < 4 {
@@ -225,7 +227,9 @@ mod tests {
         fam[25] = 9;
         assert_eq!(parse_response(&fam), Err(StunError::Malformed));
         // WireGuard and disco are not STUN.
-        assert!(!is_stun(&[1, 0, 0, 0, 9, 9, 9, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
+        assert!(!is_stun(&[
+            1, 0, 0, 0, 9, 9, 9, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
+        ]));
         assert!(!is_stun(b"TS\xf0\x9f\x92\xac0123456789012345678901234567"));
     }
 }
