@@ -583,11 +583,24 @@ fn write_factory_config(config: &Config, old_text: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-async fn flush(engine: &mut Engine, dev: &Devices, udp: &UdpSocket, dual: bool) {
+async fn flush(
+    engine: &mut Engine,
+    dev: &Devices,
+    udp: &UdpSocket,
+    dual: bool,
+    mut tailnet: Option<&mut crate::tailnet::Tailnet>,
+) {
     while let Some(t) = engine.poll_transmit() {
         let r = match &t {
             Transmit::Tap(f) => dev.tap.send(f).await.map(drop),
             Transmit::Tun(p) => dev.tun.send(p).await.map(drop),
+            // A peer reached over DERP (its relay stand-in address).
+            Transmit::Udp(to, d) if crate::tailnet::Tailnet::is_relay(to) => {
+                if let Some(t) = tailnet.as_deref_mut() {
+                    t.send_relay(to, d);
+                }
+                Ok(())
+            }
             Transmit::Udp(to, d) => udp.send_to(d, for_socket(*to, dual)).await.map(drop),
         };
         if let Err(e) = r {
@@ -598,7 +611,8 @@ async fn flush(engine: &mut Engine, dev: &Devices, udp: &UdpSocket, dual: bool) 
 
 /// Send disco's datagrams; re-apply the peer set when disco confirmed a path.
 /// One datagram from the WireGuard socket: disco (the tailnet's path
-/// discovery, recognised by its magic prefix) or WireGuard for the mesh.
+/// discovery, recognised by its magic prefix), the answer to our STUN
+/// request, or WireGuard for the mesh.
 fn dispatch_udp(
     engine: &mut Engine,
     tailnet: Option<&mut crate::tailnet::Tailnet>,
@@ -609,6 +623,7 @@ fn dispatch_udp(
         Some(t) if meshbridge_tailnet::disco::looks_like_disco(data) => {
             t.handle_disco(std::time::Instant::now(), from, data)
         }
+        Some(t) if t.is_stun_response(data) => t.handle_stun(data),
         _ => engine.handle_datagram(read_now(), from, data),
     }
 }
@@ -622,6 +637,10 @@ async fn flush_tailnet(
     dual: bool,
 ) {
     while let Some(tx) = t.poll_transmit() {
+        if crate::tailnet::Tailnet::is_relay(&tx.to) {
+            t.send_relay(&tx.to, &tx.data);
+            continue;
+        }
         if let Err(e) = udp.send_to(&tx.data, for_socket(tx.to, dual)).await {
             tracing::debug!("disco send to {}: {e}", tx.to);
         }
@@ -831,7 +850,7 @@ async fn event_loop(
     // /proc and /sys are read on a blocking thread; the loop reads the cache.
     let host = crate::host::proc::spawn_refresh(HOST_FACTS_REFRESH).await;
     loop {
-        flush(engine, dev, udp, dual).await;
+        flush(engine, dev, udp, dual, tailnet.as_deref_mut()).await;
         if let Some(t) = tailnet.as_deref_mut() {
             flush_tailnet(t, config, engine, static_peers, udp, dual).await;
         }
@@ -896,7 +915,15 @@ async fn event_loop(
                     t.handle_timeout(std::time::Instant::now());
                 }
             }
-            Some(update) = async { match tailnet.as_deref_mut() { Some(t) => t.next_update().await, None => std::future::pending().await } } => {
+            Some(input) = async { match tailnet.as_deref_mut() { Some(t) => t.next_input().await, None => std::future::pending().await } } => match input {
+            crate::tailnet::TailnetInput::Relayed(input) => {
+                if let Some(t) = tailnet.as_deref_mut() {
+                    if let Some((via, data)) = t.handle_relayed(std::time::Instant::now(), input) {
+                        engine.handle_datagram(read_now(), via, &data);
+                    }
+                }
+            }
+            crate::tailnet::TailnetInput::Update(update) => {
                 if let Some(t) = tailnet.as_deref_mut() {
                     let now = std::time::Instant::now();
                     t.on_update(now, update);
@@ -936,6 +963,7 @@ async fn event_loop(
                     }
                 }
             }
+            },
             Some((name, addr)) = static_peers.next_resolved() => {
                 if static_peers.learn(name, addr) {
                     static_peers.apply(std::time::Instant::now(), config, engine.mesh_mut());
@@ -970,7 +998,7 @@ async fn event_loop(
                 if restart_now {
                     // Let the answer reach the page before the sockets close.
                     tokio::time::sleep(Duration::from_millis(300)).await;
-                    flush(engine, dev, udp, dual).await;
+                    flush(engine, dev, udp, dual, tailnet.as_deref_mut()).await;
                     return Ok(Stop::Restart);
                 }
             }

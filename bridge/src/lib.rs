@@ -44,3 +44,4 @@ pub mod mdns_link;
 pub mod peers;
 pub mod persist;
 pub mod tailnet;
+pub mod tailnet_derp;

@@ -14,12 +14,18 @@
 //!   out of the same socket. A pong confirms a path: it becomes that
 //!   peer's WireGuard endpoint.
 //!
+//! * DERP ([`crate::tailnet_derp`]): a peer without a confirmed direct
+//!   path gets a relay stand-in address as its endpoint; datagrams the
+//!   mesh or disco send there go over DERP ([`Tailnet::send_relay`]), and
+//!   what DERP delivers comes back through [`Tailnet::handle_relayed`].
+//!
 //! The node key *is* the mesh's WireGuard key (`mesh.private_key`): the
 //! box has one WireGuard identity, for static peers and the tailnet alike.
 //! The machine and disco keys live in `state_dir/tailnet-keys.json` (0600):
 //! a restart is the same node.
 
 use crate::config::{AuthKey, Config};
+use crate::tailnet_derp::{self, Derp, DerpInput, RelayAddrs, StunProbe};
 use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use meshbridge_mesh::{PeerConfig, PeerSet, PublicKey};
@@ -30,9 +36,10 @@ use meshbridge_tailnet::keys::{MachinePrivate, NodeKeys, NodePrivate, NodePublic
 use meshbridge_tailnet::mapstream::MAP_WATCHDOG;
 use meshbridge_tailnet::netmap::{Applied, Netmap, TailnetPeer};
 use meshbridge_web::proto::{TailnetPeerStatus, TailnetState, TailnetStatus};
+use meshbridge_tailnet::tailcfg::DerpRegion;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -78,6 +85,8 @@ pub struct Update {
     pub addresses: Vec<IpNet>,
     /// The peers.
     pub peers: Vec<TailnetPeer>,
+    /// The DERP map's regions (empty until the map has one).
+    pub derp_regions: BTreeMap<i32, DerpRegion>,
 }
 
 /// The routes the box advertises: the bridge subnet (`advertise_bridge`),
@@ -199,6 +208,15 @@ fn read_auth_key(k: &Option<AuthKey>) -> Result<Option<String>> {
     }
 }
 
+/// What the tailnet hands the event loop.
+#[derive(Debug)]
+pub enum TailnetInput {
+    /// A map update from the control task.
+    Update(Update),
+    /// A packet relayed by DERP.
+    Relayed(DerpInput),
+}
+
 /// The box's tailnet state, owned by the event loop.
 pub struct Tailnet {
     updates: mpsc::Receiver<Update>,
@@ -216,6 +234,12 @@ pub struct Tailnet {
     commands: mpsc::Sender<Command>,
     control_url: String,
     hostname: String,
+    derp: Derp,
+    relay: RelayAddrs,
+    stun: StunProbe,
+    stun_out: VecDeque<disco::Transmit>,
+    /// Our public endpoint (STUN), for the control task to report.
+    public_tx: watch::Sender<Option<SocketAddr>>,
 }
 
 impl Drop for Tailnet {
@@ -266,7 +290,16 @@ impl Tailnet {
         let (commands, commands_rx) = mpsc::channel(4);
         let control_url = settings.control_url.clone();
         let hostname = settings.identity.hostname.clone();
-        let task = tokio::spawn(control_task(settings, keys, tx, state_tx, commands_rx));
+        let derp = Derp::new(keys.node_key.clone());
+        let (public_tx, public_rx) = watch::channel(None);
+        let task = tokio::spawn(control_task(
+            settings,
+            keys,
+            tx,
+            state_tx,
+            commands_rx,
+            public_rx,
+        ));
         Ok(Some(Tailnet {
             updates,
             accept_routes: t.accept_routes,
@@ -285,6 +318,11 @@ impl Tailnet {
             commands,
             control_url,
             hostname,
+            derp,
+            relay: RelayAddrs::default(),
+            stun: StunProbe::default(),
+            stun_out: VecDeque::new(),
+            public_tx,
         }))
     }
 
@@ -353,6 +391,7 @@ impl Tailnet {
         if let Some(e) = &mut self.exit {
             e.update(&update.peers);
         }
+        self.derp.set_map(&update.derp_regions);
         self.last = Some(update);
     }
 
@@ -368,17 +407,80 @@ impl Tailnet {
             .collect()
     }
 
-    /// The tailnet's peers as the mesh should run them now (the exit node,
-    /// if the bridged devices use one, with the default route).
-    pub fn peer_set(&self) -> PeerSet {
-        let mut set = match &self.last {
-            Some(u) => peer_set(&u.peers, &self.paths, self.accept_routes),
-            None => PeerSet::new(),
+    /// The tailnet's peers as the mesh should run them now.
+    /// A peer without a confirmed direct path is reached over DERP: its
+    /// endpoint is its relay stand-in (through its home region, else ours).
+    pub fn peer_set(&mut self) -> PeerSet {
+        let Some(u) = &self.last else {
+            return PeerSet::new();
         };
+        let mut endpoints = self.paths.clone();
+        for p in &u.peers {
+            if endpoints.contains_key(&p.node_key) {
+                continue;
+            }
+            let region = p
+                .derp_region
+                .and_then(|r| u16::try_from(r).ok())
+                .filter(|r| *r > 0)
+                .or(self.derp.home());
+            if let Some(r) = region {
+                endpoints.insert(p.node_key, self.relay.addr_for(p.node_key, r));
+            }
+        }
+        let mut set = peer_set(&u.peers, &endpoints, self.accept_routes);
         if let Some(k) = self.exit_node() {
             exit::add_default_route(&mut set, &k);
         }
         set
+    }
+
+    /// The next map update or packet from a DERP region (cancel-safe).
+    pub async fn next_input(&mut self) -> Option<TailnetInput> {
+        tokio::select! {
+            u = self.updates.recv() => u.map(TailnetInput::Update),
+            Some(r) = self.derp.next() => Some(TailnetInput::Relayed(r)),
+        }
+    }
+
+    /// A packet that came over DERP: disco goes to disco (never a direct
+    /// path); WireGuard is returned with the peer's relay stand-in address
+    /// for the mesh.
+    pub fn handle_relayed(
+        &mut self,
+        now: Instant,
+        input: DerpInput,
+    ) -> Option<(SocketAddr, Vec<u8>)> {
+        let DerpInput::Packet { region, src, data } = input;
+        let home = self
+            .last
+            .as_ref()
+            .and_then(|u| u.peers.iter().find(|p| p.node_key == src))
+            .and_then(|p| p.derp_region)
+            .and_then(|r| u16::try_from(r).ok())
+            .filter(|r| *r > 0)
+            .unwrap_or(region);
+        let via = self.relay.addr_for(src, home);
+        if disco::looks_like_disco(&data) {
+            self.disco.handle_relayed(now, via, &data);
+            self.drain_events();
+            None
+        } else {
+            Some((via, data))
+        }
+    }
+
+    /// Whether `to` is a relay stand-in: then [`Tailnet::send_relay`] it.
+    pub fn is_relay(to: &SocketAddr) -> bool {
+        tailnet_derp::is_relay(to)
+    }
+
+    /// Send a datagram addressed to a relay stand-in over DERP.
+    pub fn send_relay(&mut self, to: &SocketAddr, data: &[u8]) {
+        match self.relay.peer_of(to) {
+            Some((key, region)) => self.derp.send(region, key, data),
+            None => self.derp.dropped += 1,
+        }
     }
 
     /// Whether `[routing] use_exit_node` names a tailnet node.
@@ -397,20 +499,49 @@ impl Tailnet {
         self.drain_events();
     }
 
-    /// Disco's timers.
+    /// Disco's and STUN's timers.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.disco.handle_timeout(now);
         self.drain_events();
+        let server = self.stun_server();
+        if let Some((to, data)) = self.stun.handle_timeout(now, server, rand::random()) {
+            self.stun_out.push_back(disco::Transmit { to, data });
+        }
     }
 
     /// When [`Tailnet::handle_timeout`] wants to run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.disco.poll_timeout()
+        let stun = self.stun.poll_timeout(self.stun_server().is_some());
+        match (self.disco.poll_timeout(), stun) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// The next disco datagram to send.
+    /// The next disco or STUN datagram to send on the WireGuard socket.
     pub fn poll_transmit(&mut self) -> Option<disco::Transmit> {
-        self.disco.poll_transmit()
+        self.stun_out
+            .pop_front()
+            .or_else(|| self.disco.poll_transmit())
+    }
+
+    /// The home region's STUN server.
+    fn stun_server(&self) -> Option<SocketAddr> {
+        let home = i32::from(self.derp.home()?);
+        tailnet_derp::stun_server(self.last.as_ref()?.derp_regions.get(&home)?)
+    }
+
+    /// Whether a datagram on the WireGuard socket answers our STUN request.
+    pub fn is_stun_response(&self, data: &[u8]) -> bool {
+        self.stun.is_response(data)
+    }
+
+    /// A STUN answer: a new public endpoint goes to the control task.
+    pub fn handle_stun(&mut self, data: &[u8]) {
+        if let Some(addr) = self.stun.handle_response(data) {
+            tracing::info!("tailnet: public endpoint {addr} (STUN)");
+            self.public_tx.send_replace(Some(addr));
+        }
     }
 
     /// Whether a path changed since the last call (then re-apply the peer set).
@@ -428,12 +559,14 @@ impl Tailnet {
                     }
                 }
                 DiscoEvent::PathLost { node_key } => {
-                    // The mesh keeps the last endpoint (WireGuard roams);
-                    // disco keeps pinging all candidates.
+                    // Back to DERP; disco keeps pinging all candidates.
                     tracing::info!(
-                        "tailnet: direct path to {} stopped answering",
+                        "tailnet: direct path to {} stopped answering; relaying",
                         node_key.short()
                     );
+                    if self.paths.remove(&node_key).is_some() {
+                        self.paths_changed = true;
+                    }
                 }
             }
         }
@@ -452,6 +585,22 @@ async fn local_endpoints(url: &ControlUrl, port: u16) -> Vec<SocketAddr> {
         Ok(a) if !a.ip().is_unspecified() => vec![SocketAddr::new(a.ip(), port)],
         _ => Vec::new(),
     }
+}
+
+/// The map request's endpoints: the local ones (type 1), then the STUN
+/// one (type 2) if it is not one of them.
+fn with_public(
+    mut req: meshbridge_tailnet::tailcfg::MapRequest,
+    public: Option<SocketAddr>,
+) -> meshbridge_tailnet::tailcfg::MapRequest {
+    if let Some(p) = public.map(|p| p.to_string()) {
+        if !req.endpoints.contains(&p) {
+            req.endpoints.push(p);
+            // tailcfg.EndpointSTUN
+            req.endpoint_types.push(2);
+        }
+    }
+    req
 }
 
 /// How a session ended without an error.
@@ -504,11 +653,12 @@ async fn session(
     keys: &mut NodeKeys,
     tx: &mpsc::Sender<Update>,
     state: &watch::Sender<ControlState>,
+    public_rx: &mut watch::Receiver<Option<SocketAddr>>,
 ) -> Result<Ended> {
     let (url, mut client) = connect(settings, keys).await?;
     let auth_key = read_auth_key(&settings.auth_key)?;
-    let mut req =
-        control::register_request(keys, &url.url, &settings.identity, auth_key.as_deref());
+    let mut identity = settings.identity.clone();
+    let mut req = control::register_request(keys, &url.url, &identity, auth_key.as_deref());
     loop {
         let resp = client
             .register(&req)
@@ -552,8 +702,12 @@ async fn session(
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let public = *public_rx.borrow_and_update();
     let mut stream = client
-        .map_stream(&control::map_request(keys, &settings.identity, &endpoints))
+        .map_stream(&with_public(
+            control::map_request(keys, &identity, &endpoints),
+            public,
+        ))
         .await
         .context("opening the map stream (POST /machine/map)")?;
     let mut nm = Netmap::new();
@@ -570,9 +724,16 @@ async fn session(
             _ = check.tick() => {
                 let now_eps = local_endpoints(&url, settings.listen_port).await;
                 if !now_eps.is_empty() && now_eps != endpoints {
-                    send_endpoints(&mut client, keys, &settings.identity, &now_eps).await?;
+                    let public = *public_rx.borrow();
+                    send_endpoints(&mut client, keys, &identity, &now_eps, public).await?;
                     endpoints = now_eps;
                 }
+                continue;
+            }
+            Ok(()) = public_rx.changed() => {
+                // A new public endpoint (STUN): tell the control server.
+                let public = *public_rx.borrow_and_update();
+                send_endpoints(&mut client, keys, &identity, &endpoints, public).await?;
                 continue;
             }
         };
@@ -606,6 +767,25 @@ async fn session(
             .map(|n| n.addresses.clone())
             .unwrap_or_default();
         let peers = nm.peers();
+        let derp_regions = nm.derp_regions().cloned().unwrap_or_default();
+        if let Some(home) = tailnet_derp::choose_home(&derp_regions) {
+            if u32::from(home) != identity.home_derp {
+                // Our relay, for the peers: Hostinfo.NetInfo.PreferredDERP.
+                identity.home_derp = u32::from(home);
+                let public = *public_rx.borrow();
+                let req = with_public(
+                    control::endpoint_update_request(keys, &identity, &endpoints),
+                    public,
+                );
+                match tokio::time::timeout(Duration::from_secs(10), client.map_stream(&req)).await {
+                    Ok(Ok(_)) => tracing::debug!("tailnet: reported home DERP region {home}"),
+                    Ok(Err(e)) => tracing::warn!("tailnet: reporting home DERP region {home}: {e}"),
+                    Err(_) => {
+                        tracing::warn!("tailnet: reporting home DERP region {home}: timed out")
+                    }
+                }
+            }
+        }
         if first {
             tracing::info!(
                 "tailnet: up as [{}], {} peer(s)",
@@ -618,7 +798,12 @@ async fn session(
             );
             first = false;
         }
-        if tx.send(Update { addresses, peers }).await.is_err() {
+        let update = Update {
+            addresses,
+            peers,
+            derp_regions,
+        };
+        if tx.send(update).await.is_err() {
             return Ok(Ended::Closed);
         }
     }
@@ -632,6 +817,7 @@ async fn send_endpoints(
     keys: &NodeKeys,
     id: &NodeIdentity,
     endpoints: &[SocketAddr],
+    public: Option<SocketAddr>,
 ) -> Result<()> {
     tracing::info!(
         "tailnet: endpoints changed to [{}]; telling the control server",
@@ -641,7 +827,7 @@ async fn send_endpoints(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let update = control::endpoint_update_request(keys, id, endpoints);
+    let update = with_public(control::endpoint_update_request(keys, id, endpoints), public);
     let mut answer = client
         .map_stream(&update)
         .await
@@ -690,12 +876,13 @@ async fn control_task(
     tx: mpsc::Sender<Update>,
     state: watch::Sender<ControlState>,
     mut commands: mpsc::Receiver<Command>,
+    mut public_rx: watch::Receiver<Option<SocketAddr>>,
 ) {
     let mut backoff = Duration::from_secs(1);
     loop {
         let started = Instant::now();
         let turn = tokio::select! {
-            r = session(&settings, &mut keys, &tx, &state) => Turn::Session(r),
+            r = session(&settings, &mut keys, &tx, &state, &mut public_rx) => Turn::Session(r),
             c = commands.recv() => Turn::Command(c),
         };
         match turn {
@@ -774,6 +961,7 @@ async fn do_logout(
         .send(Update {
             addresses: Vec::new(),
             peers: Vec::new(),
+            derp_regions: Default::default(),
         })
         .await;
 }
@@ -889,6 +1077,11 @@ mod tests {
             commands: mpsc::channel(1).0,
             control_url: "http://hs".into(),
             hostname: "box".into(),
+            derp: Derp::new(NodePrivate::from_bytes([2; 32])),
+            relay: RelayAddrs::default(),
+            stun: StunProbe::default(),
+            stun_out: VecDeque::new(),
+            public_tx: watch::channel(None).0,
         };
         let lap_addr: SocketAddr = "10.99.0.20:41641".parse().unwrap();
         let mut lap = peer(1, &["100.64.0.1/32"], &["100.64.0.1/32"]);
@@ -903,6 +1096,7 @@ mod tests {
                     "fd7a:115c:a1e0::2/128".parse().unwrap(),
                 ],
                 peers: vec![lap],
+                derp_regions: BTreeMap::new(),
             },
         );
         assert_eq!(t.own_ipv4(), vec![Ipv4Addr::new(100, 64, 0, 2)]);
@@ -935,6 +1129,152 @@ mod tests {
         assert_eq!(
             t.peer_set().get(&PublicKey([1; 32])).unwrap().endpoint,
             Some(lap_addr)
+        );
+    }
+
+    /// Without a confirmed path a peer is reached over DERP (its relay
+    /// stand-in endpoint, through its home region); what DERP delivers is
+    /// WireGuard for the mesh from that stand-in, or disco answered back
+    /// over DERP; a confirmed path replaces the relay, a lost one falls back.
+    #[tokio::test]
+    async fn peers_without_a_direct_path_are_relayed_and_fall_back_to_derp() {
+        use meshbridge_tailnet::keys::DiscoPrivate;
+        use meshbridge_tailnet::tailcfg::DerpNode;
+        let box_disco = DiscoPrivate::from_bytes([11; 32]);
+        let lap_disco = DiscoPrivate::from_bytes([12; 32]);
+        let (_tx, updates) = mpsc::channel(1);
+        let mut t = Tailnet {
+            updates,
+            accept_routes: false,
+            last: None,
+            paths: HashMap::new(),
+            disco: Disco::new(
+                box_disco.clone(),
+                NodePublic::from_bytes([2; 32]),
+                StdRng::seed_from_u64(1),
+            ),
+            paths_changed: false,
+            exit: None,
+            task: tokio::spawn(async {}),
+            state: watch::channel(ControlState::default()).1,
+            commands: mpsc::channel(1).0,
+            control_url: "http://hs".into(),
+            hostname: "box".into(),
+            derp: Derp::new(NodePrivate::from_bytes([2; 32])),
+            relay: RelayAddrs::default(),
+            stun: StunProbe::default(),
+            stun_out: VecDeque::new(),
+            public_tx: watch::channel(None).0,
+        };
+        let lap_addr: SocketAddr = "10.99.0.20:41641".parse().unwrap();
+        let mut lap = peer(1, &["100.64.0.1/32"], &["100.64.0.1/32"]);
+        lap.disco_key = Some(lap_disco.public());
+        lap.endpoints = vec![lap_addr];
+        lap.derp_region = Some(901);
+        let mut regions = BTreeMap::new();
+        regions.insert(
+            900,
+            DerpRegion {
+                region_id: 900,
+                nodes: vec![DerpNode {
+                    // Loopback: the region task's connection attempt
+                    // (refused on the discard port) never leaves the host.
+                    host_name: "127.0.0.1".into(),
+                    ipv4: "127.0.0.1".into(),
+                    stun_port: 3478,
+                    derp_port: 9,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        );
+        let now = Instant::now();
+        t.on_update(
+            now,
+            Update {
+                addresses: vec!["100.64.0.2/32".parse().unwrap()],
+                peers: vec![lap],
+                derp_regions: regions,
+            },
+        );
+        assert_eq!(t.derp.home(), Some(900));
+        let relay = t
+            .peer_set()
+            .get(&PublicKey([1; 32]))
+            .unwrap()
+            .endpoint
+            .unwrap();
+        assert!(Tailnet::is_relay(&relay));
+        assert_eq!(relay.port(), 901, "through the peer's home region");
+        // WireGuard over DERP: for the mesh, from the stand-in.
+        let wg = DerpInput::Packet {
+            region: 900,
+            src: NodePublic::from_bytes([1; 32]),
+            data: vec![4, 0, 0, 0, 1, 2, 3],
+        };
+        assert_eq!(
+            t.handle_relayed(now, wg),
+            Some((relay, vec![4, 0, 0, 0, 1, 2, 3]))
+        );
+        // A disco ping over DERP: the pong goes back to the stand-in.
+        let ping = disco::seal(
+            &lap_disco,
+            &box_disco.public(),
+            [1; 24],
+            &disco::Message::Ping {
+                tx_id: [6; 12],
+                node_key: Some(NodePublic::from_bytes([1; 32])),
+            },
+        );
+        let input = DerpInput::Packet {
+            region: 900,
+            src: NodePublic::from_bytes([1; 32]),
+            data: ping,
+        };
+        assert_eq!(t.handle_relayed(now, input), None);
+        // STUN to the home region's node comes first, then the pong.
+        t.handle_timeout(now);
+        let stun = t.poll_transmit().unwrap();
+        assert_eq!(stun.to, "127.0.0.1:3478".parse().unwrap());
+        let mut pong_to = None;
+        while let Some(tx) = t.poll_transmit() {
+            if let Ok((_, disco::Message::Pong { .. })) = disco::open(&lap_disco, &tx.data) {
+                pong_to = Some(tx.to);
+            }
+        }
+        assert_eq!(pong_to, Some(relay));
+        // A confirmed direct path replaces the relay ...
+        let ping = {
+            t.handle_timeout(now + disco::PING_INTERVAL);
+            std::iter::from_fn(|| t.poll_transmit())
+                .find(|tx| tx.to == lap_addr)
+                .expect("a direct ping")
+        };
+        let Ok((_, disco::Message::Ping { tx_id, .. })) = disco::open(&lap_disco, &ping.data)
+        else {
+            panic!("not a ping")
+        };
+        let pong = disco::seal(
+            &lap_disco,
+            &box_disco.public(),
+            [3; 24],
+            &disco::Message::Pong {
+                tx_id,
+                src: "10.99.0.10:41641".parse().unwrap(),
+            },
+        );
+        t.handle_disco(now + disco::PING_INTERVAL, lap_addr, &pong);
+        assert!(t.take_paths_changed());
+        assert_eq!(
+            t.peer_set().get(&PublicKey([1; 32])).unwrap().endpoint,
+            Some(lap_addr)
+        );
+        // ... and when it stops answering, DERP takes over again.
+        t.handle_timeout(now + disco::PING_INTERVAL + disco::PATH_TIMEOUT + Duration::from_secs(1));
+        assert!(t.take_paths_changed());
+        assert_eq!(
+            t.peer_set().get(&PublicKey([1; 32])).unwrap().endpoint,
+            Some(relay)
         );
     }
 

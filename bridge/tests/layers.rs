@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("mdns_link", 0),
     ("config", 1),
     ("dns", 1),
+    ("tailnet_derp", 1),
     ("host", 2),
     ("config_edit", 2),
     ("hw", 2),

@@ -397,6 +397,19 @@ impl<R: RngCore + CryptoRng> Disco<R> {
     /// A disco datagram arrived from `src` (the caller checked
     /// [`looks_like_disco`]). Bad input is counted and dropped.
     pub fn handle_datagram(&mut self, now: Instant, src: SocketAddr, p: &[u8]) {
+        self.handle(now, src, p, false);
+    }
+
+    /// A disco datagram that came over a relay (DERP); `via` is the
+    /// address the daemon uses for that peer's relay path. Pings are
+    /// answered (back over the relay) but `via` never becomes a candidate
+    /// or a confirmed direct path; call-me-maybe endpoints become
+    /// candidates.
+    pub fn handle_relayed(&mut self, now: Instant, via: SocketAddr, p: &[u8]) {
+        self.handle(now, via, p, true);
+    }
+
+    fn handle(&mut self, now: Instant, src: SocketAddr, p: &[u8], relayed: bool) {
         let src = SocketAddr::new(src.ip().to_canonical(), src.port());
         let Some(from) = sender(p) else {
             self.stats.invalid += 1;
@@ -417,6 +430,9 @@ impl<R: RngCore + CryptoRng> Disco<R> {
             Message::Ping { tx_id, .. } => {
                 self.stats.pongs_sent += 1;
                 self.send(src, from, &Message::Pong { tx_id, src });
+                if relayed {
+                    return;
+                }
                 // The peer reaches us from there: try the way back too.
                 let new = self
                     .peers
@@ -442,6 +458,9 @@ impl<R: RngCore + CryptoRng> Disco<R> {
                 let Some(st) = self.peers.get_mut(&from) else {
                     return;
                 };
+                if relayed {
+                    return;
+                }
                 let Some((to, _)) = st.sent.remove(&tx_id) else {
                     return;
                 };
@@ -664,6 +683,60 @@ mod tests {
             }
         }
         n
+    }
+
+    /// A ping over DERP gets a pong back over DERP, but the relay address
+    /// never becomes a candidate or a confirmed path; call-me-maybe over
+    /// DERP gives candidates that are pinged directly.
+    #[test]
+    fn relayed_pings_are_answered_without_making_the_relay_a_path() {
+        let t0 = Instant::now();
+        let mut a = node(1, "192.0.2.1:41641");
+        let b = node(2, "192.0.2.2:41641");
+        let via: SocketAddr = "[100::1]:900".parse().unwrap();
+        a.disco.set_peers(
+            t0,
+            &[DiscoPeer {
+                node_key: b.node_key,
+                disco_key: b.disco.public(),
+                endpoints: vec![],
+            }],
+        );
+        let bk = key(2);
+        let ping = seal(
+            &bk,
+            &a.disco.public(),
+            [1; 24],
+            &Message::Ping {
+                tx_id: [5; 12],
+                node_key: Some(b.node_key),
+            },
+        );
+        a.disco.handle_relayed(t0, via, &ping);
+        let pong = a.disco.poll_transmit().expect("a pong");
+        assert_eq!(pong.to, via, "back over the relay");
+        let (_, m) = open(&bk, &pong.data).unwrap();
+        assert!(matches!(m, Message::Pong { tx_id, .. } if tx_id == [5; 12]));
+        assert!(
+            a.disco.poll_transmit().is_none(),
+            "the relay is not pinged as a path"
+        );
+        assert!(a.disco.poll_event().is_none());
+        let cmm = seal(
+            &bk,
+            &a.disco.public(),
+            [2; 24],
+            &Message::CallMeMaybe {
+                endpoints: vec![b.addr],
+            },
+        );
+        a.disco.handle_relayed(t0, via, &cmm);
+        a.disco.handle_timeout(t0);
+        let p = a
+            .disco
+            .poll_transmit()
+            .expect("a direct ping after call-me-maybe");
+        assert_eq!(p.to, b.addr);
     }
 
     #[test]

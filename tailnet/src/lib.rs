@@ -20,6 +20,8 @@
 //! * [`mapstream`]: the length-prefixed messages of the map stream.
 //! * [`netmap`]: the network map the stream builds, and the peer list
 //!   ([`netmap::TailnetPeer`]) that feeds the mesh's peer set.
+//! * [`derp`]: the DERP relay client (framing, login, packets), sans-IO.
+//! * [`stun`]: STUN binding requests and responses (our public endpoint).
 //! * [`disco`]: the disco messages (ping, pong, call-me-maybe in NaCl
 //!   boxes) and the state that confirms a direct UDP path to each peer.
 //!
@@ -52,11 +54,13 @@
 #![warn(missing_docs)]
 
 pub mod control;
+pub mod derp;
 pub mod disco;
 pub mod keys;
 pub mod mapstream;
 pub mod netmap;
 pub mod noise;
+pub mod stun;
 pub mod tailcfg;
 pub mod ts2021;
 
