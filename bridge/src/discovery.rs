@@ -287,6 +287,7 @@ pub(crate) async fn start_dns(
         names: zone,
         cache: meshbridge_mdns::Cache::new(),
         proxy,
+        tailnet: Default::default(),
     }));
     crate::dns::start(names.clone(), &own, upstream, clients).await?;
     tracing::info!(
@@ -447,6 +448,31 @@ impl Discovery {
         if new.discovery.services != old.discovery.services {
             browse(new, engine);
         }
+    }
+
+    /// A tailnet map update: MagicDNS answers the tailnet's names, and
+    /// their short names are claimed in the box's zone (peers above
+    /// devices, the box's own name as the box's), so a bridged device can
+    /// never take them.
+    pub fn set_tailnet(
+        &mut self,
+        self_name: &str,
+        addresses: &[ipnet::IpNet],
+        peers: &[meshbridge_tailnet::netmap::TailnetPeer],
+        dns: Option<&meshbridge_tailnet::tailcfg::DnsConfig>,
+    ) {
+        let Some(names) = &self.names else { return };
+        let magic = crate::tailnet_dns::MagicDns::new(self_name, addresses, peers, dns);
+        let Ok(mut z) = names.write() else { return };
+        let old: Vec<IpAddr> = z.tailnet.addresses().collect();
+        for a in old {
+            z.names.remove_addr(a);
+        }
+        for (label, addrs, is_box) in magic.short_names() {
+            let owner = if is_box { Owner::Box } else { Owner::Peer };
+            claim(&mut z.names, label, addrs.to_vec(), owner);
+        }
+        z.tailnet = magic;
     }
 
     /// A device was forgotten: its names go.

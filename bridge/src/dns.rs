@@ -31,11 +31,31 @@ pub struct Zone {
     pub cache: meshbridge_mdns::Cache,
     /// The DNS-SD discovery proxy (None: discovery off).
     pub proxy: Option<meshbridge_mdns::Proxy>,
+    /// The tailnet's MagicDNS names (empty without a tailnet).
+    pub tailnet: crate::tailnet_dns::MagicDns,
 }
 
 impl Zone {
-    /// Answer from the zone, then from the discovery proxy.
+    /// Answer a tailnet name from MagicDNS; else from the zone, then from
+    /// the discovery proxy; a name under the tailnet's suffix that neither
+    /// knows is NXDOMAIN (never forwarded).
     pub fn lookup(
+        &self,
+        now: std::time::Instant,
+        name: &Name,
+        qtype: hickory_server::proto::rr::RecordType,
+    ) -> Lookup {
+        let magic = self.tailnet.lookup(name, qtype);
+        if matches!(magic, Lookup::Records(_)) {
+            return magic;
+        }
+        match self.lookup_own(now, name, qtype) {
+            Lookup::NotOurs => magic,
+            answer => answer,
+        }
+    }
+
+    fn lookup_own(
         &self,
         now: std::time::Instant,
         name: &Name,
@@ -286,7 +306,8 @@ impl RequestHandler for Handler {
         handle: R,
     ) -> ResponseInfo {
         let src = request.src().ip().to_canonical();
-        if !self.clients.iter().any(|n| n.contains(&src)) {
+        let tailnet_client = || self.names.read().is_ok_and(|z| z.tailnet.is_client(src));
+        if !self.clients.iter().any(|n| n.contains(&src)) && !tailnet_client() {
             return send_code(request, handle, ResponseCode::Refused, false).await;
         }
         let Ok(info) = request.request_info() else {

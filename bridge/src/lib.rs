@@ -44,3 +44,6 @@ pub mod mdns_link;
 pub mod peers;
 pub mod persist;
 pub mod tailnet;
+#[cfg(feature = "dns")]
+pub mod tailnet_dns;
+pub mod tailnet_rules;

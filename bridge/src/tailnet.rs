@@ -50,6 +50,8 @@ pub struct Update {
     pub addresses: Vec<IpNet>,
     /// The peers.
     pub peers: Vec<TailnetPeer>,
+    /// The packet filter and what MagicDNS needs.
+    pub rules: crate::tailnet_rules::NetmapRules,
 }
 
 /// The routes the box advertises: the bridge subnet (`advertise_bridge`),
@@ -436,7 +438,8 @@ async fn session(
             );
             first = false;
         }
-        if tx.send(Update { addresses, peers }).await.is_err() {
+        let rules = crate::tailnet_rules::NetmapRules::from_netmap(&nm);
+        if tx.send(Update { addresses, peers, rules }).await.is_err() {
             return Ok(());
         }
     }
@@ -583,6 +586,7 @@ mod tests {
                     "fd7a:115c:a1e0::2/128".parse().unwrap(),
                 ],
                 peers: vec![lap],
+                rules: Default::default(),
             },
         );
         assert_eq!(t.own_ipv4(), vec![Ipv4Addr::new(100, 64, 0, 2)]);
