@@ -464,15 +464,14 @@ impl Discovery {
         let Some(names) = &self.names else { return };
         let magic = crate::tailnet_dns::MagicDns::new(self_name, addresses, peers, dns);
         let Ok(mut z) = names.write() else { return };
-        let old: Vec<IpAddr> = z.tailnet.addresses().collect();
-        for a in old {
-            z.names.remove_addr(a);
+        for (c, owner, addrs) in z.set_tailnet(magic) {
+            let what = if owner == Owner::Box { "the box's tailnet name" } else { "a tailnet peer's name" };
+            tracing::info!(
+                "DNS: {what} clashed with a taken or reserved name in the box's zone: not served there ({} clashes so far)",
+                z.names.clashes()
+            );
+            tracing::debug!("DNS: {c:?} for {addrs:?}");
         }
-        for (label, addrs, is_box) in magic.short_names() {
-            let owner = if is_box { Owner::Box } else { Owner::Peer };
-            claim(&mut z.names, label, addrs.to_vec(), owner);
-        }
-        z.tailnet = magic;
     }
 
     /// A device was forgotten: its names go.
