@@ -636,7 +636,10 @@ fn tailnet_rules(
     engine: &Engine,
     discovery: &mut crate::discovery::Discovery,
     update: &crate::tailnet::Update,
-) -> (meshbridge_engine::filter::Filter, Vec<meshbridge_mesh::PublicKey>) {
+) -> (
+    meshbridge_engine::filter::Filter,
+    Vec<meshbridge_mesh::PublicKey>,
+) {
     let rules = &update.rules;
     discovery.set_tailnet(
         &rules.self_name,
@@ -646,7 +649,9 @@ fn tailnet_rules(
     );
     let (filter, bad) = crate::tailnet_rules::compile_filter(rules.filter.as_deref());
     if bad > 0 {
-        tracing::warn!("tailnet: {bad} address(es) in the packet filter did not parse and were left out");
+        tracing::warn!(
+            "tailnet: {bad} address(es) in the packet filter did not parse and were left out"
+        );
     }
     if let Some(flows) = engine.tailnet_flows() {
         tracing::debug!(

@@ -465,7 +465,11 @@ impl Discovery {
         let magic = crate::tailnet_dns::MagicDns::new(self_name, addresses, peers, dns);
         let Ok(mut z) = names.write() else { return };
         for (c, owner, addrs) in z.set_tailnet(magic) {
-            let what = if owner == Owner::Box { "the box's tailnet name" } else { "a tailnet peer's name" };
+            let what = if owner == Owner::Box {
+                "the box's tailnet name"
+            } else {
+                "a tailnet peer's name"
+            };
             tracing::info!(
                 "DNS: {what} clashed with a taken or reserved name in the box's zone: not served there ({} clashes so far)",
                 z.names.clashes()

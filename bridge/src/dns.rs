@@ -482,7 +482,10 @@ mod tests {
         z.names.claim("tlaptop", dev.clone(), Owner::Device);
         assert_eq!(a(&z, "tlaptop.mesh.home.arpa."), vec!["10.77.1.100"]);
         let clashes = z.set_tailnet(magic(&[("tlaptop.tailnet.test", "100.64.0.2")]));
-        assert!(clashes.is_empty(), "the peer outranks the device: {clashes:?}");
+        assert!(
+            clashes.is_empty(),
+            "the peer outranks the device: {clashes:?}"
+        );
         assert_eq!(a(&z, "tlaptop.tailnet.test."), vec!["100.64.0.2"]);
         assert_eq!(a(&z, "tlaptop.mesh.home.arpa."), vec!["100.64.0.2"]);
         assert_eq!(a(&z, "tlaptop-2.mesh.home.arpa."), vec!["10.77.1.100"]);
@@ -510,14 +513,20 @@ mod tests {
     #[test]
     fn with_the_tailnets_domain_as_the_boxs_the_devices_still_resolve() {
         let mut z = zone("tailnet.test");
-        z.names
-            .claim("printer", vec![IpAddr::from([10, 77, 1, 100])], Owner::Device);
+        z.names.claim(
+            "printer",
+            vec![IpAddr::from([10, 77, 1, 100])],
+            Owner::Device,
+        );
         z.set_tailnet(magic(&[("tlaptop.tailnet.test", "100.64.0.2")]));
         assert_eq!(a(&z, "printer.tailnet.test."), vec!["10.77.1.100"]);
         assert_eq!(a(&z, "tlaptop.tailnet.test."), vec!["100.64.0.2"]);
         // A device claiming the laptop's name is renamed, MagicDNS wins.
-        z.names
-            .claim("tlaptop", vec![IpAddr::from([10, 77, 1, 101])], Owner::Device);
+        z.names.claim(
+            "tlaptop",
+            vec![IpAddr::from([10, 77, 1, 101])],
+            Owner::Device,
+        );
         assert_eq!(a(&z, "tlaptop.tailnet.test."), vec!["100.64.0.2"]);
     }
 

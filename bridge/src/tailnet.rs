@@ -439,7 +439,15 @@ async fn session(
             first = false;
         }
         let rules = crate::tailnet_rules::NetmapRules::from_netmap(&nm);
-        if tx.send(Update { addresses, peers, rules }).await.is_err() {
+        if tx
+            .send(Update {
+                addresses,
+                peers,
+                rules,
+            })
+            .await
+            .is_err()
+        {
             return Ok(());
         }
     }

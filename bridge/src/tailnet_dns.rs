@@ -163,7 +163,13 @@ impl MagicDns {
         }
     }
 
-    fn records(&self, fq: &Name, addrs: &[IpAddr], qtype: RecordType, suffix: Option<&Name>) -> Lookup {
+    fn records(
+        &self,
+        fq: &Name,
+        addrs: &[IpAddr],
+        qtype: RecordType,
+        suffix: Option<&Name>,
+    ) -> Lookup {
         let records: Vec<Record> = addrs
             .iter()
             .filter_map(|a| match (a, qtype) {
@@ -217,8 +223,15 @@ mod tests {
         };
         MagicDns::new(
             "box.tailnet.test.",
-            &["100.64.0.1/32".parse().unwrap(), "fd7a:115c:a1e0::1/128".parse().unwrap()],
-            &[peer(2, "Laptop.tailnet.test", &["100.64.0.2/32", "fd7a:115c:a1e0::2/128"])],
+            &[
+                "100.64.0.1/32".parse().unwrap(),
+                "fd7a:115c:a1e0::1/128".parse().unwrap(),
+            ],
+            &[peer(
+                2,
+                "Laptop.tailnet.test",
+                &["100.64.0.2/32", "fd7a:115c:a1e0::2/128"],
+            )],
             Some(&dns),
         )
     }
@@ -237,18 +250,39 @@ mod tests {
     #[test]
     fn peers_the_box_and_extra_records_resolve_by_fqdn() {
         let z = zone();
-        assert_eq!(addrs(z.lookup(&n("laptop.tailnet.test."), RecordType::A)), vec!["100.64.0.2"]);
+        assert_eq!(
+            addrs(z.lookup(&n("laptop.tailnet.test."), RecordType::A)),
+            vec!["100.64.0.2"]
+        );
         assert_eq!(
             addrs(z.lookup(&n("LAPTOP.tailnet.test"), RecordType::AAAA)),
             vec!["fd7a:115c:a1e0::2"]
         );
-        assert_eq!(addrs(z.lookup(&n("box.tailnet.test."), RecordType::A)), vec!["100.64.0.1"]);
-        assert_eq!(addrs(z.lookup(&n("printer.tailnet.test."), RecordType::A)), vec!["100.64.0.9"]);
-        assert!(matches!(z.lookup(&n("printer.tailnet.test."), RecordType::AAAA), Lookup::NoData(_)));
+        assert_eq!(
+            addrs(z.lookup(&n("box.tailnet.test."), RecordType::A)),
+            vec!["100.64.0.1"]
+        );
+        assert_eq!(
+            addrs(z.lookup(&n("printer.tailnet.test."), RecordType::A)),
+            vec!["100.64.0.9"]
+        );
+        assert!(matches!(
+            z.lookup(&n("printer.tailnet.test."), RecordType::AAAA),
+            Lookup::NoData(_)
+        ));
         // Unknown names under the suffix are NXDOMAIN, others not ours.
-        assert!(matches!(z.lookup(&n("nobody.tailnet.test."), RecordType::A), Lookup::NxDomain(_)));
-        assert!(matches!(z.lookup(&n("tailnet.test."), RecordType::A), Lookup::NoData(_)));
-        assert!(matches!(z.lookup(&n("example.com."), RecordType::A), Lookup::NotOurs));
+        assert!(matches!(
+            z.lookup(&n("nobody.tailnet.test."), RecordType::A),
+            Lookup::NxDomain(_)
+        ));
+        assert!(matches!(
+            z.lookup(&n("tailnet.test."), RecordType::A),
+            Lookup::NoData(_)
+        ));
+        assert!(matches!(
+            z.lookup(&n("example.com."), RecordType::A),
+            Lookup::NotOurs
+        ));
         assert_eq!(z.suffixes(), &[n("tailnet.test.")]);
     }
 
@@ -258,11 +292,23 @@ mod tests {
         assert!(z.is_client("100.64.0.2".parse().unwrap()));
         assert!(z.is_client("fd7a:115c:a1e0::2".parse().unwrap()));
         assert!(!z.is_client("100.64.0.7".parse().unwrap()));
-        assert!(!z.is_client("100.64.0.1".parse().unwrap()), "the box is no client");
-        let short: Vec<(String, bool)> = z.short_names().map(|(l, _, b)| (l.to_string(), b)).collect();
-        assert_eq!(short, vec![("box".to_string(), true), ("laptop".to_string(), false)]);
+        assert!(
+            !z.is_client("100.64.0.1".parse().unwrap()),
+            "the box is no client"
+        );
+        let short: Vec<(String, bool)> = z
+            .short_names()
+            .map(|(l, _, b)| (l.to_string(), b))
+            .collect();
+        assert_eq!(
+            short,
+            vec![("box".to_string(), true), ("laptop".to_string(), false)]
+        );
         // An empty netmap answers nothing.
         let empty = MagicDns::new("", &[], &[], None);
-        assert!(matches!(empty.lookup(&n("laptop.tailnet.test."), RecordType::A), Lookup::NotOurs));
+        assert!(matches!(
+            empty.lookup(&n("laptop.tailnet.test."), RecordType::A),
+            Lookup::NotOurs
+        ));
     }
 }

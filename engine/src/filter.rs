@@ -678,9 +678,18 @@ mod tests {
             vec![host6("fd7a:115c:a1e0::2".parse().unwrap())]
         );
         assert!(parse_spec("cap:funnel").unwrap().is_empty());
-        assert!(matches!(parse_spec("10.77.1.1/24"), Err(FilterError::HostBits(_))));
-        assert!(matches!(parse_spec("10.0.0.9-10.0.0.1"), Err(FilterError::BadRange(_))));
-        assert!(matches!(parse_spec("10.0.0.1-::1"), Err(FilterError::BadRange(_))));
+        assert!(matches!(
+            parse_spec("10.77.1.1/24"),
+            Err(FilterError::HostBits(_))
+        ));
+        assert!(matches!(
+            parse_spec("10.0.0.9-10.0.0.1"),
+            Err(FilterError::BadRange(_))
+        ));
+        assert!(matches!(
+            parse_spec("10.0.0.1-::1"),
+            Err(FilterError::BadRange(_))
+        ));
         for bad in ["", "laptop", "10.0.0.1/33", "1-2-3", "10.0.0.256"] {
             assert!(parse_spec(bad).is_err(), "{bad:?}");
         }
@@ -707,23 +716,41 @@ mod tests {
         };
         let now = Instant::now();
         let ok = |p: &[u8]| fw.check_inbound(now, p);
-        assert_eq!(ok(&tcp(LAPTOP, DEVICE, 5000, 80, true, false)), Verdict::Allowed);
-        assert_eq!(ok(&tcp(LAPTOP, DEVICE, 5000, 443, true, false)), Verdict::Allowed);
-        assert_eq!(ok(&tcp(LAPTOP, DEVICE, 5000, 22, true, false)), Verdict::Denied);
-        assert_eq!(ok(&tcp(OTHER, DEVICE, 5000, 80, true, false)), Verdict::Denied);
+        assert_eq!(
+            ok(&tcp(LAPTOP, DEVICE, 5000, 80, true, false)),
+            Verdict::Allowed
+        );
+        assert_eq!(
+            ok(&tcp(LAPTOP, DEVICE, 5000, 443, true, false)),
+            Verdict::Allowed
+        );
+        assert_eq!(
+            ok(&tcp(LAPTOP, DEVICE, 5000, 22, true, false)),
+            Verdict::Denied
+        );
+        assert_eq!(
+            ok(&tcp(OTHER, DEVICE, 5000, 80, true, false)),
+            Verdict::Denied
+        );
         assert_eq!(
             ok(&tcp(LAPTOP, [10, 77, 2, 1], 5000, 80, true, false)),
             Verdict::Denied
         );
         // Later segments of an allowed connection still match the rule.
-        assert_eq!(ok(&tcp(LAPTOP, DEVICE, 5000, 80, false, true)), Verdict::Allowed);
+        assert_eq!(
+            ok(&tcp(LAPTOP, DEVICE, 5000, 80, false, true)),
+            Verdict::Allowed
+        );
         // Default protocols: UDP and ICMP too (ICMP on addresses alone).
         assert_eq!(ok(&udp(LAPTOP, DEVICE, 5000, 443)), Verdict::Allowed);
         assert_eq!(ok(&echo(LAPTOP, DEVICE, 7, false)), Verdict::Allowed);
         assert_eq!(ok(&echo(OTHER, DEVICE, 7, false)), Verdict::Denied);
         // Unsolicited replies are not let in (stricter than Tailscale).
         assert_eq!(ok(&echo(OTHER, DEVICE, 7, true)), Verdict::Denied);
-        assert_eq!(ok(&tcp(OTHER, DEVICE, 80, 5000, false, true)), Verdict::Denied);
+        assert_eq!(
+            ok(&tcp(OTHER, DEVICE, 80, 5000, false, true)),
+            Verdict::Denied
+        );
         assert_eq!(ok(b"\x45garbage"), Verdict::Malformed);
         assert!(!Verdict::Malformed.accepts());
     }
