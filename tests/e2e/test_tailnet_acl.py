@@ -29,11 +29,11 @@ POLICY_DEVICE_OUT_ONLY = """{
 """
 
 # As above, and alice's nodes may reach the bridge on TCP 8000 (ICMP follows
-# any open port, as in Tailscale's filter).
+# any open port, as in Tailscale's filter) and the box's DNS.
 POLICY_LAPTOP_TO_DEVICE_8000 = """{
   "acls": [
     {"action": "accept", "src": ["10.77.1.0/24"], "dst": ["alice@:*"]},
-    {"action": "accept", "src": ["alice@"], "dst": ["10.77.1.0/24:8000"]}
+    {"action": "accept", "src": ["alice@"], "dst": ["10.77.1.0/24:8000", "10.77.1.1:53"]}
   ]
 }
 """
@@ -134,6 +134,12 @@ def test_headscale_policy_decides_what_reaches_the_bridged_device_and_magicdns_n
                         tn.box_log.read_text())
     assert denied and int(denied[-1]) > 0, denied
     tn.ping(tn.dev, name)
+    # The laptop resolves the device's name through the box's DNS.
+    domain = lease.rsplit(" domain=", 1)[1].split()[0]
+    dig = ["dig", "+short", "+time=2", "+tries=1", "@10.77.1.1", f"printer.{domain}", "A"]
+    got = wait_for(lambda: tn.run(tn.lap, dig, check=False).stdout.split(), timeout=20,
+                   what="the device's name from the laptop")
+    assert got == [dev_ip], got
 
     # 4. Back to the first policy: the device is closed again.
     set_policy(tn, POLICY_DEVICE_OUT_ONLY, "out-only-again")
