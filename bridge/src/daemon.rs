@@ -655,6 +655,47 @@ async fn flush_tailnet(
     }
 }
 
+/// A tailnet map update's rules and names: MagicDNS now; returns the
+/// compiled packet filter and the config's enabled peer keys (a tailnet
+/// peer with one of them stays a static, unfiltered peer).
+fn tailnet_rules(
+    config: &Config,
+    engine: &Engine,
+    discovery: &mut crate::discovery::Discovery,
+    update: &crate::tailnet::Update,
+) -> (
+    meshbridge_engine::filter::Filter,
+    Vec<meshbridge_mesh::PublicKey>,
+) {
+    let rules = &update.rules;
+    discovery.set_tailnet(
+        &rules.self_name,
+        &update.addresses,
+        &update.peers,
+        rules.dns.as_ref(),
+    );
+    let (filter, bad) = crate::tailnet_rules::compile_filter(rules.filter.as_deref());
+    if bad > 0 {
+        tracing::warn!(
+            "tailnet: {bad} address(es) in the packet filter did not parse and were left out"
+        );
+    }
+    if let Some(flows) = engine.tailnet_flows() {
+        tracing::debug!(
+            "tailnet: {} filter rule(s), {flows} tracked flow(s), {} packet(s) denied so far",
+            filter.rules().len(),
+            engine.stats().tailnet_denied
+        );
+    }
+    let static_keys = config
+        .peers
+        .iter()
+        .filter(|p| p.enabled)
+        .map(|p| p.public_key)
+        .collect();
+    (filter, static_keys)
+}
+
 /// Lease writes, coalesced by `dhcp.persist_interval` to spare flash.
 struct LeaseWriter {
     last: Option<std::time::Instant>,
@@ -926,6 +967,7 @@ async fn event_loop(
             crate::tailnet::TailnetInput::Update(update) => {
                 if let Some(t) = tailnet.as_deref_mut() {
                     let now = std::time::Instant::now();
+                    let (filter, static_keys) = tailnet_rules(config, engine, discovery, &update);
                     t.on_update(now, update);
                     let own = t.own_ipv4();
                     for ip in own.iter().filter(|ip| !tailnet_host_addrs.contains(ip)) {
@@ -956,6 +998,7 @@ async fn event_loop(
                             }
                         });
                     }
+                    engine.set_tailnet_filter(crate::tailnet_rules::filtered_peers(&set, &static_keys), filter);
                     static_peers.set_tailnet(set);
                     static_peers.apply(now, config, engine.mesh_mut());
                     if t.uses_exit_node() {

@@ -287,6 +287,7 @@ pub(crate) async fn start_dns(
         names: zone,
         cache: meshbridge_mdns::Cache::new(),
         proxy,
+        tailnet: Default::default(),
     }));
     crate::dns::start(names.clone(), &own, upstream, clients).await?;
     tracing::info!(
@@ -446,6 +447,34 @@ impl Discovery {
         drop(z);
         if new.discovery.services != old.discovery.services {
             browse(new, engine);
+        }
+    }
+
+    /// A tailnet map update: MagicDNS answers the tailnet's names, and
+    /// their short names are claimed in the box's zone (peers above
+    /// devices, the box's own name as the box's), so a bridged device can
+    /// never take them.
+    pub fn set_tailnet(
+        &mut self,
+        self_name: &str,
+        addresses: &[ipnet::IpNet],
+        peers: &[meshbridge_tailnet::netmap::TailnetPeer],
+        dns: Option<&meshbridge_tailnet::tailcfg::DnsConfig>,
+    ) {
+        let Some(names) = &self.names else { return };
+        let magic = crate::tailnet_dns::MagicDns::new(self_name, addresses, peers, dns);
+        let Ok(mut z) = names.write() else { return };
+        for (c, owner, addrs) in z.set_tailnet(magic) {
+            let what = if owner == Owner::Box {
+                "the box's tailnet name"
+            } else {
+                "a tailnet peer's name"
+            };
+            tracing::info!(
+                "DNS: {what} clashed with a taken or reserved name in the box's zone: not served there ({} clashes so far)",
+                z.names.clashes()
+            );
+            tracing::debug!("DNS: {c:?} for {addrs:?}");
         }
     }
 

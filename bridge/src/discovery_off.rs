@@ -51,6 +51,16 @@ impl Discovery {
     /// No names to keep in step.
     pub fn reconfigure(&mut self, _old: &Config, _new: &Config, _engine: &mut Engine) {}
 
+    /// No MagicDNS without a DNS server.
+    pub fn set_tailnet(
+        &mut self,
+        _self_name: &str,
+        _addresses: &[ipnet::IpNet],
+        _peers: &[meshbridge_tailnet::netmap::TailnetPeer],
+        _dns: Option<&meshbridge_tailnet::tailcfg::DnsConfig>,
+    ) {
+    }
+
     /// No names to forget.
     pub fn forget_addr(&mut self, _addr: std::net::IpAddr) {}
 

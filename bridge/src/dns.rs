@@ -12,7 +12,7 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponseBuilder;
 use hickory_server::Server;
 use ipnet::IpNet;
-use meshbridge_mdns::{Lookup, Names, Owner, Taken};
+use meshbridge_mdns::{Claim, Lookup, Names, Owner, Taken};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -31,11 +31,55 @@ pub struct Zone {
     pub cache: meshbridge_mdns::Cache,
     /// The DNS-SD discovery proxy (None: discovery off).
     pub proxy: Option<meshbridge_mdns::Proxy>,
+    /// The tailnet's MagicDNS names (empty without a tailnet).
+    pub tailnet: crate::tailnet_dns::MagicDns,
 }
 
 impl Zone {
-    /// Answer from the zone, then from the discovery proxy.
+    /// Answer a tailnet name from MagicDNS; else from the zone, then from
+    /// the discovery proxy; a name under the tailnet's suffix that neither
+    /// knows is NXDOMAIN (never forwarded).
     pub fn lookup(
+        &self,
+        now: std::time::Instant,
+        name: &Name,
+        qtype: hickory_server::proto::rr::RecordType,
+    ) -> Lookup {
+        let magic = self.tailnet.lookup(name, qtype);
+        if matches!(magic, Lookup::Records(_)) {
+            return magic;
+        }
+        match self.lookup_own(now, name, qtype) {
+            Lookup::NotOurs => magic,
+            answer => answer,
+        }
+    }
+
+    /// A tailnet map update: MagicDNS answers the tailnet's names, and
+    /// their short names are claimed in the box's zone (the peers' above
+    /// devices, the box's own as the box's), so a bridged device can never
+    /// take them. Returns the claims that clashed, with their owner.
+    pub fn set_tailnet(
+        &mut self,
+        magic: crate::tailnet_dns::MagicDns,
+    ) -> Vec<(meshbridge_mdns::Claim, Owner, Vec<IpAddr>)> {
+        let old: Vec<IpAddr> = self.tailnet.addresses().collect();
+        for a in old {
+            self.names.remove_addr(a);
+        }
+        let mut clashes = Vec::new();
+        for (label, addrs, is_box) in magic.short_names() {
+            let owner = if is_box { Owner::Box } else { Owner::Peer };
+            let c = self.names.claim(label, addrs.to_vec(), owner);
+            if matches!(c, Claim::Renamed { .. } | Claim::Refused(_)) {
+                clashes.push((c, owner, addrs.to_vec()));
+            }
+        }
+        self.tailnet = magic;
+        clashes
+    }
+
+    fn lookup_own(
         &self,
         now: std::time::Instant,
         name: &Name,
@@ -286,7 +330,8 @@ impl RequestHandler for Handler {
         handle: R,
     ) -> ResponseInfo {
         let src = request.src().ip().to_canonical();
-        if !self.clients.iter().any(|n| n.contains(&src)) {
+        let tailnet_client = || self.names.read().is_ok_and(|z| z.tailnet.is_client(src));
+        if !self.clients.iter().any(|n| n.contains(&src)) && !tailnet_client() {
             return send_code(request, handle, ResponseCode::Refused, false).await;
         }
         let Ok(info) = request.request_info() else {
@@ -381,6 +426,109 @@ pub async fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tailnet_dns::MagicDns;
+    use hickory_server::proto::rr::RecordType;
+    use meshbridge_tailnet::netmap::TailnetPeer;
+
+    fn zone(domain: &str) -> Zone {
+        Zone {
+            names: Names::new(domain, vec!["10.77.1.0/24".parse().unwrap()]).unwrap(),
+            cache: meshbridge_mdns::Cache::new(),
+            proxy: None,
+            tailnet: MagicDns::default(),
+        }
+    }
+
+    fn magic(peers: &[(&str, &str)]) -> MagicDns {
+        let peers: Vec<TailnetPeer> = peers
+            .iter()
+            .zip(2u8..)
+            .map(|((name, ip), i)| TailnetPeer {
+                id: i64::from(i),
+                name: name.to_string(),
+                node_key: meshbridge_tailnet::keys::NodePublic::from_bytes([i; 32]),
+                disco_key: None,
+                addresses: vec![format!("{ip}/32").parse().unwrap()],
+                allowed_ips: vec![],
+                endpoints: vec![],
+                derp_region: None,
+                online: None,
+            })
+            .collect();
+        MagicDns::new(
+            "tbox.tailnet.test.",
+            &["100.64.0.1/32".parse().unwrap()],
+            &peers,
+            None,
+        )
+    }
+
+    fn a(z: &Zone, name: &str) -> Vec<String> {
+        match z.lookup(
+            std::time::Instant::now(),
+            &Name::from_ascii(name).unwrap(),
+            RecordType::A,
+        ) {
+            Lookup::Records(r) => r.iter().map(|r| r.data.to_string()).collect(),
+            _ => vec![],
+        }
+    }
+
+    #[test]
+    fn a_bridged_device_never_takes_a_tailnet_name() {
+        let mut z = zone("mesh.home.arpa");
+        let dev = vec![IpAddr::from([10, 77, 1, 100])];
+        // A device called itself like the laptop before the map came.
+        z.names.claim("tlaptop", dev.clone(), Owner::Device);
+        assert_eq!(a(&z, "tlaptop.mesh.home.arpa."), vec!["10.77.1.100"]);
+        let clashes = z.set_tailnet(magic(&[("tlaptop.tailnet.test", "100.64.0.2")]));
+        assert!(
+            clashes.is_empty(),
+            "the peer outranks the device: {clashes:?}"
+        );
+        assert_eq!(a(&z, "tlaptop.tailnet.test."), vec!["100.64.0.2"]);
+        assert_eq!(a(&z, "tlaptop.mesh.home.arpa."), vec!["100.64.0.2"]);
+        assert_eq!(a(&z, "tlaptop-2.mesh.home.arpa."), vec!["10.77.1.100"]);
+        assert_eq!(a(&z, "tbox.tailnet.test."), vec!["100.64.0.1"]);
+        // Claiming it again (a DHCP renewal) does not win it back.
+        assert!(matches!(
+            z.names.claim("tlaptop", dev.clone(), Owner::Device),
+            Claim::Renamed { .. }
+        ));
+        assert_eq!(a(&z, "tlaptop.mesh.home.arpa."), vec!["100.64.0.2"]);
+        // The laptop leaves the tailnet: its names go.
+        z.set_tailnet(magic(&[]));
+        assert!(a(&z, "tlaptop.tailnet.test.").is_empty());
+        assert!(a(&z, "tlaptop.mesh.home.arpa.").is_empty());
+        assert!(matches!(
+            z.lookup(
+                std::time::Instant::now(),
+                &Name::from_ascii("tlaptop.tailnet.test.").unwrap(),
+                RecordType::A
+            ),
+            Lookup::NxDomain(_)
+        ));
+    }
+
+    #[test]
+    fn with_the_tailnets_domain_as_the_boxs_the_devices_still_resolve() {
+        let mut z = zone("tailnet.test");
+        z.names.claim(
+            "printer",
+            vec![IpAddr::from([10, 77, 1, 100])],
+            Owner::Device,
+        );
+        z.set_tailnet(magic(&[("tlaptop.tailnet.test", "100.64.0.2")]));
+        assert_eq!(a(&z, "printer.tailnet.test."), vec!["10.77.1.100"]);
+        assert_eq!(a(&z, "tlaptop.tailnet.test."), vec!["100.64.0.2"]);
+        // A device claiming the laptop's name is renamed, MagicDNS wins.
+        z.names.claim(
+            "tlaptop",
+            vec![IpAddr::from([10, 77, 1, 101])],
+            Owner::Device,
+        );
+        assert_eq!(a(&z, "tlaptop.tailnet.test."), vec!["100.64.0.2"]);
+    }
 
     #[test]
     fn upstreams_skip_loopback_stubs_and_own_addresses() {

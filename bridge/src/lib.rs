@@ -45,3 +45,6 @@ pub mod peers;
 pub mod persist;
 pub mod tailnet;
 pub mod tailnet_derp;
+#[cfg(feature = "dns")]
+pub mod tailnet_dns;
+pub mod tailnet_rules;

@@ -87,6 +87,8 @@ pub struct Update {
     pub peers: Vec<TailnetPeer>,
     /// The DERP map's regions (empty until the map has one).
     pub derp_regions: BTreeMap<i32, DerpRegion>,
+    /// The packet filter and what MagicDNS needs.
+    pub rules: crate::tailnet_rules::NetmapRules,
 }
 
 /// The routes the box advertises: the bridge subnet (`advertise_bridge`),
@@ -798,10 +800,12 @@ async fn session(
             );
             first = false;
         }
+        let rules = crate::tailnet_rules::NetmapRules::from_netmap(&nm);
         let update = Update {
             addresses,
             peers,
             derp_regions,
+            rules,
         };
         if tx.send(update).await.is_err() {
             return Ok(Ended::Closed);
@@ -962,6 +966,7 @@ async fn do_logout(
             addresses: Vec::new(),
             peers: Vec::new(),
             derp_regions: Default::default(),
+            rules: Default::default(),
         })
         .await;
 }
@@ -1097,6 +1102,7 @@ mod tests {
                 ],
                 peers: vec![lap],
                 derp_regions: BTreeMap::new(),
+                rules: Default::default(),
             },
         );
         assert_eq!(t.own_ipv4(), vec![Ipv4Addr::new(100, 64, 0, 2)]);
@@ -1195,6 +1201,7 @@ mod tests {
                 addresses: vec!["100.64.0.2/32".parse().unwrap()],
                 peers: vec![lap],
                 derp_regions: regions,
+                rules: Default::default(),
             },
         );
         assert_eq!(t.derp.home(), Some(900));
@@ -1342,6 +1349,8 @@ mod tests {
             Update {
                 addresses: vec!["100.64.0.1/32".parse().unwrap()],
                 peers: vec![peer(1, &["100.64.0.2/32"], &[]), off],
+                derp_regions: BTreeMap::new(),
+                rules: Default::default(),
             },
         );
         t.paths.insert(

@@ -12,6 +12,8 @@ use std::path::Path;
 const LAYERS: &[(&str, u8)] = &[
     ("persist", 0),
     ("mdns_link", 0),
+    ("tailnet_dns", 0),
+    ("tailnet_rules", 0),
     ("config", 1),
     ("dns", 1),
     ("tailnet_derp", 1),

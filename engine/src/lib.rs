@@ -44,6 +44,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod filter;
 pub mod forward;
 pub mod packet;
 pub mod rules;
@@ -53,9 +54,9 @@ use forward::{decide, decide6, Forward, Mac, Policy, Reason, Source, Topology};
 use ipnet::Ipv4Net;
 use meshbridge_arp as arp;
 use meshbridge_dhcp as dhcp;
-use meshbridge_mesh::{Mesh, Output, Path, PeerId};
+use meshbridge_mesh::{Mesh, Output, Path, PeerId, PublicKey};
 use rules::{LocalService, MDNS_GROUP, MDNS_MAC};
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -158,6 +159,8 @@ pub struct Stats {
     pub to_bridge: u64,
     /// Packets handed to the host.
     pub to_host: u64,
+    /// Packets from tailnet peers the tailnet's packet filter dropped.
+    pub tailnet_denied: u64,
 }
 
 /// The engine. See the module docs for the run loop.
@@ -174,6 +177,16 @@ pub struct Engine {
     /// More addresses of the box besides the mesh and bridge ones (its
     /// tailnet address): packets to them go to the host.
     host_addresses: Vec<Ipv4Addr>,
+    /// The tailnet's packet filter and the peers it applies to (None: no
+    /// tailnet, nothing filtered).
+    tailnet: Option<TailnetGuard>,
+}
+
+/// The tailnet's packet filter, applied to packets from its peers.
+struct TailnetGuard {
+    /// The tailnet's peers (static `[mesh]` peers are never filtered).
+    peers: HashSet<PublicKey>,
+    firewall: filter::Firewall,
 }
 
 /// At most this many MACs have a "last seen" time.
@@ -245,6 +258,7 @@ impl Engine {
             last: now,
             last_seen: std::collections::HashMap::new(),
             host_addresses: Vec::new(),
+            tailnet: None,
         })
     }
 
@@ -253,6 +267,65 @@ impl Engine {
     /// are the host's ([`forward::Forward::ToHost`]).
     pub fn set_host_addresses(&mut self, addresses: Vec<Ipv4Addr>) {
         self.host_addresses = addresses;
+    }
+
+    /// The tailnet's packet filter and the mesh peers (by public key) it
+    /// applies to: a packet from one of them is forwarded only when a rule
+    /// allows it or it answers a flow started from here (see [`filter`]).
+    /// Static peers are never filtered. The connection table is kept.
+    pub fn set_tailnet_filter(&mut self, peers: HashSet<PublicKey>, filter: filter::Filter) {
+        match &mut self.tailnet {
+            Some(t) => {
+                t.peers = peers;
+                t.firewall.filter = filter;
+            }
+            None => {
+                self.tailnet = Some(TailnetGuard {
+                    peers,
+                    firewall: filter::Firewall {
+                        filter,
+                        conntrack: filter::ConnTrack::default(),
+                    },
+                })
+            }
+        }
+    }
+
+    /// Flows in the tailnet's connection table (None: no tailnet filter).
+    pub fn tailnet_flows(&self) -> Option<usize> {
+        self.tailnet.as_ref().map(|t| t.firewall.conntrack.len())
+    }
+
+    fn is_tailnet_peer(&self, peer: PeerId) -> bool {
+        self.tailnet.as_ref().is_some_and(|t| {
+            self.mesh
+                .peer_public_key(peer)
+                .is_some_and(|k| t.peers.contains(&k))
+        })
+    }
+
+    /// Whether a packet from `peer` may go on (always, unless `peer` is a
+    /// tailnet peer and the filter denies it: counted).
+    fn tailnet_admits(&mut self, now: Now, peer: PeerId, packet: &[u8]) -> bool {
+        if !self.is_tailnet_peer(peer) {
+            return true;
+        }
+        let Some(t) = &self.tailnet else { return true };
+        if t.firewall.check_inbound(now.mono, packet).accepts() {
+            return true;
+        }
+        self.stats.tailnet_denied += 1;
+        false
+    }
+
+    /// A packet goes to `peer`: if that is a tailnet peer, its flow's
+    /// answers may come back.
+    fn tailnet_outbound(&mut self, now: Now, peer: PeerId, packet: &[u8]) {
+        if self.is_tailnet_peer(peer) {
+            if let Some(t) = &mut self.tailnet {
+                t.firewall.note_outbound(now.mono, packet);
+            }
+        }
     }
 
     /// Announce the box on the bridge (gratuitous ARP). Call once at start.
@@ -526,6 +599,9 @@ impl Engine {
                 // No DERP client in the daemon yet: counted with the mesh's drops.
                 Output::Datagram(Path::Relay { .. }, _) => self.stats.mesh_errors += 1,
                 Output::Packet(peer, p) => {
+                    if !self.tailnet_admits(now, peer, &p) {
+                        continue;
+                    }
                     let Some(info) = packet::ipv4_info(&p) else {
                         if p.first().map(|b| b >> 4) == Some(6) {
                             self.handle_ipv6(now, Source::Mesh(peer), p);
@@ -559,6 +635,7 @@ impl Engine {
                 self.out.push_back(Transmit::Tun(p));
             }
             Forward::ToMesh(peer) => {
+                self.tailnet_outbound(now, peer, &p);
                 self.send_to_mesh(peer, &p);
                 self.drain_mesh(now);
             }
@@ -624,6 +701,7 @@ impl Engine {
         let max_mss = self.config.mtu.saturating_sub(40);
         match decision {
             Forward::ToMesh(peer) => {
+                self.tailnet_outbound(now, peer, &packet);
                 if packet::clamp_mss(&mut packet, max_mss) {
                     self.stats.mss_clamped += 1;
                 }

@@ -709,3 +709,52 @@ fn an_added_host_address_is_the_hosts() {
     assert_eq!(sim.tun.len(), 1);
     assert!(sim.at_peer.is_empty());
 }
+
+/// The tailnet's packet filter: a tailnet peer reaches the device only
+/// where a rule allows it, answers to the device's own flows come back, a
+/// static peer (not in the tailnet's set) is never filtered.
+#[test]
+fn the_tailnet_filter_applies_to_tailnet_peers_only() {
+    use meshbridge_engine::filter::{Filter, Rule};
+    let _seed = SeedOnFailure(seed());
+    let mut sim = Sim::new();
+    let ip = sim.lease();
+    let (rule, bad) = Rule::parse(["10.77.0.2"], [("10.77.1.0/24", 80, 80)], &[]);
+    assert_eq!(bad, 0);
+    let tailnet: std::collections::HashSet<_> = [sim.peer.public_key()].into_iter().collect();
+    sim.engine
+        .set_tailnet_filter(tailnet.clone(), Filter::new(vec![rule]));
+    let from_peer = |sim: &mut Sim, dst: Ipv4Addr, sp: u16, dp: u16| {
+        let mut p = Vec::new();
+        PacketBuilder::ipv4(PEER_IP.octets(), dst.octets(), 64)
+            .udp(sp, dp)
+            .write(&mut p, b"x")
+            .unwrap();
+        sim.tap.clear();
+        sim.tun.clear();
+        sim.peer.send(sim.peer_id, &p).unwrap();
+        sim.settle();
+        !sim.tap.is_empty() || !sim.tun.is_empty()
+    };
+    // Not allowed: to the device on another port, to the box itself.
+    assert!(!from_peer(&mut sim, ip, 6000, 5000));
+    assert!(!from_peer(&mut sim, Ipv4Addr::new(10, 77, 0, 1), 6000, 53));
+    assert_eq!(sim.engine.stats().tailnet_denied, 2);
+    // Allowed by the rule.
+    assert!(from_peer(&mut sim, ip, 6000, 80));
+    // The device's own flow: the answer comes back, once it went out.
+    sim.ip_frame_from_device(ip, PEER_IP, b"hello");
+    assert_eq!(sim.at_peer.len(), 1);
+    assert!(from_peer(&mut sim, ip, 6000, 5000));
+    assert_eq!(sim.engine.tailnet_flows(), Some(1));
+    // Another port is still denied.
+    assert!(!from_peer(&mut sim, ip, 6001, 5000));
+    assert_eq!(sim.engine.stats().tailnet_denied, 3);
+    // The same peer as a static peer (not in the tailnet's set): unfiltered.
+    sim.engine
+        .set_tailnet_filter(Default::default(), Filter::deny_all());
+    assert!(from_peer(&mut sim, ip, 6001, 5000));
+    // Back in the tailnet with a filter that allows nothing.
+    sim.engine.set_tailnet_filter(tailnet, Filter::deny_all());
+    assert!(!from_peer(&mut sim, ip, 6001, 5000));
+}

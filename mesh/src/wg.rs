@@ -402,6 +402,11 @@ impl Mesh {
             .map(|i| PeerId(i as u32))
     }
 
+    /// The public key of a running peer.
+    pub fn peer_public_key(&self, id: PeerId) -> Option<PublicKey> {
+        self.peer(id).map(|p| p.config.public_key)
+    }
+
     /// Remove a peer and its routes.
     pub fn remove_peer(&mut self, id: PeerId) {
         if let Some(slot) = self.peers.get_mut(id.0 as usize) {
