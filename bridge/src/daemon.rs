@@ -968,7 +968,7 @@ async fn event_loop(
                 if let Some(t) = tailnet.as_deref_mut() {
                     let now = std::time::Instant::now();
                     let (filter, static_keys) = tailnet_rules(config, engine, discovery, &update);
-                    t.on_update(now, update);
+                    t.on_update(now, *update);
                     let own = t.own_ipv4();
                     for ip in own.iter().filter(|ip| !tailnet_host_addrs.contains(ip)) {
                         if let Err(e) = dev.tun.add_address_v4(*ip, 32) {

@@ -35,8 +35,8 @@ use meshbridge_tailnet::disco::{self, Disco, DiscoEvent, DiscoPeer};
 use meshbridge_tailnet::keys::{MachinePrivate, NodeKeys, NodePrivate, NodePublic};
 use meshbridge_tailnet::mapstream::MAP_WATCHDOG;
 use meshbridge_tailnet::netmap::{Applied, Netmap, TailnetPeer};
-use meshbridge_web::proto::{TailnetPeerStatus, TailnetState, TailnetStatus};
 use meshbridge_tailnet::tailcfg::DerpRegion;
+use meshbridge_web::proto::{TailnetPeerStatus, TailnetState, TailnetStatus};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -214,7 +214,7 @@ fn read_auth_key(k: &Option<AuthKey>) -> Result<Option<String>> {
 #[derive(Debug)]
 pub enum TailnetInput {
     /// A map update from the control task.
-    Update(Update),
+    Update(Box<Update>),
     /// A packet relayed by DERP.
     Relayed(DerpInput),
 }
@@ -440,7 +440,7 @@ impl Tailnet {
     /// The next map update or packet from a DERP region (cancel-safe).
     pub async fn next_input(&mut self) -> Option<TailnetInput> {
         tokio::select! {
-            u = self.updates.recv() => u.map(TailnetInput::Update),
+            u = self.updates.recv() => u.map(|u| TailnetInput::Update(Box::new(u))),
             Some(r) = self.derp.next() => Some(TailnetInput::Relayed(r)),
         }
     }
@@ -831,7 +831,10 @@ async fn send_endpoints(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let update = with_public(control::endpoint_update_request(keys, id, endpoints), public);
+    let update = with_public(
+        control::endpoint_update_request(keys, id, endpoints),
+        public,
+    );
     let mut answer = client
         .map_stream(&update)
         .await
@@ -1327,6 +1330,11 @@ mod tests {
             commands,
             control_url: "http://hs".into(),
             hostname: "tbox".into(),
+            derp: Derp::new(NodePrivate::from_bytes([2; 32])),
+            relay: RelayAddrs::default(),
+            stun: StunProbe::default(),
+            stun_out: VecDeque::new(),
+            public_tx: watch::channel(None).0,
         };
         let s = t.status();
         assert_eq!((s.state, s.peers.len()), (TailnetState::Starting, 0));

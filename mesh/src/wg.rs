@@ -593,7 +593,10 @@ impl Mesh {
             }
             Err(_) => return Err(self.count(MeshDrop::Invalid)),
         };
-        if matches!(packet, Packet::HandshakeInit(_) | Packet::HandshakeResponse(_)) {
+        if matches!(
+            packet,
+            Packet::HandshakeInit(_) | Packet::HandshakeResponse(_)
+        ) {
             // Under load a cookie lets a message through boringtun's limiter;
             // its source's own bucket decides whether it costs an X25519.
             self.handshakes += 1;
@@ -692,7 +695,10 @@ impl Mesh {
         self.clock = Some(now);
         // boringtun's limiter keeps its own one-second window.
         self.rate_limiter.reset_count();
-        if self.window.is_none_or(|w| now.saturating_duration_since(w) >= LIMIT_WINDOW) {
+        if self
+            .window
+            .is_none_or(|w| now.saturating_duration_since(w) >= LIMIT_WINDOW)
+        {
             self.window = Some(now);
             self.handshakes = 0;
             self.source_limiter.forget_quiet(now);
