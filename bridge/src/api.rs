@@ -17,7 +17,7 @@ pub use crate::config::default_socket;
 
 pub use meshbridge_web::proto::{
     BoxStatus, DeviceStatus, Failure, Health, PeerStatus, Pending, Reply, Request, Status,
-    WireReply,
+    TailnetState, TailnetStatus, WireReply,
 };
 
 /// `host:port` clients reach the box at: `mesh.endpoint`, else the address
@@ -171,6 +171,7 @@ pub fn status(config: &Config, engine: &Engine, input: StatusInput<'_>) -> Statu
         peers,
         devices,
         health,
+        tailnet: None,
     }
 }
 
@@ -337,8 +338,55 @@ pub fn render(s: &Status) -> String {
             w2 = widths[2]
         );
     }
+    if let Some(t) = &s.tailnet {
+        out += &render_tailnet(t);
+    }
     for h in s.health.iter().filter(|h| !h.ok) {
         out += &format!("\n# Health check {}: {}\n", h.check, h.message);
+    }
+    out
+}
+
+/// The tailnet section of the human status.
+pub fn render_tailnet(t: &TailnetStatus) -> String {
+    let mut out = format!("\n# Tailnet: {} ({})\n", t.state.words(), t.control_url);
+    if let Some(u) = &t.login_url {
+        out += &format!("# To log in, open: {u}\n");
+    }
+    if let Some(e) = &t.error {
+        out += &format!("# Last error: {e}\n");
+    }
+    if t.state == TailnetState::LoggedOut {
+        out += "# Restart meshbridge to register again.\n";
+    }
+    if !t.addresses.is_empty() || t.name.is_some() {
+        out += &format!(
+            "# This box: {} [{}]\n",
+            t.name.as_deref().unwrap_or(&t.hostname),
+            t.addresses.join(", ")
+        );
+    }
+    let online = t.peers.iter().filter(|p| p.online == Some(true)).count();
+    let direct = t.peers.iter().filter(|p| p.direct.is_some()).count();
+    out += &format!(
+        "# {} tailnet peer(s), {online} online, {direct} direct\n",
+        t.peers.len()
+    );
+    for p in &t.peers {
+        out += &format!(
+            "{}  {}  {}  {}\n",
+            first_host(&p.addresses),
+            p.name,
+            match p.online {
+                Some(true) => "online",
+                Some(false) => "offline",
+                None => "-",
+            },
+            match &p.direct {
+                Some(a) => format!("direct {a}"),
+                None => "no direct path".to_string(),
+            }
+        );
     }
     out
 }
@@ -352,6 +400,53 @@ mod tests {
             "[mesh]\nprivate_key = \"yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\"\naddress = \"10.77.0.1/24\"\nlisten_port = 51999\n{extra_mesh}\n[dhcp]\nrange = \"10.77.1.100-10.77.1.200\"\n"
         );
         Config::from_toml(&text, None).unwrap()
+    }
+
+    #[test]
+    fn the_tailnet_section_shows_the_login_url_and_the_peers() {
+        let mut t = TailnetStatus {
+            state: TailnetState::NeedsLogin,
+            login_url: Some("http://hs/register/abc".into()),
+            control_url: "http://hs".into(),
+            hostname: "tbox".into(),
+            ..Default::default()
+        };
+        let text = render_tailnet(&t);
+        assert!(text.contains("Tailnet: needs login (http://hs)"), "{text}");
+        assert!(text.contains("open: http://hs/register/abc"), "{text}");
+        t.state = TailnetState::LoggedIn;
+        t.login_url = None;
+        t.name = Some("tbox.tailnet.test".into());
+        t.addresses = vec!["100.64.0.1/32".into()];
+        t.peers = vec![
+            meshbridge_web::proto::TailnetPeerStatus {
+                name: "laptop.tailnet.test".into(),
+                addresses: vec!["100.64.0.2/32".into()],
+                online: Some(true),
+                direct: Some("10.99.0.20:41641".into()),
+            },
+            meshbridge_web::proto::TailnetPeerStatus {
+                name: "phone.tailnet.test".into(),
+                addresses: vec!["100.64.0.3/32".into()],
+                online: Some(false),
+                direct: None,
+            },
+        ];
+        let text = render_tailnet(&t);
+        assert!(text.contains("logged in"), "{text}");
+        assert!(!text.contains("register/abc"), "{text}");
+        assert!(text.contains("tbox.tailnet.test [100.64.0.1/32]"), "{text}");
+        assert!(
+            text.contains("2 tailnet peer(s), 1 online, 1 direct"),
+            "{text}"
+        );
+        assert!(
+            text.contains("100.64.0.2  laptop.tailnet.test  online  direct 10.99.0.20:41641"),
+            "{text}"
+        );
+        // The JSON names the states in kebab case, for the page and scripts.
+        let json = serde_json::to_value(&t).unwrap();
+        assert_eq!(json["state"], "logged-in");
     }
 
     #[test]

@@ -316,6 +316,7 @@ impl Config {
             &bridge.names,
             dhcp.bridge_address.trunc(),
             mesh.mesh_address.trunc(),
+            raw.tailnet.is_some(),
         )?;
         let endpoint = mesh::validate_endpoint(&raw.mesh)?;
         let web = services::validate_web(&raw.web, dhcp.bridge_address, mesh.mesh_address)?;
@@ -670,6 +671,17 @@ mod sample_tests {
         let e =
             with("uplink = \"eth0\"\nuse_exit_node = \"laptop\"\nexit_node = true").unwrap_err();
         assert_eq!(e.key, "routing.use_exit_node");
+        // With [tailnet], a tailnet node's name or address, found while running.
+        for name in ["nobody", "nobody.tailnet.example.", "100.64.0.7"] {
+            let ok = with(&format!(
+                "uplink = \"eth0\"\nuse_exit_node = \"{name}\"\n[tailnet]"
+            ))
+            .unwrap();
+            assert_eq!(ok.routing.use_exit_node.as_deref(), Some(name));
+        }
+        let e = with("uplink = \"eth0\"\nuse_exit_node = \"no body\"\n[tailnet]").unwrap_err();
+        assert_eq!(e.key, "routing.use_exit_node");
+        assert!(e.problem.contains("tailnet node"), "{e}");
         let e = with("uplink = \"eth1\"").unwrap_err();
         assert_eq!(
             e.key, "routing.uplink",

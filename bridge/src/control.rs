@@ -42,6 +42,8 @@ pub struct Ctx<'a> {
     pub factory_reset: &'a mut bool,
     /// Host facts, cached off the event loop.
     pub host: &'a HostFacts,
+    /// The tailnet (`[tailnet]`), for its status and logout.
+    pub tailnet: Option<&'a crate::tailnet::Tailnet>,
 }
 
 /// The box's DHCP server settings from the config (the server MAC is the engine's).
@@ -80,7 +82,7 @@ fn peer_name_ok(name: &str) -> bool {
 pub fn handle(request: Request, ctx: &mut Ctx<'_>) -> Reply {
     match request {
         Request::Status => {
-            let s = crate::api::status(
+            let mut s = crate::api::status(
                 ctx.config,
                 ctx.engine,
                 crate::api::StatusInput {
@@ -92,7 +94,20 @@ pub fn handle(request: Request, ctx: &mut Ctx<'_>) -> Reply {
                     mono: Instant::now(),
                 },
             );
+            s.tailnet = ctx.tailnet.map(|t| t.status());
             serde_json::to_value(s).map_err(|e| Failure::new(500, e.to_string()))
+        }
+        Request::TailnetLogout => {
+            let t = ctx.tailnet.ok_or_else(|| {
+                Failure::new(
+                    409,
+                    "the box is not in a tailnet (no [tailnet] section in its config)",
+                )
+            })?;
+            t.logout().map_err(|e| Failure::new(409, e))?;
+            Ok(
+                json!({"ok": true, "message": "logging out of the tailnet; `meshbridge status` says when it is done"}),
+            )
         }
         Request::System => Ok(json!(SystemInfo {
             version: env!("CARGO_PKG_VERSION").into(),

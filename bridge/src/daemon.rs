@@ -99,6 +99,8 @@ fn save_leases(state_dir: &Path, engine: &Engine) {
 
 /// Datagrams read from the WireGuard socket per wakeup of the loop.
 const UDP_BATCH: usize = 64;
+/// Frames (packets) read from the TAP (TUN) per wakeup of the loop.
+const DEV_BATCH: usize = 32;
 
 fn udp_socket(port: u16) -> Result<(UdpSocket, bool)> {
     use socket2::{Domain, Protocol, Socket, Type};
@@ -419,11 +421,14 @@ async fn run_inner(mut config: Config, up: &mut bool) -> Result<bool> {
     // `[tailnet]`: the control client runs in a task; its peers join the set.
     let mut tailnet = crate::tailnet::Tailnet::start(&config)?;
     let dhcp_config = crate::control::dhcp_config(&config, macs.engine);
+    // A tailnet node as the exit node is found in the map later
+    // (`crate::tailnet::exit`); until then the devices' internet is dropped.
     let use_exit = match &config.routing.use_exit_node {
-        Some(name) => Some(
-            mesh.peer_by_name(name)
-                .context("routing.use_exit_node names no peer")?,
-        ),
+        Some(name) => match mesh.peer_by_name(name) {
+            Some(id) => Some(id),
+            None if tailnet.as_ref().is_some_and(|t| t.uses_exit_node()) => None,
+            None => anyhow::bail!("routing.use_exit_node names no peer"),
+        },
         None => None,
     };
     let exit_v6 = match (&config.routing.uplink, config.routing.exit_node) {
@@ -444,7 +449,7 @@ async fn run_inner(mut config: Config, up: &mut bool) -> Result<bool> {
         exit_node: config.routing.exit_node,
         exit_allow_lan: config.routing.exit_node_allow_lan,
         use_exit,
-        bridge_internet: config.routing.bridge_internet && use_exit.is_none(),
+        bridge_internet: config.routing.bridge_internet && config.routing.use_exit_node.is_none(),
         bridge_allow_lan: config.routing.bridge_allow_lan,
     };
     let engine_config = EngineConfig {
@@ -625,6 +630,9 @@ async fn flush_tailnet(
         static_peers.set_tailnet(t.peer_set());
         // Queued packets and handshakes go out on the engine's next timer.
         static_peers.apply(std::time::Instant::now(), config, engine.mesh_mut());
+        if t.uses_exit_node() {
+            crate::tailnet::exit::sync_engine(engine, t.exit_node());
+        }
     }
 }
 
@@ -839,11 +847,25 @@ async fn event_loop(
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             r = dev.tap.recv(&mut tap_buf) => match r {
-                Ok(n) => engine.handle_tap_frame(read_now(), &tap_buf[..n]),
+                Ok(n) => {
+                    engine.handle_tap_frame(read_now(), &tap_buf[..n]);
+                    // What else is queued, before the loop's other work: one
+                    // wakeup per frame would cost more than the frame.
+                    for _ in 1..DEV_BATCH {
+                        let Ok(n) = dev.tap.try_recv(&mut tap_buf) else { break };
+                        engine.handle_tap_frame(read_now(), &tap_buf[..n]);
+                    }
+                }
                 Err(e) => tracing::warn!("reading the TAP: {e}"),
             },
             r = dev.tun.recv(&mut tun_buf) => match r {
-                Ok(n) => engine.handle_tun_packet(read_now(), &tun_buf[..n]),
+                Ok(n) => {
+                    engine.handle_tun_packet(read_now(), &tun_buf[..n]);
+                    for _ in 1..DEV_BATCH {
+                        let Ok(n) = dev.tun.try_recv(&mut tun_buf) else { break };
+                        engine.handle_tun_packet(read_now(), &tun_buf[..n]);
+                    }
+                }
                 Err(e) => tracing::warn!("reading the TUN: {e}"),
             },
             r = udp.recv_from(&mut udp_buf) => match r {
@@ -888,12 +910,15 @@ async fn event_loop(
                     engine.set_host_addresses(own);
                     let set = t.peer_set();
                     // The host reaches the tailnet's peers through the TUN
-                    // (replies from the box's tailnet address); IPv4 only
-                    // (the TUN has no IPv6), new routes only, off the loop.
+                    // (replies from the box's tailnet address, and from the
+                    // uplink to the peers using the box as exit node); IPv6
+                    // only when the exit node serves it (else the TUN has
+                    // none), new routes only, off the loop.
+                    let v6 = engine.policy().exit_v6;
                     let nets: Vec<ipnet::IpNet> = set
                         .iter()
                         .flat_map(|p| p.allowed_ips.iter().copied())
-                        .filter(|n| matches!(n, ipnet::IpNet::V4(_)) && !tailnet_routes.contains(n))
+                        .filter(|n| (v6 || matches!(n, ipnet::IpNet::V4(_))) && !tailnet_routes.contains(n))
                         .collect();
                     tailnet_routes.extend(nets.iter().copied());
                     if let (false, Ok(idx)) = (nets.is_empty(), dev.tun.if_index()) {
@@ -906,6 +931,9 @@ async fn event_loop(
                     }
                     static_peers.set_tailnet(set);
                     static_peers.apply(now, config, engine.mesh_mut());
+                    if t.uses_exit_node() {
+                        crate::tailnet::exit::sync_engine(engine, t.exit_node());
+                    }
                 }
             }
             Some((name, addr)) = static_peers.next_resolved() => {
@@ -932,6 +960,7 @@ async fn event_loop(
                     restart_now: &mut restart_now,
                     factory_reset: &mut factory_reset,
                     host: &host.borrow().clone(),
+                    tailnet: tailnet.as_deref(),
                 });
                 let _ = p.reply.send(reply);
                 if factory_reset {

@@ -51,6 +51,11 @@ enum Command {
         #[command(subcommand)]
         action: PeerAction,
     },
+    /// The box as a tailnet node (`[tailnet]`).
+    Tailnet {
+        #[command(subcommand)]
+        action: TailnetAction,
+    },
     /// Factory reset: erase config, keys and state of the running box and
     /// restart it unconfigured, to its first-start page (like a long press of
     /// the reset button; for boards whose buttons belong to /etc/rc.button).
@@ -110,6 +115,29 @@ enum PeerAction {
         #[arg(long, value_name = "PATH", conflicts_with = "config")]
         socket: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum TailnetAction {
+    /// Log the box out of the tailnet: the control server expires its node,
+    /// its tailnet peers leave the mesh; the next start registers again.
+    Logout {
+        /// The daemon's config file (to find its socket).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The daemon's API socket.
+        #[arg(long, value_name = "PATH", conflicts_with = "config")]
+        socket: Option<PathBuf>,
+    },
+}
+
+/// The tailnet section of the running box's status.
+fn tailnet_status(path: &std::path::Path) -> Result<meshbridge::api::TailnetStatus> {
+    let v = ask(path, meshbridge::api::Request::Status)?;
+    let s: meshbridge::api::Status =
+        serde_json::from_value(v).context("reading the daemon's status")?;
+    s.tailnet
+        .context("the box is not in a tailnet (no [tailnet] section in its config)")
 }
 
 fn socket_path(socket: Option<PathBuf>, config: Option<PathBuf>) -> Result<PathBuf> {
@@ -256,6 +284,31 @@ fn real_main(cli: Cli) -> Result<()> {
                 }
             }
             return Ok(());
+        }
+        Some(Command::Tailnet {
+            action: TailnetAction::Logout { config, socket },
+        }) => {
+            let path = socket_path(socket, config.or(cli.config.clone()))?;
+            ask(&path, meshbridge::api::Request::TailnetLogout)?;
+            // The control task logs out in the background: wait for it.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            loop {
+                let t = tailnet_status(&path)?;
+                if t.state == meshbridge::api::TailnetState::LoggedOut {
+                    match &t.error {
+                        Some(e) => println!("logged out of the tailnet on this box ({e})"),
+                        None => println!("logged out of {}", t.control_url),
+                    }
+                    println!("the next start of meshbridge registers again");
+                    return Ok(());
+                }
+                anyhow::ensure!(
+                    std::time::Instant::now() < deadline,
+                    "the logout did not finish within 20 s (state: {})",
+                    t.state.words()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
         }
         Some(Command::FactoryReset {
             yes,

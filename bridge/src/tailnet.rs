@@ -29,19 +29,47 @@ use meshbridge_tailnet::disco::{self, Disco, DiscoEvent, DiscoPeer};
 use meshbridge_tailnet::keys::{MachinePrivate, NodeKeys, NodePrivate, NodePublic};
 use meshbridge_tailnet::mapstream::MAP_WATCHDOG;
 use meshbridge_tailnet::netmap::{Applied, Netmap, TailnetPeer};
+use meshbridge_web::proto::{TailnetPeerStatus, TailnetState, TailnetStatus};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{mpsc, watch};
+
+pub mod exit;
 
 /// The key file in `state_dir`.
 pub const KEY_FILE: &str = "tailnet-keys.json";
 
 /// Longest wait between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// How often the control task looks whether the box's local endpoints
+/// changed (then it tells the control server, without a new stream).
+const ENDPOINT_CHECK: Duration = Duration::from_secs(15);
+
+/// What the control task says about its session, for `meshbridge status`
+/// and the page (the peers come from the loop's [`Tailnet`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ControlState {
+    /// Login state.
+    pub state: TailnetState,
+    /// The pending login URL (state `NeedsLogin`).
+    pub login_url: Option<String>,
+    /// The last error, while retrying.
+    pub error: Option<String>,
+    /// Our MagicDNS name, from the netmap.
+    pub name: Option<String>,
+}
+
+/// What the loop asks the control task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Log out at the control server and stay out until the next start.
+    Logout,
+}
 
 /// What the control task tells the loop after each map update.
 #[derive(Debug, Clone)]
@@ -82,9 +110,9 @@ fn is_default_route(n: &IpNet) -> bool {
 
 /// The tailnet's peers as the mesh should run them: keyed by node key (the
 /// WireGuard public key), allowed IPs the peer's addresses, plus its
-/// subnet routes if `accept_routes` (never a default route: using a
-/// tailnet exit node is not supported yet). The endpoint is the path disco
-/// confirmed, if any.
+/// subnet routes if `accept_routes` (never a default route: the exit node
+/// the bridged devices use gets one in [`Tailnet::peer_set`]). The endpoint
+/// is the path disco confirmed, if any.
 pub fn peer_set(
     peers: &[TailnetPeer],
     paths: &HashMap<NodePublic, SocketAddr>,
@@ -179,7 +207,15 @@ pub struct Tailnet {
     paths: HashMap<NodePublic, SocketAddr>,
     disco: Disco<StdRng>,
     paths_changed: bool,
+    /// `[routing] use_exit_node`, when it names a tailnet node.
+    exit: Option<exit::ExitNode>,
     task: tokio::task::JoinHandle<()>,
+    /// The control task's state.
+    state: watch::Receiver<ControlState>,
+    /// Commands to the control task.
+    commands: mpsc::Sender<Command>,
+    control_url: String,
+    hostname: String,
 }
 
 impl Drop for Tailnet {
@@ -226,7 +262,11 @@ impl Tailnet {
             StdRng::from_entropy(),
         );
         let (tx, updates) = mpsc::channel(4);
-        let task = tokio::spawn(control_task(settings, keys, tx));
+        let (state_tx, state) = watch::channel(ControlState::default());
+        let (commands, commands_rx) = mpsc::channel(4);
+        let control_url = settings.control_url.clone();
+        let hostname = settings.identity.hostname.clone();
+        let task = tokio::spawn(control_task(settings, keys, tx, state_tx, commands_rx));
         Ok(Some(Tailnet {
             updates,
             accept_routes: t.accept_routes,
@@ -234,8 +274,59 @@ impl Tailnet {
             paths: HashMap::new(),
             disco,
             paths_changed: false,
+            exit: config
+                .routing
+                .use_exit_node
+                .clone()
+                .filter(|n| !config.peers.iter().any(|p| &p.name == n))
+                .map(exit::ExitNode::new),
             task,
+            state,
+            commands,
+            control_url,
+            hostname,
         }))
+    }
+
+    /// Ask the control task to log out (answered at once; the state
+    /// becomes `logged-out` when the control server took it).
+    pub fn logout(&self) -> std::result::Result<(), String> {
+        if self.state.borrow().state == TailnetState::LoggedOut {
+            return Err("the box is logged out of the tailnet already".into());
+        }
+        self.commands
+            .try_send(Command::Logout)
+            .map_err(|e| format!("the tailnet control task is busy or stopped: {e}"))
+    }
+
+    /// The tailnet section of `meshbridge status`.
+    pub fn status(&self) -> TailnetStatus {
+        let st = self.state.borrow().clone();
+        let (addresses, peers) = match &self.last {
+            Some(u) => (
+                u.addresses.iter().map(|a| a.to_string()).collect(),
+                u.peers
+                    .iter()
+                    .map(|p| TailnetPeerStatus {
+                        name: p.name.trim_end_matches('.').to_string(),
+                        addresses: p.addresses.iter().map(|a| a.to_string()).collect(),
+                        online: p.online,
+                        direct: self.paths.get(&p.node_key).map(|a| a.to_string()),
+                    })
+                    .collect(),
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        TailnetStatus {
+            state: st.state,
+            login_url: st.login_url,
+            error: st.error,
+            control_url: self.control_url.clone(),
+            hostname: self.hostname.clone(),
+            name: st.name.map(|n| n.trim_end_matches('.').to_string()),
+            addresses,
+            peers,
+        }
     }
 
     /// The next map update from the control task (cancel-safe).
@@ -259,6 +350,9 @@ impl Tailnet {
         self.disco.set_peers(now, &disco_peers);
         self.paths
             .retain(|k, _| update.peers.iter().any(|p| p.node_key == *k));
+        if let Some(e) = &mut self.exit {
+            e.update(&update.peers);
+        }
         self.last = Some(update);
     }
 
@@ -274,12 +368,27 @@ impl Tailnet {
             .collect()
     }
 
-    /// The tailnet's peers as the mesh should run them now.
+    /// The tailnet's peers as the mesh should run them now (the exit node,
+    /// if the bridged devices use one, with the default route).
     pub fn peer_set(&self) -> PeerSet {
-        match &self.last {
+        let mut set = match &self.last {
             Some(u) => peer_set(&u.peers, &self.paths, self.accept_routes),
             None => PeerSet::new(),
+        };
+        if let Some(k) = self.exit_node() {
+            exit::add_default_route(&mut set, &k);
         }
+        set
+    }
+
+    /// Whether `[routing] use_exit_node` names a tailnet node.
+    pub fn uses_exit_node(&self) -> bool {
+        self.exit.is_some()
+    }
+
+    /// That node, while the map has it offering an approved exit node.
+    pub fn exit_node(&self) -> Option<NodePublic> {
+        self.exit.as_ref().and_then(|e| e.node())
     }
 
     /// A disco datagram from the UDP socket.
@@ -345,12 +454,30 @@ async fn local_endpoints(url: &ControlUrl, port: u16) -> Vec<SocketAddr> {
     }
 }
 
-/// Register and stream the map until it fails; every update goes to `tx`.
-async fn session(
-    settings: &Settings,
-    keys: &mut NodeKeys,
-    tx: &mpsc::Sender<Update>,
-) -> Result<()> {
+/// How a session ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The loop is gone (daemon stopping).
+    Closed,
+    /// The netmap says our node key expired: register again at once.
+    KeyExpired,
+}
+
+/// Whether the netmap's self node says its key expired at `now`.
+pub fn self_expired(node: &meshbridge_tailnet::tailcfg::Node, now: SystemTime) -> bool {
+    node.expired
+        || node
+            .key_expiry
+            .as_deref()
+            .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok())
+            .is_some_and(|t| t <= now)
+}
+
+fn set_state(state: &watch::Sender<ControlState>, f: impl FnOnce(&mut ControlState)) {
+    state.send_modify(f);
+}
+
+async fn connect(settings: &Settings, keys: &NodeKeys) -> Result<(ControlUrl, ControlClient)> {
     if settings.control_url.starts_with("https://") {
         bail!("https control URLs are not supported yet (TLS under the Noise transport); use the control server's http:// URL");
     }
@@ -358,7 +485,7 @@ async fn session(
     let control_keys = fetch_control_key(&url)
         .await
         .context("fetching the control server's key (GET /key)")?;
-    let mut client = ControlClient::connect(
+    let client = ControlClient::connect(
         &url,
         &keys.machine_key,
         control_keys.public_key,
@@ -366,6 +493,19 @@ async fn session(
     )
     .await
     .context("opening the control connection (ts2021)")?;
+    Ok((url, client))
+}
+
+/// Register (auth key, else interactive login: the URL goes to the log and
+/// the state, and the follow-up request waits until an admin approved it),
+/// then stream the map until it fails; every update goes to `tx`.
+async fn session(
+    settings: &Settings,
+    keys: &mut NodeKeys,
+    tx: &mpsc::Sender<Update>,
+    state: &watch::Sender<ControlState>,
+) -> Result<Ended> {
+    let (url, mut client) = connect(settings, keys).await?;
     let auth_key = read_auth_key(&settings.auth_key)?;
     let mut req =
         control::register_request(keys, &url.url, &settings.identity, auth_key.as_deref());
@@ -379,6 +519,11 @@ async fn session(
             RegisterNext::Retry(r) => req = *r,
             RegisterNext::Login(u) => {
                 tracing::warn!("tailnet: log in at {u}");
+                set_state(state, |s| {
+                    s.state = TailnetState::NeedsLogin;
+                    s.login_url = Some(u.clone());
+                    s.error = None;
+                });
                 req = control::followup_request(&req, &u);
             }
             RegisterNext::Refused(why) => {
@@ -393,7 +538,12 @@ async fn session(
         keys.registered_with = Some(url.url.clone());
         save_keys(&settings.state_dir, keys)?;
     }
-    let endpoints = local_endpoints(&url, settings.listen_port).await;
+    set_state(state, |s| {
+        s.state = TailnetState::LoggedIn;
+        s.login_url = None;
+        s.error = None;
+    });
+    let mut endpoints = local_endpoints(&url, settings.listen_port).await;
     tracing::info!(
         "tailnet: registered; endpoints [{}]",
         endpoints
@@ -408,16 +558,48 @@ async fn session(
         .context("opening the map stream (POST /machine/map)")?;
     let mut nm = Netmap::new();
     let mut first = true;
+    let mut check = tokio::time::interval(ENDPOINT_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    check.tick().await;
+    let deadline = || tokio::time::Instant::now() + MAP_WATCHDOG;
+    let mut silent_until = deadline();
     loop {
-        let msg = tokio::time::timeout(MAP_WATCHDOG, stream.next())
-            .await
-            .context("the map stream was silent too long")?
-            .context("reading the map stream")?;
+        let msg = tokio::select! {
+            m = stream.next() => m.context("reading the map stream")?,
+            _ = tokio::time::sleep_until(silent_until) => bail!("the map stream was silent too long"),
+            _ = check.tick() => {
+                let now_eps = local_endpoints(&url, settings.listen_port).await;
+                if !now_eps.is_empty() && now_eps != endpoints {
+                    send_endpoints(&mut client, keys, &settings.identity, &now_eps).await?;
+                    endpoints = now_eps;
+                }
+                continue;
+            }
+        };
+        silent_until = deadline();
         let Some(msg) = msg else {
             bail!("the control server ended the map stream");
         };
         if nm.apply(msg).context("applying a map message")? == Applied::KeepAlive {
             continue;
+        }
+        if let Some(me) = nm.self_node() {
+            if self_expired(me, SystemTime::now()) {
+                tracing::warn!(
+                    "tailnet: the control server says our node key expired; registering again"
+                );
+                keys.registered_with = None;
+                save_keys(&settings.state_dir, keys)?;
+                set_state(state, |s| {
+                    s.state = TailnetState::Starting;
+                    s.error = Some("the node key expired; registering again".into());
+                });
+                return Ok(Ended::KeyExpired);
+            }
+            let name = (!me.name.is_empty()).then(|| me.name.clone());
+            if state.borrow().name != name {
+                set_state(state, |s| s.name = name);
+            }
         }
         let addresses = nm
             .self_node()
@@ -437,30 +619,163 @@ async fn session(
             first = false;
         }
         if tx.send(Update { addresses, peers }).await.is_err() {
-            return Ok(());
+            return Ok(Ended::Closed);
         }
     }
 }
 
-/// The control client: sessions forever, with backoff between failures.
-async fn control_task(settings: Settings, mut keys: NodeKeys, tx: mpsc::Sender<Update>) {
+/// Tell the control server new endpoints while the stream stays open: a
+/// map request that neither streams nor wants peers (Tailscale's
+/// `sendMapRequest` with `OmitPeers`); its answer is drained and dropped.
+async fn send_endpoints(
+    client: &mut ControlClient,
+    keys: &NodeKeys,
+    id: &NodeIdentity,
+    endpoints: &[SocketAddr],
+) -> Result<()> {
+    tracing::info!(
+        "tailnet: endpoints changed to [{}]; telling the control server",
+        endpoints
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let update = control::endpoint_update_request(keys, id, endpoints);
+    let mut answer = client
+        .map_stream(&update)
+        .await
+        .context("sending an endpoint update (POST /machine/map)")?;
+    let drain = async {
+        while answer.next().await?.is_some() {}
+        Ok::<_, meshbridge_tailnet::client::ClientError>(())
+    };
+    match tokio::time::timeout(Duration::from_secs(10), drain).await {
+        Ok(r) => r.context("reading the endpoint update's answer")?,
+        Err(_) => tracing::debug!("tailnet: the endpoint update's answer did not end; dropped"),
+    }
+    Ok(())
+}
+
+/// Log out at the control server (a registration with an expiry in the
+/// past, on its own connection), then forget that the node key is
+/// registered: the next start registers anew (the auth key, else a login
+/// URL) as the same machine. The node key itself is the mesh's WireGuard
+/// key and stays.
+async fn logout(settings: &Settings, keys: &mut NodeKeys) -> Result<()> {
+    let (_, mut client) = connect(settings, keys).await?;
+    let resp = client
+        .register(&control::logout_request(keys))
+        .await
+        .context("logging out (POST /machine/register)")?;
+    if !resp.error.is_empty() {
+        bail!("the control server refused the logout: {}", resp.error);
+    }
+    keys.registered_with = None;
+    save_keys(&settings.state_dir, keys)
+}
+
+/// What ended one turn of the control task.
+enum Turn {
+    Session(Result<Ended>),
+    Command(Option<Command>),
+    Slept,
+}
+
+/// The control client: sessions forever, with backoff between failures,
+/// until a logout (then it waits for the daemon to stop).
+async fn control_task(
+    settings: Settings,
+    mut keys: NodeKeys,
+    tx: mpsc::Sender<Update>,
+    state: watch::Sender<ControlState>,
+    mut commands: mpsc::Receiver<Command>,
+) {
     let mut backoff = Duration::from_secs(1);
     loop {
         let started = Instant::now();
-        match session(&settings, &mut keys, &tx).await {
-            Ok(()) => return,
-            Err(e) => tracing::warn!("tailnet: {e:#}; trying again in {}s", backoff.as_secs()),
+        let turn = tokio::select! {
+            r = session(&settings, &mut keys, &tx, &state) => Turn::Session(r),
+            c = commands.recv() => Turn::Command(c),
+        };
+        match turn {
+            Turn::Session(Ok(Ended::Closed)) => return,
+            Turn::Session(Ok(Ended::KeyExpired)) => continue,
+            Turn::Session(Err(e)) => {
+                tracing::warn!("tailnet: {e:#}; trying again in {}s", backoff.as_secs());
+                set_state(&state, |s| {
+                    s.state = TailnetState::Error;
+                    s.login_url = None;
+                    s.error = Some(format!("{e:#}"));
+                });
+            }
+            Turn::Command(None) => return,
+            Turn::Command(Some(Command::Logout)) => {
+                do_logout(&settings, &mut keys, &tx, &state).await;
+                break;
+            }
+            Turn::Slept => {}
         }
         if tx.is_closed() {
             return;
         }
-        tokio::time::sleep(backoff).await;
+        let turn = tokio::select! {
+            _ = tokio::time::sleep(backoff) => Turn::Slept,
+            c = commands.recv() => Turn::Command(c),
+        };
+        match turn {
+            Turn::Command(None) => return,
+            Turn::Command(Some(Command::Logout)) => {
+                do_logout(&settings, &mut keys, &tx, &state).await;
+                break;
+            }
+            _ => {}
+        }
         backoff = if started.elapsed() > MAX_BACKOFF {
             Duration::from_secs(1)
         } else {
             (backoff * 2).min(MAX_BACKOFF)
         };
     }
+    // Logged out: stay so until the next start.
+    while commands.recv().await.is_some() {}
+}
+
+async fn do_logout(
+    settings: &Settings,
+    keys: &mut NodeKeys,
+    tx: &mpsc::Sender<Update>,
+    state: &watch::Sender<ControlState>,
+) {
+    tracing::warn!("tailnet: logging out of {}", settings.control_url);
+    let error = match logout(settings, keys).await {
+        Ok(()) => None,
+        Err(e) => {
+            // Not registered there (any more), or unreachable: forget the
+            // registration anyway, so the next start registers anew.
+            tracing::warn!("tailnet: logout at the control server failed: {e:#}");
+            keys.registered_with = None;
+            if let Err(e) = save_keys(&settings.state_dir, keys) {
+                tracing::error!("tailnet: {e:#}");
+            }
+            Some(format!(
+                "the control server did not confirm the logout: {e:#}"
+            ))
+        }
+    };
+    tracing::info!("tailnet: logged out; the tailnet's peers leave the mesh");
+    set_state(state, |s| {
+        s.state = TailnetState::LoggedOut;
+        s.login_url = None;
+        s.name = None;
+        s.error = error;
+    });
+    let _ = tx
+        .send(Update {
+            addresses: Vec::new(),
+            peers: Vec::new(),
+        })
+        .await;
 }
 
 #[cfg(test)]
@@ -568,7 +883,12 @@ mod tests {
                 StdRng::seed_from_u64(1),
             ),
             paths_changed: false,
+            exit: None,
             task: tokio::spawn(async {}),
+            state: watch::channel(ControlState::default()).1,
+            commands: mpsc::channel(1).0,
+            control_url: "http://hs".into(),
+            hostname: "box".into(),
         };
         let lap_addr: SocketAddr = "10.99.0.20:41641".parse().unwrap();
         let mut lap = peer(1, &["100.64.0.1/32"], &["100.64.0.1/32"]);
@@ -616,6 +936,94 @@ mod tests {
             t.peer_set().get(&PublicKey([1; 32])).unwrap().endpoint,
             Some(lap_addr)
         );
+    }
+
+    #[test]
+    fn an_expired_self_node_is_seen_by_flag_or_key_expiry() {
+        use meshbridge_tailnet::tailcfg::Node;
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut n = Node::default();
+        assert!(!self_expired(&n, now), "no expiry: never");
+        n.key_expiry = Some("2030-01-01T00:00:00Z".into());
+        assert!(!self_expired(&n, now));
+        n.key_expiry = Some("2026-12-01T08:00:00.123456789Z".into());
+        assert!(self_expired(&n, now), "an expiry in the past");
+        n.key_expiry = Some("0001-01-01T00:00:00Z".into());
+        assert!(!self_expired(&n, now), "Go's zero time is no expiry");
+        n.key_expiry = None;
+        n.expired = true;
+        assert!(self_expired(&n, now));
+    }
+
+    /// The status the loop reports: the control task's state plus the
+    /// peers of the last update (online, and direct where disco confirmed a
+    /// path); a logout reaches the control task, once.
+    #[tokio::test]
+    async fn status_has_the_login_state_and_the_peers() {
+        let (_tx, updates) = mpsc::channel(1);
+        let (state_tx, state) = watch::channel(ControlState::default());
+        let (commands, mut commands_rx) = mpsc::channel(1);
+        let mut t = Tailnet {
+            updates,
+            accept_routes: false,
+            last: None,
+            paths: HashMap::new(),
+            disco: Disco::new(
+                meshbridge_tailnet::keys::DiscoPrivate::from_bytes([11; 32]),
+                NodePublic::from_bytes([2; 32]),
+                StdRng::seed_from_u64(1),
+            ),
+            paths_changed: false,
+            exit: None,
+            task: tokio::spawn(async {}),
+            state,
+            commands,
+            control_url: "http://hs".into(),
+            hostname: "tbox".into(),
+        };
+        let s = t.status();
+        assert_eq!((s.state, s.peers.len()), (TailnetState::Starting, 0));
+        state_tx.send_modify(|s| {
+            s.state = TailnetState::NeedsLogin;
+            s.login_url = Some("http://hs/register/x".into());
+        });
+        let s = t.status();
+        assert_eq!(s.state, TailnetState::NeedsLogin);
+        assert_eq!(s.login_url.as_deref(), Some("http://hs/register/x"));
+        state_tx.send_modify(|s| {
+            s.state = TailnetState::LoggedIn;
+            s.login_url = None;
+            s.name = Some("tbox.tailnet.test.".into());
+        });
+        let mut off = peer(3, &["100.64.0.3/32"], &[]);
+        off.online = Some(false);
+        t.on_update(
+            Instant::now(),
+            Update {
+                addresses: vec!["100.64.0.1/32".parse().unwrap()],
+                peers: vec![peer(1, &["100.64.0.2/32"], &[]), off],
+            },
+        );
+        t.paths.insert(
+            NodePublic::from_bytes([1; 32]),
+            "10.99.0.20:41641".parse().unwrap(),
+        );
+        let s = t.status();
+        assert_eq!(s.name.as_deref(), Some("tbox.tailnet.test"));
+        assert_eq!(s.addresses, vec!["100.64.0.1/32"]);
+        assert_eq!(s.peers[0].name, "laptop1.tailnet.example");
+        assert_eq!(
+            (s.peers[0].online, s.peers[0].direct.as_deref()),
+            (Some(true), Some("10.99.0.20:41641"))
+        );
+        assert_eq!(
+            (s.peers[1].online, s.peers[1].direct.as_deref()),
+            (Some(false), None)
+        );
+        t.logout().unwrap();
+        assert_eq!(commands_rx.recv().await, Some(Command::Logout));
+        state_tx.send_modify(|s| s.state = TailnetState::LoggedOut);
+        assert!(t.logout().is_err(), "logged out already");
     }
 
     #[test]

@@ -284,6 +284,25 @@ impl Engine {
         Ok(())
     }
 
+    /// The exit node the bridged devices' internet goes to
+    /// (`use_exit_node`), when it is only found while running (a tailnet
+    /// node from the control server's map). With `None`, that traffic goes
+    /// where the policy's `bridge_internet` says: the daemon keeps that off
+    /// while an exit node is configured, so it is dropped (the kill switch).
+    pub fn set_exit_peer(&mut self, peer: Option<PeerId>) {
+        self.config.policy.use_exit = peer;
+    }
+
+    /// The exit node the bridged devices' internet goes to now.
+    pub fn exit_peer(&self) -> Option<PeerId> {
+        self.config.policy.use_exit
+    }
+
+    /// The routing policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.config.policy
+    }
+
     /// Forget a bridged device's lease; returns whether it had one.
     pub fn forget_device(&mut self, mac: &Mac) -> bool {
         self.last_seen.remove(mac);

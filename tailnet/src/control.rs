@@ -86,9 +86,15 @@ pub fn register_request(
 /// After [`RegisterNext::Login`]: the same registration with the login URL
 /// as `Followup`. The server holds the answer until the user has logged in
 /// at that URL (or the login expired: then a new URL comes back).
+///
+/// An empty `Auth` (the interactive re-login of an expired node key, see
+/// [`after_register`]) stays: without it Headscale would look the expired
+/// key up again and answer `NodeKeyExpired` instead of waiting.
 pub fn followup_request(sent: &RegisterRequest, login_url: &str) -> RegisterRequest {
     let mut r = sent.clone();
-    r.auth = None;
+    if r.auth.as_ref().is_some_and(|a| !a.auth_key.is_empty()) {
+        r.auth = None;
+    }
     r.followup = login_url.to_string();
     r
 }
@@ -152,6 +158,19 @@ pub fn after_register(
     if resp.node_key_expired {
         return match retry_with_key() {
             Some(r) => RegisterNext::Retry(r),
+            // No auth key: ask for an interactive login. Tailscale's client
+            // would make a new node key here; ours is the mesh's WireGuard
+            // key, so it asks again with the same key and an empty `Auth`,
+            // which Headscale (`handleRegister`: a non-nil `Auth` skips the
+            // expired-key lookup) answers with a login URL; the login then
+            // renews the same node (same machine key and user).
+            None if sent.auth.is_none() => {
+                let mut again = sent.clone();
+                again.auth = Some(RegisterAuth::default());
+                again.followup.clear();
+                again.expiry = None;
+                RegisterNext::Retry(Box::new(again))
+            }
             None => RegisterNext::Expired,
         };
     }
@@ -290,6 +309,43 @@ mod tests {
             after_register(&again, &RegisterResponse::default(), Some("K")),
             RegisterNext::Refused(_)
         ));
+    }
+
+    /// Logged out (or expired) without an auth key: the same node key asks
+    /// for a login URL with an empty `Auth` (`"Auth":{}` on the wire), keeps
+    /// it on the follow-up, and gives up only if that is refused as expired.
+    #[test]
+    fn an_expired_key_without_auth_key_goes_to_interactive_login() {
+        let mut k = keys();
+        k.registered_with = Some("u".into());
+        let refresh = register_request(&k, "u", &id(), None);
+        let expired = RegisterResponse {
+            node_key_expired: true,
+            ..Default::default()
+        };
+        let RegisterNext::Retry(again) = after_register(&refresh, &expired, None) else {
+            panic!("an expired key without auth key must ask for a login")
+        };
+        assert_eq!(again.auth, Some(RegisterAuth::default()));
+        assert_eq!(again.node_key, refresh.node_key);
+        let wire = serde_json::to_value(&*again).unwrap();
+        assert_eq!(wire["Auth"], serde_json::json!({}));
+        let login = RegisterResponse {
+            auth_url: "http://hs/register/xyz".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            after_register(&again, &login, None),
+            RegisterNext::Login("http://hs/register/xyz".into())
+        );
+        let f = followup_request(&again, "http://hs/register/xyz");
+        assert_eq!(f.auth, Some(RegisterAuth::default()));
+        assert_eq!(after_register(&f, &expired, None), RegisterNext::Expired);
+        // A real key never rides along on the follow-up.
+        let mut with_key = register_request(&keys(), "u", &id(), Some("K"));
+        assert!(with_key.auth.is_some());
+        with_key = followup_request(&with_key, "http://hs/register/1");
+        assert_eq!(with_key.auth, None);
     }
 
     #[test]

@@ -543,6 +543,41 @@ function devicesCard(devices) {
       'No devices yet. Plug a printer or TV into the box\'s bridge port; it appears here when it asks for an address.'));
 }
 
+const TAILNET_STATES = { starting: 'connecting', 'needs-login': 'needs login', 'logged-in': 'logged in', 'logged-out': 'logged out', error: 'error' };
+
+function tailnetCard(t) {
+  const kv = (k, v) => (v === null || v === undefined || v === '') ? null : [h('dt', {}, k), h('dd', {}, v)];
+  const peers = t.peers || [];
+  const online = peers.filter((p) => p.online === true).length;
+  const direct = peers.filter((p) => p.direct).length;
+  const out = h('button', { class: 'btn danger small', type: 'button', id: 'tailnet-logout' }, 'Log out of the tailnet');
+  const err = formError();
+  out.addEventListener('click', async () => {
+    if (!confirm('Log this box out of the tailnet? Its tailnet peers lose it until meshbridge starts again and registers.')) return;
+    await busy(out.parentElement, async () => {
+      await api('POST', '/api/tailnet/logout', {});
+      setBanner('Logging out of the tailnet…', 'info');
+    });
+  });
+  const rows = peers.map((p) => h('tr', { dataset: { tailnetPeer: p.name } },
+    td('Peer', dot(p.online === true, ''), h('strong', {}, p.name)),
+    td('Address', (p.addresses || []).map((a) => a.split('/')[0]).join(', ') || '–'),
+    td('State', p.online === true ? 'online' : (p.online === false ? 'offline' : 'unknown')),
+    td('Path', p.direct ? `direct ${p.direct}` : h('span', { class: 'muted' }, 'relay / none'))));
+  return h('section', { class: 'card', id: 'status-tailnet' },
+    h('div', { class: 'card-head' }, h('h2', {}, 'Tailnet ', h('span', { class: 'tag ' + (t.state === 'logged-in' ? 'ok' : 'bad'), id: 'tailnet-state' }, TAILNET_STATES[t.state] || t.state)),
+      t.state === 'logged-out' ? null : h('div', {}, out, err)),
+    t.login_url ? h('p', { id: 'tailnet-login' }, 'This box waits for a login: ', h('a', { href: t.login_url, target: '_blank', rel: 'noopener' }, t.login_url),
+      ' (open it, or have the tailnet admin approve it).') : null,
+    t.state === 'logged-out' ? h('p', { class: 'muted' }, 'Logged out. Restart meshbridge to register again.') : null,
+    t.error ? h('p', { class: 'muted' }, t.error) : null,
+    h('dl', { class: 'kv' },
+      kv('Control server', t.control_url), kv('Name', t.name || t.hostname),
+      kv('Addresses', (t.addresses || []).join(', ')),
+      kv('Peers', `${peers.length} (${online} online, ${direct} direct)`)),
+    table('tailnet-peers', ['Peer', 'Address', 'State', 'Path'], rows, 'No tailnet peers.'));
+}
+
 const CHECK_NAMES = { dhcp: 'DHCP on the bridge', ip_forwarding: 'IP forwarding', uplink: 'Uplink', clock: 'Clock' };
 
 function healthCard(health) {
@@ -561,7 +596,7 @@ async function viewStatus(m, current) {
     const keep = window.scrollY;
     fill(m, pageHead('Status', h('span', { class: 'muted small live' }, 'live · every 3 s')),
       healthCard((s.health || []).slice().sort((a, c) => a.ok - c.ok)),
-      peersCard(s.peers || []), devicesCard(s.devices || []), boxCard(b));
+      peersCard(s.peers || []), s.tailnet ? tailnetCard(s.tailnet) : null, devicesCard(s.devices || []), boxCard(b));
     window.scrollTo(0, keep);
   };
   const poll = async () => {

@@ -76,6 +76,9 @@ pub enum Request {
     FactoryReset,
     /// Restart the daemon.
     Restart,
+    /// Log the box's tailnet node out at the control server (`[tailnet]`):
+    /// its tailnet peers leave the mesh; the next start registers again.
+    TailnetLogout,
 }
 
 /// A failed request: HTTP-style status, message, the config key at fault.
@@ -257,6 +260,82 @@ pub struct Status {
     pub devices: Vec<DeviceStatus>,
     /// Health checks.
     pub health: Vec<Health>,
+    /// The tailnet (`[tailnet]` set), else absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tailnet: Option<TailnetStatus>,
+}
+
+/// Where the box's tailnet login stands.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TailnetState {
+    /// Connecting to the control server, registering.
+    #[default]
+    Starting,
+    /// Waiting for an admin to approve the login URL.
+    NeedsLogin,
+    /// Registered; the map stream is open.
+    LoggedIn,
+    /// Logged out (`meshbridge tailnet logout`); a restart registers again.
+    LoggedOut,
+    /// The last attempt failed (see `error`); retrying.
+    Error,
+}
+
+impl TailnetState {
+    /// Plain words for the CLI and the page.
+    pub fn words(self) -> &'static str {
+        match self {
+            TailnetState::Starting => "starting",
+            TailnetState::NeedsLogin => "needs login",
+            TailnetState::LoggedIn => "logged in",
+            TailnetState::LoggedOut => "logged out",
+            TailnetState::Error => "error",
+        }
+    }
+}
+
+/// The box as a tailnet node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TailnetStatus {
+    /// Login state.
+    pub state: TailnetState,
+    /// The URL an admin opens (or registers on the control server) to let
+    /// the box in; only while `needs-login`.
+    #[serde(default)]
+    pub login_url: Option<String>,
+    /// What went wrong last (state `error`, or a retry in progress).
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The control server.
+    pub control_url: String,
+    /// The host name the box registers with.
+    #[serde(default)]
+    pub hostname: String,
+    /// The box's MagicDNS name (`tbox.tailnet.example.`), once logged in.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The box's tailnet addresses.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// The tailnet's peers.
+    #[serde(default)]
+    pub peers: Vec<TailnetPeerStatus>,
+}
+
+/// One tailnet peer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TailnetPeerStatus {
+    /// Its MagicDNS name.
+    pub name: String,
+    /// Its tailnet addresses.
+    pub addresses: Vec<String>,
+    /// Connected to the control server (absent: unknown).
+    #[serde(default)]
+    pub online: Option<bool>,
+    /// The direct UDP path disco confirmed (absent: none, relayed or idle).
+    #[serde(default)]
+    pub direct: Option<String>,
 }
 
 /// A peer as configured.

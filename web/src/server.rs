@@ -397,6 +397,7 @@ fn router(state: St) -> Router {
         .route("/api/backup", get(backup))
         .route("/api/restore", post(restore))
         .route("/api/restart", post(restart))
+        .route("/api/tailnet/logout", post(tailnet_logout))
         .route("/api/tokens", get(tokens).post(token_create))
         .route("/api/tokens/{name}", axum::routing::delete(token_delete))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_auth));
@@ -997,6 +998,10 @@ async fn restore(State(st): State<St>, body: Bytes) -> Response {
 
 async fn restart(State(st): State<St>) -> Response {
     forward(&st, Request::Restart).await
+}
+
+async fn tailnet_logout(State(st): State<St>) -> Response {
+    forward(&st, Request::TailnetLogout).await
 }
 
 async fn tokens(State(st): State<St>) -> Response {

@@ -4,14 +4,35 @@ use super::values::ifname;
 use super::{bad, raw, ConfigError, Peer, Routing};
 use ipnet::Ipv4Net;
 
+/// Whether `v` can name a tailnet node: a host name, its MagicDNS name
+/// (`laptop.tailnet.example`, a trailing dot allowed) or a tailnet address.
+fn tailnet_node_name(v: &str) -> bool {
+    if v.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let v = v.strip_suffix('.').unwrap_or(v);
+    !v.is_empty()
+        && v.len() <= 253
+        && v.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
 /// Validate `[routing]`; `names` are the interfaces meshbridge already uses
 /// (the uplink must be another one), `bridge` and `mesh` the two subnets.
+/// `tailnet`: `[tailnet]` is set, so `use_exit_node` may also name a
+/// tailnet node, found in the netmap while running.
 pub(super) fn validate_routing(
     r: &raw::Routing,
     peers: &[Peer],
     names: &[(&str, String)],
     bridge: Ipv4Net,
     mesh: Ipv4Net,
+    tailnet: bool,
 ) -> Result<Routing, ConfigError> {
     let uplink = r
         .uplink
@@ -53,7 +74,14 @@ pub(super) fn validate_routing(
     let exit_node = r.exit_node.unwrap_or(false);
     let use_exit_node = r.use_exit_node.clone();
     if let Some(name) = &use_exit_node {
-        if !peers.iter().any(|p| &p.name == name) {
+        let static_peer = peers.iter().any(|p| &p.name == name);
+        if !static_peer && tailnet && !tailnet_node_name(name) {
+            return Err(bad(
+                "routing.use_exit_node",
+                format!("{name:?} is neither the name of a [[mesh.peers]] entry nor a tailnet node (a host name like \"laptop\", its MagicDNS name, or its tailnet address)"),
+            ));
+        }
+        if !static_peer && !tailnet {
             return Err(bad(
                 "routing.use_exit_node",
                 format!("no peer is named {name:?}; use the name of a [[mesh.peers]] entry"),
