@@ -228,3 +228,91 @@ def build(tmp, binary, log):
 def versions(tools_dir):
     r = sh([str(tools_dir / "tailscaled"), "--version"], check=False)
     return "tailscaled " + ((r.stdout or r.stderr).splitlines() or ["?"])[0].strip()
+
+
+class TailscaledBoxBox:
+    """bench/run's "boxbox" scenario with `tailscaled` at both ends: two subnet routers in one
+    tailnet (each `--advertise-routes` its bridge, `--accept-routes` the other's, no SNAT), a device
+    behind each, over a direct path between the boxes. What measure() needs, as TailnetSite."""
+
+    def __init__(self, bed, label="tailscaled"):
+        self.bed, self.label = bed, label
+        self.box = bed.abox
+        # the second box, on headscale's bridge like the others
+        self.peer = bed._ns("cbox")
+        a, b = f"{bed.p}c0", f"{bed.p}c1"
+        sh(["ip", "link", "add", a, "type", "veth", "peer", "name", b])
+        sh(["ip", "link", "set", a, "netns", self.peer])
+        sh(["ip", "link", "set", b, "netns", bed.hs])
+        sh(["ip", "-n", bed.hs, "link", "set", b, "master", f"{bed.p}br"])
+        sh(["ip", "-n", bed.hs, "link", "set", b, "up"])
+        sh(["ip", "-n", self.peer, "addr", "add", "10.99.0.40/24", "dev", a])
+        sh(["ip", "-n", self.peer, "link", "set", a, "up"])
+        self.devs, self.ports = [], []
+        for tag, box in (("x", self.box), ("y", self.peer)):
+            dev = bed._ns(f"d{tag}")
+            port, dev_if = f"{bed.p}{tag}p", f"{bed.p}{tag}d"
+            sh(["ip", "link", "add", port, "type", "veth", "peer", "name", dev_if])
+            sh(["ip", "link", "set", port, "netns", box])
+            sh(["ip", "link", "set", dev_if, "netns", dev])
+            sh(["ip", "-n", box, "link", "set", port, "up"])
+            sh(["ip", "-n", dev, "link", "set", dev_if, "up"])
+            bed.run(dev, ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
+            self.devs.append((dev, dev_if))
+            self.ports.append(port)
+        self.client, self.server = self.devs[0][0], "10.78.2.100"
+        self.box_proc, self.box_procs = None, []
+        self.log = bed.tmp / f"{label}.log"
+
+    def box_pids(self):
+        return [p.pid for p in self.box_procs]
+
+    def start(self):
+        b = self.bed
+        for i, (box, name) in enumerate(((self.box, "abox"), (self.peer, "cbox"))):
+            net = i + 1
+            br = f"{b.p}{name[0]}br"
+            for cmd in (["ip", "link", "add", br, "type", "bridge"], ["ip", "link", "set", self.ports[i], "master", br],
+                        ["ip", "addr", "add", f"10.78.{net}.1/24", "dev", br], ["ip", "link", "set", br, "up"],
+                        ["sysctl", "-qw", "net.ipv4.ip_forward=1"]):
+                b.run(box, cmd)
+            cli, proc = b.tailscaled_in(box, name, [f"--advertise-routes=10.78.{net}.0/24", "--accept-routes",
+                                                    "--snat-subnet-routes=false"])
+            self.box_procs.append(proc)
+            if i == 0:
+                self.cli = cli
+            b.approve(name, f"10.78.{net}.0/24")
+            dev, dev_if = self.devs[i]
+            b.run(dev, ["ip", "addr", "add", f"10.78.{net}.100/24", "dev", dev_if])
+            b.run(dev, ["ip", "route", "add", "default", "via", f"10.78.{net}.1"])
+        self.box_proc = self.box_procs[0]
+        b.spawn(self.devs[1][0], ["iperf3", "-s", "-p", "5201"], b.tmp / "iperf3-boxbox-server.log")
+        self.reachable()
+        return wait_for(self.direct, timeout=60, what="a direct path between the two tailscaled boxes")
+
+    def direct(self):
+        st = self.bed.status(self.box, (self.cli, None))
+        for p in (st.get("Peer") or {}).values():
+            if p.get("HostName") == "cbox":
+                return p.get("CurAddr") or None
+        return None
+
+    def reachable(self, timeout=60):
+        wait_for(lambda: self.bed.run(self.client, ["ping", "-n", "-c", "1", "-W", "1", self.server],
+                                      check=False).returncode == 0,
+                 timeout=timeout, interval=0.3, what=f"{self.label}: device A -> device B ping")
+        wait_for(lambda: ":5201" in self.bed.run(self.devs[1][0], ["ss", "-ltn"], check=False).stdout,
+                 timeout=timeout, what="iperf3 server on device B")
+
+
+def build_boxbox(tmp, log):
+    """Headscale and two tailscaled subnet routers with a device each; returns (bed, site)."""
+    bed = TailnetBed(tmp, tools())
+    try:
+        site = TailscaledBoxBox(bed)
+        path = site.start()
+        log(f"tailscaled at both ends up (pids {site.box_pids()}), path between the boxes {path}")
+        return bed, site
+    except BaseException:
+        bed.close()
+        raise
