@@ -979,6 +979,37 @@ mod tests {
     use super::*;
     use meshbridge_tailnet::keys::DiscoPublic;
 
+    /// A `Tailnet` without a control task: the test feeds its updates.
+    fn fixture(
+        updates: mpsc::Receiver<Update>,
+        disco_key: meshbridge_tailnet::keys::DiscoPrivate,
+        hostname: &str,
+    ) -> Tailnet {
+        Tailnet {
+            updates,
+            accept_routes: false,
+            last: None,
+            paths: HashMap::new(),
+            disco: Disco::new(
+                disco_key,
+                NodePublic::from_bytes([2; 32]),
+                StdRng::seed_from_u64(1),
+            ),
+            paths_changed: false,
+            exit: None,
+            task: tokio::spawn(async {}),
+            state: watch::channel(ControlState::default()).1,
+            commands: mpsc::channel(1).0,
+            control_url: "http://hs".into(),
+            hostname: hostname.into(),
+            derp: Derp::new(NodePrivate::from_bytes([2; 32])),
+            relay: RelayAddrs::default(),
+            stun: StunProbe::default(),
+            stun_out: VecDeque::new(),
+            public_tx: watch::channel(None).0,
+        }
+    }
+
     fn peer(n: u8, addrs: &[&str], allowed: &[&str]) -> TailnetPeer {
         TailnetPeer {
             id: i64::from(n),
@@ -1068,29 +1099,7 @@ mod tests {
         let box_disco = DiscoPrivate::from_bytes([11; 32]);
         let lap_disco = DiscoPrivate::from_bytes([12; 32]);
         let (_tx, updates) = mpsc::channel(1);
-        let mut t = Tailnet {
-            updates,
-            accept_routes: false,
-            last: None,
-            paths: HashMap::new(),
-            disco: Disco::new(
-                box_disco.clone(),
-                NodePublic::from_bytes([2; 32]),
-                StdRng::seed_from_u64(1),
-            ),
-            paths_changed: false,
-            exit: None,
-            task: tokio::spawn(async {}),
-            state: watch::channel(ControlState::default()).1,
-            commands: mpsc::channel(1).0,
-            control_url: "http://hs".into(),
-            hostname: "box".into(),
-            derp: Derp::new(NodePrivate::from_bytes([2; 32])),
-            relay: RelayAddrs::default(),
-            stun: StunProbe::default(),
-            stun_out: VecDeque::new(),
-            public_tx: watch::channel(None).0,
-        };
+        let mut t = fixture(updates, box_disco.clone(), "box");
         let lap_addr: SocketAddr = "10.99.0.20:41641".parse().unwrap();
         let mut lap = peer(1, &["100.64.0.1/32"], &["100.64.0.1/32"]);
         lap.disco_key = Some(lap_disco.public());
@@ -1152,29 +1161,7 @@ mod tests {
         let box_disco = DiscoPrivate::from_bytes([11; 32]);
         let lap_disco = DiscoPrivate::from_bytes([12; 32]);
         let (_tx, updates) = mpsc::channel(1);
-        let mut t = Tailnet {
-            updates,
-            accept_routes: false,
-            last: None,
-            paths: HashMap::new(),
-            disco: Disco::new(
-                box_disco.clone(),
-                NodePublic::from_bytes([2; 32]),
-                StdRng::seed_from_u64(1),
-            ),
-            paths_changed: false,
-            exit: None,
-            task: tokio::spawn(async {}),
-            state: watch::channel(ControlState::default()).1,
-            commands: mpsc::channel(1).0,
-            control_url: "http://hs".into(),
-            hostname: "box".into(),
-            derp: Derp::new(NodePrivate::from_bytes([2; 32])),
-            relay: RelayAddrs::default(),
-            stun: StunProbe::default(),
-            stun_out: VecDeque::new(),
-            public_tx: watch::channel(None).0,
-        };
+        let mut t = fixture(updates, box_disco.clone(), "box");
         let lap_addr: SocketAddr = "10.99.0.20:41641".parse().unwrap();
         let mut lap = peer(1, &["100.64.0.1/32"], &["100.64.0.1/32"]);
         lap.disco_key = Some(lap_disco.public());
@@ -1313,29 +1300,13 @@ mod tests {
         let (_tx, updates) = mpsc::channel(1);
         let (state_tx, state) = watch::channel(ControlState::default());
         let (commands, mut commands_rx) = mpsc::channel(1);
-        let mut t = Tailnet {
+        let mut t = fixture(
             updates,
-            accept_routes: false,
-            last: None,
-            paths: HashMap::new(),
-            disco: Disco::new(
-                meshbridge_tailnet::keys::DiscoPrivate::from_bytes([11; 32]),
-                NodePublic::from_bytes([2; 32]),
-                StdRng::seed_from_u64(1),
-            ),
-            paths_changed: false,
-            exit: None,
-            task: tokio::spawn(async {}),
-            state,
-            commands,
-            control_url: "http://hs".into(),
-            hostname: "tbox".into(),
-            derp: Derp::new(NodePrivate::from_bytes([2; 32])),
-            relay: RelayAddrs::default(),
-            stun: StunProbe::default(),
-            stun_out: VecDeque::new(),
-            public_tx: watch::channel(None).0,
-        };
+            meshbridge_tailnet::keys::DiscoPrivate::from_bytes([11; 32]),
+            "tbox",
+        );
+        t.state = state;
+        t.commands = commands;
         let s = t.status();
         assert_eq!((s.state, s.peers.len()), (TailnetState::Starting, 0));
         state_tx.send_modify(|s| {
