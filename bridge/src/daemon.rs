@@ -973,6 +973,8 @@ async fn event_loop(
                     for ip in own.iter().filter(|ip| !tailnet_host_addrs.contains(ip)) {
                         if let Err(e) = dev.tun.add_address_v4(*ip, 32) {
                             tracing::warn!("adding the tailnet address {ip} to {}: {e}", config.tun_name);
+                        } else {
+                            discovery.serve_dns_on(std::net::IpAddr::V4(*ip)).await;
                         }
                     }
                     tailnet_host_addrs = own.clone();

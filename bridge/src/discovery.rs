@@ -235,7 +235,7 @@ pub(crate) fn browse(config: &Config, engine: &mut Engine) {
 pub(crate) async fn start_dns(
     config: &Config,
     engine: &Engine,
-) -> Result<Option<crate::dns::SharedNames>> {
+) -> Result<Option<(crate::dns::SharedNames, crate::dns::Handler)>> {
     if !config.dns_server.enabled {
         return Ok(None);
     }
@@ -289,7 +289,7 @@ pub(crate) async fn start_dns(
         proxy,
         tailnet: Default::default(),
     }));
-    crate::dns::start(names.clone(), &own, upstream, clients).await?;
+    let server = crate::dns::start(names.clone(), &own, upstream, clients).await?;
     tracing::info!(
         "DNS on {} and {}: names under {}, forwarding to {}",
         own[0],
@@ -297,12 +297,14 @@ pub(crate) async fn start_dns(
         config.domain,
         crate::dns::fmt_upstreams(&now_up)
     );
-    Ok(Some(names))
+    Ok(Some((names, server)))
 }
 
 /// Everything about names and discovery the daemon's loop talks to.
 pub struct Discovery {
     names: Option<crate::dns::SharedNames>,
+    /// The DNS server, and the addresses added to it since the start.
+    dns: Option<(crate::dns::Handler, Vec<IpAddr>)>,
     links: MdnsLinks,
     buf: Vec<u8>,
     browse_soon: bool,
@@ -312,16 +314,18 @@ impl Discovery {
     /// Start the DNS server and the box's mDNS names (errors are logged: the
     /// box still bridges without them).
     pub async fn start(config: &Config, engine: &Engine, handle: &rtnetlink::Handle) -> Discovery {
-        let names = match start_dns(config, engine).await {
-            Ok(n) => n,
+        let (names, dns) = match start_dns(config, engine).await {
+            Ok(Some((n, h))) => (Some(n), Some((h, Vec::new()))),
+            Ok(None) => (None, None),
             Err(e) => {
                 tracing::error!("DNS server not started: {e:#}");
-                None
+                (None, None)
             }
         };
         let links = MdnsLinks::start(config, handle).await;
         Discovery {
             names,
+            dns,
             links,
             buf: vec![0; 9000],
             browse_soon: false,
@@ -447,6 +451,23 @@ impl Discovery {
         drop(z);
         if new.discovery.services != old.discovery.services {
             browse(new, engine);
+        }
+    }
+
+    /// Serve DNS on one more of the box's addresses (its tailnet address,
+    /// so that tailnet peers reach the names the box serves); once per
+    /// address, errors logged.
+    pub async fn serve_dns_on(&mut self, ip: IpAddr) {
+        let Some((handler, added)) = self.dns.as_mut() else { return };
+        if added.contains(&ip) {
+            return;
+        }
+        match handler.serve(&[ip]).await {
+            Ok(()) => {
+                added.push(ip);
+                tracing::info!("DNS on {ip} too");
+            }
+            Err(e) => tracing::warn!("DNS on {ip}: {e:#}"),
         }
     }
 

@@ -207,10 +207,11 @@ impl Upstreams {
 }
 
 /// The request handler.
+#[derive(Clone)]
 pub struct Handler {
     names: SharedNames,
-    upstream: Upstreams,
-    clients: Vec<IpNet>,
+    upstream: Arc<Upstreams>,
+    clients: Arc<Vec<IpNet>>,
 }
 
 impl Handler {
@@ -392,35 +393,46 @@ impl RequestHandler for Handler {
     }
 }
 
-/// Start serving on `listen` (UDP and TCP port 53). Runs until the runtime stops.
+impl Handler {
+    /// Serve on more addresses (UDP and TCP port 53) with the same names,
+    /// upstreams and clients: the box's tailnet address once it has one.
+    pub async fn serve(&self, listen: &[IpAddr]) -> Result<()> {
+        let mut server = Server::new(self.clone());
+        for ip in listen {
+            let addr = SocketAddr::new(*ip, 53);
+            let udp = UdpSocket::bind(addr).await.with_context(|| {
+                format!("binding DNS on {addr}/udp (is another DNS server using it?)")
+            })?;
+            server.register_socket(udp);
+            let tcp = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding DNS on {addr}/tcp"))?;
+            server.register_listener(tcp, Duration::from_secs(5), 65535);
+        }
+        tokio::spawn(async move {
+            if let Err(e) = server.block_until_done().await {
+                tracing::error!("DNS server stopped: {e}");
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Start serving on `listen` (UDP and TCP port 53). Runs until the runtime
+/// stops; the handler returned serves more addresses later.
 pub async fn start(
     names: SharedNames,
     listen: &[IpAddr],
     upstream: Upstreams,
     clients: Vec<IpNet>,
-) -> Result<()> {
-    let mut server = Server::new(Handler {
+) -> Result<Handler> {
+    let handler = Handler {
         names,
-        upstream,
-        clients,
-    });
-    for ip in listen {
-        let addr = SocketAddr::new(*ip, 53);
-        let udp = UdpSocket::bind(addr).await.with_context(|| {
-            format!("binding DNS on {addr}/udp (is another DNS server using it?)")
-        })?;
-        server.register_socket(udp);
-        let tcp = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding DNS on {addr}/tcp"))?;
-        server.register_listener(tcp, Duration::from_secs(5), 65535);
-    }
-    tokio::spawn(async move {
-        if let Err(e) = server.block_until_done().await {
-            tracing::error!("DNS server stopped: {e}");
-        }
-    });
-    Ok(())
+        upstream: Arc::new(upstream),
+        clients: Arc::new(clients),
+    };
+    handler.serve(listen).await?;
+    Ok(handler)
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 //! short names it claims in the box's own zone (so that a bridged device
 //! can never take a tailnet node's name there).
 
-use hickory_server::proto::rr::rdata::{A, AAAA, SOA};
+use hickory_server::proto::rr::rdata::{A, AAAA, PTR, SOA};
 use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use ipnet::IpNet;
 use meshbridge_mdns::Lookup;
@@ -39,6 +39,8 @@ pub struct MagicDns {
     clients: Vec<IpNet>,
     /// Short name → addresses, the box's first: claimed in the box's zone.
     short: Vec<(String, Vec<IpAddr>, bool)>,
+    /// A node's address → its MagicDNS name (reverse lookups, `PTR`).
+    reverse: BTreeMap<IpAddr, Name>,
 }
 
 fn fqdn(s: &str) -> Option<Name> {
@@ -78,6 +80,9 @@ impl MagicDns {
             }
             if let Some(label) = first_label(&n) {
                 z.short.push((label, addrs.clone(), is_box));
+            }
+            for a in &addrs {
+                z.reverse.entry(*a).or_insert_with(|| n.clone());
             }
             z.hosts.entry(n).or_default().extend(addrs);
         };
@@ -137,10 +142,15 @@ impl MagicDns {
         )
     }
 
-    /// Answer `name`/`qtype`: `NotOurs` outside the tailnet's suffixes.
+    /// Answer `name`/`qtype`: `NotOurs` outside the tailnet's suffixes,
+    /// except the reverse names (`in-addr.arpa`, `ip6.arpa`) of the nodes'
+    /// addresses, which answer `PTR` with the node's MagicDNS name.
     pub fn lookup(&self, name: &Name, qtype: RecordType) -> Lookup {
         let mut fq = name.to_lowercase();
         fq.set_fqdn(true);
+        if let Some(answer) = self.reverse_lookup(&fq, qtype) {
+            return answer;
+        }
         let Some(suffix) = self
             .suffixes
             .iter()
@@ -161,6 +171,24 @@ impl MagicDns {
             None if fq == *suffix => Lookup::NoData(self.soa(suffix)),
             None => Lookup::NxDomain(self.soa(suffix)),
         }
+    }
+
+    /// A reverse name of a node's address (a whole address, not a
+    /// network): its `PTR`, or no data for other types.
+    fn reverse_lookup(&self, fq: &Name, qtype: RecordType) -> Option<Lookup> {
+        let net = fq.parse_arpa_name().ok()?;
+        if net.prefix_len() != net.max_prefix_len() {
+            return None;
+        }
+        let target = self.reverse.get(&net.addr())?;
+        Some(match qtype {
+            RecordType::PTR | RecordType::ANY => Lookup::Records(vec![Record::from_rdata(
+                fq.clone(),
+                TTL,
+                RData::PTR(PTR(target.clone())),
+            )]),
+            _ => Lookup::NoData(self.soa(&target.base_name())),
+        })
     }
 
     fn records(
@@ -245,6 +273,27 @@ mod tests {
 
     fn n(s: &str) -> Name {
         Name::from_ascii(s).unwrap()
+    }
+
+    #[test]
+    fn node_addresses_resolve_back_to_their_names() {
+        let z = zone();
+        let ptr = |a: &str| z.lookup(&Name::from(a.parse::<IpAddr>().unwrap()), RecordType::PTR);
+        assert_eq!(addrs(ptr("100.64.0.2")), vec!["laptop.tailnet.test."]);
+        assert_eq!(addrs(ptr("fd7a:115c:a1e0::2")), vec!["laptop.tailnet.test."]);
+        assert_eq!(addrs(ptr("100.64.0.1")), vec!["box.tailnet.test."]);
+        // Not a node's address (an extra record's, another host's): not ours.
+        assert!(matches!(ptr("100.64.0.9"), Lookup::NotOurs));
+        assert!(matches!(ptr("192.0.2.1"), Lookup::NotOurs));
+        // A network's reverse name, or another type: no PTR invented.
+        assert!(matches!(
+            z.lookup(&n("64.100.in-addr.arpa."), RecordType::PTR),
+            Lookup::NotOurs
+        ));
+        assert!(matches!(
+            z.lookup(&n("2.0.64.100.in-addr.arpa."), RecordType::A),
+            Lookup::NoData(_)
+        ));
     }
 
     #[test]

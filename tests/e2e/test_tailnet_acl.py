@@ -116,6 +116,9 @@ def test_headscale_policy_decides_what_reaches_the_bridged_device_and_magicdns_n
     r = tn.run(tn.dev, ["getent", "ahostsv4", "tbox.tailnet.test"], check=False)
     assert r.returncode == 0 and r.stdout.split()[0] == box_ip, r
     assert tn.run(tn.dev, ["getent", "ahostsv4", "nobody.tailnet.test"], check=False).returncode != 0
+    # Reverse lookups of tailnet addresses give their MagicDNS names.
+    ptr = tn.run(tn.dev, ["dig", "+short", "+time=2", "+tries=1", "@10.77.1.1", "-x", lap_ip], check=False)
+    assert ptr.stdout.split() == ["tlaptop.tailnet.test."], ptr
 
     # 2. Nothing may reach the device: ping and HTTP from the laptop fail
     # (while the laptop has the route and a direct path to the box).
@@ -139,6 +142,16 @@ def test_headscale_policy_decides_what_reaches_the_bridged_device_and_magicdns_n
     dig = ["dig", "+short", "+time=2", "+tries=1", "@10.77.1.1", f"printer.{domain}", "A"]
     got = wait_for(lambda: tn.run(tn.lap, dig, check=False).stdout.split(), timeout=20,
                    what="the device's name from the laptop")
+    assert got == [dev_ip], got
+    # And through the box's own tailnet address (where a split-DNS route for
+    # the box's domain points), once the policy lets the laptop reach it.
+    dig_box = ["dig", "+short", "+time=2", "+tries=1", f"@{box_ip}", f"printer.{domain}", "A"]
+    r = tn.run(tn.lap, dig_box, check=False)
+    assert r.returncode != 0 and "timed out" in r.stdout, ("the policy does not open the box's port 53", r)
+    set_policy(tn, POLICY_LAPTOP_TO_DEVICE_8000.replace('"10.77.1.1:53"', f'"10.77.1.1:53", "{box_ip}:53"'),
+               "to-8000-dns")
+    got = wait_for(lambda: (r := tn.run(tn.lap, dig_box, check=False)).returncode == 0 and r.stdout.split(),
+                   timeout=20, what="the device's name from the box's tailnet address")
     assert got == [dev_ip], got
 
     # 4. Back to the first policy: the device is closed again.
