@@ -458,7 +458,9 @@ impl Discovery {
     /// so that tailnet peers reach the names the box serves); once per
     /// address, errors logged.
     pub async fn serve_dns_on(&mut self, ip: IpAddr) {
-        let Some((handler, added)) = self.dns.as_mut() else { return };
+        let Some((handler, added)) = self.dns.as_mut() else {
+            return;
+        };
         if added.contains(&ip) {
             return;
         }

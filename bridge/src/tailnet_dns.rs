@@ -280,7 +280,10 @@ mod tests {
         let z = zone();
         let ptr = |a: &str| z.lookup(&Name::from(a.parse::<IpAddr>().unwrap()), RecordType::PTR);
         assert_eq!(addrs(ptr("100.64.0.2")), vec!["laptop.tailnet.test."]);
-        assert_eq!(addrs(ptr("fd7a:115c:a1e0::2")), vec!["laptop.tailnet.test."]);
+        assert_eq!(
+            addrs(ptr("fd7a:115c:a1e0::2")),
+            vec!["laptop.tailnet.test."]
+        );
         assert_eq!(addrs(ptr("100.64.0.1")), vec!["box.tailnet.test."]);
         // Not a node's address (an extra record's, another host's): not ours.
         assert!(matches!(ptr("100.64.0.9"), Lookup::NotOurs));
