@@ -5,14 +5,13 @@
 use crate::config::Config;
 use crate::host::netlink::{self, Installed};
 use crate::host::proc::HostFacts;
-use crate::persist::write_atomic;
 use anyhow::{Context, Result};
 use meshbridge_dhcp as dhcp;
 use meshbridge_engine::{Engine, EngineConfig, Event, Now, Transmit};
 use meshbridge_mesh::Mesh;
 use meshbridge_types::Mac;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::signal::unix::{signal, SignalKind};
@@ -45,55 +44,6 @@ pub fn read_now() -> Now {
     Now {
         mono: std::time::Instant::now(),
         wall: std::time::SystemTime::now(),
-    }
-}
-
-fn leases_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("leases.json")
-}
-
-/// Load persisted leases. A bad entry is dropped (and logged), not the
-/// file; a file that does not parse at all is kept aside (never deleted) and
-/// the server starts empty.
-pub fn load_leases(state_dir: &Path) -> dhcp::LeaseDb {
-    let path = leases_path(state_dir);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => match dhcp::LeaseDb::from_json_lossy(&text) {
-            Ok((db, skipped)) => {
-                for e in &skipped {
-                    tracing::warn!(
-                        "{}: {e}; that lease is dropped, the others are kept",
-                        path.display()
-                    );
-                }
-                db
-            }
-            Err(e) => {
-                let aside = state_dir.join("leases.json.unreadable");
-                let _ = std::fs::rename(&path, &aside);
-                tracing::error!(
-                    "{} is unreadable ({e}); kept it as {} and starting with no leases",
-                    path.display(),
-                    aside.display()
-                );
-                dhcp::LeaseDb::empty()
-            }
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => dhcp::LeaseDb::empty(),
-        Err(e) => {
-            tracing::error!(
-                "cannot read {}: {e}; starting with no leases",
-                path.display()
-            );
-            dhcp::LeaseDb::empty()
-        }
-    }
-}
-
-fn save_leases(state_dir: &Path, engine: &Engine) {
-    let json = engine.dhcp().snapshot().to_json();
-    if let Err(e) = write_atomic(&leases_path(state_dir), json.as_bytes()) {
-        tracing::error!("saving leases: {e:#}");
     }
 }
 
@@ -460,7 +410,7 @@ async fn run_inner(mut config: Config, up: &mut bool) -> Result<bool> {
         mtu: config.mtu,
         dhcp: dhcp_config,
     };
-    let leases = load_leases(&config.state_dir);
+    let (mut lease_store, leases) = crate::lease_store::LeaseStore::open(&config.state_dir);
     let mut engine =
         Engine::new(engine_config, mesh, leases, now).context("starting the DHCP server")?;
     let (udp, dual) = udp_socket(config.listen_port)?;
@@ -517,6 +467,7 @@ async fn run_inner(mut config: Config, up: &mut bool) -> Result<bool> {
             udp: &udp,
             dual,
             handle: &handle,
+            leases: &mut lease_store,
         },
         ControlPlane {
             requests,
@@ -530,7 +481,7 @@ async fn run_inner(mut config: Config, up: &mut bool) -> Result<bool> {
     )
     .await;
     let _ = std::fs::remove_file(&config.api_socket);
-    save_leases(&config.state_dir, &engine);
+    lease_store.close(engine.dhcp().snapshot());
 
     drop(devices);
     let cleaned = netlink::cleanup(&handle, &rec).await;
@@ -696,13 +647,16 @@ fn tailnet_rules(
     (filter, static_keys)
 }
 
-/// Lease writes, coalesced by `dhcp.persist_interval` to spare flash.
-struct LeaseWriter {
+/// Lease writes: at once (group commit: once per turn of the loop, before
+/// the replies go out), or coalesced by `dhcp.persist_interval` to spare
+/// flash.
+struct LeaseWriter<'a> {
+    store: &'a mut crate::lease_store::LeaseStore,
     last: Option<std::time::Instant>,
     pending: bool,
 }
 
-impl LeaseWriter {
+impl LeaseWriter<'_> {
     fn changed(&mut self, config: &Config, engine: &Engine) {
         self.pending = true;
         self.flush_if_due(config, engine);
@@ -713,7 +667,7 @@ impl LeaseWriter {
             .last
             .is_none_or(|t| t.elapsed() >= config.persist_interval);
         if self.pending && due {
-            save_leases(&config.state_dir, engine);
+            self.store.save(engine.dhcp().snapshot());
             self.pending = false;
             self.last = Some(std::time::Instant::now());
         }
@@ -834,6 +788,8 @@ struct Io<'a> {
     dual: bool,
     /// Netlink, for bridge ports that appear later.
     handle: &'a rtnetlink::Handle,
+    /// The lease file.
+    leases: &'a mut crate::lease_store::LeaseStore,
 }
 
 /// What feeds the loop's control plane: requests from the page and the
@@ -862,6 +818,7 @@ async fn event_loop(
         udp,
         dual,
         handle,
+        leases: lease_store,
     } = io;
     let ControlPlane {
         mut requests,
@@ -883,6 +840,7 @@ async fn event_loop(
     let mut health = tokio::time::interval(Duration::from_secs(60));
     let mut hw_tick = tokio::time::interval(Duration::from_secs(2));
     let mut leases = LeaseWriter {
+        store: lease_store,
         last: None,
         pending: false,
     };
@@ -891,11 +849,13 @@ async fn event_loop(
     // /proc and /sys are read on a blocking thread; the loop reads the cache.
     let host = crate::host::proc::spawn_refresh(HOST_FACTS_REFRESH).await;
     loop {
+        // Events first: a lease the server just gave is on flash before its
+        // DHCPACK goes out (one sync for the whole batch).
+        handle_events(config, engine, discovery, &mut leases);
         flush(engine, dev, udp, dual, tailnet.as_deref_mut()).await;
         if let Some(t) = tailnet.as_deref_mut() {
             flush_tailnet(t, config, engine, static_peers, udp, dual).await;
         }
-        handle_events(config, engine, discovery, &mut leases);
         let mdns_deadline = discovery.poll_timeout();
         let disco_deadline = tailnet
             .as_deref()
@@ -1052,6 +1012,7 @@ async fn event_loop(
                 let led = led_state(config, engine, &host.borrow());
                 hardware.report(led);
                 leases.flush_if_due(config, engine);
+                leases.store.tick();
             }
             _ = hardware.reset_requested() => {
                 tracing::warn!("reset button held: factory reset");

@@ -40,6 +40,7 @@ pub mod health;
 pub mod host;
 pub mod hw;
 #[cfg(feature = "dns")]
+pub mod lease_store;
 pub mod mdns_link;
 pub mod peers;
 pub mod persist;

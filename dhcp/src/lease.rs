@@ -93,6 +93,10 @@ struct InUse {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct LeaseTable {
     leases: BTreeMap<Mac, Lease>,
+    /// The records' addresses (at most one record per address): the index
+    /// that keeps address lookups and the free-address search off a scan of
+    /// every record.
+    by_ip: BTreeMap<Ipv4Addr, Mac>,
     offers: BTreeMap<Mac, Offer>,
     quarantine: BTreeMap<Ipv4Addr, SystemTime>,
     in_use: BTreeMap<Ipv4Addr, InUse>,
@@ -110,6 +114,31 @@ pub(crate) fn sanitize_hostname(raw: &str) -> Option<String> {
 }
 
 impl LeaseTable {
+    /// Adds or replaces `lease.mac`'s record; another MAC's record for the
+    /// same address is dropped.
+    fn put(&mut self, lease: Lease) {
+        self.drop_record(&lease.mac);
+        if let Some(other) = self.by_ip.get(&lease.ip).copied() {
+            self.drop_record(&other);
+        }
+        self.by_ip.insert(lease.ip, lease.mac);
+        self.leases.insert(lease.mac, lease);
+    }
+
+    /// Removes `mac`'s record (and its index entry).
+    fn drop_record(&mut self, mac: &Mac) -> Option<Lease> {
+        let old = self.leases.remove(mac)?;
+        if self.by_ip.get(&old.ip) == Some(mac) {
+            self.by_ip.remove(&old.ip);
+        }
+        Some(old)
+    }
+
+    /// The record naming `ip`, if any.
+    fn record_for_ip(&self, ip: Ipv4Addr) -> Option<&Lease> {
+        self.by_ip.get(&ip).and_then(|m| self.leases.get(m))
+    }
+
     /// All lease records, ordered by MAC.
     pub(crate) fn leases(&self) -> impl Iterator<Item = &Lease> {
         self.leases.values()
@@ -132,17 +161,13 @@ impl LeaseTable {
             }
         }
         let clash = self
-            .leases
-            .values()
-            .find(|l| l.ip == lease.ip && l.mac != lease.mac)
-            .map(|l| (l.mac, l.expires));
-        if let Some((other, expires)) = clash {
-            if expires >= lease.expires {
-                return false;
-            }
-            self.leases.remove(&other);
+            .record_for_ip(lease.ip)
+            .filter(|l| l.mac != lease.mac)
+            .map(|l| l.expires);
+        if clash.is_some_and(|expires| expires >= lease.expires) {
+            return false;
         }
-        self.leases.insert(lease.mac, lease);
+        self.put(lease);
         true
     }
 
@@ -158,9 +183,8 @@ impl LeaseTable {
 
     /// The MAC with an active lease on `ip`.
     pub(crate) fn active_mac_for(&self, ip: Ipv4Addr, now: SystemTime) -> Option<Mac> {
-        self.leases
-            .values()
-            .find(|l| l.ip == ip && l.is_active(now))
+        self.record_for_ip(ip)
+            .filter(|l| l.is_active(now))
             .map(|l| l.mac)
     }
 
@@ -173,9 +197,8 @@ impl LeaseTable {
         mac: &Mac,
         now: SystemTime,
     ) -> bool {
-        self.leases
-            .values()
-            .any(|l| l.ip == ip && l.mac != *mac && Self::recent(cfg, l, now))
+        self.record_for_ip(ip)
+            .is_some_and(|l| l.mac != *mac && Self::recent(cfg, l, now))
     }
 
     /// `l` is active or ended less than `lease_time × REMEMBER_LEASES` ago.
@@ -253,10 +276,38 @@ impl LeaseTable {
     ) -> Option<Ipv4Addr> {
         let start = u64::from(u32::from(cfg.range_start));
         let end = u64::from(u32::from(cfg.range_end));
-        // Addresses `mac` may not have now, sorted, so that we walk gaps
-        // instead of testing the range address by address (pools can be
-        // large; this stays O(n log n) in the number of records, and
-        // offers are capped at MAX_OFFERS).
+        // The lowest address nobody has ever held: walk the records'
+        // addresses in order (the index) to the first gap, then skip what
+        // else holds an address (the box, reservations, quarantine, ARP
+        // sightings, pending offers: few). No allocation, one pass.
+        let held_otherwise = |c: u64| {
+            let Ok(ip) = u32::try_from(c).map(Ipv4Addr::from) else {
+                return true;
+            };
+            ip == cfg.server_ip
+                || cfg.reserved_by(ip).is_some()
+                || self.is_quarantined(ip, now)
+                || self.seen_in_use_by_other(ip, mac, now)
+                || self.offers.values().any(|o| o.ip == ip && now < o.until)
+        };
+        let (Ok(lo), Ok(hi)) = (u32::try_from(start), u32::try_from(end)) else {
+            return None;
+        };
+        let mut records = self
+            .by_ip
+            .range(Ipv4Addr::from(lo)..=Ipv4Addr::from(hi))
+            .map(|(ip, _)| u64::from(u32::from(*ip)))
+            .peekable();
+        let mut candidate = start;
+        while candidate <= end {
+            while records.next_if(|&r| r < candidate).is_some() {}
+            if records.peek() == Some(&candidate) || held_otherwise(candidate) {
+                candidate += 1;
+                continue;
+            }
+            return u32::try_from(candidate).ok().map(Ipv4Addr::from);
+        }
+        // Every address is held, remembered or offered: the slow path.
         let mut blocked: BTreeSet<u64> = BTreeSet::new();
         blocked.insert(u64::from(u32::from(cfg.server_ip)));
         blocked.extend(
@@ -287,24 +338,6 @@ impl LeaseTable {
                 .iter()
                 .any(|(m, o)| o.ip == ip && m != mac && now < o.until)
         };
-        let mut taken = blocked.clone();
-        taken.extend(self.leases.values().map(|l| u64::from(u32::from(l.ip))));
-        taken.extend(
-            self.offers
-                .values()
-                .filter(|o| now < o.until)
-                .map(|o| u64::from(u32::from(o.ip))),
-        );
-        let mut candidate = start;
-        for &t in taken.range(start..=end) {
-            if t != candidate {
-                break;
-            }
-            candidate += 1;
-        }
-        if candidate <= end {
-            return u32::try_from(candidate).ok().map(Ipv4Addr::from);
-        }
         let usable =
             |ip: Ipv4Addr| cfg.in_range(ip) && !blocked.contains(&u64::from(u32::from(ip)));
         // Every address is held, remembered or offered: reuse the one whose
@@ -375,7 +408,6 @@ impl LeaseTable {
     ) -> Lease {
         self.offers.remove(&mac);
         self.offers.retain(|_, o| o.ip != ip);
-        self.leases.retain(|m, l| *m == mac || l.ip != ip);
         let hostname = hostname.or_else(|| self.leases.get(&mac).and_then(|l| l.hostname.clone()));
         let lease = Lease {
             mac,
@@ -384,7 +416,7 @@ impl LeaseTable {
             expires,
             state: LeaseState::Bound,
         };
-        self.leases.insert(mac, lease.clone());
+        self.put(lease.clone());
         lease
     }
 
@@ -410,7 +442,7 @@ impl LeaseTable {
             return false;
         }
         if had_lease {
-            self.leases.remove(mac);
+            self.drop_record(mac);
         }
         if had_offer {
             self.offers.remove(mac);
@@ -464,7 +496,7 @@ impl LeaseTable {
     /// Forgets everything about `mac`. Returns whether there was a lease.
     pub(crate) fn forget(&mut self, mac: &Mac) -> bool {
         self.offers.remove(mac);
-        self.leases.remove(mac).is_some()
+        self.drop_record(mac).is_some()
     }
 
     /// After a config change while running: forgets records and offers the config no
@@ -482,6 +514,8 @@ impl LeaseTable {
                     && l.ip != cfg.server_ip
                     && cfg.reserved_by(l.ip).is_none_or(|m| m == *mac))
         });
+        let leases = &self.leases;
+        self.by_ip.retain(|_, m| leases.contains_key(m));
         self.leases.len() != before
     }
 }
@@ -489,6 +523,83 @@ impl LeaseTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The address index says exactly what the records say, whatever the
+    /// order of binds, releases, declines, restores and reconfigurations.
+    #[test]
+    fn the_address_index_follows_every_change() {
+        let cfg = ServerConfig {
+            server_ip: Ipv4Addr::new(10, 0, 0, 1),
+            server_mac: Mac([2, 0, 0, 0, 0, 1]),
+            subnet_mask: Ipv4Addr::new(255, 255, 255, 0),
+            range_start: Ipv4Addr::new(10, 0, 0, 10),
+            range_end: Ipv4Addr::new(10, 0, 0, 29),
+            router: None,
+            dns: vec![],
+            domain: None,
+            mtu: None,
+            lease_time: Duration::from_secs(60),
+            reservations: vec![],
+            probe_interval: None,
+            serve: true,
+        };
+        let mut t = LeaseTable::default();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for step in 0..20_000u64 {
+            let now = t0 + Duration::from_secs(step / 10);
+            let mac = Mac([2, 0, 0, 0, 1, next(40) as u8]);
+            let ip = Ipv4Addr::new(10, 0, 0, 5 + next(30) as u8);
+            match next(7) {
+                0 | 1 => {
+                    if let Some(ip) = t.choose(&cfg, &mac, None, now) {
+                        t.bind(mac, ip, None, now + cfg.lease_time);
+                    }
+                }
+                2 => {
+                    t.bind(mac, ip, None, now + cfg.lease_time);
+                }
+                3 => {
+                    t.release(&mac, ip, now);
+                }
+                4 => {
+                    t.decline(&mac, ip, now);
+                }
+                5 => {
+                    t.restore(Lease {
+                        mac,
+                        ip,
+                        hostname: None,
+                        expires: now + Duration::from_secs(next(200)),
+                        state: LeaseState::Bound,
+                    });
+                }
+                _ => {
+                    if next(50) == 0 {
+                        let mut narrower = cfg.clone();
+                        narrower.range_end = Ipv4Addr::new(10, 0, 0, 20);
+                        t.retain_for_reconfig(&narrower, now);
+                    } else {
+                        t.forget(&mac);
+                    }
+                }
+            }
+            let derived: BTreeMap<Ipv4Addr, Mac> =
+                t.leases.values().map(|l| (l.ip, l.mac)).collect();
+            assert_eq!(
+                derived.len(),
+                t.leases.len(),
+                "two records for one address at step {step}"
+            );
+            assert_eq!(derived, t.by_ip, "index out of step at step {step}");
+        }
+    }
 
     #[test]
     fn hostname_sanitising() {

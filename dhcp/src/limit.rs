@@ -19,14 +19,16 @@ use crate::Mac;
 pub const PER_MAC_RATE: u32 = 4;
 /// Messages one MAC may send in a burst.
 pub const PER_MAC_BURST: u32 = 16;
-/// Messages per second all newcomers together may send, sustained.
-pub const NEWCOMER_RATE: u32 = 50;
+/// Messages per second all newcomers together may send, sustained: far
+/// above what a home network's devices need (a room of 1,000 phones
+/// arriving in one second), far below what a flood can send.
+pub const NEWCOMER_RATE: u32 = 2000;
 /// Messages all newcomers together may send in a burst.
-pub const NEWCOMER_BURST: u32 = 100;
+pub const NEWCOMER_BURST: u32 = 2000;
 /// Most per-MAC buckets kept; idle (full) buckets are dropped to make room.
 /// When none is idle, a MAC the server knows is let through untracked and a
 /// newcomer is refused.
-pub const MAX_TRACKED_MACS: usize = 1024;
+pub const MAX_TRACKED_MACS: usize = 4096;
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {

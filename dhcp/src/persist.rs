@@ -10,6 +10,18 @@
 //! `expires_unix` is whole seconds since the Unix epoch. Released and
 //! expired leases are kept (with their end time) because they are what lets a
 //! returning device get its old address.
+//!
+//! **Journal.** Rewriting the whole database for every lease costs a full
+//! write per new device; under load the daemon instead appends one journal
+//! line per group of changes ([`LeaseDb::journal_line`]): the changed
+//! records in the same format, plus the MACs whose records are gone,
+//!
+//! ```json
+//! {"version":1,"leases":[{"mac":"aa:bb:cc:dd:ee:01","ip":"192.168.50.101","hostname":null,"expires_unix":1700003600}],"removed":["aa:bb:cc:dd:ee:02"]}
+//! ```
+//!
+//! and replays the journal over the database when it starts
+//! ([`LeaseDb::apply_journal`]). A line cut short by a crash is skipped.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -224,6 +236,118 @@ impl LeaseDb {
     }
 }
 
+/// One journal line, as written by [`LeaseDb::journal_line`].
+#[derive(Serialize)]
+struct JournalOut<'a> {
+    version: u64,
+    leases: Vec<EntryOut<'a>>,
+    removed: Vec<String>,
+}
+
+fn entry_out(r: &LeaseRecord) -> EntryOut<'_> {
+    EntryOut {
+        mac: r.mac.to_string(),
+        ip: r.ip.to_string(),
+        hostname: r.hostname.as_deref(),
+        expires_unix: unix_secs(r.expires),
+    }
+}
+
+impl LeaseDb {
+    /// What changed from `old` to `self`, as one journal line (no newline):
+    /// the records that are new or differ (as persisted: whole seconds),
+    /// and the MACs `old` has and `self` has not. `None` if nothing did.
+    pub fn journal_line(&self, old: &LeaseDb) -> Option<String> {
+        let persisted = |r: &LeaseRecord| (r.ip, r.hostname.clone(), unix_secs(r.expires));
+        let before: std::collections::HashMap<Mac, _> =
+            old.records.iter().map(|r| (r.mac, persisted(r))).collect();
+        let now: std::collections::HashSet<Mac> = self.records.iter().map(|r| r.mac).collect();
+        let changed: Vec<EntryOut<'_>> = self
+            .records
+            .iter()
+            .filter(|r| before.get(&r.mac) != Some(&persisted(r)))
+            .map(entry_out)
+            .collect();
+        let removed: Vec<String> = old
+            .records
+            .iter()
+            .filter(|r| !now.contains(&r.mac))
+            .map(|r| r.mac.to_string())
+            .collect();
+        if changed.is_empty() && removed.is_empty() {
+            return None;
+        }
+        let line = JournalOut {
+            version: LEASE_DB_VERSION,
+            leases: changed,
+            removed,
+        };
+        serde_json::to_string(&line).ok()
+    }
+
+    /// Replays journal lines (see [`LeaseDb::journal_line`]) in order:
+    /// each line's records replace those of the same MAC, its `removed`
+    /// MACs are dropped. A line that is not a journal line (cut short by a
+    /// crash, damaged) is skipped whole; bad entries in a good line are
+    /// skipped alone. Returns how many lines and entries were skipped.
+    /// Never panics.
+    pub fn apply_journal(&mut self, text: &str) -> usize {
+        let mut index: std::collections::HashMap<Mac, usize> = self
+            .records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.mac, i))
+            .collect();
+        let mut slots: Vec<Option<LeaseRecord>> = self.records.drain(..).map(Some).collect();
+        let mut skipped = 0;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let Ok(Value::Object(mut top)) = serde_json::from_str::<Value>(line) else {
+                skipped += 1;
+                continue;
+            };
+            let (Some(LEASE_DB_VERSION), Some(Value::Array(entries))) = (
+                top.get("version").and_then(Value::as_u64),
+                top.remove("leases"),
+            ) else {
+                skipped += 1;
+                continue;
+            };
+            let removed = match top.remove("removed") {
+                Some(Value::Array(r)) => r,
+                None => Vec::new(),
+                Some(_) => {
+                    skipped += 1;
+                    continue;
+                }
+            };
+            for mac in removed {
+                match mac.as_str().and_then(|m| m.parse::<Mac>().ok()) {
+                    Some(mac) => {
+                        if let Some(i) = index.remove(&mac) {
+                            slots[i] = None;
+                        }
+                    }
+                    None => skipped += 1,
+                }
+            }
+            for (i, v) in entries.into_iter().enumerate() {
+                match entry_from_value(i, v) {
+                    Ok(r) => match index.get(&r.mac) {
+                        Some(&at) => slots[at] = Some(r),
+                        None => {
+                            index.insert(r.mac, slots.len());
+                            slots.push(Some(r));
+                        }
+                    },
+                    Err(_) => skipped += 1,
+                }
+            }
+        }
+        self.records = slots.into_iter().flatten().collect();
+        skipped
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,5 +466,62 @@ mod tests {
         for e in &skipped {
             assert!(e.to_string().starts_with("lease entry #"));
         }
+    }
+
+    fn rec(n: u8, ip: u8, expires: u64) -> LeaseRecord {
+        LeaseRecord {
+            mac: Mac([0xaa, 0xbb, 0xcc, 0xdd, 0xee, n]),
+            ip: Ipv4Addr::new(192, 168, 50, ip),
+            hostname: n.is_multiple_of(2).then(|| format!("dev{n}")),
+            expires: t(expires),
+        }
+    }
+
+    #[test]
+    fn a_journal_replays_changes_additions_and_removals_in_order() {
+        let base = LeaseDb::from_records(vec![
+            rec(1, 101, 1000),
+            rec(2, 102, 1000),
+            rec(3, 103, 1000),
+        ]);
+        let step1 = LeaseDb::from_records(vec![
+            rec(1, 101, 2000),
+            rec(2, 102, 1000),
+            rec(4, 104, 1000),
+        ]);
+        let step2 = LeaseDb::from_records(vec![rec(1, 101, 2000), rec(4, 110, 3000)]);
+        assert_eq!(base.journal_line(&base), None);
+        let l1 = step1.journal_line(&base).unwrap();
+        assert!(l1.contains(r#""removed":["aa:bb:cc:dd:ee:03"]"#), "{l1}");
+        assert!(
+            !l1.contains("ee:02"),
+            "unchanged records are not written: {l1}"
+        );
+        let l2 = step2.journal_line(&step1).unwrap();
+        let mut db = base.clone();
+        assert_eq!(db.apply_journal(&format!("{l1}\n{l2}\n")), 0);
+        let mut got = db.records().to_vec();
+        got.sort_by_key(|r| r.mac);
+        assert_eq!(got, step2.records());
+        // Sub-second differences are not changes (the file keeps seconds).
+        let mut finer = step2.clone();
+        finer.records[0].expires += Duration::from_millis(300);
+        assert_eq!(finer.journal_line(&step2), None);
+    }
+
+    #[test]
+    fn a_torn_or_hostile_journal_line_is_skipped_not_fatal() {
+        let base = LeaseDb::from_records(vec![rec(1, 101, 1000)]);
+        let good = LeaseDb::from_records(vec![rec(1, 101, 1000), rec(2, 102, 1000)])
+            .journal_line(&base)
+            .unwrap();
+        let torn = &good[..good.len() / 2];
+        let text = format!(
+            "{good}\n{torn}\n{{\"version\":2,\"leases\":[]}}\n{{\"version\":1,\"leases\":[{{\"mac\":\"zz\"}}],\"removed\":[7,\"aa:bb:cc:dd:ee:01\"]}}\n[]\n"
+        );
+        let mut db = base.clone();
+        // The torn line, the wrong version, the bad entry, the bad MAC, the array.
+        assert_eq!(db.apply_journal(&text), 5);
+        assert_eq!(db.records(), &[rec(2, 102, 1000)]);
     }
 }

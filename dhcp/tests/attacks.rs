@@ -132,9 +132,12 @@ fn starvation_flood_does_not_hurt_known_devices() {
         s.handle_timeout(start);
         send(&mut s, start, &request_renew(mac(1), holder)).unwrap();
         drain(&mut s);
-        let end = flood(&mut s, start, 5_000, request);
+        // 20,000/s for half a second: the newcomer budget lets its burst
+        // and half a second's rate through, no more.
+        let end = flood(&mut s, start, 20_000, request);
         let st = s.stats();
-        assert!(st.rate_limited >= 9_000, "{st:?}");
+        let let_through = u64::from(NEWCOMER_BURST + NEWCOMER_RATE / 2) + 1;
+        assert!(st.rate_limited >= 10_000 - let_through, "{st:?}");
         // The box still answers known devices, with their own addresses.
         assert_eq!(s.active_ip_for(&mac(1), end), Some(holder));
         assert_eq!(dora(&mut s, mac(2), end), released, "request={request}");
@@ -175,4 +178,24 @@ fn newcomers_share_a_budget() {
         10_000 - u64::from(NEWCOMER_RATE)
     );
     let _ = Ipv4Addr::UNSPECIFIED;
+}
+
+#[test]
+fn a_request_for_a_held_offer_is_not_charged_to_the_newcomers() {
+    let mut s = server();
+    send(&mut s, t0(), &discover(mac(1))).unwrap();
+    let offered = one_reply(&mut s).1.yiaddr();
+    // A flood of newcomers uses up the shared budget...
+    for n in 0..10_000 {
+        send(&mut s, t0(), &discover(random_mac(n))).unwrap();
+    }
+    drain(&mut s);
+    let limited = s.stats().rate_limited;
+    assert!(limited > 0);
+    // ...but the device that already holds an offer completes its exchange.
+    send(&mut s, t0(), &request_selecting(mac(1), offered, SERVER_IP)).unwrap();
+    let (_, ack) = one_reply(&mut s);
+    assert_eq!(msg_type(&ack), Some(MessageType::Ack));
+    assert_eq!(ack.yiaddr(), offered);
+    assert_eq!(s.stats().rate_limited, limited);
 }

@@ -35,8 +35,11 @@ impl Server {
             self.stats.chaddr_mismatch += 1;
             return Ok(());
         }
-        let known =
-            self.table.lease(&chaddr).is_some() || self.config.reservation_for(&chaddr).is_some();
+        // Known: a lease record, a reservation, or an offer still held for
+        // it (the REQUEST that takes an offer was paid for by its DISCOVER).
+        let known = self.table.lease(&chaddr).is_some()
+            || self.config.reservation_for(&chaddr).is_some()
+            || self.table.offer(&chaddr).is_some_and(|o| o.until > now);
         if !self.limiter.allow(chaddr, known, now) {
             self.stats.rate_limited += 1;
             return Ok(());
