@@ -13,7 +13,10 @@ Both servers under test get exactly the same frames, so the shim's own cost (one
 a few tens of microseconds per packet) is the same for both; it caps what can be measured at a few
 thousand exchanges per second (bench/dhcp-load reports its CPU).
 
-Usage: python3 dhcp_shim.py IFACE    (in the client namespace, as root)
+With ACK_LOG, the client MAC (chaddr) of every DHCPACK seen on the link is appended to that file, one
+per line, so that bench/dhcp-load can check which clients the server acknowledged.
+
+Usage: python3 dhcp_shim.py IFACE [ACK_LOG]    (in the client namespace, as root)
 """
 
 import socket
@@ -60,7 +63,24 @@ def to_link(udp, raw, stop):
             pass
 
 
-def from_link(udp, raw, stop):
+def is_ack(msg):
+    """Option 53 (message type) is 5 (DHCPACK)."""
+    i = 240
+    while i + 1 < len(msg):
+        code = msg[i]
+        if code == 0:
+            i += 1
+            continue
+        if code == 255:
+            return False
+        n = msg[i + 1]
+        if code == 53 and n == 1 and i + 2 < len(msg):
+            return msg[i + 2] == 5
+        i += 2 + n
+    return False
+
+
+def from_link(udp, raw, stop, ack_log=None):
     """link -> perfdhcp: server replies (UDP 67 -> 68)."""
     while not stop.is_set():
         try:
@@ -79,6 +99,9 @@ def from_link(udp, raw, stop):
         msg = bytearray(frame[u + 8:])
         if len(msg) < 240 or msg[0] != 2:
             continue
+        if ack_log is not None and is_ack(msg):
+            ack_log.write(":".join(f"{b:02x}" for b in msg[28:34]) + "\n")
+            ack_log.flush()
         msg[24:28] = socket.inet_aton(PERF[0])
         try:
             udp.sendto(bytes(msg), PERF)
@@ -95,7 +118,9 @@ def main():
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     raw.bind((ifc, ETH_P_IP))
     stop = threading.Event()
-    t = threading.Thread(target=from_link, args=(udp, raw, stop), daemon=True)
+    # O_APPEND: bench/dhcp-load empties the file between runs.
+    ack_log = open(sys.argv[2], "a", buffering=1) if len(sys.argv) > 2 else None
+    t = threading.Thread(target=from_link, args=(udp, raw, stop, ack_log), daemon=True)
     t.start()
     print("shim ready", flush=True)
     to_link(udp, raw, stop)
