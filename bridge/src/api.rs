@@ -16,8 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 pub use crate::config::default_socket;
 
 pub use meshbridge_web::proto::{
-    BoxStatus, DeviceStatus, Failure, Health, PeerStatus, Pending, Reply, Request, Status,
-    TailnetState, TailnetStatus, WireReply,
+    check_auth_key, BoxStatus, DeviceStatus, Failure, Health, PeerStatus, Pending, Reply, Request,
+    SecretText, Status, TailnetState, TailnetStatus, WireReply,
 };
 
 /// `host:port` clients reach the box at: `mesh.endpoint`, else the address
