@@ -357,7 +357,7 @@ pub fn render_tailnet(t: &TailnetStatus) -> String {
         out += &format!("# Last error: {e}\n");
     }
     if t.state == TailnetState::LoggedOut {
-        out += "# Restart meshbridge to register again.\n";
+        out += "# Join again: `meshbridge tailnet login [--auth-key-file PATH]` (or restart meshbridge).\n";
     }
     if !t.addresses.is_empty() || t.name.is_some() {
         out += &format!(
