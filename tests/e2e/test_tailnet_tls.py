@@ -18,8 +18,6 @@ Needs the pinned Go programs and openssl; SKIPS only when the Go programs
 are absent.
 """
 
-import os
-
 import pytest
 
 from site_ns import sh, wait_for
@@ -130,12 +128,13 @@ def test_the_box_joins_an_https_headscale_and_the_laptop_reaches_a_device_throug
     tn.ping(tn.lap, box_ip)
 
 
-def test_an_untrusted_certificate_keeps_the_box_out_with_the_reason_in_status_until_ca_file_names_the_ca(tn):
+def test_an_untrusted_certificate_keeps_the_box_out_with_the_reason_in_status_until_ca_file_names_the_ca(
+        tn, monkeypatch):
     """No SSL_CERT_FILE, `ca_file` holds another CA: the system bundle and
     that CA do not vouch for Headscale's certificate. The box does not
     register, says why in `meshbridge status` and its log, and retries with
     backoff; with the right CA in `ca_file` it joins without a restart."""
-    assert "SSL_CERT_FILE" not in os.environ
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     key = tn.auth_key()
     ca_file = tn.tmp / "hs-ca.pem"
     ca_file.write_text(tn.other_ca.read_text())
