@@ -683,7 +683,10 @@ fn control_tls(ca_file: Option<&Path>) -> Result<std::sync::Arc<rustls::ClientCo
     Ok(tls::verified(roots)?)
 }
 
-async fn connect(settings: &Settings, keys: &NodeKeys) -> Result<(ControlUrl, ControlClient)> {
+/// The TLS configuration of an `https://` control URL.
+type Tls = Option<std::sync::Arc<rustls::ClientConfig>>;
+
+async fn connect(settings: &Settings, keys: &NodeKeys) -> Result<(ControlUrl, ControlClient, Tls)> {
     let url = ControlUrl::parse(&settings.control_url)?;
     let tls = match url.tls {
         true => Some(control_tls(settings.ca_file.as_deref())?),
@@ -701,7 +704,7 @@ async fn connect(settings: &Settings, keys: &NodeKeys) -> Result<(ControlUrl, Co
     )
     .await
     .context("opening the control connection (ts2021)")?;
-    Ok((url, client))
+    Ok((url, client, tls))
 }
 
 /// Register (auth key, else interactive login: the URL goes to the log and
@@ -714,7 +717,7 @@ async fn session(
     state: &watch::Sender<ControlState>,
     public_rx: &mut watch::Receiver<Option<SocketAddr>>,
 ) -> Result<Ended> {
-    let (url, mut client) = connect(settings, keys).await?;
+    let (url, mut client, tls) = connect(settings, keys).await?;
     let auth_key = read_auth_key(&settings.auth_key)?;
     let mut identity = settings.identity.clone();
     let mut req = control::register_request(keys, &url.url, &identity, auth_key.as_deref());
@@ -800,6 +803,9 @@ async fn session(
         let Some(msg) = msg else {
             bail!("the control server ended the map stream");
         };
+        if let Some(pr) = &msg.ping_request {
+            answer_ping(pr, &tls);
+        }
         if nm.apply(msg).context("applying a map message")? == Applied::KeepAlive {
             continue;
         }
@@ -870,6 +876,37 @@ async fn session(
     }
 }
 
+/// The control server's `PingRequest` (e.g. Headscale's debug ping): a
+/// `HEAD` to its URL, in the background (15 s at most), as Tailscale's
+/// `answerHeadPing` does. Other ping types are not answered.
+fn answer_ping(req: &serde_json::Value, tls: &Tls) {
+    let answer = match control::ping_answer(req) {
+        Ok(a) => a,
+        Err(why) => {
+            tracing::debug!("tailnet: the control server's ping request is not answered: {why}");
+            return;
+        }
+    };
+    let tls = tls.clone();
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let head = meshbridge_tailnet::client::head(&answer.url, tls.as_ref());
+        let ms = || started.elapsed().as_millis();
+        match tokio::time::timeout(Duration::from_secs(15), head).await {
+            Ok(Ok(status)) if answer.log => tracing::info!(
+                "tailnet: answered the control server's ping (HTTP {status} after {} ms)",
+                ms()
+            ),
+            Ok(Ok(status)) => tracing::debug!(
+                "tailnet: answered the control server's ping (HTTP {status} after {} ms)",
+                ms()
+            ),
+            Ok(Err(e)) => tracing::warn!("tailnet: answering the control server's ping: {e}"),
+            Err(_) => tracing::warn!("tailnet: answering the control server's ping: no answer within 15 s"),
+        }
+    });
+}
+
 /// Tell the control server new endpoints while the stream stays open: a
 /// map request that neither streams nor wants peers (Tailscale's
 /// `sendMapRequest` with `OmitPeers`); its answer is drained and dropped.
@@ -913,7 +950,7 @@ async fn send_endpoints(
 /// URL) as the same machine. The node key itself is the mesh's WireGuard
 /// key and stays.
 async fn logout(settings: &Settings, keys: &mut NodeKeys) -> Result<()> {
-    let (_, mut client) = connect(settings, keys).await?;
+    let (_, mut client, _) = connect(settings, keys).await?;
     let resp = client
         .register(&control::logout_request(keys))
         .await

@@ -261,6 +261,46 @@ pub async fn fetch_control_key(
     }
 }
 
+/// `HEAD url` over HTTP/1.1 (TLS for `https://`, verified with `tls`): the
+/// answer's status code. For the control server's ping request
+/// ([`crate::control::ping_answer`]); reads only the answer's header.
+pub async fn head(url: &str, tls: Option<&Arc<rustls::ClientConfig>>) -> Result<u16, ClientError> {
+    let bad = || ClientError::Url(url.to_string());
+    let scheme_end = url.find("://").ok_or_else(bad)? + 3;
+    let (origin, path) = match url[scheme_end..].find(['/', '?']) {
+        Some(i) => url.split_at(scheme_end + i),
+        None => (url, "/"),
+    };
+    let path = match path.strip_prefix('?') {
+        Some(_) => format!("/{path}"),
+        None => path.to_string(),
+    };
+    if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad());
+    }
+    let target = ControlUrl::parse(origin)?;
+    let mut s = dial(&target, tls).await?;
+    let req = format!(
+        "HEAD {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: meshbridge\r\nConnection: close\r\n\r\n",
+        target.host
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 2048];
+    loop {
+        let n = s.read(&mut chunk).await?;
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut resp = httparse::Response::new(&mut headers);
+        match resp.parse(&buf) {
+            Ok(httparse::Status::Complete(_)) => return Ok(resp.code.unwrap_or(0)),
+            Ok(httparse::Status::Partial) if n > 0 && buf.len() < 16 * 1024 => {}
+            Ok(httparse::Status::Partial) => return Err(HttpError::Truncated.into()),
+            Err(_) => return Err(HttpError::Truncated.into()),
+        }
+    }
+}
+
 /// The Noise record layer as an async byte stream, for `h2`.
 pub struct NoiseIo {
     tcp: ControlStream,
@@ -647,6 +687,39 @@ mod tests {
             (u.connect.as_str(), u.server_name.as_str()),
             ("[fd00::1]:443", "fd00::1")
         );
+    }
+
+    #[tokio::test]
+    async fn head_sends_the_path_and_query_and_reads_the_status() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 512];
+            while !got.ends_with(b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0);
+                got.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            String::from_utf8(got).unwrap()
+        });
+        let status = head(&format!("http://{addr}/machine/ping-response?id=x1"), None)
+            .await
+            .unwrap();
+        assert_eq!(status, 404);
+        let req = server.await.unwrap();
+        assert!(
+            req.starts_with(&format!(
+                "HEAD /machine/ping-response?id=x1 HTTP/1.1\r\nHost: {addr}\r\n"
+            )),
+            "{req}"
+        );
+        assert!(head("ftp://x/", None).await.is_err());
+        assert!(head("http://x/a b", None).await.is_err());
     }
 
     #[tokio::test]
