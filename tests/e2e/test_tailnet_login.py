@@ -466,3 +466,19 @@ def test_the_status_page_joins_with_a_pasted_key(tn):
     assert res["join_form_after"] == 0, res
     assert [q for q in res["requests"] if q["path"] == "/api/tailnet/login"], res
     tn.wait_state(path, "logged-in", timeout=10)
+
+
+def test_headscale_debug_ping_gets_the_box_answer(tn):
+    """Headscale's debug ping (`/debug/ping?node=ID` on its metrics address)
+    puts a PingRequest (HEAD to <server_url>/machine/ping-response?id=...)
+    in the box's map stream; the box sends the HEAD and Headscale reports the
+    pong. A node that does not answer would show "did not respond" after 30 s."""
+    key = tn.auth_key()
+    path = tn.write_config(key)
+    tn.start_box(path)
+    node = nodes_named(tn, "tbox")[0]
+    wait_for(lambda: nodes_named(tn, "tbox")[0].get("online"), timeout=20, what="tbox online")
+    r = tn.run(tn.hs, ["curl", "-s", "--max-time", "45", f"http://127.0.0.1:9090/debug/ping?node={node['id']}"],
+               check=False, timeout=60)
+    assert f"Node {node['id']} responded in" in r.stdout, r.stdout[-3000:]
+    assert "answered the control server's ping (HTTP 200" in tn.box_log.read_text()
