@@ -368,7 +368,9 @@ fn real_main(cli: Cli) -> Result<()> {
                     }
                     meshbridge::api::TailnetState::NeedsLogin => {
                         if let Some(u) = &t.login_url {
-                            println!("to log in, visit {u}\n(`meshbridge status` says when it is done)");
+                            println!(
+                                "to log in, visit {u}\n(`meshbridge status` says when it is done)"
+                            );
                             return Ok(());
                         }
                     }

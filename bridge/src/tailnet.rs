@@ -902,7 +902,9 @@ fn answer_ping(req: &serde_json::Value, tls: &Tls) {
                 ms()
             ),
             Ok(Err(e)) => tracing::warn!("tailnet: answering the control server's ping: {e}"),
-            Err(_) => tracing::warn!("tailnet: answering the control server's ping: no answer within 15 s"),
+            Err(_) => tracing::warn!(
+                "tailnet: answering the control server's ping: no answer within 15 s"
+            ),
         }
     });
 }

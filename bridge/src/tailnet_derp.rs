@@ -398,7 +398,10 @@ fn tls_config(insecure: bool) -> anyhow::Result<Arc<ClientConfig>> {
         return Ok(c.clone());
     }
     let roots = tls::roots(None)?;
-    tracing::debug!("tailnet: DERP CA certificates from {}", roots.sources.join(", "));
+    tracing::debug!(
+        "tailnet: DERP CA certificates from {}",
+        roots.sources.join(", ")
+    );
     let c = tls::verified(roots)?;
     Ok(VERIFIED.get_or_init(|| c).clone())
 }

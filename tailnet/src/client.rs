@@ -727,7 +727,8 @@ mod tests {
         // A listener that would accept the plaintext request: it must not
         // even be dialled.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = ControlUrl::parse(&format!("https://{}", listener.local_addr().unwrap())).unwrap();
+        let url =
+            ControlUrl::parse(&format!("https://{}", listener.local_addr().unwrap())).unwrap();
         let e = fetch_control_key(&url, None).await.unwrap_err();
         assert!(matches!(e, ClientError::Tls { .. }), "{e}");
         let accepted =
@@ -759,6 +760,9 @@ mod tests {
         let e = fetch_control_key(&url, Some(&config)).await.unwrap_err();
         assert!(matches!(e, ClientError::Tls { .. }), "{e}");
         let first = server.await.unwrap();
-        assert_eq!(first[0], 0x16, "the first bytes were a TLS handshake record");
+        assert_eq!(
+            first[0], 0x16,
+            "the first bytes were a TLS handshake record"
+        );
     }
 }

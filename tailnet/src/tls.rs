@@ -43,7 +43,9 @@ pub enum TlsError {
         why: String,
     },
     /// Nothing to verify a server against.
-    #[error("no CA certificates found (install ca-certificates / ca-bundle, or set SSL_CERT_FILE)")]
+    #[error(
+        "no CA certificates found (install ca-certificates / ca-bundle, or set SSL_CERT_FILE)"
+    )]
     NoRoots,
     /// rustls refused the configuration.
     #[error("TLS setup: {0}")]
@@ -200,7 +202,10 @@ mod tests {
         let e = roots(Some((name, b"not a certificate\n"))).unwrap_err();
         assert!(matches!(e, TlsError::CaFile { .. }), "{e}");
         let text = e.to_string();
-        assert!(text.contains("hs-ca.pem") && text.contains("no usable PEM certificate"), "{e}");
+        assert!(
+            text.contains("hs-ca.pem") && text.contains("no usable PEM certificate"),
+            "{e}"
+        );
         let broken = b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
         let e = roots(Some((name, broken))).unwrap_err();
         assert!(matches!(e, TlsError::CaFile { .. }), "{e}");

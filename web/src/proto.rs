@@ -458,7 +458,10 @@ mod tests {
 
     #[test]
     fn auth_keys_are_trimmed_checked_and_never_printed() {
-        assert_eq!(check_auth_key("  hskey-auth-abc_DEF-123\n"), Ok("hskey-auth-abc_DEF-123"));
+        assert_eq!(
+            check_auth_key("  hskey-auth-abc_DEF-123\n"),
+            Ok("hskey-auth-abc_DEF-123")
+        );
         for bad in ["", "   \n", "two words", "tab\tkey", "k\u{e9}y", "ctl\u{7}"] {
             let e = check_auth_key(bad).unwrap_err();
             assert!(!bad.trim().is_empty() || e.contains("empty"), "{e}");
@@ -476,7 +479,8 @@ mod tests {
             v,
             serde_json::json!({"cmd": "tailnet-login", "auth_key": "tskey-auth-secret"})
         );
-        let none: Request = serde_json::from_value(serde_json::json!({"cmd": "tailnet-login"})).unwrap();
+        let none: Request =
+            serde_json::from_value(serde_json::json!({"cmd": "tailnet-login"})).unwrap();
         assert_eq!(none, Request::TailnetLogin { auth_key: None });
     }
 

@@ -1022,7 +1022,9 @@ async fn tailnet_login(State(st): State<St>, body: Bytes) -> Response {
     if body.len() > MAX_LOGIN_BODY {
         return error(
             413,
-            format!("the body is larger than {MAX_LOGIN_BODY} bytes: send {{\"auth_key\": \"...\"}}"),
+            format!(
+                "the body is larger than {MAX_LOGIN_BODY} bytes: send {{\"auth_key\": \"...\"}}"
+            ),
         );
     }
     let b: TailnetLoginBody = if body.iter().all(u8::is_ascii_whitespace) {
