@@ -136,7 +136,8 @@ enum TailnetAction {
         socket: Option<PathBuf>,
     },
     /// Log the box out of the tailnet: the control server expires its node,
-    /// its tailnet peers leave the mesh; the next start registers again.
+    /// its tailnet peers leave the mesh; `tailnet login` (or the next start)
+    /// registers again.
     Logout {
         /// The daemon's config file (to find its socket).
         #[arg(long, value_name = "FILE")]
@@ -315,7 +316,7 @@ fn real_main(cli: Cli) -> Result<()> {
                         Some(e) => println!("logged out of the tailnet on this box ({e})"),
                         None => println!("logged out of {}", t.control_url),
                     }
-                    println!("the next start of meshbridge registers again");
+                    println!("`meshbridge tailnet login` (or the next start of meshbridge) registers again");
                     return Ok(());
                 }
                 anyhow::ensure!(

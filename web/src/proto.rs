@@ -77,7 +77,8 @@ pub enum Request {
     /// Restart the daemon.
     Restart,
     /// Log the box's tailnet node out at the control server (`[tailnet]`):
-    /// its tailnet peers leave the mesh; the next start registers again.
+    /// its tailnet peers leave the mesh; [`Request::TailnetLogin`] or the
+    /// next start registers again.
     TailnetLogout,
     /// Join the tailnet again without a restart (after a logout, or while
     /// the box waits for a login or retries): with `auth_key`, register
