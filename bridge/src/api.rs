@@ -16,8 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 pub use crate::config::default_socket;
 
 pub use meshbridge_web::proto::{
-    BoxStatus, DeviceStatus, Failure, Health, PeerStatus, Pending, Reply, Request, Status,
-    TailnetState, TailnetStatus, WireReply,
+    check_auth_key, BoxStatus, DeviceStatus, Failure, Health, PeerStatus, Pending, Reply, Request,
+    SecretText, Status, TailnetState, TailnetStatus, WireReply,
 };
 
 /// `host:port` clients reach the box at: `mesh.endpoint`, else the address
@@ -357,7 +357,7 @@ pub fn render_tailnet(t: &TailnetStatus) -> String {
         out += &format!("# Last error: {e}\n");
     }
     if t.state == TailnetState::LoggedOut {
-        out += "# Restart meshbridge to register again.\n";
+        out += "# Join again: `meshbridge tailnet login [--auth-key-file PATH]` (or restart meshbridge).\n";
     }
     if !t.addresses.is_empty() || t.name.is_some() {
         out += &format!(

@@ -109,6 +109,26 @@ pub fn handle(request: Request, ctx: &mut Ctx<'_>) -> Reply {
                 json!({"ok": true, "message": "logging out of the tailnet; `meshbridge status` says when it is done"}),
             )
         }
+        Request::TailnetLogin { auth_key } => {
+            let t = ctx.tailnet.ok_or_else(|| {
+                Failure::new(
+                    409,
+                    "the box is not in a tailnet (no [tailnet] section in its config)",
+                )
+            })?;
+            let auth_key = match auth_key {
+                Some(k) => Some(
+                    meshbridge_web::proto::check_auth_key(&k.0)
+                        .map_err(|e| Failure::invalid("auth_key", e))?
+                        .to_string(),
+                ),
+                None => None,
+            };
+            t.login(auth_key).map_err(|e| Failure::new(409, e))?;
+            Ok(
+                json!({"ok": true, "message": "joining the tailnet; `meshbridge status` says when it is done"}),
+            )
+        }
         Request::System => Ok(json!(SystemInfo {
             version: env!("CARGO_PKG_VERSION").into(),
             board: ctx.board.to_string(),

@@ -119,8 +119,25 @@ enum PeerAction {
 
 #[derive(Subcommand, Debug)]
 enum TailnetAction {
+    /// Join the tailnet again without a restart (after `tailnet logout`, or
+    /// while the box waits for a login): with the pre-auth key in
+    /// --auth-key-file (sent to the daemon, kept in its memory only), else
+    /// as at start: the configured auth key, or an interactive login whose
+    /// URL this prints.
+    Login {
+        /// A file holding the pre-auth key ("-": standard input).
+        #[arg(long, value_name = "PATH")]
+        auth_key_file: Option<PathBuf>,
+        /// The daemon's config file (to find its socket).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The daemon's API socket.
+        #[arg(long, value_name = "PATH", conflicts_with = "config")]
+        socket: Option<PathBuf>,
+    },
     /// Log the box out of the tailnet: the control server expires its node,
-    /// its tailnet peers leave the mesh; the next start registers again.
+    /// its tailnet peers leave the mesh; `tailnet login` (or the next start)
+    /// registers again.
     Logout {
         /// The daemon's config file (to find its socket).
         #[arg(long, value_name = "FILE")]
@@ -299,7 +316,7 @@ fn real_main(cli: Cli) -> Result<()> {
                         Some(e) => println!("logged out of the tailnet on this box ({e})"),
                         None => println!("logged out of {}", t.control_url),
                     }
-                    println!("the next start of meshbridge registers again");
+                    println!("`meshbridge tailnet login` (or the next start of meshbridge) registers again");
                     return Ok(());
                 }
                 anyhow::ensure!(
@@ -308,6 +325,69 @@ fn real_main(cli: Cli) -> Result<()> {
                     t.state.words()
                 );
                 std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        }
+        Some(Command::Tailnet {
+            action:
+                TailnetAction::Login {
+                    auth_key_file,
+                    config,
+                    socket,
+                },
+        }) => {
+            let path = socket_path(socket, config.or(cli.config.clone()))?;
+            let auth_key = match auth_key_file {
+                Some(f) => {
+                    let text = if f.as_os_str() == "-" {
+                        let mut t = String::new();
+                        std::io::Read::read_to_string(
+                            &mut std::io::Read::take(std::io::stdin(), 64 * 1024),
+                            &mut t,
+                        )
+                        .context("reading the auth key from standard input")?;
+                        t
+                    } else {
+                        meshbridge::config::paths::read_limited(&f)
+                            .with_context(|| format!("reading the auth key from {}", f.display()))?
+                    };
+                    let k = meshbridge::api::check_auth_key(&text)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+                    Some(meshbridge::api::SecretText(k.to_string()))
+                }
+                None => None,
+            };
+            ask(&path, meshbridge::api::Request::TailnetLogin { auth_key })?;
+            // The control task registers in the background: wait for it.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                let t = tailnet_status(&path)?;
+                match t.state {
+                    meshbridge::api::TailnetState::LoggedIn => {
+                        println!("logged in to {}", t.control_url);
+                        return Ok(());
+                    }
+                    meshbridge::api::TailnetState::NeedsLogin => {
+                        if let Some(u) = &t.login_url {
+                            println!(
+                                "to log in, visit {u}\n(`meshbridge status` says when it is done)"
+                            );
+                            return Ok(());
+                        }
+                    }
+                    meshbridge::api::TailnetState::Error => {
+                        anyhow::bail!(
+                            "joining the tailnet failed: {} (the box keeps trying)",
+                            t.error.as_deref().unwrap_or("no reason given")
+                        );
+                    }
+                    _ => {}
+                }
+                anyhow::ensure!(
+                    std::time::Instant::now() < deadline,
+                    "not logged in after 30 s (state: {}); `meshbridge status` shows how it goes",
+                    t.state.words()
+                );
             }
         }
         Some(Command::FactoryReset {
@@ -374,8 +454,8 @@ fn real_main(cli: Cli) -> Result<()> {
                 },
                 if t.accept_routes { "on" } else { "off" },
             );
-            if t.control_url.starts_with("https://") {
-                println!("tailnet: warning: this build speaks to http:// control URLs only (no TLS yet); it will retry and log the error");
+            if let Some(f) = &t.ca_file {
+                println!("tailnet: control server CA file {}", f.display());
             }
         }
         return Ok(());

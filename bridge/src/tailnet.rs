@@ -72,10 +72,30 @@ pub struct ControlState {
 }
 
 /// What the loop asks the control task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Log out at the control server and stay out until the next start.
+    /// Log out at the control server and stay out until a [`Command::Login`]
+    /// or the next start.
     Logout,
+    /// Join again now: register with this auth key (memory only), or
+    /// without one as at start (the configured key, else interactive).
+    Login {
+        /// A pasted pre-auth key.
+        auth_key: Option<String>,
+    },
+}
+
+impl std::fmt::Debug for Command {
+    /// Never prints the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Logout => f.write_str("Logout"),
+            Command::Login { auth_key } => f
+                .debug_struct("Login")
+                .field("auth_key", &auth_key.as_ref().map(|_| "<redacted>"))
+                .finish(),
+        }
+    }
 }
 
 /// What the control task tells the loop after each map update.
@@ -188,6 +208,8 @@ struct Settings {
     identity: NodeIdentity,
     listen_port: u16,
     state_dir: PathBuf,
+    /// `[tailnet] ca_file`, for an `https://` control URL.
+    ca_file: Option<PathBuf>,
 }
 
 fn system_hostname() -> String {
@@ -268,6 +290,7 @@ impl Tailnet {
             },
             listen_port: config.listen_port,
             state_dir: config.state_dir.clone(),
+            ca_file: t.ca_file.clone(),
         };
         tracing::info!(
             "tailnet: joining {} as {} (node key {}), advertising [{}]",
@@ -336,6 +359,18 @@ impl Tailnet {
         }
         self.commands
             .try_send(Command::Logout)
+            .map_err(|e| format!("the tailnet control task is busy or stopped: {e}"))
+    }
+
+    /// Ask the control task to join again (answered at once; the state
+    /// says how it goes: `starting`, `needs-login` with a new URL,
+    /// `logged-in`, or `error`). Refused while logged in.
+    pub fn login(&self, auth_key: Option<String>) -> std::result::Result<(), String> {
+        if self.state.borrow().state == TailnetState::LoggedIn {
+            return Err("the box is logged in to the tailnet already; log out first".into());
+        }
+        self.commands
+            .try_send(Command::Login { auth_key })
             .map_err(|e| format!("the tailnet control task is busy or stopped: {e}"))
     }
 
@@ -628,23 +663,48 @@ fn set_state(state: &watch::Sender<ControlState>, f: impl FnOnce(&mut ControlSta
     state.send_modify(f);
 }
 
-async fn connect(settings: &Settings, keys: &NodeKeys) -> Result<(ControlUrl, ControlClient)> {
-    if settings.control_url.starts_with("https://") {
-        bail!("https control URLs are not supported yet (TLS under the Noise transport); use the control server's http:// URL");
-    }
+/// The TLS configuration for an `https://` control URL: `SSL_CERT_FILE` or
+/// the system's CA bundle, plus `[tailnet] ca_file`. Built for each
+/// connection attempt, so a fixed CA file works without a restart.
+fn control_tls(ca_file: Option<&Path>) -> Result<std::sync::Arc<rustls::ClientConfig>> {
+    use meshbridge_tailnet::tls;
+    let pem = match ca_file {
+        Some(p) => Some(
+            crate::config::paths::read_limited(p)
+                .with_context(|| format!("reading tailnet.ca_file {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let roots = tls::roots(ca_file.zip(pem.as_deref().map(str::as_bytes)))?;
+    tracing::debug!(
+        "tailnet: control server verified with CA certificates from {}",
+        roots.sources.join(", ")
+    );
+    Ok(tls::verified(roots)?)
+}
+
+/// The TLS configuration of an `https://` control URL.
+type Tls = Option<std::sync::Arc<rustls::ClientConfig>>;
+
+async fn connect(settings: &Settings, keys: &NodeKeys) -> Result<(ControlUrl, ControlClient, Tls)> {
     let url = ControlUrl::parse(&settings.control_url)?;
-    let control_keys = fetch_control_key(&url)
+    let tls = match url.tls {
+        true => Some(control_tls(settings.ca_file.as_deref())?),
+        false => None,
+    };
+    let control_keys = fetch_control_key(&url, tls.as_ref())
         .await
         .context("fetching the control server's key (GET /key)")?;
     let client = ControlClient::connect(
         &url,
+        tls.as_ref(),
         &keys.machine_key,
         control_keys.public_key,
         MachinePrivate::generate(&mut rand::rngs::OsRng),
     )
     .await
     .context("opening the control connection (ts2021)")?;
-    Ok((url, client))
+    Ok((url, client, tls))
 }
 
 /// Register (auth key, else interactive login: the URL goes to the log and
@@ -657,7 +717,7 @@ async fn session(
     state: &watch::Sender<ControlState>,
     public_rx: &mut watch::Receiver<Option<SocketAddr>>,
 ) -> Result<Ended> {
-    let (url, mut client) = connect(settings, keys).await?;
+    let (url, mut client, tls) = connect(settings, keys).await?;
     let auth_key = read_auth_key(&settings.auth_key)?;
     let mut identity = settings.identity.clone();
     let mut req = control::register_request(keys, &url.url, &identity, auth_key.as_deref());
@@ -743,6 +803,9 @@ async fn session(
         let Some(msg) = msg else {
             bail!("the control server ended the map stream");
         };
+        if let Some(pr) = &msg.ping_request {
+            answer_ping(pr, &tls);
+        }
         if nm.apply(msg).context("applying a map message")? == Applied::KeepAlive {
             continue;
         }
@@ -813,6 +876,39 @@ async fn session(
     }
 }
 
+/// The control server's `PingRequest` (e.g. Headscale's debug ping): a
+/// `HEAD` to its URL, in the background (15 s at most), as Tailscale's
+/// `answerHeadPing` does. Other ping types are not answered.
+fn answer_ping(req: &serde_json::Value, tls: &Tls) {
+    let answer = match control::ping_answer(req) {
+        Ok(a) => a,
+        Err(why) => {
+            tracing::debug!("tailnet: the control server's ping request is not answered: {why}");
+            return;
+        }
+    };
+    let tls = tls.clone();
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let head = meshbridge_tailnet::client::head(&answer.url, tls.as_ref());
+        let ms = || started.elapsed().as_millis();
+        match tokio::time::timeout(Duration::from_secs(15), head).await {
+            Ok(Ok(status)) if answer.log => tracing::info!(
+                "tailnet: answered the control server's ping (HTTP {status} after {} ms)",
+                ms()
+            ),
+            Ok(Ok(status)) => tracing::debug!(
+                "tailnet: answered the control server's ping (HTTP {status} after {} ms)",
+                ms()
+            ),
+            Ok(Err(e)) => tracing::warn!("tailnet: answering the control server's ping: {e}"),
+            Err(_) => tracing::warn!(
+                "tailnet: answering the control server's ping: no answer within 15 s"
+            ),
+        }
+    });
+}
+
 /// Tell the control server new endpoints while the stream stays open: a
 /// map request that neither streams nor wants peers (Tailscale's
 /// `sendMapRequest` with `OmitPeers`); its answer is drained and dropped.
@@ -856,7 +952,7 @@ async fn send_endpoints(
 /// URL) as the same machine. The node key itself is the mesh's WireGuard
 /// key and stays.
 async fn logout(settings: &Settings, keys: &mut NodeKeys) -> Result<()> {
-    let (_, mut client) = connect(settings, keys).await?;
+    let (_, mut client, _) = connect(settings, keys).await?;
     let resp = client
         .register(&control::logout_request(keys))
         .await
@@ -875,18 +971,33 @@ enum Turn {
     Slept,
 }
 
-/// The control client: sessions forever, with backoff between failures,
-/// until a logout (then it waits for the daemon to stop).
+/// The control client: sessions forever, with backoff between failures.
+/// A logout ends the sessions until a login command (or the next start);
+/// a login command while not logged in starts a new session at once.
 async fn control_task(
-    settings: Settings,
+    mut settings: Settings,
     mut keys: NodeKeys,
     tx: mpsc::Sender<Update>,
     state: watch::Sender<ControlState>,
     mut commands: mpsc::Receiver<Command>,
     mut public_rx: watch::Receiver<Option<SocketAddr>>,
 ) {
+    let configured_key = settings.auth_key.clone();
     let mut backoff = Duration::from_secs(1);
+    let mut logged_out = false;
     loop {
+        if logged_out {
+            // Stay out until asked to join again.
+            match commands.recv().await {
+                None => return,
+                Some(Command::Logout) => continue,
+                Some(Command::Login { auth_key }) => {
+                    begin_login(&mut settings, &configured_key, auth_key, &state);
+                    logged_out = false;
+                    backoff = Duration::from_secs(1);
+                }
+            }
+        }
         let started = Instant::now();
         let turn = tokio::select! {
             r = session(&settings, &mut keys, &tx, &state, &mut public_rx) => Turn::Session(r),
@@ -906,7 +1017,13 @@ async fn control_task(
             Turn::Command(None) => return,
             Turn::Command(Some(Command::Logout)) => {
                 do_logout(&settings, &mut keys, &tx, &state).await;
-                break;
+                logged_out = true;
+                continue;
+            }
+            Turn::Command(Some(Command::Login { auth_key })) => {
+                begin_login(&mut settings, &configured_key, auth_key, &state);
+                backoff = Duration::from_secs(1);
+                continue;
             }
             Turn::Slept => {}
         }
@@ -921,7 +1038,13 @@ async fn control_task(
             Turn::Command(None) => return,
             Turn::Command(Some(Command::Logout)) => {
                 do_logout(&settings, &mut keys, &tx, &state).await;
-                break;
+                logged_out = true;
+                continue;
+            }
+            Turn::Command(Some(Command::Login { auth_key })) => {
+                begin_login(&mut settings, &configured_key, auth_key, &state);
+                backoff = Duration::from_secs(1);
+                continue;
             }
             _ => {}
         }
@@ -931,8 +1054,31 @@ async fn control_task(
             (backoff * 2).min(MAX_BACKOFF)
         };
     }
-    // Logged out: stay so until the next start.
-    while commands.recv().await.is_some() {}
+}
+
+/// A login command: the pasted key (memory only) or the configured one
+/// for the next registrations; the state shows that a session starts.
+fn begin_login(
+    settings: &mut Settings,
+    configured: &Option<AuthKey>,
+    auth_key: Option<String>,
+    state: &watch::Sender<ControlState>,
+) {
+    tracing::info!(
+        "tailnet: joining {} again ({})",
+        settings.control_url,
+        match (&auth_key, configured) {
+            (Some(_), _) => "with the auth key given",
+            (None, Some(_)) => "with the configured auth key",
+            (None, None) => "interactive login",
+        }
+    );
+    settings.auth_key = auth_key.map(AuthKey::Inline).or_else(|| configured.clone());
+    set_state(state, |s| {
+        s.state = TailnetState::Starting;
+        s.login_url = None;
+        s.error = None;
+    });
 }
 
 async fn do_logout(

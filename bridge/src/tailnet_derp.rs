@@ -26,9 +26,8 @@ use meshbridge_tailnet::derp::{DerpConn, DerpEvent};
 use meshbridge_tailnet::keys::{NodePrivate, NodePublic};
 use meshbridge_tailnet::tailcfg::{DerpNode, DerpRegion};
 use rand::RngCore;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, OnceLock};
@@ -381,117 +380,30 @@ async fn run_once(
     }
 }
 
-/// The TLS configuration: verified against the system's roots, or (for a
-/// node marked `InsecureForTests`) not verified. Built once each.
+/// The TLS configuration ([`meshbridge_tailnet::tls`]): verified against
+/// the system's roots, or (for a node marked `InsecureForTests`) not
+/// verified. Built once each.
 fn tls_config(insecure: bool) -> anyhow::Result<Arc<ClientConfig>> {
+    use meshbridge_tailnet::tls;
     static VERIFIED: OnceLock<Arc<ClientConfig>> = OnceLock::new();
     static INSECURE: OnceLock<Arc<ClientConfig>> = OnceLock::new();
-    let provider = || Arc::new(rustls::crypto::ring::default_provider());
     if insecure {
         if let Some(c) = INSECURE.get() {
             return Ok(c.clone());
         }
-        let p = provider();
-        let c = ClientConfig::builder_with_provider(p.clone())
-            .with_safe_default_protocol_versions()?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify(p)))
-            .with_no_client_auth();
-        return Ok(INSECURE.get_or_init(|| Arc::new(c)).clone());
+        let c = tls::insecure_for_tests()?;
+        return Ok(INSECURE.get_or_init(|| c).clone());
     }
     if let Some(c) = VERIFIED.get() {
         return Ok(c.clone());
     }
-    let roots = system_roots();
-    if roots.is_empty() {
-        anyhow::bail!(
-            "no CA certificates found (install ca-certificates / ca-bundle, or set SSL_CERT_FILE)"
-        );
-    }
-    let c = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(VERIFIED.get_or_init(|| Arc::new(c)).clone())
-}
-
-/// CA bundles where Debian, Raspberry Pi OS, OpenWrt, Alpine and Fedora
-/// keep them; `SSL_CERT_FILE` first.
-const CA_BUNDLES: &[&str] = &[
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/ssl/cert.pem",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-];
-
-fn system_roots() -> RootCertStore {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = RootCertStore::empty();
-    let env = std::env::var("SSL_CERT_FILE").ok();
-    for path in env
-        .iter()
-        .map(String::as_str)
-        .chain(CA_BUNDLES.iter().copied())
-    {
-        let Ok(iter) = CertificateDer::pem_file_iter(path) else {
-            continue;
-        };
-        let (added, _) = roots.add_parsable_certificates(iter.flatten());
-        if added > 0 {
-            tracing::debug!("tailnet: {added} CA certificates from {path}");
-            break;
-        }
-    }
-    roots
-}
-
-/// Accepts any certificate: only for DERP nodes the map marks
-/// `InsecureForTests`.
-#[derive(Debug)]
-struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    let roots = tls::roots(None)?;
+    tracing::debug!(
+        "tailnet: DERP CA certificates from {}",
+        roots.sources.join(", ")
+    );
+    let c = tls::verified(roots)?;
+    Ok(VERIFIED.get_or_init(|| c).clone())
 }
 
 /// How often the public endpoint is asked for again (tailscale re-STUNs
@@ -680,7 +592,7 @@ mod tests {
     fn tls_configs_build_with_the_ring_provider() {
         assert!(tls_config(true).is_ok());
         // Verified: works wherever the test machine has a CA bundle.
-        if !system_roots().is_empty() {
+        if meshbridge_tailnet::tls::roots(None).is_ok() {
             assert!(tls_config(false).is_ok());
         }
     }

@@ -188,12 +188,21 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let url = ControlUrl::parse(&args.control)?;
     let mut keys = load_or_create_keys(&args.state)?;
     let deadline = Instant::now() + args.timeout;
-    let control_keys = fetch_control_key(&url)
+    // https:// control URLs: verified against SSL_CERT_FILE or the
+    // system's CA bundle.
+    let tls = match url.tls {
+        true => Some(meshbridge_tailnet::tls::verified(
+            meshbridge_tailnet::tls::roots(None)?,
+        )?),
+        false => None,
+    };
+    let control_keys = fetch_control_key(&url, tls.as_ref())
         .await
         .context("fetching the control key (GET /key)")?;
     eprintln!("probe: control key {}", control_keys.public_key);
     let mut client = ControlClient::connect(
         &url,
+        tls.as_ref(),
         &keys.machine_key,
         control_keys.public_key,
         MachinePrivate::generate(&mut rand::rngs::OsRng),

@@ -225,9 +225,80 @@ pub fn endpoint_update_request(
     }
 }
 
+/// How to answer the control server's `PingRequest` (`tailcfg.PingRequest`
+/// in a map message): a `HEAD` request to `url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PingAnswer {
+    /// Where to send `HEAD`.
+    pub url: String,
+    /// Whether the server wants it logged (`Log`).
+    pub log: bool,
+}
+
+/// The longest ping URL answered.
+const MAX_PING_URL: usize = 2048;
+
+/// What to do with a map message's `PingRequest` (kept as JSON in
+/// [`crate::tailcfg::MapResponse::ping_request`]): the plain `HEAD` ping
+/// (`Types` empty) to an `http(s)://` URL, as Tailscale's `answerHeadPing`
+/// does; `Err` says why not (other ping types, `URLIsNoise` — the request
+/// over the Noise channel, which Headscale v0.29.2 never asks for — or a
+/// malformed request).
+pub fn ping_answer(req: &serde_json::Value) -> Result<PingAnswer, String> {
+    let obj = req.as_object().ok_or("not a JSON object")?;
+    let text = |k: &str| obj.get(k).and_then(|v| v.as_str()).unwrap_or("");
+    let flag = |k: &str| obj.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
+    let url = text("URL");
+    let types = text("Types");
+    if !types.is_empty() {
+        return Err(format!("ping type {types:?} is not supported"));
+    }
+    if flag("URLIsNoise") {
+        return Err("a ping over the Noise channel (URLIsNoise) is not supported".into());
+    }
+    if url.len() > MAX_PING_URL || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("the URL is too long or has spaces".into());
+    }
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err("the URL is not http:// or https://".into());
+    }
+    Ok(PingAnswer {
+        url: url.to_string(),
+        log: flag("Log"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_head_ping_is_answered_other_pings_are_not() {
+        // What Headscale v0.29.2 sends (hscontrol/debug.go doPing).
+        let hs = serde_json::json!({"URL": "http://10.99.0.1:8080/machine/ping-response?id=abc", "Log": true});
+        assert_eq!(
+            ping_answer(&hs),
+            Ok(PingAnswer {
+                url: "http://10.99.0.1:8080/machine/ping-response?id=abc".into(),
+                log: true
+            })
+        );
+        let https = serde_json::json!({"URL": "https://hs.example/p"});
+        assert!(!ping_answer(&https).unwrap().log);
+        for bad in [
+            serde_json::json!(null),
+            serde_json::json!("http://x/"),
+            serde_json::json!({}),
+            serde_json::json!({"URL": "file:///etc/shadow"}),
+            serde_json::json!({"URL": "http://x/ y"}),
+            serde_json::json!({"URL": format!("http://x/{}", "a".repeat(3000))}),
+            serde_json::json!({"URL": "http://x/", "Types": "c2n"}),
+            serde_json::json!({"URL": "http://x/", "Types": "disco,TSMP"}),
+            serde_json::json!({"URL": "http://x/", "URLIsNoise": true}),
+        ] {
+            assert!(ping_answer(&bad).is_err(), "{bad}");
+        }
+    }
     use rand::SeedableRng;
 
     fn keys() -> NodeKeys {

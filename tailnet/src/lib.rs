@@ -28,7 +28,8 @@
 //! HTTP/2 runs inside the Noise stream (requests `POST /machine/register`
 //! and `POST /machine/map`); this crate does not implement HTTP/2 — the
 //! optional async shell ([`client`], feature `client`) uses the `h2` crate
-//! over the record layer.
+//! over the record layer, and TLS ([`tls`], rustls) for `https://` control
+//! URLs and DERP.
 //!
 //! # Run loop (the shell's, in order)
 //!
@@ -66,3 +67,5 @@ pub mod ts2021;
 
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "client")]
+pub mod tls;

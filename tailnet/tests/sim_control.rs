@@ -163,10 +163,11 @@ async fn register_and_stream_the_map_from_a_simulated_control_server() {
         serve_noise(tcp, control, machine_pub).await;
     });
 
-    let got = fetch_control_key(&url).await.unwrap();
+    let got = fetch_control_key(&url, None).await.unwrap();
     assert_eq!(got.public_key, control_pub);
     let mut client = ControlClient::connect(
         &url,
+        None,
         &keys.machine_key,
         got.public_key,
         MachinePrivate::generate(&mut rng),

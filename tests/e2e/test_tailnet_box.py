@@ -24,7 +24,7 @@ import time
 import pytest
 
 from site_ns import UDHCPC_SCRIPT, meshbridge_bin, sh, wait_for
-from test_tailnet_control import CONTROL, Tailnet, nodes_named, require_gotools
+from test_tailnet_control import Tailnet, nodes_named, require_gotools
 
 BOX_PORT = 41641
 
@@ -58,7 +58,7 @@ class BoxTailnet(Tailnet):
                    self.tmp / f"tailscaled-{name}.log", env=env)
         wait_for(lambda: sock.exists(), timeout=20, what="tailscaled socket")
         cli = [str(self.tools / "tailscale"), f"--socket={sock}"]
-        self.run(self.lap, cli + ["up", f"--login-server={CONTROL}", f"--auth-key={auth_key}", f"--hostname={name}",
+        self.run(self.lap, cli + ["up", f"--login-server={self.control}", f"--auth-key={auth_key}", f"--hostname={name}",
                                   "--accept-dns=false", "--netfilter-mode=off", "--accept-routes"], timeout=60)
         return cli
 
@@ -83,7 +83,7 @@ enabled = false
 [board]
 root = "{self.tmp / 'board'}"
 [tailnet]
-control_url = "{CONTROL}"
+control_url = "{self.control}"
 auth_key_file = "{keyfile}"
 hostname = "tbox"
 """)

@@ -136,6 +136,16 @@ regions:
 
 
 class Tailnet:
+    # The control URL; a subclass may serve Headscale over TLS
+    # (test_tailnet_tls.py) by overriding these three.
+    control = CONTROL
+
+    def headscale_config_text(self):
+        return HEADSCALE_CONFIG.format(control=self.control, d=self.hsdir)
+
+    def health_cmd(self):
+        return ["curl", "-sf", f"{self.control}/health"]
+
     def __init__(self, tmp: Path, tools: Path):
         self.p = "t" + secrets.token_hex(3)
         self.tmp = Path(tmp)
@@ -162,9 +172,9 @@ class Tailnet:
         self.hsdir.mkdir()
         (self.hsdir / "derpmap.yaml").write_text(DERPMAP)
         self.hs_config = self.hsdir / "config.yaml"
-        self.hs_config.write_text(HEADSCALE_CONFIG.format(control=CONTROL, d=self.hsdir))
+        self.hs_config.write_text(self.headscale_config_text())
         self.spawn(self.hs, [str(tools / "headscale"), "-c", str(self.hs_config), "serve"], self.tmp / "headscale.log")
-        wait_for(lambda: self.run(self.box, ["curl", "-sf", f"{CONTROL}/health"], check=False).returncode == 0,
+        wait_for(lambda: self.run(self.box, self.health_cmd(), check=False).returncode == 0,
                  timeout=30, what="headscale to answer /health")
 
     def _ns(self, name):
@@ -218,7 +228,7 @@ class Tailnet:
                    self.tmp / f"tailscaled-{name}.log", env=env)
         wait_for(lambda: sock.exists(), timeout=20, what="tailscaled socket")
         cli = [str(self.tools / "tailscale"), f"--socket={sock}"]
-        self.run(self.lap, cli + ["up", f"--login-server={CONTROL}", f"--auth-key={auth_key}", f"--hostname={name}",
+        self.run(self.lap, cli + ["up", f"--login-server={self.control}", f"--auth-key={auth_key}", f"--hostname={name}",
                                   "--accept-dns=false", "--netfilter-mode=off"], timeout=60)
         return cli
 

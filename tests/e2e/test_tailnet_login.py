@@ -17,7 +17,7 @@ import time
 import pytest
 
 from site_ns import meshbridge_bin, wait_for
-from test_tailnet_box import BOX_PORT, BoxTailnet
+from test_tailnet_box import BOX_PORT, BoxTailnet, box_peer
 from test_tailnet_control import CONTROL, nodes_named, require_gotools
 from web_client import Http
 
@@ -52,7 +52,7 @@ listen = ["{WEB}"]
 [board]
 root = "{self.tmp / 'board'}"
 [tailnet]
-control_url = "{CONTROL}"
+control_url = "{self.control}"
 {auth}hostname = "tbox"
 """)
         return path
@@ -305,6 +305,180 @@ def test_the_status_page_shows_the_login_link_and_its_button_logs_out(tn):
     res = page("logout")
     assert "tbox" in res["card_before"] and CONTROL in res["card_before"], res
     assert {"method": "POST", "path": "/api/tailnet/logout"} in res["requests"], res
-    assert res["logout_button_after"] == 0 and "Restart meshbridge" in res["card_after"], res
+    assert res["logout_button_after"] == 0 and "Paste an auth key" in res["card_after"], res
     node = nodes_named(tn, "tbox")[0]
     assert expiry_seconds(node) is not None and expiry_seconds(node) <= time.time() + 1, node
+
+
+def preauth_key(tn, user="alice"):
+    """A reusable pre-auth key with its Headscale ID (to expire it)."""
+    tn.auth_key(user)  # makes sure the user exists
+    uid = next(u["id"] for u in tn.headscale("users", "list") if u["name"] == user)
+    k = tn.headscale("preauthkeys", "create", "--user", str(uid), "--expiration", "24h", "--reusable")
+    return k["key"], k["id"]
+
+
+def test_after_logout_a_key_pasted_in_the_api_joins_again_without_a_restart(tn):
+    """Logged in with the configured key, traffic laptop → bridged device
+    flows. `POST /api/tailnet/logout`: Headscale expires the node, the laptop
+    loses the box. Bad login bodies change nothing. `POST /api/tailnet/login`
+    with a new pre-auth key (the configured one expired meanwhile): the box
+    registers again (same machine, Headscale renews the same node), the
+    laptop reaches the device through it again — the same process all along;
+    the pasted key is in no file and no log."""
+    key, key_id = preauth_key(tn)
+    lap_key = tn.auth_key()
+    path = tn.write_config(key)
+    tn.start_box(path)
+    pid = tn.box_proc.pid
+    cli = tn.tailscaled_routes("laptop", lap_key)
+    first = wait_for(lambda: (n := nodes_named(tn, "tbox")) and n[0].get("available_routes") and n,
+                     timeout=30, what="the box on headscale with its route")
+    tn.headscale("nodes", "approve-routes", "-i", str(first[0]["id"]), "-r", "10.77.1.0/24")
+    wait_for(lambda: (p := box_peer(tn, cli)) and "10.77.1.0/24" in (p.get("PrimaryRoutes") or []),
+             timeout=30, what="the approved route on the laptop")
+    dev_ip = tn.udhcpc()
+    tn.ping(tn.lap, dev_ip)
+
+    web = tn.web()
+    code, body = web.json("POST", "/api/tailnet/login", {"auth_key": key})
+    assert code == 409 and "logged in" in body["error"], body
+    # The configured key stops working: only the pasted one can bring the box back.
+    tn.headscale("preauthkeys", "expire", "--id", str(key_id))
+    code, body = web.json("POST", "/api/tailnet/logout", {})
+    assert code == 200, body
+    tn.wait_state(path, "logged-out", timeout=20)
+    wait_for(lambda: (e := expiry_seconds(nodes_named(tn, "tbox")[0])) and e <= time.time() + 1,
+             timeout=10, what="headscale to expire tbox")
+    wait_for(lambda: (p := box_peer(tn, cli)) is None or p.get("Expired") or not p.get("Online"),
+             timeout=30, what="the laptop to lose the box")
+    r = tn.run(tn.lap, ["ping", "-c", "2", "-W", "1", dev_ip], check=False)
+    assert r.returncode != 0, "the device is out of reach while the box is logged out"
+
+    # Bad input: a clear 4xx, nothing changes.
+    new_key, _ = preauth_key(tn)
+    for body, want in [
+        ({"auth_key": ""}, 422),
+        ({"auth_key": "   "}, 422),
+        ({"auth_key": "two words"}, 422),
+        ({"auth_key": "k" * 600}, 422),
+        ({"auth_key": 5}, 400),
+        ({"auth_key": new_key, "extra": 1}, 400),
+    ]:
+        code, answer = web.json("POST", "/api/tailnet/login", body)
+        assert code == want, (body if len(str(body)) < 100 else "long", code, answer)
+        assert answer["error"] and (want == 400 or answer.get("field") == "auth_key"), answer
+    code, _, text = web.request("POST", "/api/tailnet/login", raw=b'{"auth_key": "\xff\xfe"}',
+                                headers={"Content-Type": "application/json"})
+    assert code == 400, (code, text)
+    code, _, text = web.request("POST", "/api/tailnet/login", raw='{"auth_key": "' + "k" * 8000 + '"}',
+                                headers={"Content-Type": "application/json"})
+    assert code == 413, (code, text)
+    code, _, _ = web.request("POST", "/api/tailnet/login", raw="auth_key=x")
+    assert code == 415
+    code, _ = web.json("POST", "/api/tailnet/login", {"auth_key": new_key}, csrf=False)
+    assert code == 403, "CSRF token required"
+    t = tn.tailnet_status(path)
+    assert t["state"] == "logged-out" and t["error"] is None, t
+    assert expiry_seconds(nodes_named(tn, "tbox")[0]) <= time.time() + 1
+
+    # The pasted key: the box joins again, the same process.
+    code, body = web.json("POST", "/api/tailnet/login", {"auth_key": f"  {new_key}\n"})
+    assert code == 200 and body["ok"], body
+    t = tn.wait_state(path, "logged-in", timeout=30)
+    assert tn.box_proc.pid == pid and tn.box_proc.poll() is None, "no restart"
+    again = nodes_named(tn, "tbox")
+    assert len(again) == 1 and again[0]["id"] == first[0]["id"], tn.nodes()
+    assert again[0]["node_key"] == first[0]["node_key"], "the node key is the mesh key (docs/tailnet-protocol.md)"
+    assert expiry_seconds(again[0]) is None or expiry_seconds(again[0]) > time.time(), again
+    wait_for(lambda: (p := box_peer(tn, cli)) and p.get("Online") and not p.get("Expired"),
+             timeout=30, what="the laptop to see the box again")
+    tn.ping(tn.lap, dev_ip, timeout=60)
+    log = tn.box_log.read_text()
+    assert "joining http://10.99.0.1:8080 again (with the auth key given)" in log
+    assert new_key not in log
+    for f in tn.state.rglob("*"):
+        if f.is_file():
+            assert new_key.encode() not in f.read_bytes(), f"the pasted key is in {f}"
+    code, body = web.json("POST", "/api/tailnet/login", {"auth_key": new_key})
+    assert code == 409, body
+
+
+def test_cli_login_after_logout_interactive_and_with_a_key_file(tn):
+    """`meshbridge tailnet login` without a key after a logout of an
+    interactive node: a new login URL, approved: the same node again.
+    Logged out once more, `--auth-key-file`: logged in at once. No restart."""
+    tn.auth_key()
+    path = tn.write_config(None)
+    tn.start_box_no_wait(path)
+    pid = tn.box_proc.pid
+    url = tn.wait_state(path, "needs-login", timeout=30)["login_url"]
+    tn.headscale("auth", "register", "--auth-id", url.rsplit("/", 1)[1], "--user", "alice")
+    tn.wait_state(path, "logged-in", timeout=30)
+    first = nodes_named(tn, "tbox")
+    r = tn.cli(path, "tailnet", "login", check=False)
+    assert r.returncode != 0 and "logged in" in r.stderr, r
+
+    tn.cli(path, "tailnet", "logout")
+    r = tn.cli(path, "tailnet", "login")
+    url2 = tn.tailnet_status(path)["login_url"]
+    assert url2 and url2 != url and url2 in r.stdout, (r.stdout, url2)
+    tn.headscale("auth", "register", "--auth-id", url2.rsplit("/", 1)[1], "--user", "alice")
+    tn.wait_state(path, "logged-in", timeout=30)
+    assert [n["id"] for n in nodes_named(tn, "tbox")] == [first[0]["id"]], tn.nodes()
+
+    tn.cli(path, "tailnet", "logout")
+    bad = tn.tmp / "bad-key"
+    bad.write_text("\n")
+    r = tn.cli(path, "tailnet", "login", "--auth-key-file", str(bad), check=False)
+    assert r.returncode != 0 and "empty" in r.stderr, r
+    assert tn.tailnet_status(path)["state"] == "logged-out"
+    keyfile = tn.tmp / "pasted-key"
+    keyfile.write_text(tn.auth_key() + "\n")
+    r = tn.cli(path, "tailnet", "login", "--auth-key-file", str(keyfile))
+    assert "logged in to http://10.99.0.1:8080" in r.stdout, r
+    assert [n["id"] for n in nodes_named(tn, "tbox")] == [first[0]["id"]], tn.nodes()
+    assert tn.box_proc.pid == pid and tn.box_proc.poll() is None, "no restart"
+
+
+def test_the_status_page_joins_with_a_pasted_key(tn):
+    """Headless Chromium: logged out, the Tailnet card has an auth-key field
+    and a Join button; a bad key shows the field's error; a good one logs the
+    box in (the field goes away)."""
+    import shutil
+    from pathlib import Path
+    browser = Path(__file__).resolve().parent / "browser"
+    if not (browser / "node_modules" / "playwright-core").exists() or not shutil.which("node"):
+        pytest.fail("missing for the browser tests (scripts/deps.sh installs them): node, playwright-core")
+    key = tn.auth_key()
+    path = tn.write_config(key)
+    tn.start_box(path)
+    web = tn.web()
+    assert web.json("POST", "/api/tailnet/logout", {})[0] == 200
+    tn.wait_state(path, "logged-out", timeout=20)
+    r = tn.run(tn.box, ["env", f"TAILNET_AUTH_KEY={tn.auth_key()}", "node", str(browser / "tailnet.mjs"),
+                        f"http://{WEB}", "join", PASSWORD, "-", str(tn.tmp)], check=False, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip(), r.stderr[-3000:]
+    res = json.loads(r.stdout)
+    assert res["ok"] and not res["page_errors"], res
+    assert "Paste an auth key" in res["card_before"], res
+    assert "spaces" in res["bad_key_error"], res
+    assert res["join_form_after"] == 0, res
+    assert [q for q in res["requests"] if q["path"] == "/api/tailnet/login"], res
+    tn.wait_state(path, "logged-in", timeout=10)
+
+
+def test_headscale_debug_ping_gets_the_box_answer(tn):
+    """Headscale's debug ping (`/debug/ping?node=ID` on its metrics address)
+    puts a PingRequest (HEAD to <server_url>/machine/ping-response?id=...)
+    in the box's map stream; the box sends the HEAD and Headscale reports the
+    pong. A node that does not answer would show "did not respond" after 30 s."""
+    key = tn.auth_key()
+    path = tn.write_config(key)
+    tn.start_box(path)
+    node = nodes_named(tn, "tbox")[0]
+    wait_for(lambda: nodes_named(tn, "tbox")[0].get("online"), timeout=20, what="tbox online")
+    r = tn.run(tn.hs, ["curl", "-s", "--max-time", "45", f"http://127.0.0.1:9090/debug/ping?node={node['id']}"],
+               check=False, timeout=60)
+    assert f"Node {node['id']} responded in" in r.stdout, r.stdout[-3000:]
+    assert "answered the control server's ping (HTTP 200" in tn.box_log.read_text()

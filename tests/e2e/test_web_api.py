@@ -256,3 +256,28 @@ def test_cli_peer_add_remove_and_set_password(site):
     assert web.login("console password 1")[0] == 200
     r = site.run(site.box, f"echo short | {meshbridge_bin()} set-password --config {cfg}", check=False)
     assert r.returncode != 0 and "8 characters" in r.stderr
+
+
+def test_tailnet_login_needs_a_session_csrf_a_good_key_and_a_tailnet(site):
+    """`POST /api/tailnet/login` on a box without `[tailnet]`: 401 without a
+    session, 403 without the CSRF token, 422 for a bad key (checked before
+    anything else happens), 409 for a good one (no tailnet to join); the
+    logout likewise 409. The box keeps running."""
+    site.add_device("dev")
+    site.start_box()
+    assert site.udhcpc("dev", hostname="printer")[0].returncode == 0
+    web = Http(site, dev_ns(site), BOX)
+    code, d = web.json("POST", "/api/tailnet/login", {"auth_key": "hskey-auth-x"})
+    assert code == 401, d
+    assert web.setup(setup_code(site), PASSWORD)[0] == 200
+    code, d = web.json("POST", "/api/tailnet/login", {"auth_key": "hskey-auth-x"}, csrf=False)
+    assert code == 403, d
+    code, d = web.json("POST", "/api/tailnet/login", {"auth_key": "two words"})
+    assert code == 422 and d["field"] == "auth_key" and "two words" not in d["error"], d
+    code, d = web.json("POST", "/api/tailnet/login", {"auth_key": "hskey-auth-x"})
+    assert code == 409 and "not in a tailnet" in d["error"], d
+    code, d = web.json("POST", "/api/tailnet/login", {})
+    assert code == 409, d
+    assert web.json("POST", "/api/tailnet/logout", {})[0] == 409
+    assert "hskey-auth-x" not in site.box_log_text()
+    assert web.json("GET", "/api/status")[0] == 200

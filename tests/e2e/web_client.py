@@ -34,7 +34,10 @@ class Http:
             h.setdefault("Content-Type", "text/plain")
         if data is not None:
             f = self.site.tmp / f"http-{tag}.req"
-            f.write_text(data)
+            if isinstance(data, bytes):
+                f.write_bytes(data)
+            else:
+                f.write_text(data)
             cmd += ["--data-binary", f"@{f}"]
         for k, v in h.items():
             cmd += ["-H", f"{k}: {v}"]

@@ -545,6 +545,33 @@ function devicesCard(devices) {
 
 const TAILNET_STATES = { starting: 'connecting', 'needs-login': 'needs login', 'logged-in': 'logged in', 'logged-out': 'logged out', error: 'error' };
 
+// The join form (paste an auth key) is made once and kept across the status
+// page's redraws, so a half-typed key and its error message survive them.
+let tailnetJoin = null;
+
+function tailnetJoinForm() {
+  if (tailnetJoin) return tailnetJoin;
+  const key = h('input', { id: 'tailnet-auth-key', name: 'auth_key', type: 'password', autocomplete: 'off',
+    spellcheck: 'false', maxlength: '512', placeholder: 'tskey-auth-… or hskey-auth-…' });
+  const go = h('button', { class: 'btn', type: 'submit', id: 'tailnet-join' }, 'Join');
+  const form = h('form', { novalidate: true, id: 'tailnet-join-form' },
+    fieldRow('auth_key', 'Auth key', key, go,
+      'A pre-auth key from the control server (headscale preauthkeys create, or Tailscale\'s admin console). It is used to register and not stored. Leave it empty to join with the configured key or get a login link.'),
+    formError());
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    busy(form, async () => {
+      const k = key.value.trim();
+      await api('POST', '/api/tailnet/login', k ? { auth_key: k } : {});
+      key.value = '';
+      key.blur();
+      setBanner('Joining the tailnet…', 'info');
+    });
+  });
+  tailnetJoin = form;
+  return form;
+}
+
 function tailnetCard(t) {
   const kv = (k, v) => (v === null || v === undefined || v === '') ? null : [h('dt', {}, k), h('dd', {}, v)];
   const peers = t.peers || [];
@@ -553,7 +580,7 @@ function tailnetCard(t) {
   const out = h('button', { class: 'btn danger small', type: 'button', id: 'tailnet-logout' }, 'Log out of the tailnet');
   const err = formError();
   out.addEventListener('click', async () => {
-    if (!confirm('Log this box out of the tailnet? Its tailnet peers lose it until meshbridge starts again and registers.')) return;
+    if (!confirm('Log this box out of the tailnet? Its tailnet peers lose it until it joins again (auth key or login link on this page).')) return;
     await busy(out.parentElement, async () => {
       await api('POST', '/api/tailnet/logout', {});
       setBanner('Logging out of the tailnet…', 'info');
@@ -569,8 +596,9 @@ function tailnetCard(t) {
       t.state === 'logged-out' ? null : h('div', {}, out, err)),
     t.login_url ? h('p', { id: 'tailnet-login' }, 'This box waits for a login: ', h('a', { href: t.login_url, target: '_blank', rel: 'noopener' }, t.login_url),
       ' (open it, or have the tailnet admin approve it).') : null,
-    t.state === 'logged-out' ? h('p', { class: 'muted' }, 'Logged out. Restart meshbridge to register again.') : null,
-    t.error ? h('p', { class: 'muted' }, t.error) : null,
+    t.state === 'logged-out' ? h('p', { class: 'muted' }, 'Logged out. Paste an auth key to join again (or leave it empty for a login link).') : null,
+    t.error ? h('p', { class: 'muted', id: 'tailnet-error' }, t.error) : null,
+    ['logged-out', 'needs-login', 'error'].includes(t.state) ? tailnetJoinForm() : null,
     h('dl', { class: 'kv' },
       kv('Control server', t.control_url), kv('Name', t.name || t.hostname),
       kv('Addresses', (t.addresses || []).join(', ')),
@@ -592,6 +620,8 @@ function healthCard(health) {
 
 async function viewStatus(m, current) {
   const draw = (s) => {
+    // Someone is typing an auth key: redraw later.
+    if (tailnetJoin && document.activeElement === $('#tailnet-auth-key', tailnetJoin)) return;
     const b = s.box || {};
     const keep = window.scrollY;
     fill(m, pageHead('Status', h('span', { class: 'muted small live' }, 'live · every 3 s')),

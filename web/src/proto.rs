@@ -77,8 +77,52 @@ pub enum Request {
     /// Restart the daemon.
     Restart,
     /// Log the box's tailnet node out at the control server (`[tailnet]`):
-    /// its tailnet peers leave the mesh; the next start registers again.
+    /// its tailnet peers leave the mesh; [`Request::TailnetLogin`] or the
+    /// next start registers again.
     TailnetLogout,
+    /// Join the tailnet again without a restart (after a logout, or while
+    /// the box waits for a login or retries): with `auth_key`, register
+    /// with that key (kept in memory only, never written); without, as at
+    /// start (the configured auth key, else an interactive login URL).
+    TailnetLogin {
+        /// A pre-auth key pasted on the page or read by the CLI.
+        #[serde(default)]
+        auth_key: Option<SecretText>,
+    },
+}
+
+/// Text that is never printed (`Debug` shows `<redacted>`): an auth key.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct SecretText(pub String);
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The longest auth key accepted (Tailscale's and Headscale's keys are
+/// under 100 characters).
+pub const MAX_AUTH_KEY: usize = 512;
+
+/// An auth key as pasted: surrounding white space dropped; then 1 to
+/// [`MAX_AUTH_KEY`] visible ASCII characters. The error never quotes the
+/// key.
+pub fn check_auth_key(key: &str) -> Result<&str, String> {
+    let k = key.trim();
+    if k.is_empty() {
+        return Err("the auth key is empty: paste the key the control server made (headscale preauthkeys create, or Tailscale's admin console), or leave the field out for an interactive login".into());
+    }
+    if k.len() > MAX_AUTH_KEY {
+        return Err(format!(
+            "the auth key is longer than {MAX_AUTH_KEY} characters: paste only the key"
+        ));
+    }
+    if !k.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("the auth key has spaces or characters that are not printable ASCII: paste only the key".into());
+    }
+    Ok(k)
 }
 
 /// A failed request: HTTP-style status, message, the config key at fault.
@@ -276,7 +320,8 @@ pub enum TailnetState {
     NeedsLogin,
     /// Registered; the map stream is open.
     LoggedIn,
-    /// Logged out (`meshbridge tailnet logout`); a restart registers again.
+    /// Logged out (`meshbridge tailnet logout`); a login
+    /// (`meshbridge tailnet login`, the page) or a restart registers again.
     LoggedOut,
     /// The last attempt failed (see `error`); retrying.
     Error,
@@ -411,6 +456,34 @@ pub struct SystemInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auth_keys_are_trimmed_checked_and_never_printed() {
+        assert_eq!(
+            check_auth_key("  hskey-auth-abc_DEF-123\n"),
+            Ok("hskey-auth-abc_DEF-123")
+        );
+        for bad in ["", "   \n", "two words", "tab\tkey", "k\u{e9}y", "ctl\u{7}"] {
+            let e = check_auth_key(bad).unwrap_err();
+            assert!(!bad.trim().is_empty() || e.contains("empty"), "{e}");
+        }
+        assert!(check_auth_key(&"k".repeat(MAX_AUTH_KEY)).is_ok());
+        let long = "k".repeat(MAX_AUTH_KEY + 1);
+        assert!(check_auth_key(&long).unwrap_err().contains("longer"));
+        let r = Request::TailnetLogin {
+            auth_key: Some(SecretText("tskey-auth-secret".into())),
+        };
+        assert!(!format!("{r:?}").contains("secret"), "{r:?}");
+        // On the wire (CLI socket, page → daemon): the key as plain JSON text.
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"cmd": "tailnet-login", "auth_key": "tskey-auth-secret"})
+        );
+        let none: Request =
+            serde_json::from_value(serde_json::json!({"cmd": "tailnet-login"})).unwrap();
+        assert_eq!(none, Request::TailnetLogin { auth_key: None });
+    }
 
     /// The MAC is a [`Mac`] in Rust and the same lower-case text in the
     /// JSON the page reads (web/API.md).

@@ -398,6 +398,7 @@ fn router(state: St) -> Router {
         .route("/api/restore", post(restore))
         .route("/api/restart", post(restart))
         .route("/api/tailnet/logout", post(tailnet_logout))
+        .route("/api/tailnet/login", post(tailnet_login))
         .route("/api/tokens", get(tokens).post(token_create))
         .route("/api/tokens/{name}", axum::routing::delete(token_delete))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_auth));
@@ -1002,6 +1003,44 @@ async fn restart(State(st): State<St>) -> Response {
 
 async fn tailnet_logout(State(st): State<St>) -> Response {
     forward(&st, Request::TailnetLogout).await
+}
+
+/// The largest body `POST /api/tailnet/login` reads.
+const MAX_LOGIN_BODY: usize = 4096;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TailnetLoginBody {
+    #[serde(default)]
+    auth_key: Option<String>,
+}
+
+/// Join the tailnet again: `{"auth_key": "..."}`, or `{}` / no body for
+/// the configured key or an interactive login. Checked here and again by
+/// the daemon; a bad body changes nothing.
+async fn tailnet_login(State(st): State<St>, body: Bytes) -> Response {
+    if body.len() > MAX_LOGIN_BODY {
+        return error(
+            413,
+            format!(
+                "the body is larger than {MAX_LOGIN_BODY} bytes: send {{\"auth_key\": \"...\"}}"
+            ),
+        );
+    }
+    let b: TailnetLoginBody = if body.iter().all(u8::is_ascii_whitespace) {
+        TailnetLoginBody::default()
+    } else {
+        match body_json(&body) {
+            Ok(b) => b,
+            Err(r) => return r,
+        }
+    };
+    let auth_key = match b.auth_key.as_deref().map(crate::proto::check_auth_key) {
+        None => None,
+        Some(Ok(k)) => Some(crate::proto::SecretText(k.to_string())),
+        Some(Err(e)) => return fail(Failure::invalid("auth_key", e)),
+    };
+    forward(&st, Request::TailnetLogin { auth_key }).await
 }
 
 async fn tokens(State(st): State<St>) -> Response {

@@ -68,6 +68,14 @@ fn path_keys(raw: &raw::File, base: Option<&Path>) -> Vec<(&'static str, PathBuf
     if let Some(s) = &raw.board.root {
         out.push(("board.root", PathBuf::from(s)));
     }
+    if let Some(t) = &raw.tailnet {
+        if let Some(s) = &t.auth_key_file {
+            out.push(("tailnet.auth_key_file", resolve_path(base, s.trim())));
+        }
+        if let Some(s) = &t.ca_file {
+            out.push(("tailnet.ca_file", resolve_path(base, s.trim())));
+        }
+    }
     if let Some((chip, _)) = raw
         .board
         .reset_button
@@ -174,6 +182,7 @@ mod tests {
             "state_dir = \"/var/lib/meshbridge\"\n",
             "[api]\nsocket = \"/run/meshbridge/api.sock\"\n",
             "[board]\nroot = \"/\"\n",
+            "[tailnet]\nca_file = \"/etc/meshbridge/hs-ca.pem\"\n",
         ] {
             f.check(&raw_of(ok), base)
                 .unwrap_or_else(|e| panic!("{ok}: {e}"));
@@ -201,6 +210,11 @@ mod tests {
             ("state_dir = \"relative\"\n", "state_dir"),
             ("[api]\nsocket = \"/tmp/x.sock\"\n", "api.socket"),
             ("[board]\nroot = \"/tmp/fake\"\n", "board.root"),
+            (
+                "[tailnet]\nauth_key_file = \"/etc/shadow\"\n",
+                "tailnet.auth_key_file",
+            ),
+            ("[tailnet]\nca_file = \"/etc/shadow\"\n", "tailnet.ca_file"),
             (
                 "[board]\nreset_button = \"/etc/passwd:1\"\n",
                 "board.reset_button",

@@ -204,4 +204,7 @@ pub struct Tailnet {
     pub advertise_bridge: Option<bool>,
     /// Use other nodes' subnet routes (default false).
     pub accept_routes: Option<bool>,
+    /// A PEM file of CA certificates trusted for an `https://` control URL,
+    /// besides the system's (a self-hosted Headscale with a private CA).
+    pub ca_file: Option<String>,
 }

@@ -39,6 +39,10 @@ pub struct Tailnet {
     pub advertise_bridge: bool,
     /// Use other nodes' subnet routes.
     pub accept_routes: bool,
+    /// `ca_file`: CA certificates trusted for an `https://` control URL,
+    /// besides `SSL_CERT_FILE` or the system's bundle. Read at each
+    /// connection attempt (a fixed file takes effect without a restart).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A host name the control server accepts: DNS label characters, 1 to 63.
@@ -110,12 +114,18 @@ pub(super) fn validate_tailnet(
         }
         h => h.clone(),
     };
+    let ca_file = match &t.ca_file {
+        Some(f) if f.trim().is_empty() => return Err(bad("tailnet.ca_file", "empty path")),
+        Some(f) => Some(resolve_path(base, f.trim())),
+        None => None,
+    };
     Ok(Some(Tailnet {
         control_url,
         auth_key,
         hostname,
         advertise_bridge: t.advertise_bridge.unwrap_or(true),
         accept_routes: t.accept_routes.unwrap_or(false),
+        ca_file,
     }))
 }
 
@@ -142,7 +152,19 @@ mod tests {
         assert_eq!(t.control_url, DEFAULT_CONTROL_URL);
         assert_eq!(t.auth_key, None);
         assert_eq!(t.hostname, None);
+        assert_eq!(t.ca_file, None);
         assert!(t.advertise_bridge && !t.accept_routes);
+    }
+
+    #[test]
+    fn an_https_control_url_with_a_private_ca_file() {
+        let t = with("control_url = \"https://hs.example.com:8443\"\nca_file = \"hs-ca.pem\"")
+            .unwrap()
+            .tailnet
+            .unwrap();
+        assert_eq!(t.control_url, "https://hs.example.com:8443");
+        assert_eq!(t.ca_file, Some("/etc/meshbridge/hs-ca.pem".into()));
+        assert_eq!(with("ca_file = \" \"").unwrap_err().key, "tailnet.ca_file");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 // MODE "login-url": first start (setup code), then the card's state and login link.
 // MODE "logout": log in with PASSWORD, wait for "logged in", click "Log out of the
 // tailnet" (the confirm dialog is accepted), wait for "logged out".
+// MODE "join": log in with PASSWORD, wait for "logged out", submit a bad auth key
+// (the field's error), then the key in $TAILNET_AUTH_KEY; wait for "logged in".
 import { chromium } from 'playwright-core';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -44,6 +46,26 @@ try {
     out.state = (await page.locator('#tailnet-state').textContent()).trim();
     out.login_href = await page.locator('#tailnet-login a').getAttribute('href');
     out.card = (await card.textContent()).trim();
+  } else if (mode === 'join') {
+    await page.locator('#login-password').waitFor();
+    await page.fill('#login-password', password);
+    await page.click('#login-submit');
+    await card.waitFor();
+    await stateIs('logged out');
+    out.card_before = (await card.textContent()).trim();
+    await page.fill('#tailnet-auth-key', 'two words');
+    await page.click('#tailnet-join');
+    const fieldError = page.locator('[data-field="auth_key"] .field-error');
+    await page.waitForFunction(() => {
+      const e = document.querySelector('[data-field="auth_key"] .field-error');
+      return e && e.textContent.trim() !== '';
+    });
+    out.bad_key_error = (await fieldError.textContent()).trim();
+    await page.fill('#tailnet-auth-key', process.env.TAILNET_AUTH_KEY || '');
+    await page.click('#tailnet-join');
+    await stateIs('logged in');
+    out.card_after = (await card.textContent()).trim();
+    out.join_form_after = await page.locator('#tailnet-join-form').count();
   } else {
     await page.locator('#login-password').waitFor();
     await page.fill('#login-password', password);
