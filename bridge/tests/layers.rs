@@ -11,6 +11,7 @@ use std::path::Path;
 /// modules of a lower layer only.
 const LAYERS: &[(&str, u8)] = &[
     ("persist", 0),
+    ("lease_store", 1),
     ("mdns_link", 0),
     ("tailnet_dns", 0),
     ("tailnet_rules", 0),
