@@ -447,12 +447,17 @@ impl Tailnet {
         self.disco.set_peers(now, &disco_peers);
     }
 
-    /// The home region: netcheck's once a measurement answered, else the
-    /// map's first. A change connects it and goes to the control task.
+    /// The home region: netcheck's once a measurement answered, else
+    /// (nothing to measure, or a first round without answers) the map's
+    /// first. Until the first round ended there is none, so that the box
+    /// does not connect and report a region only to move at once. A
+    /// change connects it and goes to the control task.
     fn update_home(&mut self) {
+        let measured = self.netcheck.targets().is_empty() || self.netcheck.rounds() > 0;
         let home = self.netcheck.home().or_else(|| {
             self.last
                 .as_ref()
+                .filter(|_| measured)
                 .and_then(|u| tailnet_derp::choose_home(&u.derp_regions))
         });
         if home != self.derp.home() {
@@ -1299,9 +1304,9 @@ mod tests {
                 ..Default::default()
             },
         );
-        let now = Instant::now();
+        let t0 = Instant::now();
         t.on_update(
-            now,
+            t0,
             Update {
                 addresses: vec!["100.64.0.2/32".parse().unwrap()],
                 peers: vec![lap],
@@ -1309,7 +1314,19 @@ mod tests {
                 rules: Default::default(),
             },
         );
+        assert_eq!(t.derp.home(), None, "none before the first measurement");
+        // Netcheck's first round (STUN to the region) goes unanswered: the
+        // map's first region is home.
+        t.handle_timeout(t0);
+        assert!(
+            std::iter::from_fn(|| t.poll_transmit())
+                .any(|tx| tx.to == "127.0.0.1:3478".parse().unwrap()),
+            "a netcheck probe to region 900's STUN port"
+        );
+        let now = t0 + meshbridge_tailnet::netcheck::ROUND_TIMEOUT;
+        t.handle_timeout(now);
         assert_eq!(t.derp.home(), Some(900));
+        while t.poll_transmit().is_some() {}
         let relay = t
             .peer_set()
             .get(&PublicKey([1; 32]))

@@ -222,6 +222,11 @@ impl Netcheck {
         &self.last
     }
 
+    /// What is measured (from [`Netcheck::set_targets`]).
+    pub fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
     /// Rounds finished so far.
     pub fn rounds(&self) -> u64 {
         self.rounds
