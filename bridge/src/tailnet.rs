@@ -550,7 +550,11 @@ impl Tailnet {
             .unwrap_or(region);
         let via = self.relay.addr_for(src, home);
         if disco::looks_like_disco(&data) {
+            let calls = self.disco.stats().calls_received;
             self.disco.handle_relayed(now, via, &data);
+            if self.disco.stats().calls_received > calls {
+                tracing::debug!("tailnet: call-me-maybe from {} over DERP", src.short());
+            }
             self.drain_events();
             None
         } else {
@@ -572,7 +576,14 @@ impl Tailnet {
                 self.derp.send(region, key, data);
                 if !disco::looks_like_disco(data) {
                     self.sync_own_endpoints();
+                    let calls = self.disco.stats().calls_sent;
                     self.disco.note_traffic(Instant::now(), &key);
+                    if self.disco.stats().calls_sent > calls {
+                        tracing::debug!(
+                            "tailnet: call-me-maybe to {} over DERP region {region}",
+                            key.short()
+                        );
+                    }
                 }
             }
             None => self.derp.dropped += 1,
