@@ -8,6 +8,14 @@ pings the laptop's endpoints; the path becomes direct (the laptop's
 `tailscale status` / `tailscale ping` say so) and the laptop logged the
 box's call-me-maybe (tailscaled with magicsock debug logs).
 
+Headscale 0.29.2 does not pass on an endpoint change that only adds a STUN
+endpoint (`endpointBroadcastWorthy`), so a peer may learn the box's public
+endpoint only from its call-me-maybe; whether the netmap carries it anyway
+depends on the order of the box's updates, so this test checks the path and
+that the laptop got the call, not which of the two taught it the endpoint
+(the unit test `call_me_maybe_over_the_relay_punches_through_both_firewalls`
+isolates that).
+
     [hs]  bridge 10.99.0.1/24: headscale, derper (region 900, STUN 3478)
     [bnat] 10.99.0.30 -- 192.168.10.1   [box] 192.168.10.2: meshbridge
     [lnat] 10.99.0.40 -- 192.168.20.1   [lap] 192.168.20.2: tailscaled
@@ -16,9 +24,9 @@ box's call-me-maybe (tailscaled with magicsock debug logs).
 SKIPS only when the pinned Go programs are absent.
 """
 
-import json
-
 import pytest
+
+import test_tailnet_control
 
 from site_ns import sh, wait_for
 from test_tailnet_box import BOX_PORT, box_peer
@@ -97,8 +105,22 @@ class NatTailnet(DerpTailnet):
         return int(out.split("counter packets ", 1)[1].split()[0])
 
 
+# Everyone may reach everyone; the box's bridge route is approved when it is
+# advertised (a later `approve-routes` would send the laptop a full map).
+POLICY = """{
+  "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+  "autoApprovers": {"routes": {"10.77.1.0/24": ["alice@"]}}
+}
+"""
+
+
 @pytest.fixture
-def tn(tmp_path):
+def tn(tmp_path, monkeypatch):
+    policy = tmp_path / "policy.hujson"
+    policy.write_text(POLICY)
+    cfg = test_tailnet_control.HEADSCALE_CONFIG.replace('path: ""', f'path: "{policy}"')
+    assert cfg != test_tailnet_control.HEADSCALE_CONFIG
+    monkeypatch.setattr(test_tailnet_control, "HEADSCALE_CONFIG", cfg)
     t = NatTailnet(tmp_path, require_gotools())
     try:
         yield t
@@ -121,15 +143,10 @@ def test_call_me_maybe_punches_through_two_stateful_nats_and_the_path_becomes_di
              timeout=30, what="the box's public endpoint behind its NAT")
     wait_for(lambda: "DERP region 900 connected" in tn.box_log.read_text(), timeout=30, what="the box on DERP")
     box = nodes_named(tn, "tbox")
-    tn.headscale("nodes", "approve-routes", "-i", str(box[0]["id"]), "-r", "10.77.1.0/24")
     wait_for(lambda: (p := box_peer(tn, cli)) and "10.77.1.0/24" in (p.get("PrimaryRoutes") or []),
              timeout=30, what="the approved route on the laptop")
     seen = box_peer(tn, cli)
     assert not seen.get("CurAddr"), seen
-    with open(tn.tmp / "lap-view.txt", "w") as f:
-        f.write(f"box endpoints on the laptop before traffic: {seen.get('Addrs')}\n")
-        f.write(f"nodes: {json.dumps(tn.nodes())}\n")
-        f.write(f"dropped: box NAT {tn.dropped(tn.bnat)}, laptop NAT {tn.dropped(tn.lnat)}\n")
 
     # Traffic from the box's side: the bridged device pings the laptop.
     tn.udhcpc()
@@ -139,18 +156,13 @@ def test_call_me_maybe_punches_through_two_stateful_nats_and_the_path_becomes_di
         p = box_peer(tn, cli)
         return p and p.get("CurAddr") == f"10.99.0.30:{BOX_PORT}" and p
 
-    try:
-        wait_for(direct, timeout=60, interval=1, what="a direct path through both NATs")
-    finally:
-        with open(tn.tmp / "lap-view.txt", "a") as f:
-            f.write(f"dropped: box NAT {tn.dropped(tn.bnat)}, laptop NAT {tn.dropped(tn.lnat)}\n")
-            for ns in (tn.bnat, tn.lnat):
-                f.write(tn.run(ns, ["conntrack", "-L", "-p", "udp"], check=False).stdout)
+    wait_for(direct, timeout=60, interval=1, what="a direct path through both NATs")
     assert "call-me-maybe to" in tn.box_log.read_text(), "the box sent call-me-maybe over DERP"
     assert "got call-me-maybe" in tn.lap_log.read_text(), "the laptop got the box's call-me-maybe"
-    assert "direct path to" in tn.box_log.read_text()
+    wait_for(lambda: "direct path to" in tn.box_log.read_text(), timeout=20, what="the box's direct path")
     r = tn.run(tn.lap, cli + ["ping", "-c", "5", box[0]["ip_addresses"][0]], check=False, timeout=40)
     assert f"via 10.99.0.30:{BOX_PORT}" in r.stdout, r
     tn.ping(tn.dev, lap_ip)
-    with open(tn.tmp / "lap-view.txt", "a") as f:
-        f.write(f"dropped: box NAT {tn.dropped(tn.bnat)}, laptop NAT {tn.dropped(tn.lnat)}\n")
+    # The firewalls were in the way: pings that arrived before the other
+    # side had sent were dropped.
+    assert tn.dropped(tn.bnat) + tn.dropped(tn.lnat) > 0
