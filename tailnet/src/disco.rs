@@ -27,8 +27,12 @@
 //! every endpoint of every peer (from the netmap) until one answers, keeps
 //! pinging the confirmed path as a heartbeat, answers pings with pongs, and
 //! reports a confirmed path as [`DiscoEvent::PathConfirmed`]; the daemon
-//! then sets that peer's WireGuard endpoint. Time and randomness are passed
-//! in; it opens no socket.
+//! then sets that peer's WireGuard endpoint. When the daemon has traffic
+//! for a peer without a confirmed path ([`Disco::note_traffic`]) it also
+//! sends that peer a call-me-maybe with our endpoints over the relay, as
+//! magicsock's `sendDiscoPingsLocked` does, so both sides ping at once
+//! and stateful firewalls let the pings through. Time and randomness are
+//! passed in; it opens no socket.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
