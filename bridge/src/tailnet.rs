@@ -32,9 +32,9 @@ use meshbridge_mesh::{PeerConfig, PeerSet, PublicKey};
 use meshbridge_tailnet::client::{fetch_control_key, ControlClient, ControlUrl};
 use meshbridge_tailnet::control::{self, NodeIdentity, RegisterNext};
 use meshbridge_tailnet::disco::{self, Disco, DiscoEvent, DiscoPeer};
-use meshbridge_tailnet::netcheck::Netcheck;
 use meshbridge_tailnet::keys::{MachinePrivate, NodeKeys, NodePrivate, NodePublic};
 use meshbridge_tailnet::mapstream::MAP_WATCHDOG;
+use meshbridge_tailnet::netcheck::Netcheck;
 use meshbridge_tailnet::netmap::{Applied, Netmap, TailnetPeer};
 use meshbridge_tailnet::tailcfg::DerpRegion;
 use meshbridge_web::proto::{DerpRegionStatus, TailnetPeerStatus, TailnetState, TailnetStatus};
@@ -624,10 +624,14 @@ impl Tailnet {
     /// When [`Tailnet::handle_timeout`] wants to run.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let stun = self.stun.poll_timeout(self.stun_server().is_some());
-        [self.disco.poll_timeout(), stun, self.netcheck.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.disco.poll_timeout(),
+            stun,
+            self.netcheck.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The next disco or STUN datagram to send on the WireGuard socket.

@@ -215,7 +215,11 @@ impl Derp {
                 .is_some_and(|n| *n == c.node)
         });
         if let Some(h) = self.home {
-            if self.regions.get(&i32::from(h)).is_none_or(|r| !home_capable(r)) {
+            if self
+                .regions
+                .get(&i32::from(h))
+                .is_none_or(|r| !home_capable(r))
+            {
                 self.home = None;
             } else {
                 self.connect(h);

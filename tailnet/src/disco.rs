@@ -392,8 +392,7 @@ impl<R: RngCore + CryptoRng> Disco<R> {
     /// firewalls let the other's pings in. At most once per
     /// [`PING_INTERVAL`] per peer.
     pub fn note_traffic(&mut self, now: Instant, node_key: &NodePublic) {
-        let Some((disco, st)) = self.peers.iter_mut().find(|(_, p)| p.node_key == *node_key)
-        else {
+        let Some((disco, st)) = self.peers.iter_mut().find(|(_, p)| p.node_key == *node_key) else {
             return;
         };
         if st.best.is_some()
@@ -968,7 +967,10 @@ mod tests {
         assert_eq!(run(false), (false, false, 0), "pings alone are dropped");
         let (a_direct, b_direct, calls) = run(true);
         assert!(a_direct && b_direct, "direct on both sides");
-        assert!((1..=2).contains(&calls), "stops once the path is direct: {calls}");
+        assert!(
+            (1..=2).contains(&calls),
+            "stops once the path is direct: {calls}"
+        );
     }
 
     #[test]
@@ -991,14 +993,21 @@ mod tests {
             a.disco.poll_transmit().is_some_and(|t| t.to == b.addr),
             "a ping first"
         );
-        assert!(a.disco.poll_transmit().is_none(), "no endpoints of ours: no call");
+        assert!(
+            a.disco.poll_transmit().is_none(),
+            "no endpoints of ours: no call"
+        );
         a.disco.set_own_endpoints(vec![a.addr]);
-        a.disco.note_traffic(t0 + Duration::from_secs(1), &b.node_key);
+        a.disco
+            .note_traffic(t0 + Duration::from_secs(1), &b.node_key);
         assert!(a.disco.poll_transmit().is_none(), "rate limited");
         a.disco.note_traffic(t0 + PING_INTERVAL, &b.node_key);
         let out: Vec<_> = std::iter::from_fn(|| a.disco.poll_transmit()).collect();
         assert_eq!(out.len(), 2);
-        let call = out.iter().find(|t| t.to == relay).expect("a call over the relay");
+        let call = out
+            .iter()
+            .find(|t| t.to == relay)
+            .expect("a call over the relay");
         assert_eq!(
             open(&key(2), &call.data).unwrap().1,
             Message::CallMeMaybe {

@@ -130,8 +130,7 @@ impl Netcheck {
         {
             self.finish(now);
         }
-        if self.round.is_some() || self.targets.is_empty() || self.next.is_some_and(|n| now < n)
-        {
+        if self.round.is_some() || self.targets.is_empty() || self.next.is_some_and(|n| now < n) {
             return;
         }
         let mut pending = HashMap::new();
