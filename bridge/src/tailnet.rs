@@ -656,14 +656,29 @@ impl Tailnet {
     /// public endpoint for the control task.
     pub fn handle_stun(&mut self, data: &[u8]) {
         if self.netcheck.is_response(data) {
-            self.netcheck.handle_response(Instant::now(), data);
+            // Until the home region's STUN answers, netcheck's first answer
+            // is our public endpoint: it then goes to the control server
+            // with the home region, a Hostinfo change Headscale passes on
+            // to the peers (an endpoint update that only adds a STUN
+            // endpoint it keeps to itself).
+            if let Some(addr) = self.netcheck.handle_response(Instant::now(), data) {
+                if self.public_tx.borrow().is_none() {
+                    self.set_public(addr);
+                }
+            }
             self.update_home();
             return;
         }
         if let Some(addr) = self.stun.handle_response(data) {
-            tracing::info!("tailnet: public endpoint {addr} (STUN)");
-            self.public_tx.send_replace(Some(addr));
+            if *self.public_tx.borrow() != Some(addr) {
+                self.set_public(addr);
+            }
         }
+    }
+
+    fn set_public(&mut self, addr: SocketAddr) {
+        tracing::info!("tailnet: public endpoint {addr} (STUN)");
+        self.public_tx.send_replace(Some(addr));
     }
 
     /// Whether a path changed since the last call (then re-apply the peer set).
@@ -874,8 +889,13 @@ async fn session(
                 continue;
             }
             Ok(()) = reports.public.changed() => {
-                // A new public endpoint (STUN): tell the control server.
+                // A new public endpoint (STUN), and the home region if it
+                // changed at the same time: one update.
                 let public = *reports.public.borrow_and_update();
+                if reports.home.has_changed().unwrap_or(false) {
+                    identity.home_derp = *reports.home.borrow_and_update();
+                    tracing::info!("tailnet: reporting home DERP region {}", identity.home_derp);
+                }
                 send_endpoints(&mut client, keys, &identity, &endpoints, public).await?;
                 continue;
             }
@@ -884,7 +904,7 @@ async fn session(
                 // peers: Hostinfo.NetInfo.PreferredDERP.
                 identity.home_derp = *reports.home.borrow_and_update();
                 tracing::info!("tailnet: reporting home DERP region {}", identity.home_derp);
-                let public = *reports.public.borrow();
+                let public = *reports.public.borrow_and_update();
                 send_endpoints(&mut client, keys, &identity, &endpoints, public).await?;
                 continue;
             }
