@@ -8,13 +8,13 @@ pings the laptop's endpoints; the path becomes direct (the laptop's
 `tailscale status` / `tailscale ping` say so) and the laptop logged the
 box's call-me-maybe (tailscaled with magicsock debug logs).
 
-Headscale 0.29.2 does not pass on an endpoint change that only adds a STUN
-endpoint (`endpointBroadcastWorthy`), so a peer may learn the box's public
-endpoint only from its call-me-maybe; whether the netmap carries it anyway
-depends on the order of the box's updates, so this test checks the path and
-that the laptop got the call, not which of the two taught it the endpoint
-(the unit test `call_me_maybe_over_the_relay_punches_through_both_firewalls`
-isolates that).
+The laptop learns the box's public endpoint from the netmap (the box sends
+it with its home region) or first from the call-me-maybe, whichever arrives
+first; tailscaled also sends its own call-me-maybe when it answers over
+DERP. So this test checks the direct path and that the laptop got the
+box's call, not which message opened the path (the unit test
+`call_me_maybe_over_the_relay_punches_through_both_firewalls` isolates
+that).
 
     [hs]  bridge 10.99.0.1/24: headscale, derper (region 900, STUN 3478)
     [bnat] 10.99.0.30 -- 192.168.10.1   [box] 192.168.10.2: meshbridge
