@@ -366,6 +366,27 @@ pub fn render_tailnet(t: &TailnetStatus) -> String {
             t.addresses.join(", ")
         );
     }
+    if let Some(h) = t.derp_home {
+        let code = t
+            .derp_regions
+            .iter()
+            .find(|r| r.id == h)
+            .map(|r| format!(" ({})", r.code))
+            .filter(|c| c != " ()")
+            .unwrap_or_default();
+        out += &format!("# Home DERP region: {h}{code}\n");
+    }
+    if !t.derp_regions.is_empty() {
+        let regions: Vec<String> = t
+            .derp_regions
+            .iter()
+            .map(|r| match r.latency_ms {
+                Some(ms) => format!("{} {ms:.1} ms", r.id),
+                None => format!("{} -", r.id),
+            })
+            .collect();
+        out += &format!("# DERP latency: {}\n", regions.join(", "));
+    }
     let online = t.peers.iter().filter(|p| p.online == Some(true)).count();
     let direct = t.peers.iter().filter(|p| p.direct.is_some()).count();
     out += &format!(
@@ -447,6 +468,36 @@ mod tests {
         // The JSON names the states in kebab case, for the page and scripts.
         let json = serde_json::to_value(&t).unwrap();
         assert_eq!(json["state"], "logged-in");
+        assert!(!text.contains("DERP"), "no map yet: {text}");
+        // The home DERP region and each region's latency.
+        t.derp_home = Some(901);
+        t.derp_regions = vec![
+            meshbridge_web::proto::DerpRegionStatus {
+                id: 900,
+                code: "ta".into(),
+                latency_ms: Some(81.25),
+            },
+            meshbridge_web::proto::DerpRegionStatus {
+                id: 901,
+                code: "tb".into(),
+                latency_ms: Some(0.5),
+            },
+            meshbridge_web::proto::DerpRegionStatus {
+                id: 902,
+                code: "tc".into(),
+                latency_ms: None,
+            },
+        ];
+        let text = render_tailnet(&t);
+        assert!(text.contains("# Home DERP region: 901 (tb)"), "{text}");
+        assert!(
+            text.contains("# DERP latency: 900 81.2 ms, 901 0.5 ms, 902 -"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&t).unwrap();
+        assert_eq!(json["derp_home"], 901);
+        assert_eq!(json["derp_regions"][0]["latency_ms"], 81.25);
+        assert_eq!(json["derp_regions"][1]["code"], "tb");
     }
 
     #[test]

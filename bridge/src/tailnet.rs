@@ -34,9 +34,10 @@ use meshbridge_tailnet::control::{self, NodeIdentity, RegisterNext};
 use meshbridge_tailnet::disco::{self, Disco, DiscoEvent, DiscoPeer};
 use meshbridge_tailnet::keys::{MachinePrivate, NodeKeys, NodePrivate, NodePublic};
 use meshbridge_tailnet::mapstream::MAP_WATCHDOG;
+use meshbridge_tailnet::netcheck::Netcheck;
 use meshbridge_tailnet::netmap::{Applied, Netmap, TailnetPeer};
 use meshbridge_tailnet::tailcfg::DerpRegion;
-use meshbridge_web::proto::{TailnetPeerStatus, TailnetState, TailnetStatus};
+use meshbridge_web::proto::{DerpRegionStatus, TailnetPeerStatus, TailnetState, TailnetStatus};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -264,6 +265,12 @@ pub struct Tailnet {
     stun_out: VecDeque<disco::Transmit>,
     /// Our public endpoint (STUN), for the control task to report.
     public_tx: watch::Sender<Option<SocketAddr>>,
+    /// Latency to each DERP region, and the home region by latency.
+    netcheck: Netcheck,
+    /// The home region, for the control task to report (0: none).
+    home_tx: watch::Sender<u32>,
+    /// The local endpoints the control task reports, for call-me-maybe.
+    local_eps: watch::Receiver<Vec<SocketAddr>>,
 }
 
 impl Drop for Tailnet {
@@ -317,13 +324,19 @@ impl Tailnet {
         let hostname = settings.identity.hostname.clone();
         let derp = Derp::new(keys.node_key.clone());
         let (public_tx, public_rx) = watch::channel(None);
+        let (home_tx, home_rx) = watch::channel(0);
+        let (eps_tx, local_eps) = watch::channel(Vec::new());
         let task = tokio::spawn(control_task(
             settings,
             keys,
             tx,
             state_tx,
             commands_rx,
-            public_rx,
+            Reports {
+                public: public_rx,
+                home: home_rx,
+                endpoints: eps_tx,
+            },
         ));
         Ok(Some(Tailnet {
             updates,
@@ -348,6 +361,9 @@ impl Tailnet {
             stun: StunProbe::default(),
             stun_out: VecDeque::new(),
             public_tx,
+            netcheck: Netcheck::new(),
+            home_tx,
+            local_eps,
         }))
     }
 
@@ -401,7 +417,27 @@ impl Tailnet {
             name: st.name.map(|n| n.trim_end_matches('.').to_string()),
             addresses,
             peers,
+            derp_home: self.derp.home(),
+            derp_regions: self.derp_status(),
         }
+    }
+
+    fn derp_status(&self) -> Vec<DerpRegionStatus> {
+        let Some(u) = &self.last else {
+            return Vec::new();
+        };
+        let lat = self.netcheck.latencies();
+        u.derp_regions
+            .iter()
+            .filter_map(|(id, r)| {
+                let id = u16::try_from(*id).ok().filter(|id| *id > 0)?;
+                Some(DerpRegionStatus {
+                    id,
+                    code: r.region_code.clone(),
+                    latency_ms: lat.get(&id).map(|d| d.as_secs_f64() * 1000.0),
+                })
+            })
+            .collect()
     }
 
     /// The next map update from the control task (cancel-safe).
@@ -409,27 +445,81 @@ impl Tailnet {
         self.updates.recv().await
     }
 
-    /// Take a map update: new peers for disco.
+    /// Take a map update: new peers for disco, the DERP map for the relays
+    /// and netcheck.
     pub fn on_update(&mut self, now: Instant, update: Update) {
-        let disco_peers: Vec<DiscoPeer> = update
-            .peers
-            .iter()
-            .filter_map(|p| {
-                Some(DiscoPeer {
-                    node_key: p.node_key,
-                    disco_key: p.disco_key?,
-                    endpoints: p.endpoints.clone(),
-                })
-            })
-            .collect();
-        self.disco.set_peers(now, &disco_peers);
         self.paths
             .retain(|k, _| update.peers.iter().any(|p| p.node_key == *k));
         if let Some(e) = &mut self.exit {
             e.update(&update.peers);
         }
         self.derp.set_map(&update.derp_regions);
+        self.netcheck
+            .set_targets(now, tailnet_derp::netcheck_targets(&update.derp_regions));
         self.last = Some(update);
+        self.update_home();
+        self.sync_disco_peers(now);
+    }
+
+    /// Disco's peers: the netmap's, each with its relay stand-in (for
+    /// call-me-maybe).
+    fn sync_disco_peers(&mut self, now: Instant) {
+        let Some(u) = &self.last else { return };
+        let home = self.derp.home();
+        let disco_peers: Vec<DiscoPeer> = u
+            .peers
+            .iter()
+            .filter_map(|p| {
+                let region = peer_region(p).or(home);
+                Some(DiscoPeer {
+                    node_key: p.node_key,
+                    disco_key: p.disco_key?,
+                    endpoints: p.endpoints.clone(),
+                    relay: region.map(|r| self.relay.addr_for(p.node_key, r)),
+                })
+            })
+            .collect();
+        self.disco.set_peers(now, &disco_peers);
+    }
+
+    /// The home region: netcheck's once a measurement answered, else
+    /// (nothing to measure, or a first round without answers) the map's
+    /// first. Until the first round ended there is none, so that the box
+    /// does not connect and report a region only to move at once. A
+    /// change connects it and goes to the control task.
+    fn update_home(&mut self) {
+        let measured = self.netcheck.targets().is_empty() || self.netcheck.rounds() > 0;
+        let home = self.netcheck.home().or_else(|| {
+            self.last
+                .as_ref()
+                .filter(|_| measured)
+                .and_then(|u| tailnet_derp::choose_home(&u.derp_regions))
+        });
+        if home != self.derp.home() {
+            self.derp.set_home(home);
+            self.home_tx.send_replace(home.map(u32::from).unwrap_or(0));
+            let lat = self.netcheck.latencies();
+            tracing::info!(
+                "tailnet: DERP latency [{}]",
+                lat.iter()
+                    .map(|(r, d)| format!("{r}: {:.1} ms", d.as_secs_f64() * 1000.0))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            self.sync_disco_peers(Instant::now());
+        }
+    }
+
+    /// Our endpoints for call-me-maybe: the local ones the control task
+    /// reports and the public one from STUN.
+    fn sync_own_endpoints(&mut self) {
+        let mut eps = self.local_eps.borrow().clone();
+        if let Some(p) = *self.public_tx.borrow() {
+            if !eps.contains(&p) {
+                eps.push(p);
+            }
+        }
+        self.disco.set_own_endpoints(eps);
     }
 
     /// The box's own tailnet IPv4 addresses (host addresses for the engine).
@@ -456,11 +546,7 @@ impl Tailnet {
             if endpoints.contains_key(&p.node_key) {
                 continue;
             }
-            let region = p
-                .derp_region
-                .and_then(|r| u16::try_from(r).ok())
-                .filter(|r| *r > 0)
-                .or(self.derp.home());
+            let region = peer_region(p).or(self.derp.home());
             if let Some(r) = region {
                 endpoints.insert(p.node_key, self.relay.addr_for(p.node_key, r));
             }
@@ -499,7 +585,11 @@ impl Tailnet {
             .unwrap_or(region);
         let via = self.relay.addr_for(src, home);
         if disco::looks_like_disco(&data) {
+            let calls = self.disco.stats().calls_received;
             self.disco.handle_relayed(now, via, &data);
+            if self.disco.stats().calls_received > calls {
+                tracing::debug!("tailnet: call-me-maybe from {} over DERP", src.short());
+            }
             self.drain_events();
             None
         } else {
@@ -512,10 +602,25 @@ impl Tailnet {
         tailnet_derp::is_relay(to)
     }
 
-    /// Send a datagram addressed to a relay stand-in over DERP.
+    /// Send a datagram addressed to a relay stand-in over DERP. WireGuard
+    /// (not disco) is traffic for a peer without a direct path: disco
+    /// starts discovery with a call-me-maybe ([`Disco::note_traffic`]).
     pub fn send_relay(&mut self, to: &SocketAddr, data: &[u8]) {
         match self.relay.peer_of(to) {
-            Some((key, region)) => self.derp.send(region, key, data),
+            Some((key, region)) => {
+                self.derp.send(region, key, data);
+                if !disco::looks_like_disco(data) {
+                    self.sync_own_endpoints();
+                    let calls = self.disco.stats().calls_sent;
+                    self.disco.note_traffic(Instant::now(), &key);
+                    if self.disco.stats().calls_sent > calls {
+                        tracing::debug!(
+                            "tailnet: call-me-maybe to {} over DERP region {region}",
+                            key.short()
+                        );
+                    }
+                }
+            }
             None => self.derp.dropped += 1,
         }
     }
@@ -536,7 +641,7 @@ impl Tailnet {
         self.drain_events();
     }
 
-    /// Disco's and STUN's timers.
+    /// Disco's, STUN's and netcheck's timers.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.disco.handle_timeout(now);
         self.drain_events();
@@ -544,15 +649,24 @@ impl Tailnet {
         if let Some((to, data)) = self.stun.handle_timeout(now, server, rand::random()) {
             self.stun_out.push_back(disco::Transmit { to, data });
         }
+        self.netcheck.handle_timeout(now, &mut rand::thread_rng());
+        while let Some((to, data)) = self.netcheck.poll_transmit() {
+            self.stun_out.push_back(disco::Transmit { to, data });
+        }
+        self.update_home();
     }
 
     /// When [`Tailnet::handle_timeout`] wants to run.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let stun = self.stun.poll_timeout(self.stun_server().is_some());
-        match (self.disco.poll_timeout(), stun) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.disco.poll_timeout(),
+            stun,
+            self.netcheck.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The next disco or STUN datagram to send on the WireGuard socket.
@@ -570,15 +684,36 @@ impl Tailnet {
 
     /// Whether a datagram on the WireGuard socket answers our STUN request.
     pub fn is_stun_response(&self, data: &[u8]) -> bool {
-        self.stun.is_response(data)
+        self.stun.is_response(data) || self.netcheck.is_response(data)
     }
 
-    /// A STUN answer: a new public endpoint goes to the control task.
+    /// A STUN answer: a latency for netcheck, or (the home region's) a new
+    /// public endpoint for the control task.
     pub fn handle_stun(&mut self, data: &[u8]) {
-        if let Some(addr) = self.stun.handle_response(data) {
-            tracing::info!("tailnet: public endpoint {addr} (STUN)");
-            self.public_tx.send_replace(Some(addr));
+        if self.netcheck.is_response(data) {
+            // Until the home region's STUN answers, netcheck's first answer
+            // is our public endpoint: it then goes to the control server
+            // with the home region, a Hostinfo change Headscale passes on
+            // to the peers (an endpoint update that only adds a STUN
+            // endpoint it keeps to itself).
+            if let Some(addr) = self.netcheck.handle_response(Instant::now(), data) {
+                if self.public_tx.borrow().is_none() {
+                    self.set_public(addr);
+                }
+            }
+            self.update_home();
+            return;
         }
+        if let Some(addr) = self.stun.handle_response(data) {
+            if *self.public_tx.borrow() != Some(addr) {
+                self.set_public(addr);
+            }
+        }
+    }
+
+    fn set_public(&mut self, addr: SocketAddr) {
+        tracing::info!("tailnet: public endpoint {addr} (STUN)");
+        self.public_tx.send_replace(Some(addr));
     }
 
     /// Whether a path changed since the last call (then re-apply the peer set).
@@ -608,6 +743,24 @@ impl Tailnet {
             }
         }
     }
+}
+
+/// A peer's home DERP region from the netmap.
+fn peer_region(p: &TailnetPeer) -> Option<u16> {
+    p.derp_region
+        .and_then(|r| u16::try_from(r).ok())
+        .filter(|r| *r > 0)
+}
+
+/// What the event loop and the control task tell each other besides map
+/// updates.
+struct Reports {
+    /// Our public endpoint (STUN), from the loop.
+    public: watch::Receiver<Option<SocketAddr>>,
+    /// The home DERP region (0: none), from the loop.
+    home: watch::Receiver<u32>,
+    /// Our local endpoints, to the loop (for call-me-maybe).
+    endpoints: watch::Sender<Vec<SocketAddr>>,
 }
 
 /// The addresses peers should try for the box: the local address toward
@@ -715,7 +868,7 @@ async fn session(
     keys: &mut NodeKeys,
     tx: &mpsc::Sender<Update>,
     state: &watch::Sender<ControlState>,
-    public_rx: &mut watch::Receiver<Option<SocketAddr>>,
+    reports: &mut Reports,
 ) -> Result<Ended> {
     let (url, mut client, tls) = connect(settings, keys).await?;
     let auth_key = read_auth_key(&settings.auth_key)?;
@@ -756,6 +909,8 @@ async fn session(
         s.error = None;
     });
     let mut endpoints = local_endpoints(&url, settings.listen_port).await;
+    reports.endpoints.send_replace(endpoints.clone());
+    identity.home_derp = *reports.home.borrow_and_update();
     tracing::info!(
         "tailnet: registered; endpoints [{}]",
         endpoints
@@ -764,7 +919,7 @@ async fn session(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let public = *public_rx.borrow_and_update();
+    let public = *reports.public.borrow_and_update();
     let mut stream = client
         .map_stream(&with_public(
             control::map_request(keys, &identity, &endpoints),
@@ -786,15 +941,30 @@ async fn session(
             _ = check.tick() => {
                 let now_eps = local_endpoints(&url, settings.listen_port).await;
                 if !now_eps.is_empty() && now_eps != endpoints {
-                    let public = *public_rx.borrow();
+                    let public = *reports.public.borrow();
                     send_endpoints(&mut client, keys, &identity, &now_eps, public).await?;
                     endpoints = now_eps;
+                    reports.endpoints.send_replace(endpoints.clone());
                 }
                 continue;
             }
-            Ok(()) = public_rx.changed() => {
-                // A new public endpoint (STUN): tell the control server.
-                let public = *public_rx.borrow_and_update();
+            Ok(()) = reports.public.changed() => {
+                // A new public endpoint (STUN), and the home region if it
+                // changed at the same time: one update.
+                let public = *reports.public.borrow_and_update();
+                if reports.home.has_changed().unwrap_or(false) {
+                    identity.home_derp = *reports.home.borrow_and_update();
+                    tracing::info!("tailnet: reporting home DERP region {}", identity.home_derp);
+                }
+                send_endpoints(&mut client, keys, &identity, &endpoints, public).await?;
+                continue;
+            }
+            Ok(()) = reports.home.changed() => {
+                // A new home DERP region (netcheck): our relay, for the
+                // peers: Hostinfo.NetInfo.PreferredDERP.
+                identity.home_derp = *reports.home.borrow_and_update();
+                tracing::info!("tailnet: reporting home DERP region {}", identity.home_derp);
+                let public = *reports.public.borrow_and_update();
                 send_endpoints(&mut client, keys, &identity, &endpoints, public).await?;
                 continue;
             }
@@ -833,24 +1003,6 @@ async fn session(
             .unwrap_or_default();
         let peers = nm.peers();
         let derp_regions = nm.derp_regions().cloned().unwrap_or_default();
-        if let Some(home) = tailnet_derp::choose_home(&derp_regions) {
-            if u32::from(home) != identity.home_derp {
-                // Our relay, for the peers: Hostinfo.NetInfo.PreferredDERP.
-                identity.home_derp = u32::from(home);
-                let public = *public_rx.borrow();
-                let req = with_public(
-                    control::endpoint_update_request(keys, &identity, &endpoints),
-                    public,
-                );
-                match tokio::time::timeout(Duration::from_secs(10), client.map_stream(&req)).await {
-                    Ok(Ok(_)) => tracing::debug!("tailnet: reported home DERP region {home}"),
-                    Ok(Err(e)) => tracing::warn!("tailnet: reporting home DERP region {home}: {e}"),
-                    Err(_) => {
-                        tracing::warn!("tailnet: reporting home DERP region {home}: timed out")
-                    }
-                }
-            }
-        }
         if first {
             tracing::info!(
                 "tailnet: up as [{}], {} peer(s)",
@@ -980,7 +1132,7 @@ async fn control_task(
     tx: mpsc::Sender<Update>,
     state: watch::Sender<ControlState>,
     mut commands: mpsc::Receiver<Command>,
-    mut public_rx: watch::Receiver<Option<SocketAddr>>,
+    mut reports: Reports,
 ) {
     let configured_key = settings.auth_key.clone();
     let mut backoff = Duration::from_secs(1);
@@ -1000,7 +1152,7 @@ async fn control_task(
         }
         let started = Instant::now();
         let turn = tokio::select! {
-            r = session(&settings, &mut keys, &tx, &state, &mut public_rx) => Turn::Session(r),
+            r = session(&settings, &mut keys, &tx, &state, &mut reports) => Turn::Session(r),
             c = commands.recv() => Turn::Command(c),
         };
         match turn {
@@ -1153,6 +1305,9 @@ mod tests {
             stun: StunProbe::default(),
             stun_out: VecDeque::new(),
             public_tx: watch::channel(None).0,
+            netcheck: Netcheck::new(),
+            home_tx: watch::channel(0).0,
+            local_eps: watch::channel(Vec::new()).1,
         }
     }
 
@@ -1330,9 +1485,9 @@ mod tests {
                 ..Default::default()
             },
         );
-        let now = Instant::now();
+        let t0 = Instant::now();
         t.on_update(
-            now,
+            t0,
             Update {
                 addresses: vec!["100.64.0.2/32".parse().unwrap()],
                 peers: vec![lap],
@@ -1340,7 +1495,19 @@ mod tests {
                 rules: Default::default(),
             },
         );
+        assert_eq!(t.derp.home(), None, "none before the first measurement");
+        // Netcheck's first round (STUN to the region) goes unanswered: the
+        // map's first region is home.
+        t.handle_timeout(t0);
+        assert!(
+            std::iter::from_fn(|| t.poll_transmit())
+                .any(|tx| tx.to == "127.0.0.1:3478".parse().unwrap()),
+            "a netcheck probe to region 900's STUN port"
+        );
+        let now = t0 + meshbridge_tailnet::netcheck::ROUND_TIMEOUT;
+        t.handle_timeout(now);
         assert_eq!(t.derp.home(), Some(900));
+        while t.poll_transmit().is_some() {}
         let relay = t
             .peer_set()
             .get(&PublicKey([1; 32]))

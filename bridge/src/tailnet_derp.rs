@@ -18,12 +18,17 @@
 //!   `/etc/ssl/certs/ca-certificates.crt`, … — OpenWrt's `ca-bundle`
 //!   package installs the same path). No CA compiled in: it would cost
 //!   ~250 KB and age with the firmware.
-//! * **Home region.** The lowest-numbered region with a DERP (not
-//!   STUN-only) node and not marked `Avoid` (no latency measurement yet);
-//!   the control task reports it as `PreferredDERP`.
+//! * **Home region.** Chosen by latency ([`meshbridge_tailnet::netcheck`]:
+//!   STUN to every region's nodes from the WireGuard socket, the fastest
+//!   with hysteresis) among the regions with a DERP (not STUN-only) node,
+//!   not marked `Avoid` or `NoMeasureNoHome`; until a measurement answered,
+//!   the lowest-numbered such region ([`choose_home`]). The event loop sets
+//!   it ([`Derp::set_home`]); the control task reports it as
+//!   `Hostinfo.NetInfo.PreferredDERP`.
 
 use meshbridge_tailnet::derp::{DerpConn, DerpEvent};
 use meshbridge_tailnet::keys::{NodePrivate, NodePublic};
+use meshbridge_tailnet::netcheck::Target;
 use meshbridge_tailnet::tailcfg::{DerpNode, DerpRegion};
 use rand::RngCore;
 use rustls::pki_types::ServerName;
@@ -135,12 +140,40 @@ pub struct Derp {
     pub dropped: u64,
 }
 
-/// The home region of a DERP map (see the module docs).
+/// Whether a region may be our home: a DERP (not STUN-only) node, not
+/// marked `Avoid` or `NoMeasureNoHome`.
+fn home_capable(r: &DerpRegion) -> bool {
+    !r.avoid && !r.no_measure_no_home && derp_node(r).is_some()
+}
+
+/// The home region of a DERP map before any latency is known: the
+/// lowest-numbered region that may be home (see the module docs).
 pub fn choose_home(regions: &BTreeMap<i32, DerpRegion>) -> Option<u16> {
     regions
         .iter()
-        .filter(|(_, r)| !r.avoid && !r.no_measure_no_home && derp_node(r).is_some())
+        .filter(|(_, r)| home_capable(r))
         .find_map(|(id, _)| u16::try_from(*id).ok().filter(|id| *id > 0))
+}
+
+/// What netcheck measures: the STUN address of every node of every region
+/// that may be home.
+pub fn netcheck_targets(regions: &BTreeMap<i32, DerpRegion>) -> Vec<Target> {
+    let mut out = Vec::new();
+    for (id, r) in regions {
+        let Some(region) = u16::try_from(*id).ok().filter(|id| *id > 0) else {
+            continue;
+        };
+        if !home_capable(r) {
+            continue;
+        }
+        out.extend(
+            r.nodes
+                .iter()
+                .filter_map(node_stun)
+                .map(|addr| Target { region, addr }),
+        );
+    }
+    out
 }
 
 fn derp_node(r: &DerpRegion) -> Option<&DerpNode> {
@@ -167,8 +200,8 @@ impl Derp {
         self.home
     }
 
-    /// A new DERP map: choose the home region, connect to it, drop
-    /// connections to regions whose node changed or left.
+    /// A new DERP map: drop connections to regions whose node changed or
+    /// left, and the home if it left (the caller sets the next one).
     pub fn set_map(&mut self, regions: &BTreeMap<i32, DerpRegion>) {
         if *regions == self.regions {
             return;
@@ -180,14 +213,32 @@ impl Derp {
                 .and_then(derp_node)
                 .is_some_and(|n| *n == c.node)
         });
-        let home = choose_home(regions);
+        if let Some(h) = self.home {
+            if self
+                .regions
+                .get(&i32::from(h))
+                .is_none_or(|r| !home_capable(r))
+            {
+                self.home = None;
+            } else {
+                self.connect(h);
+            }
+        }
+    }
+
+    /// The home region (chosen by the caller): connect to it. A new home
+    /// reconnects both the old and the new region, so that each server
+    /// hears whether it is preferred (`NotePreferred` at login).
+    pub fn set_home(&mut self, home: Option<u16>) {
         if home != self.home {
             if let Some(h) = home {
                 tracing::info!("tailnet: home DERP region {h}");
             }
-            // A new home: reconnect so the server hears NotePreferred.
             if let Some(old) = self.home {
                 self.conns.remove(&old);
+            }
+            if let Some(new) = home {
+                self.conns.remove(&new);
             }
             self.home = home;
         }
@@ -424,14 +475,16 @@ pub struct StunProbe {
 /// The STUN address of a region's first node that has one (`STUNPort` 0
 /// means 3478, negative means none).
 pub fn stun_server(r: &DerpRegion) -> Option<SocketAddr> {
-    r.nodes.iter().find_map(|n| {
-        let port = match n.stun_port {
-            0 => 3478,
-            p => u16::try_from(p).ok()?,
-        };
-        let ip: IpAddr = n.ipv4.parse::<std::net::Ipv4Addr>().ok()?.into();
-        Some(SocketAddr::new(ip, port))
-    })
+    r.nodes.iter().find_map(node_stun)
+}
+
+fn node_stun(n: &DerpNode) -> Option<SocketAddr> {
+    let port = match n.stun_port {
+        0 => 3478,
+        p => u16::try_from(p).ok()?,
+    };
+    let ip: IpAddr = n.ipv4.parse::<std::net::Ipv4Addr>().ok()?.into();
+    Some(SocketAddr::new(ip, port))
 }
 
 impl StunProbe {
@@ -536,6 +589,39 @@ mod tests {
         m.insert(900, region(900, false, false));
         m.insert(901, region(901, false, false));
         assert_eq!(choose_home(&m), Some(900));
+    }
+
+    #[test]
+    fn netcheck_measures_every_node_of_the_regions_that_may_be_home() {
+        let mut m = BTreeMap::new();
+        let mut a = region(900, false, false);
+        a.nodes[0].ipv4 = "10.99.0.1".into();
+        a.nodes[0].stun_port = 3478;
+        let mut a2 = a.nodes[0].clone();
+        a2.ipv4 = "10.99.0.3".into();
+        a2.stun_port = 0;
+        a.nodes.push(a2);
+        let mut b = region(901, false, false);
+        b.nodes[0].ipv4 = "10.99.0.2".into();
+        b.nodes[0].stun_port = 3479;
+        let mut avoided = region(902, false, true);
+        avoided.nodes[0].ipv4 = "10.99.0.4".into();
+        let mut no_stun = region(903, false, false);
+        no_stun.nodes[0].ipv4 = "10.99.0.5".into();
+        no_stun.nodes[0].stun_port = -1;
+        for r in [a, b, avoided, no_stun] {
+            m.insert(r.region_id, r);
+        }
+        let t = netcheck_targets(&m);
+        let got: Vec<(u16, String)> = t.iter().map(|t| (t.region, t.addr.to_string())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (900, "10.99.0.1:3478".to_string()),
+                (900, "10.99.0.3:3478".to_string()),
+                (901, "10.99.0.2:3479".to_string()),
+            ]
+        );
     }
 
     #[test]

@@ -27,8 +27,12 @@
 //! every endpoint of every peer (from the netmap) until one answers, keeps
 //! pinging the confirmed path as a heartbeat, answers pings with pongs, and
 //! reports a confirmed path as [`DiscoEvent::PathConfirmed`]; the daemon
-//! then sets that peer's WireGuard endpoint. Time and randomness are passed
-//! in; it opens no socket.
+//! then sets that peer's WireGuard endpoint. When the daemon has traffic
+//! for a peer without a confirmed path ([`Disco::note_traffic`]) it also
+//! sends that peer a call-me-maybe with our endpoints over the relay, as
+//! magicsock's `sendDiscoPingsLocked` does, so both sides ping at once
+//! and stateful firewalls let the pings through. Time and randomness are
+//! passed in; it opens no socket.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -276,6 +280,10 @@ pub struct DiscoStats {
     pub unknown_sender: u64,
     /// Datagrams that did not open or parse.
     pub invalid: u64,
+    /// Call-me-maybe messages sent.
+    pub calls_sent: u64,
+    /// Call-me-maybe messages received.
+    pub calls_received: u64,
 }
 
 /// A peer as disco needs it: from the netmap.
@@ -287,6 +295,9 @@ pub struct DiscoPeer {
     pub disco_key: DiscoPublic,
     /// Its endpoints from the netmap.
     pub endpoints: Vec<SocketAddr>,
+    /// Where the daemon sends to it over DERP (its relay stand-in), for
+    /// call-me-maybe; None: no relay.
+    pub relay: Option<SocketAddr>,
 }
 
 #[derive(Debug)]
@@ -298,6 +309,8 @@ struct PeerState {
     best: Option<SocketAddr>,
     last_pong: Option<Instant>,
     next_ping: Instant,
+    relay: Option<SocketAddr>,
+    last_call: Option<Instant>,
 }
 
 /// The disco state of the box: ping, pong, path confirmation.
@@ -309,6 +322,8 @@ pub struct Disco<R> {
     out: VecDeque<Transmit>,
     events: VecDeque<DiscoEvent>,
     stats: DiscoStats,
+    /// Our endpoints, offered in call-me-maybe.
+    own: Vec<SocketAddr>,
 }
 
 impl<R: RngCore + CryptoRng> Disco<R> {
@@ -323,6 +338,7 @@ impl<R: RngCore + CryptoRng> Disco<R> {
             out: VecDeque::new(),
             events: VecDeque::new(),
             stats: DiscoStats::default(),
+            own: Vec::new(),
         }
     }
 
@@ -343,7 +359,10 @@ impl<R: RngCore + CryptoRng> Disco<R> {
                 best: None,
                 last_pong: None,
                 next_ping: now,
+                relay: None,
+                last_call: None,
             });
+            st.relay = p.relay;
             if st.node_key != p.node_key {
                 st.node_key = p.node_key;
                 st.best = None;
@@ -358,6 +377,46 @@ impl<R: RngCore + CryptoRng> Disco<R> {
             next.insert(p.disco_key, st);
         }
         self.peers = next;
+    }
+
+    /// Our endpoints (local and STUN), offered to peers in call-me-maybe.
+    pub fn set_own_endpoints(&mut self, endpoints: Vec<SocketAddr>) {
+        self.own = endpoints;
+    }
+
+    /// The daemon has traffic for the peer with this node key. Without a
+    /// confirmed direct path (so it goes over DERP) the box starts
+    /// discovery as tailscale's `endpoint.send` does: it pings every
+    /// candidate endpoint now and sends a call-me-maybe with our endpoints
+    /// over the relay, so that the peer pings us at the same time and both
+    /// firewalls let the other's pings in. At most once per
+    /// [`PING_INTERVAL`] per peer.
+    pub fn note_traffic(&mut self, now: Instant, node_key: &NodePublic) {
+        let Some((disco, st)) = self.peers.iter_mut().find(|(_, p)| p.node_key == *node_key) else {
+            return;
+        };
+        if st.best.is_some()
+            || st
+                .last_call
+                .is_some_and(|t| now.duration_since(t) < PING_INTERVAL)
+        {
+            return;
+        }
+        st.last_call = Some(now);
+        let disco = *disco;
+        let relay = st.relay;
+        let candidates = st.candidates.clone();
+        st.next_ping = now + PING_INTERVAL;
+        for c in candidates {
+            self.ping(now, disco, c);
+        }
+        if let Some(relay) = relay.filter(|_| !self.own.is_empty()) {
+            let msg = Message::CallMeMaybe {
+                endpoints: self.own.clone(),
+            };
+            self.stats.calls_sent += 1;
+            self.send(relay, disco, &msg);
+        }
     }
 
     /// The confirmed path to the peer with this node key.
@@ -482,6 +541,7 @@ impl<R: RngCore + CryptoRng> Disco<R> {
                 }
             }
             Message::CallMeMaybe { endpoints } => {
+                self.stats.calls_received += 1;
                 if let Some(st) = self.peers.get_mut(&from) {
                     for e in endpoints {
                         if !st.candidates.contains(&e) {
@@ -700,6 +760,7 @@ mod tests {
                 node_key: b.node_key,
                 disco_key: b.disco.public(),
                 endpoints: vec![],
+                relay: None,
             }],
         );
         let bk = key(2);
@@ -751,6 +812,7 @@ mod tests {
                 node_key: b.node_key,
                 disco_key: b.disco.public(),
                 endpoints: vec!["198.51.100.9:1".parse().unwrap(), b.addr],
+                relay: None,
             }],
         );
         b.disco.set_peers(
@@ -759,6 +821,7 @@ mod tests {
                 node_key: a.node_key,
                 disco_key: a.disco.public(),
                 endpoints: vec![],
+                relay: None,
             }],
         );
         assert_eq!(a.disco.poll_timeout(), Some(t0));
@@ -824,5 +887,136 @@ mod tests {
             .handle_datagram(t2, "203.0.113.1:9".parse().unwrap(), &pong.data);
         assert_eq!(a.disco.poll_event(), None);
         assert_eq!(a.disco.best_path(&b.node_key), None);
+    }
+
+    /// Two nodes behind stateful firewalls (inbound UDP only from addresses
+    /// they sent to): `a` has traffic for `b`, knows `b`'s endpoint; `b`
+    /// knows none of `a`'s. Pinging alone never gets through `b`'s
+    /// firewall; `a`'s call-me-maybe over the relay makes `b` ping back,
+    /// and the path becomes direct on both sides.
+    #[test]
+    fn call_me_maybe_over_the_relay_punches_through_both_firewalls() {
+        use std::collections::HashSet;
+        let relay_of_b: SocketAddr = "[100::2]:900".parse().unwrap();
+        let relay_of_a: SocketAddr = "[100::1]:900".parse().unwrap();
+        let step = |now: Instant,
+                    from: &mut Node,
+                    to: &mut Node,
+                    holes: &mut HashSet<(SocketAddr, SocketAddr)>| {
+            while let Some(t) = from.disco.poll_transmit() {
+                if t.to == relay_of_b || t.to == relay_of_a {
+                    let via = if t.to == relay_of_b {
+                        relay_of_a
+                    } else {
+                        relay_of_b
+                    };
+                    to.disco.handle_relayed(now, via, &t.data);
+                    continue;
+                }
+                holes.insert((from.addr, t.to));
+                if t.to == to.addr && holes.contains(&(to.addr, from.addr)) {
+                    to.disco.handle_datagram(now, from.addr, &t.data);
+                }
+            }
+        };
+        let run = |call: bool| -> (bool, bool, u64) {
+            let t0 = Instant::now();
+            let mut a = node(1, "192.0.2.1:41641");
+            let mut b = node(2, "198.51.100.2:41641");
+            a.disco.set_own_endpoints(vec![a.addr]);
+            b.disco.set_own_endpoints(vec![b.addr]);
+            a.disco.set_peers(
+                t0,
+                &[DiscoPeer {
+                    node_key: b.node_key,
+                    disco_key: b.disco.public(),
+                    endpoints: vec![b.addr],
+                    relay: Some(relay_of_b),
+                }],
+            );
+            b.disco.set_peers(
+                t0,
+                &[DiscoPeer {
+                    node_key: a.node_key,
+                    disco_key: a.disco.public(),
+                    endpoints: vec![],
+                    relay: Some(relay_of_a),
+                }],
+            );
+            // Outbound-opened holes: (owner, remote).
+            let mut holes: HashSet<(SocketAddr, SocketAddr)> = HashSet::new();
+            let mut now = t0;
+            for _ in 0..10 {
+                if call {
+                    a.disco.note_traffic(now, &b.node_key);
+                }
+                for _ in 0..4 {
+                    a.disco.handle_timeout(now);
+                    b.disco.handle_timeout(now);
+                    step(now, &mut a, &mut b, &mut holes);
+                    step(now, &mut b, &mut a, &mut holes);
+                }
+                now += PING_INTERVAL;
+            }
+            (
+                a.disco.best_path(&b.node_key) == Some(b.addr),
+                b.disco.best_path(&a.node_key) == Some(a.addr),
+                a.disco.stats().calls_sent,
+            )
+        };
+        assert_eq!(run(false), (false, false, 0), "pings alone are dropped");
+        let (a_direct, b_direct, calls) = run(true);
+        assert!(a_direct && b_direct, "direct on both sides");
+        assert!(
+            (1..=2).contains(&calls),
+            "stops once the path is direct: {calls}"
+        );
+    }
+
+    #[test]
+    fn call_me_maybe_is_sent_once_per_interval_and_only_without_a_path() {
+        let t0 = Instant::now();
+        let mut a = node(1, "192.0.2.1:41641");
+        let b = node(2, "192.0.2.2:41641");
+        let relay: SocketAddr = "[100::2]:900".parse().unwrap();
+        a.disco.set_peers(
+            t0,
+            &[DiscoPeer {
+                node_key: b.node_key,
+                disco_key: b.disco.public(),
+                endpoints: vec![b.addr],
+                relay: Some(relay),
+            }],
+        );
+        a.disco.note_traffic(t0, &b.node_key);
+        assert!(
+            a.disco.poll_transmit().is_some_and(|t| t.to == b.addr),
+            "a ping first"
+        );
+        assert!(
+            a.disco.poll_transmit().is_none(),
+            "no endpoints of ours: no call"
+        );
+        a.disco.set_own_endpoints(vec![a.addr]);
+        a.disco
+            .note_traffic(t0 + Duration::from_secs(1), &b.node_key);
+        assert!(a.disco.poll_transmit().is_none(), "rate limited");
+        a.disco.note_traffic(t0 + PING_INTERVAL, &b.node_key);
+        let out: Vec<_> = std::iter::from_fn(|| a.disco.poll_transmit()).collect();
+        assert_eq!(out.len(), 2);
+        let call = out
+            .iter()
+            .find(|t| t.to == relay)
+            .expect("a call over the relay");
+        assert_eq!(
+            open(&key(2), &call.data).unwrap().1,
+            Message::CallMeMaybe {
+                endpoints: vec![a.addr]
+            }
+        );
+        // Unknown peers are ignored.
+        a.disco
+            .note_traffic(t0 + PING_INTERVAL * 3, &NodePublic::from_bytes([77; 32]));
+        assert!(a.disco.poll_transmit().is_none());
     }
 }

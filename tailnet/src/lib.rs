@@ -59,6 +59,7 @@ pub mod derp;
 pub mod disco;
 pub mod keys;
 pub mod mapstream;
+pub mod netcheck;
 pub mod netmap;
 pub mod noise;
 pub mod stun;

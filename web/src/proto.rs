@@ -366,6 +366,28 @@ pub struct TailnetStatus {
     /// The tailnet's peers.
     #[serde(default)]
     pub peers: Vec<TailnetPeerStatus>,
+    /// The home DERP region (the relay peers send to the box through),
+    /// once there is a DERP map.
+    #[serde(default)]
+    pub derp_home: Option<u16>,
+    /// Every DERP region of the map with its latency from the last
+    /// measurement (STUN from the WireGuard socket).
+    #[serde(default)]
+    pub derp_regions: Vec<DerpRegionStatus>,
+}
+
+/// One DERP region as the box measured it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DerpRegionStatus {
+    /// The region ID.
+    pub id: u16,
+    /// Its short code (`RegionCode`).
+    #[serde(default)]
+    pub code: String,
+    /// Round trip of its STUN answer in milliseconds (absent: no answer
+    /// in the last round, or not measured yet).
+    #[serde(default)]
+    pub latency_ms: Option<f64>,
 }
 
 /// One tailnet peer.
