@@ -366,6 +366,10 @@ pub fn render_tailnet(t: &TailnetStatus) -> String {
             t.addresses.join(", ")
         );
     }
+    out += &format!(
+        "# Packet filter: {} packet(s) from peers denied, {} flow(s) tracked\n",
+        t.filter_denied, t.filter_flows
+    );
     if let Some(h) = t.derp_home {
         let code = t
             .derp_regions
@@ -490,6 +494,10 @@ mod tests {
         ];
         let text = render_tailnet(&t);
         assert!(text.contains("# Home DERP region: 901 (tb)"), "{text}");
+        assert!(
+            text.contains("# Packet filter: 0 packet(s) from peers denied, 0 flow(s) tracked"),
+            "{text}"
+        );
         assert!(
             text.contains("# DERP latency: 900 81.2 ms, 901 0.5 ms, 902 -"),
             "{text}"

@@ -94,7 +94,12 @@ pub fn handle(request: Request, ctx: &mut Ctx<'_>) -> Reply {
                     mono: Instant::now(),
                 },
             );
-            s.tailnet = ctx.tailnet.map(|t| t.status());
+            s.tailnet = ctx.tailnet.map(|t| {
+                let mut st = t.status();
+                st.filter_denied = ctx.engine.stats().tailnet_denied;
+                st.filter_flows = ctx.engine.tailnet_flows().unwrap_or(0);
+                st
+            });
             serde_json::to_value(s).map_err(|e| Failure::new(500, e.to_string()))
         }
         Request::TailnetLogout => {

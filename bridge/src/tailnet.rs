@@ -419,6 +419,9 @@ impl Tailnet {
             peers,
             derp_home: self.derp.home(),
             derp_regions: self.derp_status(),
+            // The engine's counters: filled in by the caller.
+            filter_denied: 0,
+            filter_flows: 0,
         }
     }
 

@@ -8,6 +8,7 @@ box, a udhcpc device on the bridge), with Headscale's policy in its database
 (`policy.mode: database`, set with `headscale policy set -f FILE`).
 """
 
+import json
 import re
 import shutil
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import test_tailnet_control
-from site_ns import wait_for
+from site_ns import meshbridge_bin, wait_for
 from test_tailnet_box import BoxTailnet, box_peer
 from test_tailnet_control import require_gotools
 
@@ -82,7 +83,8 @@ def test_headscale_policy_decides_what_reaches_the_bridged_device_and_magicdns_n
     wait_for(lambda: tn.ts_status(cli).get("BackendState") == "Running", timeout=30, what="tailscaled Running")
     lap_ip = next(a for a in tn.ts_status(cli)["Self"]["TailscaleIPs"] if "." in a)
 
-    tn.start_box(tn.write_config(key))
+    box_cfg = tn.write_config(key)
+    tn.start_box(box_cfg)
     box = wait_for(lambda: (n := test_tailnet_control.nodes_named(tn, "tbox")) and n[0].get("available_routes") and n,
                    timeout=30, what="the box on headscale with its route")
     tn.headscale("nodes", "approve-routes", "-i", str(box[0]["id"]), "-r", "10.77.1.0/24")
@@ -136,6 +138,10 @@ def test_headscale_policy_decides_what_reaches_the_bridged_device_and_magicdns_n
     denied = re.findall(r"tailnet: \d+ filter rule\(s\), \d+ tracked flow\(s\), (\d+) packet\(s\) denied",
                         tn.box_log.read_text())
     assert denied and int(denied[-1]) > 0, denied
+    # ...and `meshbridge status` says so.
+    r = tn.run(tn.box, [meshbridge_bin(), "status", "--json", "--config", str(box_cfg)])
+    filt = json.loads(r.stdout)["tailnet"]
+    assert filt["filter_denied"] >= int(denied[-1]) > 0 and filt["filter_flows"] > 0, filt
     tn.ping(tn.dev, name)
     # The laptop resolves the device's name through the box's DNS.
     domain = lease.rsplit(" domain=", 1)[1].split()[0]

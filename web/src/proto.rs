@@ -374,6 +374,13 @@ pub struct TailnetStatus {
     /// measurement (STUN from the WireGuard socket).
     #[serde(default)]
     pub derp_regions: Vec<DerpRegionStatus>,
+    /// Packets from tailnet peers the tailnet's packet filter dropped since
+    /// the start.
+    #[serde(default)]
+    pub filter_denied: u64,
+    /// Flows in the filter's connection table (answers to them come in).
+    #[serde(default)]
+    pub filter_flows: usize,
 }
 
 /// One DERP region as the box measured it.
