@@ -5,6 +5,7 @@
 use crate::config::Config;
 use crate::host::netlink::{self, Installed};
 use crate::host::proc::HostFacts;
+use crate::host::udp_offload::{segments, UdpOffload};
 use crate::persist::write_atomic;
 use anyhow::{Context, Result};
 use meshbridge_dhcp as dhcp;
@@ -586,11 +587,24 @@ fn write_factory_config(config: &Config, old_text: Option<&str>) -> Result<()> {
 async fn flush(
     engine: &mut Engine,
     dev: &Devices,
-    udp: &UdpSocket,
+    (udp, off): (&UdpSocket, &mut UdpOffload),
     dual: bool,
     mut tailnet: Option<&mut crate::tailnet::Tailnet>,
 ) {
     while let Some(t) = engine.poll_transmit() {
+        // Datagrams to one peer wait to leave together (UDP GSO); anything
+        // else sends them first, so the order of the engine's output holds.
+        if let Transmit::Udp(to, d) = &t {
+            if !crate::tailnet::Tailnet::is_relay(to) {
+                if let Err(e) = off.queue(udp, for_socket(*to, dual), d).await {
+                    tracing::debug!("write failed: {e}");
+                }
+                continue;
+            }
+        }
+        if let Err(e) = off.flush(udp).await {
+            tracing::debug!("write failed: {e}");
+        }
         let r = match &t {
             Transmit::Tap(f) => dev.tap.send(f).await.map(drop),
             Transmit::Tun(p) => dev.tun.send(p).await.map(drop),
@@ -606,6 +620,9 @@ async fn flush(
         if let Err(e) = r {
             tracing::debug!("write failed: {e}");
         }
+    }
+    if let Err(e) = off.flush(udp).await {
+        tracing::debug!("write failed: {e}");
     }
 }
 
@@ -879,6 +896,7 @@ async fn event_loop(
     let mut tap_buf = vec![0u8; 65536];
     let mut tun_buf = vec![0u8; 65536];
     let mut udp_buf = vec![0u8; 65536];
+    let mut udp_off = UdpOffload::new(udp);
     let mut stats_log = tokio::time::interval(Duration::from_secs(300));
     let mut health = tokio::time::interval(Duration::from_secs(60));
     let mut hw_tick = tokio::time::interval(Duration::from_secs(2));
@@ -891,7 +909,7 @@ async fn event_loop(
     // /proc and /sys are read on a blocking thread; the loop reads the cache.
     let host = crate::host::proc::spawn_refresh(HOST_FACTS_REFRESH).await;
     loop {
-        flush(engine, dev, udp, dual, tailnet.as_deref_mut()).await;
+        flush(engine, dev, (udp, &mut udp_off), dual, tailnet.as_deref_mut()).await;
         if let Some(t) = tailnet.as_deref_mut() {
             flush_tailnet(t, config, engine, static_peers, udp, dual).await;
         }
@@ -928,16 +946,21 @@ async fn event_loop(
                 }
                 Err(e) => tracing::warn!("reading the TUN: {e}"),
             },
-            r = udp.recv_from(&mut udp_buf) => match r {
-                Ok((n, from)) => {
-                    dispatch_udp(engine, tailnet.as_deref_mut(), canonical(from), &udp_buf[..n]);
+            r = udp_off.recv(udp, &mut udp_buf) => match r {
+                Ok((n, from, seg)) => {
+                    // With UDP GRO one read may hold a run of datagrams.
+                    for d in segments(&udp_buf[..n], seg) {
+                        dispatch_udp(engine, tailnet.as_deref_mut(), canonical(from), d);
+                    }
                     // Drain what else is queued before the loop's other
                     // work: under a flood of forged handshakes the loop's
                     // own cost per wakeup would otherwise decide how many
                     // datagrams (real ones among them) the socket drops.
                     for _ in 1..UDP_BATCH {
-                        let Ok((n, from)) = udp.try_recv_from(&mut udp_buf) else { break };
-                        dispatch_udp(engine, tailnet.as_deref_mut(), canonical(from), &udp_buf[..n]);
+                        let Ok((n, from, seg)) = udp_off.try_recv(udp, &mut udp_buf) else { break };
+                        for d in segments(&udp_buf[..n], seg) {
+                            dispatch_udp(engine, tailnet.as_deref_mut(), canonical(from), d);
+                        }
                     }
                 }
                 Err(e) => tracing::debug!("UDP receive: {e}"),
@@ -1041,7 +1064,7 @@ async fn event_loop(
                 if restart_now {
                     // Let the answer reach the page before the sockets close.
                     tokio::time::sleep(Duration::from_millis(300)).await;
-                    flush(engine, dev, udp, dual, tailnet.as_deref_mut()).await;
+                    flush(engine, dev, (udp, &mut udp_off), dual, tailnet.as_deref_mut()).await;
                     return Ok(Stop::Restart);
                 }
             }
