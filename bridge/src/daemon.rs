@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::host::netlink::{self, Installed};
 use crate::host::proc::HostFacts;
 use crate::host::udp_offload::{segments, UdpOffload};
+use crate::host::vnet;
 use crate::persist::write_atomic;
 use anyhow::{Context, Result};
 use meshbridge_dhcp as dhcp;
@@ -141,6 +142,9 @@ fn for_socket(a: SocketAddr, dual: bool) -> SocketAddr {
 /// Everything that exists while the daemon runs.
 struct Devices {
     tap: AsyncDevice,
+    /// The TAP has offloads on (`IFF_VNET_HDR`, TSO, checksum): a
+    /// `virtio_net_hdr` precedes every frame (`host::vnet`).
+    tap_vnet: bool,
     tun: AsyncDevice,
     /// The bridge's interface index (for adding ports that appear later).
     bridge_idx: u32,
@@ -173,12 +177,27 @@ async fn setup(
         crate::host::sysctl::quiet_bridge_arp(&config.bridge_name);
     }
 
-    let tap = DeviceBuilder::new()
-        .name(config.tap_name.clone())
-        .layer(Layer::L2)
-        .mac_addr(macs.tap.0)
-        .mtu(1500)
-        .build_async()
+    // With offloads the kernel hands over a TCP stream's frames 64 KB at a
+    // time (TSO) and the box segments them (host::vnet); without (a kernel
+    // that refuses them) one frame per read.
+    let tap_builder = |offload: bool| {
+        DeviceBuilder::new()
+            .name(config.tap_name.clone())
+            .layer(Layer::L2)
+            .mac_addr(macs.tap.0)
+            .mtu(1500)
+            .offload(offload)
+            .build_async()
+    };
+    let (tap, tap_vnet) = match tap_builder(true) {
+        Ok(t) => (Ok(t), true),
+        Err(e) => {
+            tracing::info!("TAP offloads not available ({e}); one frame per read");
+            (tap_builder(false), false)
+        }
+    };
+    tracing::debug!("TAP offloads (TSO, checksum): {tap_vnet}");
+    let tap = tap
         .with_context(|| {
             format!(
                 "creating TAP device {} (is /dev/net/tun available and are we root?)",
@@ -225,6 +244,7 @@ async fn setup(
     Ok((
         Devices {
             tap,
+            tap_vnet,
             tun,
             bridge_idx,
         },
@@ -606,6 +626,10 @@ async fn flush(
             tracing::debug!("write failed: {e}");
         }
         let r = match &t {
+            Transmit::Tap(f) if dev.tap_vnet => {
+                let parts = [std::io::IoSlice::new(&vnet::PLAIN_HDR), std::io::IoSlice::new(f)];
+                dev.tap.send_vectored(&parts).await.map(drop)
+            }
             Transmit::Tap(f) => dev.tap.send(f).await.map(drop),
             Transmit::Tun(p) => dev.tun.send(p).await.map(drop),
             // A peer reached over DERP (its relay stand-in address).
@@ -623,6 +647,19 @@ async fn flush(
     }
     if let Err(e) = off.flush(udp).await {
         tracing::debug!("write failed: {e}");
+    }
+}
+
+/// One TAP read into the engine: a frame, or with offloads the frames of a
+/// TSO segment (`host::vnet`).
+fn tap_read(engine: &mut Engine, vnet_hdr: bool, read: &mut [u8], scratch: &mut Vec<u8>) {
+    if !vnet_hdr {
+        engine.handle_tap_frame(read_now(), read);
+        return;
+    }
+    let now = read_now();
+    if let Err(e) = vnet::split(read, scratch, |f| engine.handle_tap_frame(now, f)) {
+        tracing::debug!("TAP read dropped: {e:?}");
     }
 }
 
@@ -893,7 +930,9 @@ async fn event_loop(
         term: mut sigterm,
         int: mut sigint,
     } = signals;
-    let mut tap_buf = vec![0u8; 65536];
+    // A TSO segment: up to 64 KB of IP, its Ethernet header, the vnet header.
+    let mut tap_buf = vec![0u8; 65536 + 64];
+    let mut tap_scratch = Vec::with_capacity(2048);
     let mut tun_buf = vec![0u8; 65536];
     let mut udp_buf = vec![0u8; 65536];
     let mut udp_off = UdpOffload::new(udp);
@@ -926,12 +965,12 @@ async fn event_loop(
         tokio::select! {
             r = dev.tap.recv(&mut tap_buf) => match r {
                 Ok(n) => {
-                    engine.handle_tap_frame(read_now(), &tap_buf[..n]);
+                    tap_read(engine, dev.tap_vnet, &mut tap_buf[..n], &mut tap_scratch);
                     // What else is queued, before the loop's other work: one
                     // wakeup per frame would cost more than the frame.
                     for _ in 1..DEV_BATCH {
                         let Ok(n) = dev.tap.try_recv(&mut tap_buf) else { break };
-                        engine.handle_tap_frame(read_now(), &tap_buf[..n]);
+                        tap_read(engine, dev.tap_vnet, &mut tap_buf[..n], &mut tap_scratch);
                     }
                 }
                 Err(e) => tracing::warn!("reading the TAP: {e}"),
