@@ -606,7 +606,7 @@ fn write_factory_config(config: &Config, old_text: Option<&str>) -> Result<()> {
 
 async fn flush(
     engine: &mut Engine,
-    dev: &Devices,
+    (dev, coal): (&Devices, &mut vnet::Coalescer),
     (udp, off): (&UdpSocket, &mut UdpOffload),
     dual: bool,
     mut tailnet: Option<&mut crate::tailnet::Tailnet>,
@@ -625,6 +625,13 @@ async fn flush(
         if let Err(e) = off.flush(udp).await {
             tracing::debug!("write failed: {e}");
         }
+        // Likewise a TCP stream's frames to the TAP (one TSO write).
+        if let Transmit::Tap(f) = &t {
+            if dev.tap_vnet && coal.push(f) {
+                continue;
+            }
+        }
+        tap_flush(dev, coal).await;
         let r = match &t {
             Transmit::Tap(f) if dev.tap_vnet => {
                 let parts = [std::io::IoSlice::new(&vnet::PLAIN_HDR), std::io::IoSlice::new(f)];
@@ -647,6 +654,16 @@ async fn flush(
     }
     if let Err(e) = off.flush(udp).await {
         tracing::debug!("write failed: {e}");
+    }
+    tap_flush(dev, coal).await;
+}
+
+/// Writes the TCP frames held for one TSO write to the TAP.
+async fn tap_flush(dev: &Devices, coal: &mut vnet::Coalescer) {
+    if let Some(w) = coal.take() {
+        if let Err(e) = dev.tap.send(w).await {
+            tracing::debug!("write failed: {e}");
+        }
     }
 }
 
@@ -933,6 +950,7 @@ async fn event_loop(
     // A TSO segment: up to 64 KB of IP, its Ethernet header, the vnet header.
     let mut tap_buf = vec![0u8; 65536 + 64];
     let mut tap_scratch = Vec::with_capacity(2048);
+    let mut tap_coal = vnet::Coalescer::default();
     let mut tun_buf = vec![0u8; 65536];
     let mut udp_buf = vec![0u8; 65536];
     let mut udp_off = UdpOffload::new(udp);
@@ -948,7 +966,7 @@ async fn event_loop(
     // /proc and /sys are read on a blocking thread; the loop reads the cache.
     let host = crate::host::proc::spawn_refresh(HOST_FACTS_REFRESH).await;
     loop {
-        flush(engine, dev, (udp, &mut udp_off), dual, tailnet.as_deref_mut()).await;
+        flush(engine, (dev, &mut tap_coal), (udp, &mut udp_off), dual, tailnet.as_deref_mut()).await;
         if let Some(t) = tailnet.as_deref_mut() {
             flush_tailnet(t, config, engine, static_peers, udp, dual).await;
         }
@@ -1103,7 +1121,7 @@ async fn event_loop(
                 if restart_now {
                     // Let the answer reach the page before the sockets close.
                     tokio::time::sleep(Duration::from_millis(300)).await;
-                    flush(engine, dev, (udp, &mut udp_off), dual, tailnet.as_deref_mut()).await;
+                    flush(engine, (dev, &mut tap_coal), (udp, &mut udp_off), dual, tailnet.as_deref_mut()).await;
                     return Ok(Stop::Restart);
                 }
             }
