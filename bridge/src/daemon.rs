@@ -197,13 +197,12 @@ async fn setup(
         }
     };
     tracing::debug!("TAP offloads (TSO, checksum): {tap_vnet}");
-    let tap = tap
-        .with_context(|| {
-            format!(
-                "creating TAP device {} (is /dev/net/tun available and are we root?)",
-                config.tap_name
-            )
-        })?;
+    let tap = tap.with_context(|| {
+        format!(
+            "creating TAP device {} (is /dev/net/tun available and are we root?)",
+            config.tap_name
+        )
+    })?;
     crate::host::sysctl::disable_ipv6(&config.tap_name);
     netlink::enslave(handle, &config.tap_name, bridge_idx).await?;
     // A missing port (a USB adapter not plugged in) is not fatal: the box
@@ -634,7 +633,10 @@ async fn flush(
         tap_flush(dev, coal).await;
         let r = match &t {
             Transmit::Tap(f) if dev.tap_vnet => {
-                let parts = [std::io::IoSlice::new(&vnet::PLAIN_HDR), std::io::IoSlice::new(f)];
+                let parts = [
+                    std::io::IoSlice::new(&vnet::PLAIN_HDR),
+                    std::io::IoSlice::new(f),
+                ];
                 dev.tap.send_vectored(&parts).await.map(drop)
             }
             Transmit::Tap(f) => dev.tap.send(f).await.map(drop),
@@ -966,7 +968,14 @@ async fn event_loop(
     // /proc and /sys are read on a blocking thread; the loop reads the cache.
     let host = crate::host::proc::spawn_refresh(HOST_FACTS_REFRESH).await;
     loop {
-        flush(engine, (dev, &mut tap_coal), (udp, &mut udp_off), dual, tailnet.as_deref_mut()).await;
+        flush(
+            engine,
+            (dev, &mut tap_coal),
+            (udp, &mut udp_off),
+            dual,
+            tailnet.as_deref_mut(),
+        )
+        .await;
         if let Some(t) = tailnet.as_deref_mut() {
             flush_tailnet(t, config, engine, static_peers, udp, dual).await;
         }

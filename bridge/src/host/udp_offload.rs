@@ -106,8 +106,13 @@ impl UdpOffload {
         // live c_ints with their true sizes.
         let (gso, gro) = unsafe {
             (
-                libc::getsockopt(fd, libc::SOL_UDP, libc::UDP_SEGMENT, (&mut val as *mut libc::c_int).cast(), &mut len)
-                    == 0,
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_UDP,
+                    libc::UDP_SEGMENT,
+                    (&mut val as *mut libc::c_int).cast(),
+                    &mut len,
+                ) == 0,
                 libc::setsockopt(
                     fd,
                     libc::SOL_UDP,
@@ -118,13 +123,21 @@ impl UdpOffload {
             )
         };
         tracing::debug!("WireGuard socket: UDP GSO {gso}, GRO {gro}");
-        UdpOffload { gso, gro, batch: SendBatch::default() }
+        UdpOffload {
+            gso,
+            gro,
+            batch: SendBatch::default(),
+        }
     }
 
     /// Offloads off: one datagram per call (for tests of the fallback).
     #[cfg(test)]
     fn plain() -> UdpOffload {
-        UdpOffload { gso: false, gro: false, batch: SendBatch::default() }
+        UdpOffload {
+            gso: false,
+            gro: false,
+            batch: SendBatch::default(),
+        }
     }
 
     /// Sends `d` to `to`, or queues it to go with the next ones to the same
@@ -152,7 +165,11 @@ impl UdpOffload {
 
     /// Reads one datagram, or with GRO a run of them: (bytes, source,
     /// segment size; 0 = one datagram).
-    pub async fn recv(&self, sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, usize)> {
+    pub async fn recv(
+        &self,
+        sock: &UdpSocket,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, SocketAddr, usize)> {
         loop {
             sock.readable().await?;
             match self.try_recv(sock, buf) {
@@ -163,7 +180,11 @@ impl UdpOffload {
     }
 
     /// [`Self::recv`] without waiting.
-    pub fn try_recv(&self, sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, usize)> {
+    pub fn try_recv(
+        &self,
+        sock: &UdpSocket,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, SocketAddr, usize)> {
         if !self.gro {
             let (n, from) = sock.try_recv_from(buf)?;
             return Ok((n, from, 0));
@@ -196,43 +217,54 @@ impl UdpOffload {
                 })?
             };
             let (n, ctrl_len) = r;
-            let from = from
-                .as_socket()
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an IP source address"))?;
+            let from = from.as_socket().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, "not an IP source address")
+            })?;
             Ok((n, from, gro_size(&ctrl.0[..ctrl_len.min(ctrl.0.len())])))
         })
     }
-
 }
 
 /// Sends `data` (`count` datagrams of `seg` bytes, the last possibly
 /// shorter) to `to`: one `UDP_SEGMENT` send if `gso`, else (or if the kernel
 /// refuses it, which clears `gso`) one send per datagram.
-async fn send(gso: &mut bool, sock: &UdpSocket, to: SocketAddr, data: &[u8], seg: usize, count: usize) -> io::Result<()> {
-        if count > 1 && *gso {
-            let r = loop {
-                sock.writable().await?;
-                match sock.try_io(Interest::WRITABLE, || send_gso(sock, to, data, seg)) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    r => break r,
-                }
-            };
-            match r {
-                Ok(()) => return Ok(()),
-                // The route's device cannot do it (EIO), or the kernel
-                // rejects the control message: one datagram per call from
-                // now on, and these go out that way.
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)) => {
-                    tracing::info!("UDP segmentation offload off: {e}");
-                    *gso = false;
-                }
-                Err(e) => return Err(e),
+async fn send(
+    gso: &mut bool,
+    sock: &UdpSocket,
+    to: SocketAddr,
+    data: &[u8],
+    seg: usize,
+    count: usize,
+) -> io::Result<()> {
+    if count > 1 && *gso {
+        let r = loop {
+            sock.writable().await?;
+            match sock.try_io(Interest::WRITABLE, || send_gso(sock, to, data, seg)) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => break r,
             }
+        };
+        match r {
+            Ok(()) => return Ok(()),
+            // The route's device cannot do it (EIO), or the kernel
+            // rejects the control message: one datagram per call from
+            // now on, and these go out that way.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)
+                ) =>
+            {
+                tracing::info!("UDP segmentation offload off: {e}");
+                *gso = false;
+            }
+            Err(e) => return Err(e),
         }
-        for d in segments(data, seg) {
-            sock.send_to(d, to).await?;
-        }
-        Ok(())
+    }
+    for d in segments(data, seg) {
+        sock.send_to(d, to).await?;
+    }
+    Ok(())
 }
 
 /// A control message buffer, aligned for `cmsghdr`.
@@ -321,7 +353,10 @@ mod tests {
 
     #[test]
     fn a_batch_takes_equal_datagrams_to_one_peer_and_one_shorter_last() {
-        let (a, b): (SocketAddr, SocketAddr) = ("192.0.2.1:51820".parse().unwrap(), "192.0.2.2:51820".parse().unwrap());
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "192.0.2.1:51820".parse().unwrap(),
+            "192.0.2.2:51820".parse().unwrap(),
+        );
         let mut s = SendBatch::default();
         assert!(s.push(a, &[1; 100]));
         assert!(s.push(a, &[2; 100]));
@@ -354,7 +389,9 @@ mod tests {
     }
 
     fn datagrams() -> Vec<Vec<u8>> {
-        (0..5u8).map(|i| vec![i; if i == 4 { 333 } else { 1200 }]).collect()
+        (0..5u8)
+            .map(|i| vec![i; if i == 4 { 333 } else { 1200 }])
+            .collect()
     }
 
     async fn send_all(off: &mut UdpOffload, tx: &UdpSocket, to: SocketAddr, sent: &[Vec<u8>]) {
@@ -368,10 +405,11 @@ mod tests {
         let (mut got, mut reads) = (Vec::new(), 0);
         let mut buf = vec![0u8; 65536];
         while got.len() < want {
-            let (n, _, seg) = tokio::time::timeout(std::time::Duration::from_secs(5), off.recv(rx, &mut buf))
-                .await
-                .expect("datagrams arrive")
-                .unwrap();
+            let (n, _, seg) =
+                tokio::time::timeout(std::time::Duration::from_secs(5), off.recv(rx, &mut buf))
+                    .await
+                    .expect("datagrams arrive")
+                    .unwrap();
             reads += 1;
             got.extend(segments(&buf[..n], seg).map(<[u8]>::to_vec));
         }
@@ -390,7 +428,10 @@ mod tests {
         assert!(txo.gso, "the send did not fall back");
         let (got, reads) = recv_all(&rxo, &rx, sent.len()).await;
         assert_eq!(got, sent);
-        assert!(reads < sent.len(), "GRO read several datagrams at once ({reads} reads)");
+        assert!(
+            reads < sent.len(),
+            "GRO read several datagrams at once ({reads} reads)"
+        );
     }
 
     /// A receiver without GRO gets each datagram of a GSO send on its own

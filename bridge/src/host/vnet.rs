@@ -38,8 +38,14 @@ pub enum VnetDrop {
 /// frame itself, with its checksum completed if the kernel left it to the
 /// box, or the frames of a TSO/USO segment. `buf` is rewritten in place for
 /// the checksum; `scratch` holds one segmented frame at a time.
-pub fn split(buf: &mut [u8], scratch: &mut Vec<u8>, mut each: impl FnMut(&[u8])) -> Result<(), VnetDrop> {
-    let (hdr, frame) = buf.split_at_mut_checked(HDR_LEN).ok_or(VnetDrop::Malformed)?;
+pub fn split(
+    buf: &mut [u8],
+    scratch: &mut Vec<u8>,
+    mut each: impl FnMut(&[u8]),
+) -> Result<(), VnetDrop> {
+    let (hdr, frame) = buf
+        .split_at_mut_checked(HDR_LEN)
+        .ok_or(VnetDrop::Malformed)?;
     let flags = hdr[0];
     let gso_type = hdr[1] & !GSO_ECN;
     let gso_size = u16::from_le_bytes([hdr[4], hdr[5]]) as usize;
@@ -53,7 +59,9 @@ pub fn split(buf: &mut [u8], scratch: &mut Vec<u8>, mut each: impl FnMut(&[u8]))
             each(frame);
             Ok(())
         }
-        GSO_TCPV4 | GSO_TCPV6 | GSO_UDP_L4 if gso_size > 0 => segment(frame, gso_size, scratch, each),
+        GSO_TCPV4 | GSO_TCPV6 | GSO_UDP_L4 if gso_size > 0 => {
+            segment(frame, gso_size, scratch, each)
+        }
         GSO_UDP => Err(VnetDrop::UnknownGso),
         _ => Err(VnetDrop::Malformed),
     }
@@ -101,25 +109,47 @@ fn layout(frame: &[u8]) -> Option<Layout> {
         _ => return None,
     };
     let (tcp, payload) = match proto {
-        6 => (true, l4 + ((*frame.get(l4 + 12)? >> 4) as usize * 4).max(20)),
+        6 => (
+            true,
+            l4 + ((*frame.get(l4 + 12)? >> 4) as usize * 4).max(20),
+        ),
         17 => (false, l4 + 8),
         _ => return None,
     };
-    (payload <= frame.len()).then_some(Layout { ip, v4, l4, tcp, payload })
+    (payload <= frame.len()).then_some(Layout {
+        ip,
+        v4,
+        l4,
+        tcp,
+        payload,
+    })
 }
 
 /// TSO/USO: one frame per `mss` bytes of payload, each with its own headers
 /// (IP length, IPv4 id and checksum, TCP sequence number and flags, UDP
 /// length) and checksums.
-fn segment(frame: &[u8], mss: usize, scratch: &mut Vec<u8>, mut each: impl FnMut(&[u8])) -> Result<(), VnetDrop> {
+fn segment(
+    frame: &[u8],
+    mss: usize,
+    scratch: &mut Vec<u8>,
+    mut each: impl FnMut(&[u8]),
+) -> Result<(), VnetDrop> {
     let l = layout(frame).ok_or(VnetDrop::Malformed)?;
     let payload = &frame[l.payload..];
     if payload.is_empty() {
         return Err(VnetDrop::Malformed);
     }
     let headers = &frame[..l.payload];
-    let seq0 = if l.tcp { u32::from_be_bytes(frame[l.l4 + 4..l.l4 + 8].try_into().unwrap_or_default()) } else { 0 };
-    let id0 = if l.v4 { u16::from_be_bytes([frame[l.ip + 4], frame[l.ip + 5]]) } else { 0 };
+    let seq0 = if l.tcp {
+        u32::from_be_bytes(frame[l.l4 + 4..l.l4 + 8].try_into().unwrap_or_default())
+    } else {
+        0
+    };
+    let id0 = if l.v4 {
+        u16::from_be_bytes([frame[l.ip + 4], frame[l.ip + 5]])
+    } else {
+        0
+    };
     let count = payload.len().div_ceil(mss);
     for (i, chunk) in payload.chunks(mss).enumerate() {
         scratch.clear();
@@ -224,7 +254,12 @@ impl Coalescer {
             && frame[l4 + 14..l4 + 16] == held[l4 + 14..l4 + 16]
             && frame[l4 + 18..payload] == held[l4 + 18..payload];
         let ip_len = self.buf.len() - HDR_LEN - 14 + len;
-        if self.closed || !same_headers || seq != self.next_seq || len > self.mss || ip_len > MAX_COALESCED {
+        if self.closed
+            || !same_headers
+            || seq != self.next_seq
+            || len > self.mss
+            || ip_len > MAX_COALESCED
+        {
             return false;
         }
         self.buf.extend_from_slice(&frame[payload..]);
@@ -276,7 +311,11 @@ impl Coalescer {
 /// sequence number, flags).
 fn tcp4_data_frame(frame: &[u8]) -> Option<(usize, usize, u32, u8)> {
     let l4 = 34;
-    if frame.len() <= l4 + 20 || frame[12..14] != [0x08, 0x00] || frame[14] != 0x45 || frame[23] != 6 {
+    if frame.len() <= l4 + 20
+        || frame[12..14] != [0x08, 0x00]
+        || frame[14] != 0x45
+        || frame[23] != 6
+    {
         return None;
     }
     // Not a fragment: MF clear and no offset (DF may be set).
@@ -352,7 +391,9 @@ mod tests {
     /// header checksum and the TCP/UDP checksum over the pseudo-header.
     fn checksums_ok(f: &[u8]) -> bool {
         let p = SlicedPacket::from_ethernet(f).unwrap();
-        let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else { panic!("ipv4") };
+        let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
+            panic!("ipv4")
+        };
         let h = ip.header().to_header();
         let ip_ok = h.header_checksum == h.calc_header_checksum();
         let l4_ok = match &p.transport {
@@ -384,9 +425,13 @@ mod tests {
             assert!(f.len() <= 14 + 20 + 20 + MSS);
             assert!(checksums_ok(f), "frame {i}");
             let p = SlicedPacket::from_ethernet(f).unwrap();
-            let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else { panic!() };
+            let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
+                panic!()
+            };
             assert_eq!(ip.header().total_len() as usize, f.len() - 14);
-            let Some(TransportSlice::Tcp(t)) = &p.transport else { panic!() };
+            let Some(TransportSlice::Tcp(t)) = &p.transport else {
+                panic!()
+            };
             assert_eq!(t.sequence_number(), 1_000_000 + (i * MSS) as u32);
             let last = i + 1 == frames.len();
             assert_eq!((t.psh(), t.fin()), (last, last), "frame {i}");
@@ -445,17 +490,29 @@ mod tests {
         assert_eq!(out, vec![frame.clone()]);
 
         let mut s = Vec::new();
-        assert_eq!(split(&mut [0u8; 4], &mut s, |_| panic!()), Err(VnetDrop::Malformed));
+        assert_eq!(
+            split(&mut [0u8; 4], &mut s, |_| panic!()),
+            Err(VnetDrop::Malformed)
+        );
         let mut bad = vnet(F_NEEDS_CSUM, GSO_NONE, 0, 60_000, 16);
         bad.extend(&frame);
-        assert_eq!(split(&mut bad, &mut s, |_| panic!()), Err(VnetDrop::Malformed));
+        assert_eq!(
+            split(&mut bad, &mut s, |_| panic!()),
+            Err(VnetDrop::Malformed)
+        );
         let mut ufo = vnet(0, GSO_UDP, 1000, 34, 6);
         ufo.extend(&frame);
-        assert_eq!(split(&mut ufo, &mut s, |_| panic!()), Err(VnetDrop::UnknownGso));
+        assert_eq!(
+            split(&mut ufo, &mut s, |_| panic!()),
+            Err(VnetDrop::UnknownGso)
+        );
         // A TSO read whose frame is cut short in its headers.
         let mut short = vnet(F_NEEDS_CSUM, GSO_TCPV4, 1000, 34, 16);
         short.extend(&frame[..40]);
-        assert_eq!(split(&mut short, &mut s, |_| panic!()), Err(VnetDrop::Malformed));
+        assert_eq!(
+            split(&mut short, &mut s, |_| panic!()),
+            Err(VnetDrop::Malformed)
+        );
     }
 
     fn data_frame(seq: u32, id: u16, payload: &[u8], psh: bool) -> Vec<u8> {
@@ -482,7 +539,12 @@ mod tests {
         let (mut frames, mut seq) = (Vec::new(), 7u32);
         for (i, n) in sizes.iter().enumerate() {
             let payload: Vec<u8> = (0..*n).map(|j| (i * 31 + j) as u8).collect();
-            frames.push(data_frame(seq, 100 + i as u16, &payload, i + 1 == sizes.len()));
+            frames.push(data_frame(
+                seq,
+                100 + i as u16,
+                &payload,
+                i + 1 == sizes.len(),
+            ));
             seq = seq.wrapping_add(*n as u32);
         }
         let mut c = Coalescer::default();
@@ -507,10 +569,19 @@ mod tests {
         let mut c = Coalescer::default();
         assert!(c.push(&first));
         let one = c.take().unwrap().to_vec();
-        assert_eq!((&one[..HDR_LEN], &one[HDR_LEN..]), (&PLAIN_HDR[..], &first[..]));
+        assert_eq!(
+            (&one[..HDR_LEN], &one[HDR_LEN..]),
+            (&PLAIN_HDR[..], &first[..])
+        );
         let refused = [
-            ("a gap in the sequence", data_frame(1000 + 2 * MSS as u32, 2, &p, false)),
-            ("a longer frame", data_frame(1000 + MSS as u32, 2, &[1; MSS + 1], false)),
+            (
+                "a gap in the sequence",
+                data_frame(1000 + 2 * MSS as u32, 2, &p, false),
+            ),
+            (
+                "a longer frame",
+                data_frame(1000 + MSS as u32, 2, &[1; MSS + 1], false),
+            ),
             ("another stream", {
                 let mut f = data_frame(1000 + MSS as u32, 2, &p, false);
                 f[35] ^= 1;
