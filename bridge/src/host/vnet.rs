@@ -108,6 +108,14 @@ fn layout(frame: &[u8]) -> Option<Layout> {
         0x86dd => (false, ip + 40, *frame.get(ip + 6)?),
         _ => return None,
     };
+    // The IP length covers the rest of the read exactly: a segment cut
+    // short (or padded) is not cut into frames with made-up checksums.
+    let ip_len = if v4 {
+        u16::from_be_bytes([*frame.get(ip + 2)?, *frame.get(ip + 3)?]) as usize
+    } else {
+        40 + u16::from_be_bytes([*frame.get(ip + 4)?, *frame.get(ip + 5)?]) as usize
+    };
+    (ip_len == frame.len() - ip).then_some(())?;
     let (tcp, payload) = match proto {
         6 => (
             true,
@@ -506,6 +514,11 @@ mod tests {
             split(&mut ufo, &mut s, |_| panic!()),
             Err(VnetDrop::UnknownGso)
         );
+        // A TSO read whose segment is shorter than its IP length says.
+        let big = tcp_v4(&[7; 3000], false);
+        let mut cut = vnet(F_NEEDS_CSUM, GSO_TCPV4, 1000, 34, 16);
+        cut.extend(&big[..big.len() - 1]);
+        assert_eq!(split(&mut cut, &mut s, |_| panic!()), Err(VnetDrop::Malformed));
         // A TSO read whose frame is cut short in its headers.
         let mut short = vnet(F_NEEDS_CSUM, GSO_TCPV4, 1000, 34, 16);
         short.extend(&frame[..40]);
