@@ -5,6 +5,8 @@
 use crate::config::Config;
 use crate::host::netlink::{self, Installed};
 use crate::host::proc::HostFacts;
+use crate::host::udp_offload::{segments, UdpOffload};
+use crate::host::vnet;
 use anyhow::{Context, Result};
 use meshbridge_dhcp as dhcp;
 use meshbridge_engine::{Engine, EngineConfig, Event, Now, Transmit};
@@ -90,6 +92,9 @@ fn for_socket(a: SocketAddr, dual: bool) -> SocketAddr {
 /// Everything that exists while the daemon runs.
 struct Devices {
     tap: AsyncDevice,
+    /// The TAP has offloads on (`IFF_VNET_HDR`, TSO, checksum): a
+    /// `virtio_net_hdr` precedes every frame (`host::vnet`).
+    tap_vnet: bool,
     tun: AsyncDevice,
     /// The bridge's interface index (for adding ports that appear later).
     bridge_idx: u32,
@@ -122,18 +127,32 @@ async fn setup(
         crate::host::sysctl::quiet_bridge_arp(&config.bridge_name);
     }
 
-    let tap = DeviceBuilder::new()
-        .name(config.tap_name.clone())
-        .layer(Layer::L2)
-        .mac_addr(macs.tap.0)
-        .mtu(1500)
-        .build_async()
-        .with_context(|| {
-            format!(
-                "creating TAP device {} (is /dev/net/tun available and are we root?)",
-                config.tap_name
-            )
-        })?;
+    // With offloads the kernel hands over a TCP stream's frames 64 KB at a
+    // time (TSO) and the box segments them (host::vnet); without (a kernel
+    // that refuses them) one frame per read.
+    let tap_builder = |offload: bool| {
+        DeviceBuilder::new()
+            .name(config.tap_name.clone())
+            .layer(Layer::L2)
+            .mac_addr(macs.tap.0)
+            .mtu(1500)
+            .offload(offload)
+            .build_async()
+    };
+    let (tap, tap_vnet) = match tap_builder(true) {
+        Ok(t) => (Ok(t), true),
+        Err(e) => {
+            tracing::info!("TAP offloads not available ({e}); one frame per read");
+            (tap_builder(false), false)
+        }
+    };
+    tracing::debug!("TAP offloads (TSO, checksum): {tap_vnet}");
+    let tap = tap.with_context(|| {
+        format!(
+            "creating TAP device {} (is /dev/net/tun available and are we root?)",
+            config.tap_name
+        )
+    })?;
     crate::host::sysctl::disable_ipv6(&config.tap_name);
     netlink::enslave(handle, &config.tap_name, bridge_idx).await?;
     // A missing port (a USB adapter not plugged in) is not fatal: the box
@@ -174,6 +193,7 @@ async fn setup(
     Ok((
         Devices {
             tap,
+            tap_vnet,
             tun,
             bridge_idx,
         },
@@ -536,13 +556,40 @@ fn write_factory_config(config: &Config, old_text: Option<&str>) -> Result<()> {
 
 async fn flush(
     engine: &mut Engine,
-    dev: &Devices,
-    udp: &UdpSocket,
+    (dev, coal): (&Devices, &mut vnet::Coalescer),
+    (udp, off): (&UdpSocket, &mut UdpOffload),
     dual: bool,
     mut tailnet: Option<&mut crate::tailnet::Tailnet>,
 ) {
     while let Some(t) = engine.poll_transmit() {
+        // Datagrams to one peer wait to leave together (UDP GSO); anything
+        // else sends them first, so the order of the engine's output holds.
+        if let Transmit::Udp(to, d) = &t {
+            if !crate::tailnet::Tailnet::is_relay(to) {
+                if let Err(e) = off.queue(udp, for_socket(*to, dual), d).await {
+                    tracing::debug!("write failed: {e}");
+                }
+                continue;
+            }
+        }
+        if let Err(e) = off.flush(udp).await {
+            tracing::debug!("write failed: {e}");
+        }
+        // Likewise a TCP stream's frames to the TAP (one TSO write).
+        if let Transmit::Tap(f) = &t {
+            if dev.tap_vnet && coal.push(f) {
+                continue;
+            }
+        }
+        tap_flush(dev, coal).await;
         let r = match &t {
+            Transmit::Tap(f) if dev.tap_vnet => {
+                let parts = [
+                    std::io::IoSlice::new(&vnet::PLAIN_HDR),
+                    std::io::IoSlice::new(f),
+                ];
+                dev.tap.send_vectored(&parts).await.map(drop)
+            }
             Transmit::Tap(f) => dev.tap.send(f).await.map(drop),
             Transmit::Tun(p) => dev.tun.send(p).await.map(drop),
             // A peer reached over DERP (its relay stand-in address).
@@ -557,6 +604,32 @@ async fn flush(
         if let Err(e) = r {
             tracing::debug!("write failed: {e}");
         }
+    }
+    if let Err(e) = off.flush(udp).await {
+        tracing::debug!("write failed: {e}");
+    }
+    tap_flush(dev, coal).await;
+}
+
+/// Writes the TCP frames held for one TSO write to the TAP.
+async fn tap_flush(dev: &Devices, coal: &mut vnet::Coalescer) {
+    if let Some(w) = coal.take() {
+        if let Err(e) = dev.tap.send(w).await {
+            tracing::debug!("write failed: {e}");
+        }
+    }
+}
+
+/// One TAP read into the engine: a frame, or with offloads the frames of a
+/// TSO segment (`host::vnet`).
+fn tap_read(engine: &mut Engine, vnet_hdr: bool, read: &mut [u8], scratch: &mut Vec<u8>) {
+    if !vnet_hdr {
+        engine.handle_tap_frame(read_now(), read);
+        return;
+    }
+    let now = read_now();
+    if let Err(e) = vnet::split(read, scratch, |f| engine.handle_tap_frame(now, f)) {
+        tracing::debug!("TAP read dropped: {e:?}");
     }
 }
 
@@ -833,9 +906,13 @@ async fn event_loop(
         term: mut sigterm,
         int: mut sigint,
     } = signals;
-    let mut tap_buf = vec![0u8; 65536];
+    // A TSO segment: up to 64 KB of IP, its Ethernet header, the vnet header.
+    let mut tap_buf = vec![0u8; 65536 + 64];
+    let mut tap_scratch = Vec::with_capacity(2048);
+    let mut tap_coal = vnet::Coalescer::default();
     let mut tun_buf = vec![0u8; 65536];
     let mut udp_buf = vec![0u8; 65536];
+    let mut udp_off = UdpOffload::new(udp);
     let mut stats_log = tokio::time::interval(Duration::from_secs(300));
     let mut health = tokio::time::interval(Duration::from_secs(60));
     let mut hw_tick = tokio::time::interval(Duration::from_secs(2));
@@ -852,7 +929,14 @@ async fn event_loop(
         // Events first: a lease the server just gave is on flash before its
         // DHCPACK goes out (one sync for the whole batch).
         handle_events(config, engine, discovery, &mut leases);
-        flush(engine, dev, udp, dual, tailnet.as_deref_mut()).await;
+        flush(
+            engine,
+            (dev, &mut tap_coal),
+            (udp, &mut udp_off),
+            dual,
+            tailnet.as_deref_mut(),
+        )
+        .await;
         if let Some(t) = tailnet.as_deref_mut() {
             flush_tailnet(t, config, engine, static_peers, udp, dual).await;
         }
@@ -868,12 +952,12 @@ async fn event_loop(
         tokio::select! {
             r = dev.tap.recv(&mut tap_buf) => match r {
                 Ok(n) => {
-                    engine.handle_tap_frame(read_now(), &tap_buf[..n]);
+                    tap_read(engine, dev.tap_vnet, &mut tap_buf[..n], &mut tap_scratch);
                     // What else is queued, before the loop's other work: one
                     // wakeup per frame would cost more than the frame.
                     for _ in 1..DEV_BATCH {
                         let Ok(n) = dev.tap.try_recv(&mut tap_buf) else { break };
-                        engine.handle_tap_frame(read_now(), &tap_buf[..n]);
+                        tap_read(engine, dev.tap_vnet, &mut tap_buf[..n], &mut tap_scratch);
                     }
                 }
                 Err(e) => tracing::warn!("reading the TAP: {e}"),
@@ -888,16 +972,21 @@ async fn event_loop(
                 }
                 Err(e) => tracing::warn!("reading the TUN: {e}"),
             },
-            r = udp.recv_from(&mut udp_buf) => match r {
-                Ok((n, from)) => {
-                    dispatch_udp(engine, tailnet.as_deref_mut(), canonical(from), &udp_buf[..n]);
+            r = udp_off.recv(udp, &mut udp_buf) => match r {
+                Ok((n, from, seg)) => {
+                    // With UDP GRO one read may hold a run of datagrams.
+                    for d in segments(&udp_buf[..n], seg) {
+                        dispatch_udp(engine, tailnet.as_deref_mut(), canonical(from), d);
+                    }
                     // Drain what else is queued before the loop's other
                     // work: under a flood of forged handshakes the loop's
                     // own cost per wakeup would otherwise decide how many
                     // datagrams (real ones among them) the socket drops.
                     for _ in 1..UDP_BATCH {
-                        let Ok((n, from)) = udp.try_recv_from(&mut udp_buf) else { break };
-                        dispatch_udp(engine, tailnet.as_deref_mut(), canonical(from), &udp_buf[..n]);
+                        let Ok((n, from, seg)) = udp_off.try_recv(udp, &mut udp_buf) else { break };
+                        for d in segments(&udp_buf[..n], seg) {
+                            dispatch_udp(engine, tailnet.as_deref_mut(), canonical(from), d);
+                        }
                     }
                 }
                 Err(e) => tracing::debug!("UDP receive: {e}"),
@@ -1003,7 +1092,7 @@ async fn event_loop(
                 if restart_now {
                     // Let the answer reach the page before the sockets close.
                     tokio::time::sleep(Duration::from_millis(300)).await;
-                    flush(engine, dev, udp, dual, tailnet.as_deref_mut()).await;
+                    flush(engine, (dev, &mut tap_coal), (udp, &mut udp_off), dual, tailnet.as_deref_mut()).await;
                     return Ok(Stop::Restart);
                 }
             }

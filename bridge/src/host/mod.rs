@@ -4,6 +4,8 @@
 //! * [`netlink`] links, bridge ports, routes and the record of what we installed;
 //! * [`nft`] the nftables table of the subnet router and exit node;
 //! * [`sysctl`] forwarding, `arp_ignore`, `disable_ipv6`, `accept_ra`;
+//! * [`udp_offload`] many datagrams per call on the WireGuard socket (UDP GSO/GRO);
+//! * [`vnet`] the TAP's offloads: TSO segments cut into frames, checksums;
 //! * [`proc`] read-only facts from /proc and /etc (default route, hostname,
 //!   forwarding), gathered off the event loop into [`proc::HostFacts`].
 //!
@@ -14,3 +16,5 @@ pub mod netlink;
 pub mod nft;
 pub mod proc;
 pub mod sysctl;
+pub mod udp_offload;
+pub mod vnet;
