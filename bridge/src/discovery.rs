@@ -304,6 +304,8 @@ pub(crate) async fn start_dns(
 pub struct Discovery {
     names: Option<crate::dns::SharedNames>,
     links: MdnsLinks,
+    /// Site-to-site discovery: other boxes' services announced here.
+    remotes: Option<crate::discovery_remote::Remotes>,
     buf: Vec<u8>,
     browse_soon: bool,
 }
@@ -320,9 +322,11 @@ impl Discovery {
             }
         };
         let links = MdnsLinks::start(config, handle).await;
+        let remotes = crate::discovery_remote::Remotes::start(config, links.uplink.is_some());
         Discovery {
             names,
             links,
+            remotes,
             buf: vec![0; 9000],
             browse_soon: false,
         }
@@ -364,6 +368,9 @@ impl Discovery {
                 if let Some(r) = self.links.bridge.as_mut() {
                     r.handle_packet(now, *src, payload);
                 }
+                if let Some(r) = self.remotes.as_mut() {
+                    r.bridge.handle_packet(now, payload);
+                }
                 if let Some(names) = &self.names {
                     if let Ok(mut z) = names.write() {
                         if z.proxy.is_some() {
@@ -383,26 +390,52 @@ impl Discovery {
             browse(config, engine);
         }
         self.links.pump(engine);
+        if let Some(r) = self.remotes.as_mut() {
+            r.pump(engine, self.links.uplink.as_ref().map(|(_, s, _)| s));
+        }
     }
 
     /// When the responders' timers are due.
     pub fn poll_timeout(&self) -> Option<tokio::time::Instant> {
-        self.links.poll_timeout()
+        let remote = self
+            .remotes
+            .as_ref()
+            .and_then(|r| r.poll_timeout())
+            .map(tokio::time::Instant::from_std);
+        [self.links.poll_timeout(), remote].into_iter().flatten().min()
     }
 
     /// Run due responder timers.
     pub fn handle_timeout(&mut self) {
         self.links.handle_timeout();
+        if let Some(r) = self.remotes.as_mut() {
+            r.handle_timeout();
+        }
     }
 
-    /// Wait for an mDNS packet on the uplink (forever if there is no uplink socket).
+    /// Wait for an mDNS packet on the uplink (forever if there is no uplink
+    /// socket). Replies from remote boxes' DNS servers are handled here too
+    /// (then `None`: nothing for [`Discovery::on_uplink`]).
     pub async fn recv_uplink(&mut self) -> Option<(std::net::Ipv4Addr, usize)> {
-        match self.links.uplink.as_ref() {
-            Some((_, sock, _)) => match sock.recv_from(&mut self.buf).await {
-                Ok((n, std::net::SocketAddr::V4(from))) => Some((*from.ip(), n)),
-                _ => None,
-            },
-            None => std::future::pending().await,
+        let (remotes, links, buf) = (&mut self.remotes, &self.links, &mut self.buf);
+        let remote = async {
+            match remotes.as_mut() {
+                Some(r) => r.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let uplink = async {
+            match links.uplink.as_ref() {
+                Some((_, sock, _)) => match sock.recv_from(buf).await {
+                    Ok((n, std::net::SocketAddr::V4(from))) => Some((*from.ip(), n)),
+                    _ => None,
+                },
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = uplink => r,
+            _ = remote => None,
         }
     }
 
@@ -410,7 +443,11 @@ impl Discovery {
     pub fn on_uplink(&mut self, from: std::net::Ipv4Addr, n: usize) {
         if let Some((resp, _, net)) = self.links.uplink.as_mut() {
             if crate::mdns_link::on_segment(*net, from) {
-                resp.handle_packet(std::time::Instant::now(), from, &self.buf[..n]);
+                let now = std::time::Instant::now();
+                resp.handle_packet(now, from, &self.buf[..n]);
+                if let Some(u) = self.remotes.as_mut().and_then(|r| r.uplink.as_mut()) {
+                    u.handle_packet(now, &self.buf[..n]);
+                }
             }
         }
     }
