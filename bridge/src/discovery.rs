@@ -588,6 +588,29 @@ impl Discovery {
                 let exposed = config.discovery.enabled
                     && z.proxy.as_ref().is_some_and(|p| p.allows(&kind))
                     && !opt_out.contains(&e.source);
+                let addr = hickory_server::proto::rr::Name::from_ascii(&host)
+                    .ok()
+                    .and_then(|h| {
+                        z.cache
+                            .addresses(now, &h)
+                            .into_iter()
+                            .find(|a| a.is_ipv4() && !matches!(a, IpAddr::V4(v) if v.is_link_local()))
+                    })
+                    .or(Some(e.source).filter(|a| a.is_ipv4()))
+                    .map(|a| a.to_string());
+                let txt: Vec<Vec<u8>> = z
+                    .cache
+                    .lookup(now, instance, RecordType::TXT)
+                    .into_iter()
+                    .find_map(|(e, _)| match &e.record.data {
+                        RData::TXT(t) => Some(t.txt_data.iter().map(|s| s.to_vec()).collect()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                let rp = crate::discovery_remote::rp_of(&txt);
+                let uri = addr.as_deref().and_then(|a| {
+                    meshbridge_web::proto::printer_uri(&kind, a, port, rp.as_deref().unwrap_or(""))
+                });
                 out.push(meshbridge_web::proto::ServiceInfo {
                     instance: label,
                     kind: kind.clone(),
@@ -595,8 +618,15 @@ impl Discovery {
                     port,
                     device,
                     exposed,
+                    addr,
+                    resource_path: rp,
+                    uri,
+                    site: None,
                 });
             }
+        }
+        if let Some(r) = &self.remotes {
+            out.extend(r.services());
         }
         out.sort_by(|a, b| (&a.kind, &a.instance).cmp(&(&b.kind, &b.instance)));
         out.dedup();

@@ -157,8 +157,41 @@ impl Remotes {
         }
     }
 
-    /// Services announced for remote boxes on the bridge: (instance, type, host).
-    pub fn announced(&self) -> Vec<(String, String, String)> {
-        self.bridge.announced()
+    /// Services announced for remote boxes on the bridge, for the page.
+    pub fn services(&self) -> Vec<meshbridge_web::proto::ServiceInfo> {
+        self.bridge
+            .announced()
+            .into_iter()
+            .map(|a| {
+                let addr = a.offer.addrs.first().map(|ip| ip.to_string());
+                let rp = rp_of(&a.offer.txt);
+                let uri = addr.as_deref().and_then(|ad| {
+                    meshbridge_web::proto::printer_uri(&a.service, ad, a.offer.port, rp.as_deref().unwrap_or(""))
+                });
+                meshbridge_web::proto::ServiceInfo {
+                    instance: a.instance,
+                    kind: a.service,
+                    host: format!("{}.local", a.host),
+                    port: a.offer.port,
+                    device: None,
+                    exposed: true,
+                    addr,
+                    resource_path: rp,
+                    uri,
+                    site: Some(a.remote),
+                }
+            })
+            .collect()
     }
+}
+
+/// The `rp` key of a printer's TXT record (RFC 6763 §6: key=value, the
+/// first one counts), as text.
+pub fn rp_of<S: AsRef<[u8]>>(txt: &[S]) -> Option<String> {
+    txt.iter().find_map(|s| {
+        let s = s.as_ref();
+        let (k, v) = s.split_at(s.iter().position(|b| *b == b'=')?);
+        k.eq_ignore_ascii_case(b"rp")
+            .then(|| String::from_utf8_lossy(&v[1..]).into_owned())
+    })
 }

@@ -259,8 +259,10 @@ impl Snat {
                 } else {
                     self.next + 1
                 };
-                if !self.by_port.contains_key(&(key.proto, port)) {
-                    self.by_port.insert((key.proto, port), Flow { key, last: now });
+                if let std::collections::hash_map::Entry::Vacant(e) =
+                    self.by_port.entry((key.proto, port))
+                {
+                    e.insert(Flow { key, last: now });
                     self.by_key.insert(key, port);
                     self.stats.flows += 1;
                     return Some(port);

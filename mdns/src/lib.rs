@@ -36,6 +36,6 @@ pub mod responder;
 pub use cache::{browse_query, Cache, MdnsError};
 pub use names::{to_label, Claim, Lookup, Names, NamesError, Owner, Taken, RESERVED};
 pub use proxy::{Proxy, DEFAULT_SERVICES, TTL_CAP};
-pub use reannounce::Reannouncer;
+pub use reannounce::{Announced, Reannouncer};
 pub use remote::{RemoteBrowser, RemoteService};
 pub use responder::{Responder, ResponderEvent};

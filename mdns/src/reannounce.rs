@@ -780,25 +780,45 @@ impl Reannouncer {
         true
     }
 
-    /// The services announced now: (instance label, service type, host
-    /// name), for the web page and logs.
-    pub fn announced(&self) -> Vec<(String, String, String)> {
+    /// The services announced now, for the web page and logs.
+    pub fn announced(&self) -> Vec<Announced> {
         self.instances
             .iter()
             .filter(|i| i.claim.live())
             .filter_map(|i| {
                 let h = self.host_of(i)?;
                 let host = String::from_utf8_lossy(&host_label(&h.label, h.claim.suffix)).into_owned();
-                let svc = format!(
+                let service = format!(
                     "{}.{}",
                     String::from_utf8_lossy(&i.offer.service[0]),
                     String::from_utf8_lossy(&i.offer.service[1])
                 );
                 let label = instance_label(&i.offer.instance, i.claim.suffix);
-                Some((String::from_utf8_lossy(&label).into_owned(), svc, host))
+                Some(Announced {
+                    remote: i.remote.clone(),
+                    instance: String::from_utf8_lossy(&label).into_owned(),
+                    service,
+                    host,
+                    offer: i.offer.clone(),
+                })
             })
             .collect()
     }
+}
+
+/// A service announced on the link for a remote box.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announced {
+    /// The remote box's name.
+    pub remote: String,
+    /// The instance label as announced ("Living Room TV (2)").
+    pub instance: String,
+    /// The service type ("_googlecast._tcp").
+    pub service: String,
+    /// The host label as announced ("tv").
+    pub host: String,
+    /// What the remote box said.
+    pub offer: RemoteService,
 }
 
 fn rdata_bytes(r: &Record) -> Vec<u8> {
@@ -968,13 +988,11 @@ mod tests {
         r.handle_packet(t0, &m.to_vec().unwrap());
         assert_eq!(r.stats().conflicts, 2);
         run(&mut r, t0, 4);
+        let a = r.announced();
+        assert_eq!(a.len(), 1);
         assert_eq!(
-            r.announced(),
-            vec![(
-                "TV (2)".to_string(),
-                "_googlecast._tcp".to_string(),
-                "tv-2".to_string()
-            )]
+            (a[0].instance.as_str(), a[0].service.as_str(), a[0].host.as_str()),
+            ("TV (2)", "_googlecast._tcp", "tv-2")
         );
         // Later, someone claims tv-2.local too: we move again, with a goodbye.
         let mut m = Message::response(0, OpCode::Query);
@@ -988,7 +1006,7 @@ mod tests {
         let bye = drain(&mut r);
         assert!(bye.iter().flat_map(|m| &m.answers).any(|a| a.ttl == 0));
         run(&mut r, t0 + Duration::from_secs(5), 4);
-        assert_eq!(r.announced()[0].2, "tv-3");
+        assert_eq!(r.announced()[0].host, "tv-3");
         // Our own records echoed back are no conflict.
         let mut echo = Message::response(0, OpCode::Query);
         echo.add_answer(record(
@@ -1008,13 +1026,12 @@ mod tests {
         r.set_offers(t0, "home", &[offer("A", "meshbridge", 10)]);
         r.set_offers(t0, "office", &[offer("A", "tv", 10), offer("B", "meshbridge-3", 10)]);
         run(&mut r, t0, 4);
-        let mut got = r.announced();
-        got.sort();
+        let got = r.announced();
         assert_eq!(got.len(), 3);
-        let hosts: Vec<&str> = got.iter().map(|(_, _, h)| h.as_str()).collect();
+        let hosts: Vec<&str> = got.iter().map(|a| a.host.as_str()).collect();
         assert!(!hosts.contains(&"meshbridge"), "{got:?}");
         assert!(hosts.contains(&"meshbridge-2") && hosts.contains(&"meshbridge-3"));
-        let instances: Vec<&str> = got.iter().map(|(i, _, _)| i.as_str()).collect();
+        let instances: Vec<&str> = got.iter().map(|a| a.instance.as_str()).collect();
         assert!(instances.contains(&"A") && instances.contains(&"A (2)"), "{got:?}");
     }
 

@@ -21,6 +21,7 @@ import signal
 import time
 
 from site_ns import sh, wait_for
+from web_client import Http
 
 CAST_TXT = ["id=0123456789abcdef0123456789abcdef", "cd=0123456789ABCDEF0123456789ABCDEF", "rm=",
             "ve=05", "md=Chromecast", "ic=/setup/icon.png", "fn=Living Room TV", "ca=201221",
@@ -207,6 +208,23 @@ def test_phone_at_site_b_casts_and_prints_to_site_a_devices_found_by_mdns(site):
                  check=False, timeout=120)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     wait_for(lambda: any(printed.iterdir()), timeout=30, what="the printer to record the job")
+
+    # For people who cannot use mDNS: box B's Discovery page (seen from the phone) lists the
+    # remote printer with its IPP URI and an AirPrint profile, and the receiver as from box "home".
+    web = Http(site, phone, "http://10.78.1.1")
+    assert web.setup((site.tmp / "state-b" / "setup-code").read_text().strip(), "site to site pw")[0] == 200
+    code, d = web.json("GET", "/api/discovery")
+    assert code == 200, d
+    office = [x for x in d["services"] if x["instance"] == "Office" and x["type"] == "_ipp._tcp"]
+    assert office and office[0]["site"] == "home", d["services"]
+    assert office[0]["uri"] == f"ipp://{printer_ip}:8631/ipp/print", office
+    tv_entry = [x for x in d["services"] if x["type"] == "_googlecast._tcp"]
+    assert tv_entry and tv_entry[0]["site"] == "home" and tv_entry[0]["addr"] == tv_ip, tv_entry
+    code, headers, profile = web.request("GET", "/api/discovery/airprint.mobileconfig?service=Office")
+    assert code == 200 and headers["content-type"] == "application/x-apple-aspen-config", (code, headers)
+    assert "<string>com.apple.airprint</string>" in profile and f"<string>{printer_ip}</string>" in profile
+    assert "<integer>8631</integer>" in profile and "<string>ipp/print</string>" in profile
+    assert web.request("GET", "/api/discovery/airprint.mobileconfig?service=Living%20Room%20TV")[0] == 404
 
     # The receiver stops announcing: it leaves the phone's browse within the TTL (10 s here).
     tv = site.devices["tv"][0]
