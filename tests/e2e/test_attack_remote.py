@@ -1,0 +1,127 @@
+"""A hostile remote box (SECURITY.md item 14): box B browses a "remote box"
+whose DNS server answers with whatever an attacker likes — 300 instances
+(more than the 256 kept), names with markup, NUL bytes and dots inside a
+label, a 51 KB TXT record, an SRV target outside the remote's domain, an SRV
+target that is box B's own mDNS name, addresses that are loopback or
+multicast. Box B must stay up, announce at most what it keeps, never claim
+its own name for someone else, never announce loopback/multicast addresses
+or the oversized TXT, and keep answering its own bridge.
+
+The hostile server is a small Python DNS responder on box A's mesh address
+(port 5300); box A itself is only the way there."""
+
+import time
+
+from site_ns import wait_for
+from test_site_to_site import box_config, browse, phone_avahi
+from web_client import Http
+
+HOSTILE = r"""
+import socket, struct, sys
+DOMAIN = [b"mesh", b"home", b"arpa"]
+def enc(labels):
+    return b"".join(bytes([len(l)]) + l for l in labels) + b"\0"
+def parse_name(m, o):
+    labels = []
+    while m[o]:
+        n = m[o]; labels.append(m[o + 1:o + 1 + n]); o += 1 + n
+    return labels, o + 1
+INSTANCES = [b"Real TV"] + [
+    (b"<script>alert(%d)</script>" % i) if i % 3 == 0 else
+    (b"nul\0and.dot %d" % i) if i % 3 == 1 else
+    (b"x" * 58 + b"%05d" % i)
+    for i in range(1, 300)] + [b"Big TXT", b"Own name", b"Outside", b"Loopback"]
+SVC = [b"_googlecast", b"_tcp"] + DOMAIN
+def rr(labels, rtype, rdata, ttl=10):
+    return enc(labels) + struct.pack("!HHIH", rtype, 1, ttl, len(rdata)) + rdata
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+while True:
+    m, peer = s.recvfrom(4096)
+    try:
+        qid, = struct.unpack("!H", m[:2])
+        labels, o = parse_name(m, 12)
+        qtype, = struct.unpack("!H", m[o:o + 2])
+    except Exception:
+        continue
+    question = m[12:o + 4]
+    low = [l.lower() for l in labels]
+    ans = []
+    if qtype == 12 and low == [l.lower() for l in SVC]:
+        ans = [rr(labels, 12, enc([i] + SVC)) for i in INSTANCES]
+    elif qtype == 33 and low[1:] == [l.lower() for l in SVC]:
+        inst = labels[0]
+        target = {b"Own name": [b"meshbridge"] + DOMAIN, b"Outside": [b"evil", b"example"],
+                  b"Loopback": [b"lo"] + DOMAIN}.get(inst, [b"tv"] + DOMAIN)
+        ans = [rr(labels, 33, struct.pack("!HHH", 0, 0, 8009) + enc(target))]
+    elif qtype == 16 and low[1:] == [l.lower() for l in SVC]:
+        if labels[0] == b"Big TXT":
+            data = b"".join(bytes([255]) + b"t" * 255 for _ in range(200))
+        else:
+            data = b"\x0dmd=Chromecast" + b"\x08fn=<b>&'"
+        ans = [rr(labels, 16, data)]
+    elif qtype == 1 and low[1:] == DOMAIN:
+        addr = {b"tv": "10.77.1.50", b"meshbridge": "10.77.1.51", b"lo": "127.0.0.1"}.get(low[0])
+        if addr:
+            ans = [rr(labels, 1, socket.inet_aton(addr))]
+        if low[0] == b"tv":
+            ans.append(rr(labels, 1, socket.inet_aton("224.0.0.251")))
+    hdr = struct.pack("!HHHHHH", qid, 0x8400, 1, len(ans), 0, 0)
+    try:
+        s.sendto(hdr + question + b"".join(ans), peer)
+    except OSError as e:
+        print("send:", e, flush=True)
+"""
+
+
+def test_a_hostile_remote_box_cannot_flood_spoof_or_take_names(site):
+    phone = site._ns("phone")
+    site._veth(f"{site.p}phb", site.peer, f"{site.p}phd", phone)
+    site.devices["phone"] = (phone, f"{site.p}phb", f"{site.p}phd")
+    a_text = box_config(site, "a", site.box_key, site.peer_pub, "198.51.100.2:51820", "10.77.0.1/24",
+                        "10.77.1.1/24", "10.77.1.100-10.77.1.200", [], '["10.78.0.0/16"]', 51820)
+    b_text = box_config(site, "b", site.peer_key, site.box_pub, "198.51.100.1:51820", "10.78.0.1/24",
+                        "10.78.1.1/24", "10.78.1.100-10.78.1.200", [f"{site.p}phb"], '["10.77.0.0/16"]',
+                        51820) + '[discovery]\n[[discovery.remote]]\nname = "evil"\nserver = "10.77.0.1:5300"\n'
+    site.start_box(config=site.write_config(text=a_text))
+    (site.tmp / "hostile.py").write_text(HOSTILE)
+    site.spawn(site.box, ["python3", "-u", str(site.tmp / "hostile.py"), "10.77.0.1", "5300"],
+               log=site.tmp / "hostile.log")
+    b_cfg = site.tmp / "boxb.toml"
+    b_cfg.write_text(b_text)
+    b_log = site.tmp / "boxb.log"
+    b = site.start_meshbridge(site.peer, b_cfg, b_log)
+    site.procs.append(b)
+    assert site.udhcpc("phone", hostname="phone")[0].returncode == 0
+    phone_avahi(site)
+
+    # The one sane service is announced, with its sane address only.
+    def real():
+        return [x for x in browse(site, "_googlecast._tcp") if x[0] == "Real TV"]
+    tv = wait_for(real, timeout=60, what="the remote's sane service on the phone")
+    assert tv[0][2] == "10.77.1.50", tv
+    time.sleep(8)  # several browse rounds of the whole hostile answer
+    assert b.poll() is None, b_log.read_text()[-3000:]
+    assert "panicked" not in b_log.read_text()
+    seen = browse(site, "_googlecast._tcp")
+    names = [x[0] for x in seen]
+    # At most what is kept (256 instances per remote box), never the oversized TXT,
+    # never loopback or multicast addresses, never an SRV outside the remote's domain.
+    assert 0 < len(set(names)) <= 256, len(set(names))
+    assert "Big TXT" not in names and "Outside" not in names and "Loopback" not in names
+    assert all(x[2] == "10.77.1.50" for x in seen), {x[2] for x in seen}
+    # Box B's own name stays box B's: the remote's "meshbridge" host is announced under another name.
+    own = [x for x in seen if x[0] == "Own name"]
+    assert not own or own[0][1] != "meshbridge.local", own
+    r = site.run(phone, ["sh", "-c", f"nsenter --mount=/proc/$(cat {site.tmp}/phone.avahi-pid)/ns/mnt "
+                                     "avahi-resolve -4 -n meshbridge.local"], check=False, timeout=20)
+    assert r.stdout.split() == ["meshbridge.local", "10.78.1.1"], r.stdout + r.stderr
+    # Box B still serves its bridge: DHCP again, its page answers, the names are data in JSON.
+    assert site.udhcpc("phone", hostname="phone")[0].returncode == 0
+    web = Http(site, phone, "http://10.78.1.1")
+    assert web.setup((site.tmp / "state-b" / "setup-code").read_text().strip(), "hostile remote pw")[0] == 200
+    code, d = web.json("GET", "/api/discovery")
+    assert code == 200
+    remote = [x for x in d["services"] if x.get("site") == "evil"]
+    assert 0 < len(remote) <= 256
+    assert any("<script>" in x["instance"] for x in remote)
