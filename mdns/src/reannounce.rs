@@ -99,7 +99,13 @@ pub struct Reannouncer {
     hosts: Vec<HostClaim>,
     out: VecDeque<Vec<u8>>,
     stats: ReannounceStats,
+    /// When each answered record was last multicast (RFC 6762 §6: at most
+    /// once a second), keyed by lowercase name, type and data.
+    last_sent: std::collections::HashMap<(Name, RecordType, Vec<u8>), Instant>,
 }
+
+/// A record is multicast in answers at most this often (RFC 6762 §6).
+const MIN_REPEAT: Duration = Duration::from_secs(1);
 
 fn local() -> Name {
     Name::from_ascii("local.").expect("valid")
@@ -693,12 +699,12 @@ impl Reannouncer {
                 for (host, k) in lost {
                     self.rename(now, host, k);
                 }
-                self.answer(&msg)
+                self.answer(now, &msg)
             }
         }
     }
 
-    fn answer(&mut self, msg: &Message) -> bool {
+    fn answer(&mut self, now: Instant, msg: &Message) -> bool {
         let known = |r: &Record| {
             msg.answers.iter().any(|k| {
                 k.name.to_lowercase() == r.name.to_lowercase()
@@ -772,6 +778,23 @@ impl Reannouncer {
                 extra.push(r);
             }
         }
+        // Not the same record again within a second (RFC 6762 §6): a busy
+        // link's queries (or a browser's known-answer list spread over
+        // several packets) must not make us repeat hundreds of records.
+        if self.last_sent.len() > 4 * MAX_CLAIMS {
+            self.last_sent
+                .retain(|_, t| now.saturating_duration_since(*t) < MIN_REPEAT);
+        }
+        dedup.retain(|r| {
+            let key = (lower(&r.name), r.record_type(), rdata_bytes(r));
+            match self.last_sent.get(&key) {
+                Some(t) if now.saturating_duration_since(*t) < MIN_REPEAT => false,
+                _ => {
+                    self.last_sent.insert(key, now);
+                    true
+                }
+            }
+        });
         if dedup.is_empty() {
             return false;
         }
@@ -916,6 +939,11 @@ mod tests {
             .additionals
             .iter()
             .any(|a| a.data == RData::A(A(Ipv4Addr::new(10, 77, 1, 20)))));
+        // The same question again within a second: not repeated (RFC 6762 §6).
+        assert!(!r.handle_packet(t0, &browse("_googlecast._tcp.local.", RecordType::PTR)));
+        let t1 = t0 + MIN_REPEAT;
+        assert!(r.handle_packet(t1, &browse("_googlecast._tcp.local.", RecordType::PTR)));
+        drain(&mut r);
         // The host's address alone.
         assert!(r.handle_packet(t0, &browse("TV.local.", RecordType::A)));
         assert_eq!(drain(&mut r)[0].answers.len(), 1);

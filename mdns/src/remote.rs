@@ -258,7 +258,15 @@ impl RemoteBrowser {
         if !svc.zone_of(n) || n.num_labels() != svc.num_labels() + 1 {
             return None;
         }
-        n.iter().next().map(|l| l.to_vec())
+        // RFC 6763 §4.1.1: an instance name is Net-Unicode text, no control
+        // characters. mDNS resolvers (avahi) drop a whole packet with a NUL in
+        // a name: one such record would hide every other one sent with it.
+        let label = n.iter().next()?;
+        let text = std::str::from_utf8(label).ok()?;
+        if text.is_empty() || text.chars().any(char::is_control) {
+            return None;
+        }
+        Some(label.to_vec())
     }
 
     /// `<host>.<domain>`: one label under the remote's domain.
@@ -585,6 +593,16 @@ mod tests {
             Record::from_rdata(
                 n("_googlecast._tcp.a.example."),
                 10,
+                RData::PTR(PTR(n("bad\0name._googlecast._tcp.a.example."))),
+            ),
+            Record::from_rdata(
+                n("_googlecast._tcp.a.example."),
+                10,
+                RData::PTR(PTR(Name::from_labels([&b"\xff\xfe"[..], b"_googlecast", b"_tcp", b"a", b"example"]).unwrap())),
+            ),
+            Record::from_rdata(
+                n("_googlecast._tcp.a.example."),
+                10,
                 RData::PTR(PTR(n("TV._googlecast._tcp.a.example."))),
             ),
             Record::from_rdata(
@@ -603,7 +621,8 @@ mod tests {
             b.handle_response(t0, &answer(&q, &hostile));
         }
         assert!(b.services(t0).is_empty());
-        assert!(b.stats().dropped_records >= 3, "{:?}", b.stats());
+        assert_eq!(b.instances.len(), 1, "only TV: not the NUL or non-UTF-8 names");
+        assert!(b.stats().dropped_records >= 5, "{:?}", b.stats());
     }
 
     #[test]
