@@ -402,7 +402,10 @@ impl Discovery {
             .as_ref()
             .and_then(|r| r.poll_timeout())
             .map(tokio::time::Instant::from_std);
-        [self.links.poll_timeout(), remote].into_iter().flatten().min()
+        [self.links.poll_timeout(), remote]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Run due responder timers.
@@ -591,10 +594,9 @@ impl Discovery {
                 let addr = hickory_server::proto::rr::Name::from_ascii(&host)
                     .ok()
                     .and_then(|h| {
-                        z.cache
-                            .addresses(now, &h)
-                            .into_iter()
-                            .find(|a| a.is_ipv4() && !matches!(a, IpAddr::V4(v) if v.is_link_local()))
+                        z.cache.addresses(now, &h).into_iter().find(|a| {
+                            a.is_ipv4() && !matches!(a, IpAddr::V4(v) if v.is_link_local())
+                        })
                     })
                     .or(Some(e.source).filter(|a| a.is_ipv4()))
                     .map(|a| a.to_string());

@@ -43,7 +43,9 @@ impl Remotes {
         {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!("site-to-site discovery off: cannot open a UDP socket on {bind}: {e}");
+                tracing::warn!(
+                    "site-to-site discovery off: cannot open a UDP socket on {bind}: {e}"
+                );
                 return None;
             }
         };
@@ -60,7 +62,8 @@ impl Remotes {
             .iter()
             .enumerate()
             .filter_map(|(i, r)| {
-                let domain = hickory_server::proto::rr::Name::from_ascii(format!("{}.", r.domain)).ok()?;
+                let domain =
+                    hickory_server::proto::rr::Name::from_ascii(format!("{}.", r.domain)).ok()?;
                 let first = (seed as u16).wrapping_add((i as u16).wrapping_mul(4099));
                 Some(Remote {
                     name: r.name.clone(),
@@ -92,10 +95,14 @@ impl Remotes {
     /// When the browsers' or the reannouncers' timers are due.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let b = self.remotes.iter().map(|r| r.browser.poll_timeout()).min();
-        [b, self.bridge.poll_timeout(), self.uplink.as_ref().and_then(|u| u.poll_timeout())]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            b,
+            self.bridge.poll_timeout(),
+            self.uplink.as_ref().and_then(|u| u.poll_timeout()),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Run due timers.
@@ -166,7 +173,12 @@ impl Remotes {
                 let addr = a.offer.addrs.first().map(|ip| ip.to_string());
                 let rp = rp_of(&a.offer.txt);
                 let uri = addr.as_deref().and_then(|ad| {
-                    meshbridge_web::proto::printer_uri(&a.service, ad, a.offer.port, rp.as_deref().unwrap_or(""))
+                    meshbridge_web::proto::printer_uri(
+                        &a.service,
+                        ad,
+                        a.offer.port,
+                        rp.as_deref().unwrap_or(""),
+                    )
                 });
                 meshbridge_web::proto::ServiceInfo {
                     instance: a.instance,

@@ -336,7 +336,8 @@ impl Snat {
                     self.device_flows
                         .retain(|_, t| now.saturating_duration_since(*t) < UDP_IDLE);
                 }
-                if self.device_flows.len() < MAX_DEVICE_FLOWS || self.device_flows.contains_key(&key)
+                if self.device_flows.len() < MAX_DEVICE_FLOWS
+                    || self.device_flows.contains_key(&key)
                 {
                     self.device_flows.insert(key, now);
                 }
@@ -401,16 +402,10 @@ mod tests {
         }
         match s.transport.unwrap() {
             etherparse::TransportSlice::Tcp(t) => {
-                t.to_header()
-                    .calc_checksum_ipv4(&h, t.payload())
-                    .unwrap()
-                    == t.checksum()
+                t.to_header().calc_checksum_ipv4(&h, t.payload()).unwrap() == t.checksum()
             }
             etherparse::TransportSlice::Udp(u) => {
-                u.to_header()
-                    .calc_checksum_ipv4(&h, u.payload())
-                    .unwrap()
-                    == u.checksum()
+                u.to_header().calc_checksum_ipv4(&h, u.payload()).unwrap() == u.checksum()
             }
             _ => true,
         }
@@ -438,7 +433,14 @@ mod tests {
         assert_eq!(s.to_bridge(t, &mut data), ToBridge::Translated);
         assert_eq!(parse(&data).unwrap().sport, l.sport);
         // Another device may not use the flow's port.
-        let mut other = tcp(Ipv4Addr::new(10, 77, 1, 21), 8009, BOX, l.sport, false, true);
+        let mut other = tcp(
+            Ipv4Addr::new(10, 77, 1, 21),
+            8009,
+            BOX,
+            l.sport,
+            false,
+            true,
+        );
         assert!(!s.from_bridge(t, &mut other));
         assert_eq!(s.stats().flows, 1);
     }

@@ -43,8 +43,14 @@ pub const MAX_CLAIMS: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    Probing { sent: u8, next: Instant },
-    Announcing { sent: u8, next: Instant },
+    Probing {
+        sent: u8,
+        next: Instant,
+    },
+    Announcing {
+        sent: u8,
+        next: Instant,
+    },
     Ready,
     /// Renamed too often: not announced.
     GivenUp,
@@ -327,7 +333,11 @@ impl Reannouncer {
         }
         // New hosts and instances.
         for o in offers {
-            if !self.hosts.iter().any(|h| h.remote == remote && h.label == o.host) {
+            if !self
+                .hosts
+                .iter()
+                .any(|h| h.remote == remote && h.label == o.host)
+            {
                 if self.hosts.len() + self.instances.len() >= MAX_CLAIMS {
                     self.stats.refused += 1;
                     continue;
@@ -450,7 +460,11 @@ impl Reannouncer {
         }
         for i in self.instances.iter().filter(|i| due(&i.claim)) {
             if let Some(n) = self.instance_fqdn(i) {
-                let recs = self.instance_records(i, i.offer.ttl).into_iter().skip(1).collect();
+                let recs = self
+                    .instance_records(i, i.offer.ttl)
+                    .into_iter()
+                    .skip(1)
+                    .collect();
                 names.push((n, recs));
             }
         }
@@ -810,7 +824,8 @@ impl Reannouncer {
             .filter(|i| i.claim.live())
             .filter_map(|i| {
                 let h = self.host_of(i)?;
-                let host = String::from_utf8_lossy(&host_label(&h.label, h.claim.suffix)).into_owned();
+                let host =
+                    String::from_utf8_lossy(&host_label(&h.label, h.claim.suffix)).into_owned();
                 let service = format!(
                     "{}.{}",
                     String::from_utf8_lossy(&i.offer.service[0]),
@@ -911,7 +926,10 @@ mod tests {
             .filter(|m| m.metadata.message_type == MessageType::Query)
             .collect();
         assert_eq!(probes.len(), 3);
-        assert!(probes[0].authorities.iter().any(|a| matches!(a.data, RData::A(_))));
+        assert!(probes[0]
+            .authorities
+            .iter()
+            .any(|a| matches!(a.data, RData::A(_))));
         let announcements: Vec<_> = sent
             .iter()
             .filter(|m| m.metadata.message_type == MessageType::Response)
@@ -928,13 +946,13 @@ mod tests {
         let m = drain(&mut r).remove(0);
         assert_eq!(
             m.answers[0].data,
-            RData::PTR(PTR(
-                n("Living Room TV._googlecast._tcp.local.").unwrap()
-            ))
+            RData::PTR(PTR(n("Living Room TV._googlecast._tcp.local.").unwrap()))
         );
         assert_eq!(m.answers[0].ttl, 10);
-        assert!(m.additionals.iter().any(|a| matches!(&a.data,
-            RData::SRV(s) if s.port == 8009 && s.target == Name::from_ascii("tv.local.").unwrap())));
+        assert!(
+            m.additionals.iter().any(|a| matches!(&a.data,
+            RData::SRV(s) if s.port == 8009 && s.target == Name::from_ascii("tv.local.").unwrap()))
+        );
         assert!(m
             .additionals
             .iter()
@@ -980,8 +998,12 @@ mod tests {
         r.set_offers(t0, "home", &[]);
         let bye = drain(&mut r);
         let recs: Vec<_> = bye.iter().flat_map(|m| &m.answers).collect();
-        assert!(recs.iter().any(|a| a.record_type() == RecordType::PTR && a.ttl == 0));
-        assert!(recs.iter().any(|a| a.record_type() == RecordType::A && a.ttl == 0));
+        assert!(recs
+            .iter()
+            .any(|a| a.record_type() == RecordType::PTR && a.ttl == 0));
+        assert!(recs
+            .iter()
+            .any(|a| a.record_type() == RecordType::A && a.ttl == 0));
         assert!(recs.iter().all(|a| a.ttl == 0));
         assert!(!r.handle_packet(t0, &browse("_googlecast._tcp.local.", RecordType::PTR)));
         // Another remote's services are left alone.
@@ -1010,7 +1032,12 @@ mod tests {
         m.add_answer(record(
             Name::from_ascii("TV._googlecast._tcp.local.").unwrap(),
             120,
-            RData::SRV(SRV::new(0, 0, 8009, Name::from_ascii("other.local.").unwrap())),
+            RData::SRV(SRV::new(
+                0,
+                0,
+                8009,
+                Name::from_ascii("other.local.").unwrap(),
+            )),
             true,
         ));
         r.handle_packet(t0, &m.to_vec().unwrap());
@@ -1019,7 +1046,11 @@ mod tests {
         let a = r.announced();
         assert_eq!(a.len(), 1);
         assert_eq!(
-            (a[0].instance.as_str(), a[0].service.as_str(), a[0].host.as_str()),
+            (
+                a[0].instance.as_str(),
+                a[0].service.as_str(),
+                a[0].host.as_str()
+            ),
             ("TV (2)", "_googlecast._tcp", "tv-2")
         );
         // Later, someone claims tv-2.local too: we move again, with a goodbye.
@@ -1052,7 +1083,11 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Reannouncer::new(&["meshbridge".into()]);
         r.set_offers(t0, "home", &[offer("A", "meshbridge", 10)]);
-        r.set_offers(t0, "office", &[offer("A", "tv", 10), offer("B", "meshbridge-3", 10)]);
+        r.set_offers(
+            t0,
+            "office",
+            &[offer("A", "tv", 10), offer("B", "meshbridge-3", 10)],
+        );
         run(&mut r, t0, 4);
         let got = r.announced();
         assert_eq!(got.len(), 3);
@@ -1060,7 +1095,10 @@ mod tests {
         assert!(!hosts.contains(&"meshbridge"), "{got:?}");
         assert!(hosts.contains(&"meshbridge-2") && hosts.contains(&"meshbridge-3"));
         let instances: Vec<&str> = got.iter().map(|a| a.instance.as_str()).collect();
-        assert!(instances.contains(&"A") && instances.contains(&"A (2)"), "{got:?}");
+        assert!(
+            instances.contains(&"A") && instances.contains(&"A (2)"),
+            "{got:?}"
+        );
     }
 
     #[test]
@@ -1069,7 +1107,11 @@ mod tests {
         let mut r = Reannouncer::new(&[]);
         r.set_offers(t0, "home", &[offer("TV", "tv", 10)]);
         for n in 0..(MAX_SUFFIX + 5) {
-            let host = if n == 0 { "tv".to_string() } else { format!("tv-{}", n + 1) };
+            let host = if n == 0 {
+                "tv".to_string()
+            } else {
+                format!("tv-{}", n + 1)
+            };
             let mut m = Message::response(0, OpCode::Query);
             m.add_answer(record(
                 Name::from_ascii(format!("{host}.local.")).unwrap(),

@@ -318,14 +318,15 @@ impl RemoteBrowser {
             Asked::Ptr(service) => {
                 let mut seen = Vec::new();
                 for r in answers {
-                    let RData::PTR(target) = &r.data else { continue };
+                    let RData::PTR(target) = &r.data else {
+                        continue;
+                    };
                     let Some(label) = self.instance_label(&target.0, service) else {
                         self.stats.dropped_records += 1;
                         continue;
                     };
                     let key = target.0.to_lowercase();
-                    if !self.instances.contains_key(&key) && self.instances.len() >= MAX_INSTANCES
-                    {
+                    if !self.instances.contains_key(&key) && self.instances.len() >= MAX_INSTANCES {
                         self.stats.dropped_records += 1;
                         continue;
                     }
@@ -339,8 +340,18 @@ impl RemoteBrowser {
                     e.label = label;
                     e.ptr_expires = now + ttl(r.ttl);
                     seen.push(key.clone());
-                    self.ask(now, Asked::Srv(key.clone()), target.0.clone(), RecordType::SRV);
-                    self.ask(now, Asked::Txt(key.clone()), target.0.clone(), RecordType::TXT);
+                    self.ask(
+                        now,
+                        Asked::Srv(key.clone()),
+                        target.0.clone(),
+                        RecordType::SRV,
+                    );
+                    self.ask(
+                        now,
+                        Asked::Txt(key.clone()),
+                        target.0.clone(),
+                        RecordType::TXT,
+                    );
                 }
                 // The proxy's answer is the whole list: the others are gone.
                 self.instances
@@ -358,7 +369,13 @@ impl RemoteBrowser {
                 let target = srv.as_ref().map(|(s, _)| s.target.to_lowercase());
                 if let Some(i) = self.instances.get_mut(&key) {
                     i.srv = srv.map(|(s, t)| {
-                        (s.priority, s.weight, s.port, s.target.to_lowercase(), now + ttl(t))
+                        (
+                            s.priority,
+                            s.weight,
+                            s.port,
+                            s.target.to_lowercase(),
+                            now + ttl(t),
+                        )
                     });
                 }
                 if let Some(t) = target {
@@ -367,7 +384,10 @@ impl RemoteBrowser {
             }
             Asked::Txt(key) => {
                 let txt = answers.iter().find_map(|r| match &r.data {
-                    RData::TXT(t) => Some((t.txt_data.iter().map(|s| s.to_vec()).collect::<Vec<_>>(), r.ttl)),
+                    RData::TXT(t) => Some((
+                        t.txt_data.iter().map(|s| s.to_vec()).collect::<Vec<_>>(),
+                        r.ttl,
+                    )),
                     _ => None,
                 });
                 let txt = match txt {
@@ -474,7 +494,8 @@ mod tests {
 
     /// A name from dotted labels that may hold spaces.
     fn n(s: &str) -> Name {
-        let mut n = Name::from_labels(s.trim_end_matches('.').split('.').map(str::as_bytes)).unwrap();
+        let mut n =
+            Name::from_labels(s.trim_end_matches('.').split('.').map(str::as_bytes)).unwrap();
         n.set_fqdn(true);
         n
     }
@@ -510,7 +531,10 @@ mod tests {
             Record::from_rdata(
                 n("Living Room TV._googlecast._tcp.a.example."),
                 10,
-                RData::TXT(TXT::new(vec!["fn=Living Room TV".into(), "md=Chromecast".into()])),
+                RData::TXT(TXT::new(vec![
+                    "fn=Living Room TV".into(),
+                    "md=Chromecast".into(),
+                ])),
             ),
             Record::from_rdata(
                 n("tv.a.example."),
@@ -598,7 +622,14 @@ mod tests {
             Record::from_rdata(
                 n("_googlecast._tcp.a.example."),
                 10,
-                RData::PTR(PTR(Name::from_labels([&b"\xff\xfe"[..], b"_googlecast", b"_tcp", b"a", b"example"]).unwrap())),
+                RData::PTR(PTR(Name::from_labels([
+                    &b"\xff\xfe"[..],
+                    b"_googlecast",
+                    b"_tcp",
+                    b"a",
+                    b"example",
+                ])
+                .unwrap())),
             ),
             Record::from_rdata(
                 n("_googlecast._tcp.a.example."),
@@ -621,7 +652,11 @@ mod tests {
             b.handle_response(t0, &answer(&q, &hostile));
         }
         assert!(b.services(t0).is_empty());
-        assert_eq!(b.instances.len(), 1, "only TV: not the NUL or non-UTF-8 names");
+        assert_eq!(
+            b.instances.len(),
+            1,
+            "only TV: not the NUL or non-UTF-8 names"
+        );
         assert!(b.stats().dropped_records >= 5, "{:?}", b.stats());
     }
 

@@ -33,8 +33,9 @@ pub fn xml_escape(s: &str) -> String {
 /// printer gives the same profile, so installing it again replaces it.
 fn uuid_of(seed: &str) -> String {
     let fnv = |basis: u64| {
-        seed.bytes()
-            .fold(basis, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+        seed.bytes().fold(basis, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
     };
     let (a, b) = (fnv(0xcbf2_9ce4_8422_2325), fnv(0x8422_2325_cbf2_9ce4));
     let hex = format!("{a:016X}{b:016X}");
@@ -144,8 +145,14 @@ mod tests {
         assert!(p.contains("<integer>631</integer>"));
         assert!(p.contains("<false/>"));
         // Stable identifiers: the same printer replaces its profile.
-        assert_eq!(p, mobileconfig(&printer("Office", Some("ipp/print"))).unwrap());
-        assert_ne!(p, mobileconfig(&printer("Other", Some("ipp/print"))).unwrap());
+        assert_eq!(
+            p,
+            mobileconfig(&printer("Office", Some("ipp/print"))).unwrap()
+        );
+        assert_ne!(
+            p,
+            mobileconfig(&printer("Other", Some("ipp/print"))).unwrap()
+        );
         // Not a printer, or no address: no profile.
         let mut cast = printer("TV", None);
         cast.kind = "_googlecast._tcp".into();
@@ -167,7 +174,10 @@ mod tests {
         assert!(p.contains("<string>ipp/&lt;print&gt;&amp;</string>"));
         assert!(!p.contains('\u{1}'));
         // Still one well-formed plist: every element opened is closed.
-        assert_eq!(p.matches("<string>").count(), p.matches("</string>").count());
+        assert_eq!(
+            p.matches("<string>").count(),
+            p.matches("</string>").count()
+        );
         assert_eq!(p.matches("<dict>").count(), p.matches("</dict>").count());
     }
 }

@@ -462,7 +462,10 @@ mod tests {
             printer_uri("_ipps._tcp", "10.77.1.20", 443, "/a b\"><x>").as_deref(),
             Some("ipps://10.77.1.20:443/a%20b%22%3E%3Cx%3E")
         );
-        assert_eq!(printer_uri("_googlecast._tcp", "10.77.1.20", 8009, ""), None);
+        assert_eq!(
+            printer_uri("_googlecast._tcp", "10.77.1.20", 8009, ""),
+            None
+        );
     }
 
     /// The MAC is a [`Mac`] in Rust and the same lower-case text in the

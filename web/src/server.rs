@@ -392,7 +392,10 @@ fn router(state: St) -> Router {
         .route("/api/devices/{mac}", put(device_set).delete(device_forget))
         .route("/api/settings", get(settings).put(settings_set))
         .route("/api/discovery", get(discovery))
-        .route("/api/discovery/airprint.mobileconfig", get(airprint_profile))
+        .route(
+            "/api/discovery/airprint.mobileconfig",
+            get(airprint_profile),
+        )
         .route("/api/system", get(system))
         .route("/api/logs", get(logs))
         .route("/api/backup", get(backup))

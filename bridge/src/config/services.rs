@@ -146,7 +146,10 @@ pub(super) fn validate_discovery(
         {
             return Err(bad(
                 "discovery.remote.name",
-                format!("{:?} is not a short name (letters, digits, '-', '_')", r.name),
+                format!(
+                    "{:?} is not a short name (letters, digits, '-', '_')",
+                    r.name
+                ),
             ));
         }
         if remotes.iter().any(|o| o.name == name) {
@@ -162,7 +165,10 @@ pub(super) fn validate_discovery(
             .map_err(|_| {
                 bad(
                     "discovery.remote.server",
-                    format!("{:?} is not an address like 10.77.0.2 or 10.77.0.2:53", r.server),
+                    format!(
+                        "{:?} is not an address like 10.77.0.2 or 10.77.0.2:53",
+                        r.server
+                    ),
                 )
             })?;
         let domain = r
