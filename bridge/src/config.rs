@@ -475,6 +475,37 @@ lease_time = "1h"
     }
 
     #[test]
+    fn site_to_site_keys_and_snat_have_defaults_and_are_checked() {
+        let c = Config::from_toml(&sample(), None).unwrap();
+        assert!(c.snat_from_mesh, "on by default");
+        assert!(!c.discovery.announce_on_uplink);
+        assert!(c.discovery.remotes.is_empty());
+        let text = sample().replace("ports = [\"eth1\"]", "ports = [\"eth1\"]\nsnat_from_mesh = false")
+            + "[discovery]\nannounce_on_uplink = true\n[[discovery.remote]]\nname = \"home\"\nserver = \"10.78.0.1\"\n[[discovery.remote]]\nname = \"office\"\nserver = \"10.79.0.1:5353\"\ndomain = \"office.arpa.\"\n";
+        let c = Config::from_toml(&text, None).unwrap();
+        assert!(!c.snat_from_mesh);
+        assert!(c.discovery.announce_on_uplink);
+        assert_eq!(c.discovery.remotes.len(), 2);
+        assert_eq!(
+            c.discovery.remotes[0].server,
+            "10.78.0.1:53".parse().unwrap()
+        );
+        assert_eq!(
+            c.discovery.remotes[0].domain, "mesh.home.arpa",
+            "this box's domain"
+        );
+        assert_eq!(c.discovery.remotes[1].domain, "office.arpa");
+        let e = err_of(&text.replace("10.78.0.1", "box-a"));
+        assert_eq!(e.key, "discovery.remote.server", "{e}");
+        let e = err_of(&text.replace("\"office\"", "\"home\""));
+        assert_eq!(e.key, "discovery.remote.name", "{e}");
+        let e = err_of(&text.replace("\"home\"", "\"a b\""));
+        assert_eq!(e.key, "discovery.remote.name", "{e}");
+        let e = err_of(&text.replace("office.arpa.", "bad domain"));
+        assert_eq!(e.key, "discovery.remote.domain", "{e}");
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let s = sample();
         let e = err_of(&s.replace(PUB, "bogus"));
