@@ -138,6 +138,21 @@ pub struct Discovery {
     pub opt_out: Vec<String>,
     /// The box's mDNS host name (a DNS label).
     pub mdns_name: String,
+    /// Re-announce remote boxes' services on the uplink too.
+    pub announce_on_uplink: bool,
+    /// Other boxes whose services are re-announced on this box's link.
+    pub remotes: Vec<DiscoveryRemote>,
+}
+
+/// `[[discovery.remote]]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveryRemote {
+    /// A short name for logs and the page.
+    pub name: String,
+    /// The other box's DNS server (its mesh address, port 53 by default).
+    pub server: std::net::SocketAddr,
+    /// The other box's DNS domain, with a trailing dot removed.
+    pub domain: String,
 }
 
 /// `[board]`, validated.
@@ -209,6 +224,8 @@ pub struct Config {
     pub tap_name: String,
     /// The box's gateway address on the bridge, and the bridge subnet.
     pub bridge_address: Ipv4Net,
+    /// `[bridge] snat_from_mesh`: mesh flows into the bridge come from the box.
+    pub snat_from_mesh: bool,
     /// DHCP server on/off.
     pub dhcp_enabled: bool,
     /// Pool start (inclusive).
@@ -322,7 +339,7 @@ impl Config {
         let web = services::validate_web(&raw.web, dhcp.bridge_address, mesh.mesh_address)?;
         let dns_server = services::validate_dns(&raw.dns)?;
         let (state_dir, api_socket) = services::validate_api(raw, base);
-        let discovery = services::validate_discovery(&raw.discovery)?;
+        let discovery = services::validate_discovery(&raw.discovery, &dhcp.domain)?;
         let board = services::validate_board(&raw.board)?;
         #[cfg(feature = "dns")]
         check_names(raw, &mesh.peers, &discovery.mdns_name)?;
@@ -346,6 +363,7 @@ impl Config {
             bridge_ports: bridge.bridge_ports,
             tap_name: bridge.tap_name,
             bridge_address: dhcp.bridge_address,
+            snat_from_mesh: raw.bridge.snat_from_mesh.unwrap_or(true),
             dhcp_enabled: dhcp.enabled,
             dhcp_range: dhcp.range,
             lease_time: dhcp.lease_time,
@@ -454,6 +472,37 @@ lease_time = "1h"
 
     fn err_of(text: &str) -> ConfigError {
         Config::from_toml(text, None).unwrap_err()
+    }
+
+    #[test]
+    fn site_to_site_keys_and_snat_have_defaults_and_are_checked() {
+        let c = Config::from_toml(&sample(), None).unwrap();
+        assert!(c.snat_from_mesh, "on by default");
+        assert!(!c.discovery.announce_on_uplink);
+        assert!(c.discovery.remotes.is_empty());
+        let text = sample().replace("ports = [\"eth1\"]", "ports = [\"eth1\"]\nsnat_from_mesh = false")
+            + "[discovery]\nannounce_on_uplink = true\n[[discovery.remote]]\nname = \"home\"\nserver = \"10.78.0.1\"\n[[discovery.remote]]\nname = \"office\"\nserver = \"10.79.0.1:5353\"\ndomain = \"office.arpa.\"\n";
+        let c = Config::from_toml(&text, None).unwrap();
+        assert!(!c.snat_from_mesh);
+        assert!(c.discovery.announce_on_uplink);
+        assert_eq!(c.discovery.remotes.len(), 2);
+        assert_eq!(
+            c.discovery.remotes[0].server,
+            "10.78.0.1:53".parse().unwrap()
+        );
+        assert_eq!(
+            c.discovery.remotes[0].domain, "mesh.home.arpa",
+            "this box's domain"
+        );
+        assert_eq!(c.discovery.remotes[1].domain, "office.arpa");
+        let e = err_of(&text.replace("10.78.0.1", "box-a"));
+        assert_eq!(e.key, "discovery.remote.server", "{e}");
+        let e = err_of(&text.replace("\"office\"", "\"home\""));
+        assert_eq!(e.key, "discovery.remote.name", "{e}");
+        let e = err_of(&text.replace("\"home\"", "\"a b\""));
+        assert_eq!(e.key, "discovery.remote.name", "{e}");
+        let e = err_of(&text.replace("office.arpa.", "bad domain"));
+        assert_eq!(e.key, "discovery.remote.domain", "{e}");
     }
 
     #[test]

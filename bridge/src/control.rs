@@ -398,6 +398,7 @@ fn apply_live(ctx: &mut Ctx<'_>, new: &Config) {
             tracing::error!("new DHCP settings not applied: {e}");
         }
     }
+    ctx.engine.set_snat_from_mesh(new.snat_from_mesh);
     let mut applied = new.clone();
     if *ctx.restart_pending {
         // Keep showing what runs for the settings that wait for a restart.

@@ -433,6 +433,7 @@ async fn run_inner(mut config: Config, up: &mut bool) -> Result<bool> {
     let (mut lease_store, leases) = crate::lease_store::LeaseStore::open(&config.state_dir);
     let mut engine =
         Engine::new(engine_config, mesh, leases, now).context("starting the DHCP server")?;
+    engine.set_snat_from_mesh(config.snat_from_mesh);
     let (udp, dual) = udp_socket(config.listen_port)?;
 
     let handle = netlink::connect().await?;

@@ -306,6 +306,8 @@ pub struct Discovery {
     /// The DNS server, and the addresses added to it since the start.
     dns: Option<(crate::dns::Handler, Vec<IpAddr>)>,
     links: MdnsLinks,
+    /// Site-to-site discovery: other boxes' services announced here.
+    remotes: Option<crate::discovery_remote::Remotes>,
     buf: Vec<u8>,
     browse_soon: bool,
 }
@@ -323,10 +325,12 @@ impl Discovery {
             }
         };
         let links = MdnsLinks::start(config, handle).await;
+        let remotes = crate::discovery_remote::Remotes::start(config, links.uplink.is_some());
         Discovery {
             names,
             dns,
             links,
+            remotes,
             buf: vec![0; 9000],
             browse_soon: false,
         }
@@ -368,6 +372,9 @@ impl Discovery {
                 if let Some(r) = self.links.bridge.as_mut() {
                     r.handle_packet(now, *src, payload);
                 }
+                if let Some(r) = self.remotes.as_mut() {
+                    r.bridge.handle_packet(now, payload);
+                }
                 if let Some(names) = &self.names {
                     if let Ok(mut z) = names.write() {
                         if z.proxy.is_some() {
@@ -387,26 +394,55 @@ impl Discovery {
             browse(config, engine);
         }
         self.links.pump(engine);
+        if let Some(r) = self.remotes.as_mut() {
+            r.pump(engine, self.links.uplink.as_ref().map(|(_, s, _)| s));
+        }
     }
 
     /// When the responders' timers are due.
     pub fn poll_timeout(&self) -> Option<tokio::time::Instant> {
-        self.links.poll_timeout()
+        let remote = self
+            .remotes
+            .as_ref()
+            .and_then(|r| r.poll_timeout())
+            .map(tokio::time::Instant::from_std);
+        [self.links.poll_timeout(), remote]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Run due responder timers.
     pub fn handle_timeout(&mut self) {
         self.links.handle_timeout();
+        if let Some(r) = self.remotes.as_mut() {
+            r.handle_timeout();
+        }
     }
 
-    /// Wait for an mDNS packet on the uplink (forever if there is no uplink socket).
+    /// Wait for an mDNS packet on the uplink (forever if there is no uplink
+    /// socket). Replies from remote boxes' DNS servers are handled here too
+    /// (then `None`: nothing for [`Discovery::on_uplink`]).
     pub async fn recv_uplink(&mut self) -> Option<(std::net::Ipv4Addr, usize)> {
-        match self.links.uplink.as_ref() {
-            Some((_, sock, _)) => match sock.recv_from(&mut self.buf).await {
-                Ok((n, std::net::SocketAddr::V4(from))) => Some((*from.ip(), n)),
-                _ => None,
-            },
-            None => std::future::pending().await,
+        let (remotes, links, buf) = (&mut self.remotes, &self.links, &mut self.buf);
+        let remote = async {
+            match remotes.as_mut() {
+                Some(r) => r.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let uplink = async {
+            match links.uplink.as_ref() {
+                Some((_, sock, _)) => match sock.recv_from(buf).await {
+                    Ok((n, std::net::SocketAddr::V4(from))) => Some((*from.ip(), n)),
+                    _ => None,
+                },
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = uplink => r,
+            _ = remote => None,
         }
     }
 
@@ -414,7 +450,11 @@ impl Discovery {
     pub fn on_uplink(&mut self, from: std::net::Ipv4Addr, n: usize) {
         if let Some((resp, _, net)) = self.links.uplink.as_mut() {
             if crate::mdns_link::on_segment(*net, from) {
-                resp.handle_packet(std::time::Instant::now(), from, &self.buf[..n]);
+                let now = std::time::Instant::now();
+                resp.handle_packet(now, from, &self.buf[..n]);
+                if let Some(u) = self.remotes.as_mut().and_then(|r| r.uplink.as_mut()) {
+                    u.handle_packet(now, &self.buf[..n]);
+                }
             }
         }
     }
@@ -574,6 +614,28 @@ impl Discovery {
                 let exposed = config.discovery.enabled
                     && z.proxy.as_ref().is_some_and(|p| p.allows(&kind))
                     && !opt_out.contains(&e.source);
+                let addr = hickory_server::proto::rr::Name::from_ascii(&host)
+                    .ok()
+                    .and_then(|h| {
+                        z.cache.addresses(now, &h).into_iter().find(|a| {
+                            a.is_ipv4() && !matches!(a, IpAddr::V4(v) if v.is_link_local())
+                        })
+                    })
+                    .or(Some(e.source).filter(|a| a.is_ipv4()))
+                    .map(|a| a.to_string());
+                let txt: Vec<Vec<u8>> = z
+                    .cache
+                    .lookup(now, instance, RecordType::TXT)
+                    .into_iter()
+                    .find_map(|(e, _)| match &e.record.data {
+                        RData::TXT(t) => Some(t.txt_data.iter().map(|s| s.to_vec()).collect()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                let rp = crate::discovery_remote::rp_of(&txt);
+                let uri = addr.as_deref().and_then(|a| {
+                    meshbridge_web::proto::printer_uri(&kind, a, port, rp.as_deref().unwrap_or(""))
+                });
                 out.push(meshbridge_web::proto::ServiceInfo {
                     instance: label,
                     kind: kind.clone(),
@@ -581,8 +643,15 @@ impl Discovery {
                     port,
                     device,
                     exposed,
+                    addr,
+                    resource_path: rp,
+                    uri,
+                    site: None,
                 });
             }
+        }
+        if let Some(r) = &self.remotes {
+            out.extend(r.services());
         }
         out.sort_by(|a, b| (&a.kind, &a.instance).cmp(&(&b.kind, &b.instance)));
         out.dedup();

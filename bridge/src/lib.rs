@@ -34,6 +34,8 @@ pub mod discovery;
 #[path = "discovery_off.rs"]
 pub mod discovery;
 #[cfg(feature = "dns")]
+pub mod discovery_remote;
+#[cfg(feature = "dns")]
 pub mod dns;
 pub mod faults;
 pub mod health;

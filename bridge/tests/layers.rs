@@ -26,6 +26,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("tailnet", 2),
     ("health", 3),
     ("api", 4),
+    ("discovery_remote", 4),
     ("discovery", 5),
     ("control", 6),
     ("daemon", 7),

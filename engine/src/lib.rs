@@ -48,6 +48,7 @@ pub mod filter;
 pub mod forward;
 pub mod packet;
 pub mod rules;
+pub mod snat;
 
 use etherparse::{EtherType, Ethernet2Header, IpNumber, Ipv4Header, PacketBuilder, UdpHeader};
 use forward::{decide, decide6, Forward, Mac, Policy, Reason, Source, Topology};
@@ -180,6 +181,8 @@ pub struct Engine {
     /// The tailnet's packet filter and the peers it applies to (None: no
     /// tailnet, nothing filtered).
     tailnet: Option<TailnetGuard>,
+    /// Source NAT of mesh flows into the bridge (None: off).
+    snat: Option<snat::Snat>,
 }
 
 /// The tailnet's packet filter, applied to packets from its peers.
@@ -259,7 +262,23 @@ impl Engine {
             last_seen: std::collections::HashMap::new(),
             host_addresses: Vec::new(),
             tailnet: None,
+            snat: None,
         })
+    }
+
+    /// Source-NAT flows from the mesh into the bridge to the box's bridge
+    /// address (`[bridge] snat_from_mesh`), see [`snat`]. Off by default.
+    pub fn set_snat_from_mesh(&mut self, on: bool) {
+        match (on, self.snat.is_some()) {
+            (true, false) => self.snat = Some(snat::Snat::new(self.config.bridge_address.addr())),
+            (false, true) => self.snat = None,
+            _ => {}
+        }
+    }
+
+    /// The source NAT's counters, if it is on.
+    pub fn snat_stats(&self) -> Option<snat::SnatStats> {
+        self.snat.as_ref().map(|s| s.stats())
     }
 
     /// The box's addresses besides the mesh and bridge ones (e.g. its
@@ -496,18 +515,21 @@ impl Engine {
             }
             return;
         }
+        let mut packet = packet.to_vec();
+        let mut dst = info.dst;
+        if let Some(snat) = self.snat.as_mut() {
+            // A device's reply to a translated flow goes back to its peer.
+            if snat.from_bridge(now.mono, &mut packet) {
+                dst = packet::ipv4_info(&packet).map_or(dst, |i| i.dst);
+            }
+        }
         let decision = decide(
             &self.view(now.wall),
             Source::Bridge(Mac(eth.source)),
             info.src,
-            info.dst,
+            dst,
         );
-        self.forward(
-            now,
-            Source::Bridge(Mac(eth.source)),
-            packet.to_vec(),
-            decision,
-        );
+        self.forward(now, Source::Bridge(Mac(eth.source)), packet, decision);
     }
 
     /// A packet from the box's kernel (TUN).
@@ -735,6 +757,12 @@ impl Engine {
                 self.drain_mesh(now);
             }
             Forward::ToBridge(mac) => {
+                if let (Some(snat), Source::Mesh(_)) = (self.snat.as_mut(), source) {
+                    if snat.to_bridge(now.mono, &mut packet) == snat::ToBridge::Full {
+                        self.stats.no_route += 1;
+                        return;
+                    }
+                }
                 if packet::clamp_mss(&mut packet, max_mss) {
                     self.stats.mss_clamped += 1;
                 }

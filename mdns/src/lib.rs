@@ -5,6 +5,10 @@
 //!   unicast DNS-SD questions in the box's domain from that cache.
 //! * [`responder::Responder`]: the box's own name (`meshbridge.local`),
 //!   probed, announced and defended per link (RFC 6762 §8–9).
+//! * [`remote::RemoteBrowser`] and [`reannounce::Reannouncer`]: site-to-site
+//!   discovery. The first browses another box's discovery proxy over unicast
+//!   DNS; the second announces what it found by mDNS on this box's link,
+//!   probing each name first and saying goodbye when a service vanishes.
 //! * [`names::Names`]: the box's unicast DNS zone: bridged devices by their
 //!   DHCP hostname, mesh peers by name, the box itself, and reverse lookups
 //!   for all of them. The daemon serves it with hickory-server on the box's
@@ -25,9 +29,13 @@
 pub mod cache;
 pub mod names;
 pub mod proxy;
+pub mod reannounce;
+pub mod remote;
 pub mod responder;
 
 pub use cache::{browse_query, Cache, MdnsError};
 pub use names::{to_label, Claim, Lookup, Names, NamesError, Owner, Taken, RESERVED};
 pub use proxy::{Proxy, DEFAULT_SERVICES, TTL_CAP};
+pub use reannounce::{Announced, Reannouncer};
+pub use remote::{RemoteBrowser, RemoteService};
 pub use responder::{Responder, ResponderEvent};

@@ -983,8 +983,9 @@ async function viewDiscovery(m, current) {
     td('Instance', h('strong', {}, s.instance)),
     td('Type', h('code', {}, s.type)),
     td('Host', `${s.host || '?'}${s.port ? ':' + s.port : ''}`),
-    td('Device', s.device || h('span', { class: 'muted' }, '–')),
-    td('Exposed', s.exposed ? h('span', { class: 'tag ok' }, 'yes') : h('span', { class: 'tag' }, 'no'))));
+    td('Device', s.site ? `at box ${s.site}` : (s.device || h('span', { class: 'muted' }, '–'))),
+    td('Exposed', s.exposed ? h('span', { class: 'tag ok' }, 'yes') : h('span', { class: 'tag' }, 'no')),
+    td('How to use', serviceUse(s))));
   const wg = d.wg_line || (d.dns_server ? `DNS = ${d.dns_server}${d.domain ? ', ' + d.domain : ''}` : '');
   fill(m, pageHead('Discovery'),
     d.enabled === false ? h('p', { class: 'warn' }, 'Discovery is turned off: the mesh sees no printers or Chromecasts from this box.') : null,
@@ -993,10 +994,30 @@ async function viewDiscovery(m, current) {
       wg ? h('div', { class: 'copyline' }, h('code', { id: 'wg-line' }, wg), copyButton(() => wg)) : h('p', { class: 'muted' }, 'Not available.'),
       d.domain ? h('p', { class: 'muted small' }, `Domain: ${d.domain}${d.dns_server ? ' · DNS server: ' + d.dns_server : ''}`) : null),
     h('section', { class: 'card', id: 'services' }, h('h2', {}, 'Services seen on the bridge'),
-      table('services', ['Instance', 'Type', 'Host', 'Device', 'Exposed'], rows,
+      table('services', ['Instance', 'Type', 'Host', 'Device', 'Exposed', 'How to use'], rows,
         'Nothing announced yet. Devices on the bridge that speak mDNS (printers, Chromecasts) appear here.'),
       h('p', { class: 'muted small' }, 'Only allowed service types from devices that are not opted out are exposed. Change them in ',
         h('a', { href: '/settings', 'data-link': true }, 'Settings'), '.')));
+}
+
+// What someone who cannot use mDNS does with a service: a printer's IPP URI
+// (Android, Windows, `lpadmin -m everywhere`) and an AirPrint profile; for a
+// cast receiver, where casting works from. Names come from the wire: they
+// only ever become text nodes or an encoded query parameter.
+function serviceUse(s) {
+  if (s.uri) {
+    const profile = s.type === '_ipp._tcp' || s.type === '_ipps._tcp'
+      ? h('a', { class: 'small', href: '/api/discovery/airprint.mobileconfig?service=' + encodeURIComponent(s.instance),
+        download: 'printer.mobileconfig' }, 'AirPrint profile (iPhone, Mac)') : null;
+    return h('div', { class: 'printer-use' },
+      h('div', { class: 'copyline' }, h('code', { class: 'printer-uri' }, s.uri), copyButton(() => s.uri)), profile);
+  }
+  if (s.type === '_googlecast._tcp') {
+    return h('p', { class: 'small cast-note' }, s.site
+      ? `Announced here for box ${s.site}: phones and laptops on this box's bridge can cast to it. A phone on cellular, or on the mesh through the WireGuard app, cannot: Cast apps only look on their own network.`
+      : 'Phones and laptops on this bridge, or on the bridge of another box that re-announces it, can cast to it. A phone on cellular, or on the mesh through the WireGuard app, cannot: Cast apps only look on their own network.');
+  }
+  return h('span', { class: 'muted' }, '–');
 }
 
 // ----------------------------------------------------------------- system --

@@ -5,6 +5,7 @@
 
 #![warn(missing_docs)]
 
+pub mod airprint;
 pub mod auth;
 pub mod logbuf;
 pub mod peerconf;

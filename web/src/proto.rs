@@ -450,6 +450,46 @@ pub struct ServiceInfo {
     pub device: Option<String>,
     /// Exposed to the mesh (allowed type, device not opted out).
     pub exposed: bool,
+    /// The device's IPv4 address (its mesh address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    /// For printers (`_ipp._tcp`, `_ipps._tcp`): the IPP resource path from
+    /// the TXT record's `rp` key ("ipp/print").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_path: Option<String>,
+    /// For printers: the URI to add it by hand (`ipp://10.77.1.20:631/ipp/print`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// Announced here for another box (`[[discovery.remote]]` name); `None`:
+    /// seen on this box's bridge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+}
+
+/// Characters kept as they are in an IPP URI's path; everything else is
+/// percent-encoded (a TXT record is whatever the device, or a remote box,
+/// says it is).
+fn path_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~/".contains(&b)
+}
+
+/// `ipp://addr:port/rp` (or `ipps://`) for a printer service type, with the
+/// resource path percent-encoded; `None` for other types.
+pub fn printer_uri(kind: &str, addr: &str, port: u16, rp: &str) -> Option<String> {
+    let scheme = match kind {
+        "_ipp._tcp" => "ipp",
+        "_ipps._tcp" => "ipps",
+        _ => return None,
+    };
+    let mut path = String::new();
+    for b in rp.trim_start_matches('/').bytes() {
+        if path_char(b) {
+            path.push(char::from(b));
+        } else {
+            path.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Some(format!("{scheme}://{addr}:{port}/{path}"))
 }
 
 /// The answer to `discovery`.
@@ -512,6 +552,22 @@ mod tests {
         let none: Request =
             serde_json::from_value(serde_json::json!({"cmd": "tailnet-login"})).unwrap();
         assert_eq!(none, Request::TailnetLogin { auth_key: None });
+    }
+
+    #[test]
+    fn printer_uris_are_ipp_with_an_encoded_path() {
+        assert_eq!(
+            printer_uri("_ipp._tcp", "10.77.1.20", 631, "ipp/print").as_deref(),
+            Some("ipp://10.77.1.20:631/ipp/print")
+        );
+        assert_eq!(
+            printer_uri("_ipps._tcp", "10.77.1.20", 443, "/a b\"><x>").as_deref(),
+            Some("ipps://10.77.1.20:443/a%20b%22%3E%3Cx%3E")
+        );
+        assert_eq!(
+            printer_uri("_googlecast._tcp", "10.77.1.20", 8009, ""),
+            None
+        );
     }
 
     /// The MAC is a [`Mac`] in Rust and the same lower-case text in the

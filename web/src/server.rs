@@ -392,6 +392,10 @@ fn router(state: St) -> Router {
         .route("/api/devices/{mac}", put(device_set).delete(device_forget))
         .route("/api/settings", get(settings).put(settings_set))
         .route("/api/discovery", get(discovery))
+        .route(
+            "/api/discovery/airprint.mobileconfig",
+            get(airprint_profile),
+        )
         .route("/api/system", get(system))
         .route("/api/logs", get(logs))
         .route("/api/backup", get(backup))
@@ -844,6 +848,45 @@ async fn status(State(st): State<St>) -> Response {
 
 async fn discovery(State(st): State<St>) -> Response {
     forward(&st, Request::Discovery).await
+}
+
+#[derive(Deserialize)]
+struct AirPrintQuery {
+    service: String,
+}
+
+/// An AirPrint profile for one printer the Discovery page lists.
+async fn airprint_profile(State(st): State<St>, q: Query<AirPrintQuery>) -> Response {
+    let info = match call(&st, Request::Discovery).await {
+        Ok(v) => v,
+        Err(f) => return fail(f),
+    };
+    let Ok(info) = serde_json::from_value::<crate::proto::DiscoveryInfo>(info) else {
+        return error(500, "daemon answer is not discovery info");
+    };
+    let found = info
+        .services
+        .iter()
+        .filter(|s| s.instance == q.service)
+        .find_map(crate::airprint::mobileconfig);
+    match found {
+        Some(profile) => (
+            [
+                (header::CONTENT_TYPE, "application/x-apple-aspen-config"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"printer.mobileconfig\"",
+                ),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            profile,
+        )
+            .into_response(),
+        None => error(
+            404,
+            "no printer by that name with an IPv4 address (see GET /api/discovery)",
+        ),
+    }
 }
 
 async fn system(State(st): State<St>) -> Response {

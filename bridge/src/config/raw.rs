@@ -78,6 +78,23 @@ pub struct Discovery {
     pub opt_out: Vec<String>,
     /// The box's own mDNS host name (default "meshbridge": meshbridge.local).
     pub mdns_name: Option<String>,
+    /// Announce other boxes' services on the uplink too (default false).
+    pub announce_on_uplink: Option<bool>,
+    /// Other boxes whose discovery proxy is browsed and re-announced here.
+    #[serde(default)]
+    pub remote: Vec<DiscoveryRemote>,
+}
+
+/// `[[discovery.remote]]`: another meshbridge box.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryRemote {
+    /// A short name for logs and the page ("home").
+    pub name: String,
+    /// The other box's mesh address (its DNS server), optionally with a port.
+    pub server: String,
+    /// The other box's DNS domain (default: this box's `dhcp.domain`).
+    pub domain: Option<String>,
 }
 
 /// `[api]`: the local control socket.
@@ -158,6 +175,9 @@ pub struct Bridge {
     pub tap: Option<String>,
     /// The box's gateway address on the bridge, with prefix.
     pub address: Option<String>,
+    /// Source-NAT traffic from the mesh into the bridge to the box's bridge
+    /// address (default true), for devices that only accept their own subnet.
+    pub snat_from_mesh: Option<bool>,
 }
 
 /// `[dhcp]`.

@@ -2,7 +2,10 @@
 //! `state_dir`), `[discovery]`, `[board]`. One validation function each.
 
 use super::values::{duration, ifname, resolve_path};
-use super::{bad, default_socket, raw, Board, ConfigError, Discovery, Dns, Web, DEFAULT_STATE_DIR};
+use super::{
+    bad, default_socket, raw, Board, ConfigError, Discovery, DiscoveryRemote, Dns, Web,
+    DEFAULT_STATE_DIR,
+};
 use ipnet::Ipv4Net;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -97,7 +100,10 @@ fn default_services() -> Vec<String> {
 }
 
 /// Validate `[discovery]`.
-pub(super) fn validate_discovery(d: &raw::Discovery) -> Result<Discovery, ConfigError> {
+pub(super) fn validate_discovery(
+    d: &raw::Discovery,
+    own_domain: &str,
+) -> Result<Discovery, ConfigError> {
     let services = match &d.services {
         Some(list) => list.clone(),
         None => default_services(),
@@ -129,8 +135,69 @@ pub(super) fn validate_discovery(d: &raw::Discovery) -> Result<Discovery, Config
             ));
         }
     }
+    let mut remotes: Vec<DiscoveryRemote> = Vec::new();
+    for r in &d.remote {
+        let name = r.name.trim();
+        if name.is_empty()
+            || name.len() > 32
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(bad(
+                "discovery.remote.name",
+                format!(
+                    "{:?} is not a short name (letters, digits, '-', '_')",
+                    r.name
+                ),
+            ));
+        }
+        if remotes.iter().any(|o| o.name == name) {
+            return Err(bad(
+                "discovery.remote.name",
+                format!("{name:?} is used twice"),
+            ));
+        }
+        let server = r
+            .server
+            .parse::<SocketAddr>()
+            .or_else(|_| r.server.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+            .map_err(|_| {
+                bad(
+                    "discovery.remote.server",
+                    format!(
+                        "{:?} is not an address like 10.77.0.2 or 10.77.0.2:53",
+                        r.server
+                    ),
+                )
+            })?;
+        let domain = r
+            .domain
+            .as_deref()
+            .unwrap_or(own_domain)
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        };
+        if domain.len() > 200 || !domain.split('.').all(label_ok) {
+            return Err(bad(
+                "discovery.remote.domain",
+                format!("{domain:?} is not a domain name"),
+            ));
+        }
+        remotes.push(DiscoveryRemote {
+            name: name.to_string(),
+            server,
+            domain,
+        });
+    }
     Ok(Discovery {
         enabled: d.enabled.unwrap_or(true),
+        announce_on_uplink: d.announce_on_uplink.unwrap_or(false),
+        remotes,
         services,
         opt_out: d
             .opt_out
