@@ -518,7 +518,10 @@ mod tests {
         let big = tcp_v4(&[7; 3000], false);
         let mut cut = vnet(F_NEEDS_CSUM, GSO_TCPV4, 1000, 34, 16);
         cut.extend(&big[..big.len() - 1]);
-        assert_eq!(split(&mut cut, &mut s, |_| panic!()), Err(VnetDrop::Malformed));
+        assert_eq!(
+            split(&mut cut, &mut s, |_| panic!()),
+            Err(VnetDrop::Malformed)
+        );
         // A TSO read whose frame is cut short in its headers.
         let mut short = vnet(F_NEEDS_CSUM, GSO_TCPV4, 1000, 34, 16);
         short.extend(&frame[..40]);
