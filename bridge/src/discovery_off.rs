@@ -61,6 +61,9 @@ impl Discovery {
     ) {
     }
 
+    /// No DNS server to serve on more addresses.
+    pub async fn serve_dns_on(&mut self, _ip: std::net::IpAddr) {}
+
     /// No names to forget.
     pub fn forget_addr(&mut self, _addr: std::net::IpAddr) {}
 

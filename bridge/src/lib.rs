@@ -41,8 +41,8 @@ pub mod faults;
 pub mod health;
 pub mod host;
 pub mod hw;
-#[cfg(feature = "dns")]
 pub mod lease_store;
+#[cfg(feature = "dns")]
 pub mod mdns_link;
 pub mod peers;
 pub mod persist;
