@@ -45,7 +45,7 @@ mod tailnet;
 mod values;
 
 pub use mesh::{Files, Loaded};
-pub use tailnet::{AuthKey, Tailnet, DEFAULT_CONTROL_URL};
+pub use tailnet::{AuthKey, DeviceMode, Tailnet, DEFAULT_CONTROL_URL};
 
 /// A peer endpoint: an address, or a name the daemon resolves off its event
 /// loop and follows (`peers.rs`).

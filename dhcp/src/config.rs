@@ -66,12 +66,47 @@ pub struct ServerConfig {
     /// every client message is ignored and no probe is sent, but the leases
     /// are kept (and still expire) so turning it back on changes nothing.
     pub serve: bool,
+    /// Addresses from outside the subnet, one per MAC: a bridged device
+    /// that is a tailnet node of its own gets its node's address, with
+    /// that network's mask, router and DNS. Like a reservation, the address
+    /// is never handed to another MAC.
+    pub node_leases: Vec<NodeLease>,
+    /// Wait this long before offering a pool address to a device the
+    /// server has never seen (no lease, no reservation, no node lease):
+    /// time for its node to register. Its DISCOVERs go unanswered
+    /// meanwhile and [`crate::Event::NewDevice`] says it is there. `None`:
+    /// answer at once.
+    pub hold_new: Option<Duration>,
+}
+
+/// A device's address from outside the bridge subnet (its tailnet node's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeLease {
+    /// The device.
+    pub mac: Mac,
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// The mask handed with it (option 1).
+    pub subnet_mask: Ipv4Addr,
+    /// The router handed with it (option 3).
+    pub router: Ipv4Addr,
+    /// The DNS servers handed with it (option 6).
+    pub dns: Vec<Ipv4Addr>,
 }
 
 /// Why a [`ServerConfig`] was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// A node lease that is inside the bridge subnet, not a host address
+    /// of its own mask, or given twice.
+    #[error("node lease {ip} for {mac} is not usable: it must be a host address outside the bridge subnet, one per device")]
+    BadNodeLease {
+        /// The device.
+        mac: String,
+        /// The address.
+        ip: Ipv4Addr,
+    },
     /// The subnet mask has holes (e.g. 255.0.255.0) or is /31 or /32.
     #[error("subnet mask {mask} is not usable for a DHCP pool: it must be a contiguous mask of /30 or shorter")]
     InvalidSubnetMask {
@@ -346,6 +381,7 @@ impl ServerConfig {
             });
         }
         self.validate_reservations(subnet)?;
+        self.validate_node_leases(subnet)?;
         if let Some(router) = self.router {
             if !subnet.is_host(router) {
                 return Err(ConfigError::RouterOutsideSubnet {
@@ -384,6 +420,23 @@ impl ServerConfig {
                 return Err(ConfigError::ProbeIntervalTooShort {
                     millis: interval.as_millis(),
                 });
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_node_leases(&self, subnet: Subnet) -> Result<(), ConfigError> {
+        for (i, n) in self.node_leases.iter().enumerate() {
+            let mac = n.mac.to_string();
+            let earlier = &self.node_leases[..i];
+            let usable = Subnet::new(n.ip, n.subnet_mask).is_some_and(|s| s.is_host(n.ip))
+                && !subnet.contains(n.ip)
+                && n.mac.is_unicast()
+                && n.router != n.ip
+                && !earlier.iter().any(|e| e.mac == n.mac || e.ip == n.ip)
+                && !self.reservations.iter().any(|(_, a)| *a == n.ip);
+            if !usable {
+                return Err(ConfigError::BadNodeLease { mac, ip: n.ip });
             }
         }
         Ok(())
@@ -430,20 +483,39 @@ impl ServerConfig {
         })
     }
 
-    /// The address reserved for `mac`, if any.
+    /// The address reserved for `mac`, if any: its node lease first.
     pub(crate) fn reservation_for(&self, mac: &Mac) -> Option<Ipv4Addr> {
-        self.reservations
-            .iter()
-            .find(|(m, _)| m == mac)
-            .map(|(_, ip)| *ip)
+        self.node_lease_for(mac).map(|n| n.ip).or_else(|| {
+            self.reservations
+                .iter()
+                .find(|(m, _)| m == mac)
+                .map(|(_, ip)| *ip)
+        })
     }
 
-    /// The MAC `ip` is reserved for, if any.
+    /// The MAC `ip` is reserved for (a reservation or a node lease), if any.
     pub(crate) fn reserved_by(&self, ip: Ipv4Addr) -> Option<Mac> {
-        self.reservations
+        self.node_leases
             .iter()
-            .find(|(_, a)| *a == ip)
-            .map(|(m, _)| *m)
+            .find(|n| n.ip == ip)
+            .map(|n| n.mac)
+            .or_else(|| {
+                self.reservations
+                    .iter()
+                    .find(|(_, a)| *a == ip)
+                    .map(|(m, _)| *m)
+            })
+    }
+
+    /// `mac`'s node lease, if it has one.
+    pub fn node_lease_for(&self, mac: &Mac) -> Option<&NodeLease> {
+        self.node_leases.iter().find(|n| n.mac == *mac)
+    }
+
+    /// Whether `ip` is ours to answer for `mac`: inside the subnet, or its
+    /// node lease.
+    pub(crate) fn serves(&self, mac: &Mac, ip: Ipv4Addr) -> bool {
+        self.subnet().contains(ip) || self.node_lease_for(mac).is_some_and(|n| n.ip == ip)
     }
 
     /// Whether `ip` is in the dynamic pool.
@@ -485,6 +557,8 @@ mod tests {
                 Ipv4Addr::new(192, 168, 50, 10),
             )],
             probe_interval: Some(Duration::from_secs(60)),
+            node_leases: Vec::new(),
+            hold_new: None,
             serve: true,
         }
     }

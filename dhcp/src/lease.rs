@@ -541,6 +541,8 @@ mod tests {
             lease_time: Duration::from_secs(60),
             reservations: vec![],
             probe_interval: None,
+            node_leases: Vec::new(),
+            hold_new: None,
             serve: true,
         };
         let mut t = LeaseTable::default();

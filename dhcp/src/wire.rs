@@ -279,12 +279,24 @@ pub(crate) fn build_reply(
         opts.insert(DhcpOption::Renewal(t1));
         opts.insert(DhcpOption::Rebinding(t2));
     }
-    opts.insert(DhcpOption::SubnetMask(cfg.subnet_mask));
-    if let Some(router) = cfg.router {
-        opts.insert(DhcpOption::Router(vec![router]));
-    }
-    if !cfg.dns.is_empty() {
-        opts.insert(DhcpOption::DomainNameServer(cfg.dns.clone()));
+    match cfg.node_lease_for(&chaddr).filter(|n| n.ip == yiaddr) {
+        // A device's node address: its network's mask, router and DNS.
+        Some(n) => {
+            opts.insert(DhcpOption::SubnetMask(n.subnet_mask));
+            opts.insert(DhcpOption::Router(vec![n.router]));
+            if !n.dns.is_empty() {
+                opts.insert(DhcpOption::DomainNameServer(n.dns.clone()));
+            }
+        }
+        None => {
+            opts.insert(DhcpOption::SubnetMask(cfg.subnet_mask));
+            if let Some(router) = cfg.router {
+                opts.insert(DhcpOption::Router(vec![router]));
+            }
+            if !cfg.dns.is_empty() {
+                opts.insert(DhcpOption::DomainNameServer(cfg.dns.clone()));
+            }
+        }
     }
     if let Some(domain) = &cfg.domain {
         opts.insert(DhcpOption::DomainName(domain.clone()));

@@ -240,6 +240,8 @@ impl Sim {
                 lease_time: Duration::from_secs(3600),
                 reservations: vec![],
                 probe_interval: None,
+                node_leases: Vec::new(),
+                hold_new: None,
                 serve: true,
             },
         };

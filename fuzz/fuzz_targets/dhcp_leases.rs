@@ -24,6 +24,8 @@ fn config() -> ServerConfig {
         lease_time: Duration::from_secs(3600),
         reservations: vec![],
         probe_interval: None,
+        node_leases: Vec::new(),
+        hold_new: None,
         serve: true,
     }
 }

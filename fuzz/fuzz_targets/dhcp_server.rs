@@ -42,6 +42,8 @@ fn config(probing: bool) -> ServerConfig {
             Ipv4Addr::new(192, 168, 50, 20),
         )],
         probe_interval: probing.then_some(Duration::from_secs(60)),
+        node_leases: Vec::new(),
+        hold_new: None,
         serve: true,
     }
 }

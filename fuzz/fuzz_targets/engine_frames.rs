@@ -47,6 +47,8 @@ fuzz_target!(|data: &[u8]| {
             lease_time: Duration::from_secs(3600),
             reservations: vec![],
             probe_interval: Some(Duration::from_secs(60)),
+            node_leases: Vec::new(),
+            hold_new: None,
             serve: true,
         },
     };

@@ -227,4 +227,9 @@ pub struct Tailnet {
     /// A PEM file of CA certificates trusted for an `https://` control URL,
     /// besides the system's (a self-hosted Headscale with a private CA).
     pub ca_file: Option<String>,
+    /// Bridged devices: `"nodes"` (each its own tailnet node, the default)
+    /// or `"routes"` (the bridge subnet behind the box).
+    pub devices: Option<String>,
+    /// Tags each device's node asks for (default `["tag:device"]`).
+    pub device_tags: Option<Vec<String>>,
 }

@@ -43,6 +43,42 @@ pub struct Tailnet {
     /// besides `SSL_CERT_FILE` or the system's bundle. Read at each
     /// connection attempt (a fixed file takes effect without a restart).
     pub ca_file: Option<PathBuf>,
+    /// `devices`: how bridged devices join the tailnet.
+    pub devices: DeviceMode,
+    /// `device_tags`: the tags a device's node asks for.
+    pub device_tags: Vec<String>,
+}
+
+/// `[tailnet] devices`: how the bridged devices are in the tailnet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceMode {
+    /// `"nodes"`: every bridged device is a node of its own, its lease the
+    /// node's tailnet address (the default).
+    #[default]
+    Nodes,
+    /// `"routes"`: the bridge subnet is a route behind the box's node.
+    Routes,
+}
+
+impl DeviceMode {
+    /// The config value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceMode::Nodes => "nodes",
+            DeviceMode::Routes => "routes",
+        }
+    }
+}
+
+/// The tags device nodes ask for when `device_tags` is not set.
+pub const DEFAULT_DEVICE_TAG: &str = "tag:device";
+
+/// A tag as Tailscale writes them: `tag:` and a name of letters, digits
+/// and '-'.
+fn valid_tag(t: &str) -> bool {
+    t.strip_prefix("tag:").is_some_and(|n| {
+        !n.is_empty() && n.len() <= 63 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    })
 }
 
 /// A host name the control server accepts: DNS label characters, 1 to 63.
@@ -119,6 +155,28 @@ pub(super) fn validate_tailnet(
         Some(f) => Some(resolve_path(base, f.trim())),
         None => None,
     };
+    let devices = match t.devices.as_deref().map(str::trim) {
+        None | Some("nodes") => DeviceMode::Nodes,
+        Some("routes") => DeviceMode::Routes,
+        Some(other) => {
+            return Err(bad(
+                "tailnet.devices",
+                format!("{other:?} is not \"nodes\" (each device its own node) or \"routes\" (the bridge subnet behind the box)"),
+            ))
+        }
+    };
+    let device_tags = match &t.device_tags {
+        None => vec![DEFAULT_DEVICE_TAG.to_string()],
+        Some(tags) => {
+            if let Some(t) = tags.iter().find(|t| !valid_tag(t)) {
+                return Err(bad(
+                    "tailnet.device_tags",
+                    format!("{t:?} is not a tag like \"tag:printer\""),
+                ));
+            }
+            tags.clone()
+        }
+    };
     Ok(Some(Tailnet {
         control_url,
         auth_key,
@@ -126,6 +184,8 @@ pub(super) fn validate_tailnet(
         advertise_bridge: t.advertise_bridge.unwrap_or(true),
         accept_routes: t.accept_routes.unwrap_or(false),
         ca_file,
+        devices,
+        device_tags,
     }))
 }
 
@@ -154,6 +214,24 @@ mod tests {
         assert_eq!(t.hostname, None);
         assert_eq!(t.ca_file, None);
         assert!(t.advertise_bridge && !t.accept_routes);
+    }
+
+    #[test]
+    fn devices_are_nodes_by_default_and_tags_are_checked() {
+        let t = with("").unwrap().tailnet.unwrap();
+        assert_eq!(t.devices, DeviceMode::Nodes);
+        assert_eq!(t.device_tags, vec!["tag:device".to_string()]);
+        let t = with("devices = \"routes\"\ndevice_tags = [\"tag:printer\", \"tag:lan-2\"]")
+            .unwrap()
+            .tailnet
+            .unwrap();
+        assert_eq!(t.devices, DeviceMode::Routes);
+        assert_eq!(t.device_tags, vec!["tag:printer", "tag:lan-2"]);
+        assert_eq!(with("devices = \"all\"").unwrap_err().key, "tailnet.devices");
+        for bad in ["printer", "tag:", "tag:a b", "tag:x/y"] {
+            let e = with(&format!("device_tags = [{bad:?}]")).unwrap_err();
+            assert_eq!(e.key, "tailnet.device_tags", "{bad}");
+        }
     }
 
     #[test]

@@ -108,6 +108,15 @@ pub enum Event {
     /// No foreign server was seen for three probe intervals (or 15 minutes
     /// without probing): we serve again.
     ForeignServerGone,
+    /// A device the server has never seen asked for an address while
+    /// [`ServerConfig::hold_new`] is set: its DISCOVERs wait (unanswered)
+    /// until it has a node lease or the hold ends. Said once per device.
+    NewDevice {
+        /// The device.
+        mac: Mac,
+        /// Its sanitised host name (option 12), if it sent one.
+        hostname: Option<String>,
+    },
     /// Lease state that must survive a crash changed: persist
     /// [`Server::snapshot`] now. Queued at most once until polled.
     LeasesChanged,
@@ -119,6 +128,8 @@ pub enum Event {
 pub struct Stats {
     /// Inputs handed to [`Server::handle_input`].
     pub received: u64,
+    /// DISCOVERs of new devices left waiting for their node lease.
+    pub held: u64,
     /// Inputs that were not decodable DHCP, or lacked required fields.
     pub malformed: u64,
     /// Requests we do not support (non-Ethernet hardware, server-only
@@ -244,7 +255,14 @@ pub struct Server {
     stats: Stats,
     /// The latest `now` we were given; used where an API has no `now`.
     last_now: SystemTime,
+    /// New devices waiting for a node lease ([`ServerConfig::hold_new`]):
+    /// when each was first heard.
+    held: std::collections::HashMap<Mac, SystemTime>,
 }
+
+/// At most this many new devices wait for a node lease at once; more are
+/// answered from the pool at once.
+pub const MAX_HELD: usize = 256;
 
 fn xid_base(probe_mac: &Mac) -> u32 {
     u32::from_be_bytes([probe_mac[2], probe_mac[3], probe_mac[4], probe_mac[5]])
@@ -277,6 +295,7 @@ impl Server {
             events: VecDeque::new(),
             stats: Stats::default(),
             last_now: now,
+            held: std::collections::HashMap::new(),
         };
         let mut dropped = false;
         for r in restored.records() {

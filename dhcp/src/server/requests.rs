@@ -97,6 +97,10 @@ impl Server {
         chaddr: Mac,
         src_ip: Ipv4Addr,
     ) -> Result<(), InputError> {
+        if self.holds(now, msg, chaddr) {
+            self.stats.held += 1;
+            return Ok(());
+        }
         let requested = msg.requested_ip;
         let Some(ip) = self.table.choose(&self.config, &chaddr, requested, now) else {
             self.stats.pool_exhausted += 1;
@@ -136,7 +140,7 @@ impl Server {
             // outside our subnet belongs to another server on the segment:
             // stay silent, never NAK someone else's client (a box must not
             // break the network it sits in).
-            if !self.config.subnet().contains(ip) {
+            if !self.config.serves(&chaddr, ip) {
                 self.stats.ignored += 1;
                 return Ok(());
             }
@@ -146,7 +150,7 @@ impl Server {
             // address stay silent (RFC 2131 §4.3.2 lets a server that is not
             // the client's remain silent) so another server's clients are
             // never NAKed.
-            if !self.config.subnet().contains(ip) {
+            if !self.config.serves(&chaddr, ip) {
                 self.stats.ignored += 1;
                 return Ok(());
             }
@@ -163,6 +167,38 @@ impl Server {
             Some(ip) => self.ack(now, msg, chaddr, src_ip, ip),
             None => self.reply(msg, chaddr, src_ip, ReplyKind::Nak, Ipv4Addr::UNSPECIFIED),
         }
+    }
+
+    /// Whether a DISCOVER from `mac` waits for its node lease
+    /// ([`crate::ServerConfig::hold_new`]): a device never seen before, for
+    /// at most the hold time from its first DISCOVER.
+    fn holds(&mut self, now: SystemTime, msg: &Packet, mac: Mac) -> bool {
+        let Some(hold) = self.config.hold_new else {
+            return false;
+        };
+        if self.table.lease(&mac).is_some()
+            || self.table.offer(&mac).is_some()
+            || self.config.reservation_for(&mac).is_some()
+        {
+            self.held.remove(&mac);
+            return false;
+        }
+        if let Some(first) = self.held.get(&mac) {
+            return now < crate::after(*first, hold);
+        }
+        if self.held.len() >= super::MAX_HELD {
+            // Forget those whose hold ended; if still full, no waiting.
+            self.held.retain(|_, t| now < crate::after(*t, hold));
+            if self.held.len() >= super::MAX_HELD {
+                return false;
+            }
+        }
+        self.held.insert(mac, now);
+        self.push_event(Event::NewDevice {
+            mac,
+            hostname: msg.hostname.as_deref().and_then(sanitize_hostname),
+        });
+        true
     }
 
     /// `mac` may go on using `ip`: it is (or was) its lease, the config still

@@ -46,6 +46,8 @@ pub fn config() -> ServerConfig {
         lease_time: LEASE,
         reservations: vec![],
         probe_interval: None,
+        node_leases: Vec::new(),
+        hold_new: None,
         serve: true,
     }
 }
