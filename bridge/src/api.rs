@@ -413,6 +413,21 @@ pub fn render_tailnet(t: &TailnetStatus) -> String {
             }
         );
     }
+    if !t.devices.is_empty() {
+        out += &format!("# {} bridged device(s) as tailnet nodes\n", t.devices.len());
+        for d in &t.devices {
+            out += &format!(
+                "{}  {}  {}  {}  {} peer(s), {} online{}\n",
+                d.address.as_deref().unwrap_or("-"),
+                d.name.as_deref().unwrap_or(&d.hostname),
+                d.mac,
+                d.state.words(),
+                d.peers,
+                d.online,
+                d.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+            );
+        }
+    }
     out
 }
 

@@ -44,6 +44,8 @@ pub struct Ctx<'a> {
     pub host: &'a HostFacts,
     /// The tailnet (`[tailnet]`), for its status and logout.
     pub tailnet: Option<&'a crate::tailnet::Tailnet>,
+    /// The bridged devices that are tailnet nodes of their own.
+    pub nodes: Option<&'a mut crate::device_nodes::DeviceNodes>,
 }
 
 /// The box's DHCP server settings from the config (the server MAC is the engine's).
@@ -62,6 +64,9 @@ pub fn dhcp_config(config: &Config, server_mac: Mac) -> meshbridge_dhcp::ServerC
         reservations: config.reservations.clone(),
         probe_interval: config.probe_interval,
         serve: config.dhcp_enabled,
+        // The device nodes' leases are the engine's (`set_node_leases`).
+        node_leases: Vec::new(),
+        hold_new: None,
     }
 }
 
@@ -98,6 +103,7 @@ pub fn handle(request: Request, ctx: &mut Ctx<'_>) -> Reply {
                 let mut st = t.status();
                 st.filter_denied = ctx.engine.stats().tailnet_denied;
                 st.filter_flows = ctx.engine.tailnet_flows().unwrap_or(0);
+                st.devices = ctx.nodes.as_deref().map(|n| n.status()).unwrap_or_default();
                 st
             });
             serde_json::to_value(s).map_err(|e| Failure::new(500, e.to_string()))
@@ -271,6 +277,16 @@ pub fn handle(request: Request, ctx: &mut Ctx<'_>) -> Reply {
                 ctx.discovery.forget_addr(IpAddr::V4(ip));
             }
             ctx.engine.forget_device(&m);
+            if let Some(n) = ctx.nodes.as_deref_mut() {
+                if n.forget(&m) {
+                    tracing::info!("device {mac}: its tailnet node is logged out and removed");
+                    let leases = n.leases();
+                    let hold = n.hold_new();
+                    if let Err(e) = ctx.engine.set_node_leases(leases, hold) {
+                        tracing::warn!("tailnet: device node addresses: {e}");
+                    }
+                }
+            }
             tracing::info!("device {mac} forgotten");
             Ok(json!({"ok": true}))
         }

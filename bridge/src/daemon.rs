@@ -390,7 +390,11 @@ async fn run_inner(mut config: Config, up: &mut bool) -> Result<bool> {
     static_peers.apply(now.mono, &config, &mut mesh);
     // `[tailnet]`: the control client runs in a task; its peers join the set.
     let mut tailnet = crate::tailnet::Tailnet::start(&config)?;
-    let dhcp_config = crate::control::dhcp_config(&config, macs.engine);
+    // `[tailnet] devices = "nodes"`: each bridged device a node of its own.
+    let mut device_nodes = crate::device_nodes::DeviceNodes::start(&config)?;
+    let mut dhcp_config = crate::control::dhcp_config(&config, macs.engine);
+    dhcp_config.node_leases = device_nodes.leases();
+    dhcp_config.hold_new = device_nodes.hold_new();
     // A tailnet node as the exit node is found in the map later
     // (`crate::tailnet::exit`); until then the devices' internet is dropped.
     let use_exit = match &config.routing.use_exit_node {
@@ -494,6 +498,7 @@ async fn run_inner(mut config: Config, up: &mut bool) -> Result<bool> {
             requests,
             static_peers: &mut static_peers,
             tailnet: tailnet.as_mut(),
+            nodes: &mut device_nodes,
             netlink: handle.clone(),
         },
         &mut discovery,
@@ -561,8 +566,16 @@ async fn flush(
     (udp, off): (&UdpSocket, &mut UdpOffload),
     dual: bool,
     mut tailnet: Option<&mut crate::tailnet::Tailnet>,
+    nodes: &mut crate::device_nodes::DeviceNodes,
 ) {
     while let Some(t) = engine.poll_transmit() {
+        let t = match t {
+            Transmit::Node(mac, p) => {
+                nodes.send(&mac, p);
+                continue;
+            }
+            t => t,
+        };
         // Datagrams to one peer wait to leave together (UDP GSO); anything
         // else sends them first, so the order of the engine's output holds.
         if let Transmit::Udp(to, d) = &t {
@@ -601,6 +614,7 @@ async fn flush(
                 Ok(())
             }
             Transmit::Udp(to, d) => udp.send_to(d, for_socket(*to, dual)).await.map(drop),
+            Transmit::Node(..) => Ok(()),
         };
         if let Err(e) = r {
             tracing::debug!("write failed: {e}");
@@ -748,11 +762,19 @@ impl LeaseWriter<'_> {
     }
 }
 
+/// The device nodes' addresses to the DHCP server and the engine.
+fn set_node_leases(engine: &mut Engine, nodes: &crate::device_nodes::DeviceNodes) {
+    if let Err(e) = engine.set_node_leases(nodes.leases(), nodes.hold_new()) {
+        tracing::warn!("tailnet: device node addresses: {e}");
+    }
+}
+
 fn handle_events(
     config: &Config,
     engine: &mut Engine,
     discovery: &mut crate::discovery::Discovery,
     leases: &mut LeaseWriter,
+    nodes: &mut crate::device_nodes::DeviceNodes,
 ) {
     let mut persist = false;
     while let Some(ev) = engine.poll_event() {
@@ -761,7 +783,15 @@ fn handle_events(
         }
         match ev {
             Event::Dhcp(dhcp::Event::LeasesChanged) => persist = true,
+            Event::Dhcp(dhcp::Event::NewDevice { mac, hostname }) => {
+                nodes.ensure(mac, hostname.as_deref())
+            }
             Event::Dhcp(dhcp::Event::Bound { mac, ip, hostname, .. }) => {
+                // A device from before nodes were on gets one too (and moves
+                // to its address when it renews).
+                if !engine.dhcp().config().node_lease_for(&mac).is_some_and(|n| n.ip == ip) {
+                    nodes.ensure(mac, hostname.as_deref());
+                }
                 tracing::info!("DHCP: {ip} leased");
                 tracing::debug!("DHCP: {ip} leased to {} ({:?})", mac, hostname.as_deref().unwrap_or("no hostname"));
             }
@@ -874,6 +904,8 @@ struct ControlPlane<'a> {
     static_peers: &'a mut crate::peers::StaticPeers,
     /// The tailnet (`[tailnet]`): its map updates and disco.
     tailnet: Option<&'a mut crate::tailnet::Tailnet>,
+    /// The bridged devices that are tailnet nodes of their own.
+    nodes: &'a mut crate::device_nodes::DeviceNodes,
     /// For routes to the tailnet's peers on the TUN.
     netlink: rtnetlink::Handle,
 }
@@ -898,6 +930,7 @@ async fn event_loop(
         mut requests,
         static_peers,
         mut tailnet,
+        nodes,
         netlink: nl_handle,
     } = control;
     let mut tailnet_host_addrs: Vec<std::net::Ipv4Addr> = Vec::new();
@@ -929,13 +962,14 @@ async fn event_loop(
     loop {
         // Events first: a lease the server just gave is on flash before its
         // DHCPACK goes out (one sync for the whole batch).
-        handle_events(config, engine, discovery, &mut leases);
+        handle_events(config, engine, discovery, &mut leases, nodes);
         flush(
             engine,
             (dev, &mut tap_coal),
             (udp, &mut udp_off),
             dual,
             tailnet.as_deref_mut(),
+            nodes,
         )
         .await;
         if let Some(t) = tailnet.as_deref_mut() {
@@ -1028,6 +1062,9 @@ async fn event_loop(
                         }
                     }
                     tailnet_host_addrs = own.clone();
+                    if nodes.set_router(own.first().copied()) {
+                        set_node_leases(engine, nodes);
+                    }
                     engine.set_host_addresses(own);
                     let set = t.peer_set();
                     // The host reaches the tailnet's peers through the TUN
@@ -1059,6 +1096,14 @@ async fn event_loop(
                 }
             }
             },
+            Some(msg) = nodes.recv() => match msg {
+                crate::device_nodes::NodeMsg::Packet(mac, p) => engine.handle_node_packet(read_now(), mac, &p),
+                crate::device_nodes::NodeMsg::Address(mac, a) => {
+                    if nodes.set_address(mac, a) {
+                        set_node_leases(engine, nodes);
+                    }
+                }
+            },
             Some((name, addr)) = static_peers.next_resolved() => {
                 if static_peers.learn(name, addr) {
                     static_peers.apply(std::time::Instant::now(), config, engine.mesh_mut());
@@ -1084,6 +1129,7 @@ async fn event_loop(
                     factory_reset: &mut factory_reset,
                     host: &host.borrow().clone(),
                     tailnet: tailnet.as_deref(),
+                    nodes: Some(&mut *nodes),
                 });
                 let _ = p.reply.send(reply);
                 if factory_reset {
@@ -1093,7 +1139,7 @@ async fn event_loop(
                 if restart_now {
                     // Let the answer reach the page before the sockets close.
                     tokio::time::sleep(Duration::from_millis(300)).await;
-                    flush(engine, (dev, &mut tap_coal), (udp, &mut udp_off), dual, tailnet.as_deref_mut()).await;
+                    flush(engine, (dev, &mut tap_coal), (udp, &mut udp_off), dual, tailnet.as_deref_mut(), nodes).await;
                     return Ok(Stop::Restart);
                 }
             }

@@ -28,6 +28,7 @@ pub mod config;
 pub mod config_edit;
 pub mod control;
 pub mod daemon;
+pub mod device_nodes;
 #[cfg(feature = "dns")]
 pub mod discovery;
 #[cfg(not(feature = "dns"))]

@@ -193,24 +193,25 @@ pub fn load_keys(state_dir: &Path, mesh_key: &[u8; 32]) -> Result<NodeKeys> {
     if keys.node_key.public() != node.public() {
         keys.node_key = node;
     }
-    save_keys(state_dir, &keys)?;
+    save_keys(&path, &keys)?;
     Ok(keys)
 }
 
-fn save_keys(state_dir: &Path, keys: &NodeKeys) -> Result<()> {
-    crate::persist::write_private(&state_dir.join(KEY_FILE), keys.to_file().as_bytes())
+pub(crate) fn save_keys(path: &Path, keys: &NodeKeys) -> Result<()> {
+    crate::persist::write_private(path, keys.to_file().as_bytes())
 }
 
 /// What the control task needs.
 #[derive(Debug, Clone)]
-struct Settings {
-    control_url: String,
-    auth_key: Option<AuthKey>,
-    identity: NodeIdentity,
-    listen_port: u16,
-    state_dir: PathBuf,
+pub(crate) struct Settings {
+    pub(crate) control_url: String,
+    pub(crate) auth_key: Option<AuthKey>,
+    pub(crate) identity: NodeIdentity,
+    pub(crate) listen_port: u16,
+    /// Where the node's keys are kept.
+    pub(crate) key_file: PathBuf,
     /// `[tailnet] ca_file`, for an `https://` control URL.
-    ca_file: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
 }
 
 fn system_hostname() -> String {
@@ -296,7 +297,7 @@ impl Tailnet {
                 home_derp: 0,
             },
             listen_port: config.listen_port,
-            state_dir: config.state_dir.clone(),
+            key_file: config.state_dir.join(KEY_FILE),
             ca_file: t.ca_file.clone(),
         };
         tracing::info!(
@@ -312,6 +313,23 @@ impl Tailnet {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        let exit = config
+            .routing
+            .use_exit_node
+            .clone()
+            .filter(|n| !config.peers.iter().any(|p| &p.name == n))
+            .map(exit::ExitNode::new);
+        Ok(Some(Tailnet::spawn(settings, keys, t.accept_routes, exit)))
+    }
+
+    /// Start a node's control task with these settings: the box's, or a
+    /// bridged device's ([`crate::device_nodes`]).
+    pub(crate) fn spawn(
+        settings: Settings,
+        keys: NodeKeys,
+        accept_routes: bool,
+        exit: Option<exit::ExitNode>,
+    ) -> Tailnet {
         let disco = Disco::new(
             keys.disco_key.clone(),
             keys.node_key.public(),
@@ -338,19 +356,14 @@ impl Tailnet {
                 endpoints: eps_tx,
             },
         ));
-        Ok(Some(Tailnet {
+        Tailnet {
             updates,
-            accept_routes: t.accept_routes,
+            accept_routes,
             last: None,
             paths: HashMap::new(),
             disco,
             paths_changed: false,
-            exit: config
-                .routing
-                .use_exit_node
-                .clone()
-                .filter(|n| !config.peers.iter().any(|p| &p.name == n))
-                .map(exit::ExitNode::new),
+            exit,
             task,
             state,
             commands,
@@ -364,7 +377,7 @@ impl Tailnet {
             netcheck: Netcheck::new(),
             home_tx,
             local_eps,
-        }))
+        }
     }
 
     /// Ask the control task to log out (answered at once; the state
@@ -422,6 +435,7 @@ impl Tailnet {
             // The engine's counters: filled in by the caller.
             filter_denied: 0,
             filter_flows: 0,
+            devices: Vec::new(),
         }
     }
 
@@ -904,7 +918,7 @@ async fn session(
     }
     if keys.registered_with.as_deref() != Some(url.url.as_str()) {
         keys.registered_with = Some(url.url.clone());
-        save_keys(&settings.state_dir, keys)?;
+        save_keys(&settings.key_file, keys)?;
     }
     set_state(state, |s| {
         s.state = TailnetState::LoggedIn;
@@ -988,7 +1002,7 @@ async fn session(
                     "tailnet: the control server says our node key expired; registering again"
                 );
                 keys.registered_with = None;
-                save_keys(&settings.state_dir, keys)?;
+                save_keys(&settings.key_file, keys)?;
                 set_state(state, |s| {
                     s.state = TailnetState::Starting;
                     s.error = Some("the node key expired; registering again".into());
@@ -1116,7 +1130,7 @@ async fn logout(settings: &Settings, keys: &mut NodeKeys) -> Result<()> {
         bail!("the control server refused the logout: {}", resp.error);
     }
     keys.registered_with = None;
-    save_keys(&settings.state_dir, keys)
+    save_keys(&settings.key_file, keys)
 }
 
 /// What ended one turn of the control task.
@@ -1250,7 +1264,7 @@ async fn do_logout(
             // registration anyway, so the next start registers anew.
             tracing::warn!("tailnet: logout at the control server failed: {e:#}");
             keys.registered_with = None;
-            if let Err(e) = save_keys(&settings.state_dir, keys) {
+            if let Err(e) = save_keys(&settings.key_file, keys) {
                 tracing::error!("tailnet: {e:#}");
             }
             Some(format!(

@@ -73,6 +73,11 @@ pub trait Topology {
     fn policy(&self) -> &Policy;
     /// Whether the exit node `peer` had a handshake recently enough to use.
     fn exit_up(&self, peer: PeerId) -> bool;
+    /// Whether the box routes `ip` for devices that are tailnet nodes of
+    /// their own (their node's network, off the bridge).
+    fn node_routes(&self, _ip: Ipv4Addr) -> bool {
+        false
+    }
     /// The peer owning a specific IPv6 network holding `ip`.
     fn mesh_route6(&self, _ip: Ipv6Addr) -> Option<PeerId> {
         None

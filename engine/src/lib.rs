@@ -97,6 +97,10 @@ pub enum Transmit {
     Tun(Vec<u8>),
     /// A UDP datagram for the WireGuard socket.
     Udp(SocketAddr, Vec<u8>),
+    /// An IP packet from a bridged device that is a tailnet node of its
+    /// own ([`Engine::set_node_leases`]), for that node (its own keys and
+    /// peers) to route and encrypt.
+    Node(Mac, Vec<u8>),
 }
 
 /// Something the daemon should log or act on.
@@ -162,6 +166,10 @@ pub struct Stats {
     pub to_host: u64,
     /// Packets from tailnet peers the tailnet's packet filter dropped.
     pub tailnet_denied: u64,
+    /// Packets of devices that are nodes of their own, handed to their node.
+    pub to_node: u64,
+    /// Packets from a device's node for an address that is not the device's.
+    pub node_misrouted: u64,
 }
 
 /// The engine. See the module docs for the run loop.
@@ -183,6 +191,8 @@ pub struct Engine {
     tailnet: Option<TailnetGuard>,
     /// Source NAT of mesh flows into the bridge (None: off).
     snat: Option<snat::Snat>,
+    /// Devices that are tailnet nodes of their own: node address -> MAC.
+    nodes: std::collections::HashMap<Ipv4Addr, Mac>,
 }
 
 /// The tailnet's packet filter, applied to packets from its peers.
@@ -190,6 +200,11 @@ struct TailnetGuard {
     /// The tailnet's peers (static `[mesh]` peers are never filtered).
     peers: HashSet<PublicKey>,
     firewall: filter::Firewall,
+}
+
+/// Node address -> device, from the DHCP server's node leases.
+fn config_nodes(leases: &[dhcp::NodeLease]) -> std::collections::HashMap<Ipv4Addr, Mac> {
+    leases.iter().map(|n| (n.ip, n.mac)).collect()
 }
 
 /// At most this many MACs have a "last seen" time.
@@ -202,6 +217,7 @@ struct View<'a> {
     dhcp: &'a dhcp::Server,
     mesh: &'a Mesh,
     wall: SystemTime,
+    nodes: &'a std::collections::HashMap<Ipv4Addr, Mac>,
 }
 
 impl Topology for View<'_> {
@@ -220,7 +236,11 @@ impl Topology for View<'_> {
             || self.host_addresses.contains(&ip)
     }
     fn on_bridge(&self, ip: Ipv4Addr) -> bool {
-        self.config.bridge_address.contains(&ip)
+        // A device's node address is on the bridge too, outside its subnet.
+        self.config.bridge_address.contains(&ip) || self.nodes.contains_key(&ip)
+    }
+    fn node_routes(&self, ip: Ipv4Addr) -> bool {
+        !self.nodes.is_empty() && rules::TAILNET4.contains(&ip)
     }
     fn bridge_broadcast(&self) -> Ipv4Addr {
         self.config.bridge_address.broadcast()
@@ -245,6 +265,7 @@ impl Engine {
         now: Now,
     ) -> Result<Self, dhcp::ConfigError> {
         let dhcp = dhcp::Server::new(config.dhcp.clone(), leases, now.wall)?;
+        let dhcp_nodes = config.dhcp.node_leases.clone();
         let arp = arp::Responder::new(arp::Config {
             mac: config.mac,
             gateway: config.bridge_address.addr(),
@@ -263,7 +284,49 @@ impl Engine {
             host_addresses: Vec::new(),
             tailnet: None,
             snat: None,
+            nodes: config_nodes(&dhcp_nodes),
         })
+    }
+
+    /// The bridged devices that are tailnet nodes of their own, with their
+    /// node addresses (handed out by DHCP with the node network's mask,
+    /// router and DNS), and how long a new device's first DISCOVER waits
+    /// for its node (`None`: no nodes for new devices). Their traffic to
+    /// the tailnet leaves as [`Transmit::Node`]; their nodes' traffic comes
+    /// back through [`Engine::handle_node_packet`].
+    ///
+    /// # Errors
+    ///
+    /// The DHCP server refused the leases (one inside the bridge subnet, or
+    /// twice); nothing changed.
+    pub fn set_node_leases(
+        &mut self,
+        leases: Vec<dhcp::NodeLease>,
+        hold_new: Option<Duration>,
+    ) -> Result<(), dhcp::ConfigError> {
+        let mut cfg = self.config.dhcp.clone();
+        cfg.node_leases = leases;
+        cfg.hold_new = hold_new;
+        self.dhcp.set_config(cfg.clone())?;
+        self.nodes = config_nodes(&cfg.node_leases);
+        self.config.dhcp = cfg;
+        Ok(())
+    }
+
+    /// A packet a device's node decrypted and let through its filter: to
+    /// the device, if it is addressed to the device's node address.
+    pub fn handle_node_packet(&mut self, now: Now, mac: Mac, packet: &[u8]) {
+        self.last = now;
+        let Some(info) = packet::ipv4_info(packet) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        if self.nodes.get(&info.dst) != Some(&mac) {
+            self.stats.node_misrouted += 1;
+            return;
+        }
+        let packet = packet[..info.total_len].to_vec();
+        self.forward(now, Source::Host, packet, Forward::ToBridge(mac));
     }
 
     /// Source-NAT flows from the mesh into the bridge to the box's bridge
@@ -370,7 +433,9 @@ impl Engine {
     }
 
     /// New DHCP settings (range, lease time, reservations) while running.
-    pub fn set_dhcp_config(&mut self, config: dhcp::ServerConfig) -> Result<(), dhcp::ConfigError> {
+    pub fn set_dhcp_config(&mut self, mut config: dhcp::ServerConfig) -> Result<(), dhcp::ConfigError> {
+        config.node_leases = self.config.dhcp.node_leases.clone();
+        config.hold_new = self.config.dhcp.hold_new;
         self.dhcp.set_config(config.clone())?;
         self.config.dhcp = config;
         Ok(())
@@ -420,6 +485,7 @@ impl Engine {
             dhcp: &self.dhcp,
             mesh: &self.mesh,
             wall,
+            nodes: &self.nodes,
         }
     }
 
@@ -445,6 +511,7 @@ impl Engine {
                     dhcp: &self.dhcp,
                     mesh: &self.mesh,
                     wall: now.wall,
+                    nodes: &self.nodes,
                 };
                 let gateway = view.config.bridge_address.addr();
                 let routes = |ip: Ipv4Addr| rules::arp_routes(&view, ip);
@@ -529,6 +596,21 @@ impl Engine {
             info.src,
             dst,
         );
+        // A device that is a node of its own reaches the tailnet through
+        // its node, never through the box's: what would go to the box's
+        // peers, and the ranges off the internet nobody here routes.
+        if self.nodes.get(&info.src) == Some(&Mac(eth.source)) {
+            let to_node = match decision {
+                Forward::ToMesh(_) => true,
+                Forward::Drop(Reason::NoRoute) => rules::is_special(dst),
+                _ => false,
+            };
+            if to_node {
+                self.stats.to_node += 1;
+                self.out.push_back(Transmit::Node(Mac(eth.source), packet));
+                return;
+            }
+        }
         self.forward(now, Source::Bridge(Mac(eth.source)), packet, decision);
     }
 

@@ -56,8 +56,14 @@ pub fn is_special6(ip: Ipv6Addr) -> bool {
 /// box's own or routed into the mesh. (The gateway address is always
 /// answered by the responder itself.)
 pub fn arp_routes(topo: &impl Topology, ip: Ipv4Addr) -> bool {
-    !topo.on_bridge(ip) && (topo.is_host(ip) || topo.mesh_route(ip).is_some())
+    !topo.on_bridge(ip)
+        && (topo.is_host(ip) || topo.mesh_route(ip).is_some() || topo.node_routes(ip))
 }
+
+/// The tailnet's address range (RFC 6598 shared space, where Tailscale and
+/// Headscale number their nodes): devices that are nodes of their own get
+/// an address in it, with the box as the router for the rest of it.
+pub const TAILNET4: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(100, 64, 0, 0), 10);
 
 /// Whether `ip` belongs to the bridge segment's own devices (inside the
 /// bridge subnet, not the `gateway`): the box never answers for it, it only

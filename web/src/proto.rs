@@ -381,6 +381,34 @@ pub struct TailnetStatus {
     /// Flows in the filter's connection table (answers to them come in).
     #[serde(default)]
     pub filter_flows: usize,
+    /// The bridged devices that are tailnet nodes of their own
+    /// (`[tailnet] devices = "nodes"`).
+    #[serde(default)]
+    pub devices: Vec<TailnetDeviceStatus>,
+}
+
+/// A bridged device's own tailnet node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TailnetDeviceStatus {
+    /// The device's MAC.
+    pub mac: String,
+    /// The host name its node registered with.
+    pub hostname: String,
+    /// Its node's login state.
+    pub state: TailnetState,
+    /// Its MagicDNS name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Its tailnet address (the device's lease).
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Its node's peers.
+    pub peers: usize,
+    /// Of them, online.
+    pub online: usize,
+    /// The last error of its control session.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// One DERP region as the box measured it.
