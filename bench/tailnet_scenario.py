@@ -168,6 +168,7 @@ root = "{b.tmp / 'board'}"
 control_url = "{CONTROL}"
 auth_key_file = "{keyfile}"
 hostname = "bbox"
+devices = "routes"
 """)
         self.box_proc = b.spawn(self.box, [str(binary), "--config", str(conf), "--log", "info"], self.log,
                                 env={"NO_COLOR": "1"})

@@ -908,6 +908,19 @@ async fn session(
                 });
                 req = control::followup_request(&req, &u);
             }
+            // Headscale takes a pre-auth key's node's tags from the key
+            // only and refuses any asked for: register again without.
+            RegisterNext::Refused(why)
+                if !identity.tags.is_empty() && why.contains("requested tags") =>
+            {
+                tracing::warn!(
+                    "tailnet: the control server gives {} its tags from the auth key only (tags asked for: {}); registering without asking",
+                    identity.hostname,
+                    identity.tags.join(", ")
+                );
+                identity.tags.clear();
+                req = control::register_request(keys, &url.url, &identity, auth_key.as_deref());
+            }
             RegisterNext::Refused(why) => {
                 bail!("the control server refused the registration: {why}")
             }

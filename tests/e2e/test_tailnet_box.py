@@ -62,7 +62,7 @@ class BoxTailnet(Tailnet):
                                   "--accept-dns=false", "--netfilter-mode=off", "--accept-routes"], timeout=60)
         return cli
 
-    def write_config(self, auth_key):
+    def write_config(self, auth_key, devices="routes", extra=""):
         (self.tmp / "board").mkdir(exist_ok=True)
         keyfile = self.tmp / "tailnet-authkey"
         keyfile.write_text(auth_key + "\n")
@@ -86,7 +86,8 @@ root = "{self.tmp / 'board'}"
 control_url = "{self.control}"
 auth_key_file = "{keyfile}"
 hostname = "tbox"
-""")
+devices = "{devices}"
+{extra}""")
         return path
 
     def start_box(self, path):

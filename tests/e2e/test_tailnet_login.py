@@ -54,6 +54,7 @@ root = "{self.tmp / 'board'}"
 [tailnet]
 control_url = "{self.control}"
 {auth}hostname = "tbox"
+devices = "routes"
 """)
         return path
 

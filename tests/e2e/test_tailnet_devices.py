@@ -1,0 +1,193 @@
+"""Every bridged device its own tailnet node (issue #13): with `[tailnet]
+devices = "nodes"` three udhcpc devices (host names printer, tv, nas) become
+three nodes in Headscale under those names, each device's DHCP lease is its
+node's 100.x address, a real `tailscaled` laptop reaches each device by
+address (ping, HTTP) and finds it by its MagicDNS name, and each device
+reaches the laptop by name through the box's DNS. A restart and a SIGKILL of
+the box bring back the same nodes with the same addresses (no duplicates).
+
+Topology: test_tailnet_box.py's (Headscale, laptop, box on one underlay),
+with three device namespaces on three bridge ports of the box. Needs the
+pinned Go programs; SKIPS only when they are absent.
+"""
+
+import ipaddress
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+
+import test_tailnet_control
+from site_ns import UDHCPC_SCRIPT, meshbridge_bin, sh, wait_for
+from test_tailnet_box import BoxTailnet
+from test_tailnet_control import require_gotools
+
+NAMES = ("printer", "tv", "nas")
+TAILNET = ipaddress.ip_network("100.64.0.0/10")
+
+# Everyone may reach everyone; alice owns the devices' tag.
+POLICY = """{
+  "tagOwners": {"tag:device": ["alice@"]},
+  "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]
+}
+"""
+
+
+@pytest.fixture
+def tn(tmp_path, monkeypatch):
+    tools = require_gotools()
+    cfg = test_tailnet_control.HEADSCALE_CONFIG.replace('mode: file\n  path: ""', "mode: database")
+    assert "mode: database" in cfg
+    monkeypatch.setattr(test_tailnet_control, "HEADSCALE_CONFIG", cfg)
+    t = BoxTailnet(tmp_path, tools)
+    t.devs = {}
+    try:
+        yield t
+    finally:
+        t.close()
+        for ns in t.devs.values():
+            shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
+
+
+def add_devices(tn):
+    """Three more device namespaces on three more bridge ports."""
+    ports = []
+    for i, name in enumerate(NAMES):
+        ns = tn._ns(f"d{i}")
+        port, ifn = f"{tn.p}p{i}", f"{tn.p}q{i}"
+        sh(["ip", "link", "add", port, "type", "veth", "peer", "name", ifn])
+        sh(["ip", "link", "set", port, "netns", tn.box])
+        sh(["ip", "link", "set", ifn, "netns", ns])
+        sh(["ip", "-n", tn.box, "link", "set", port, "up"])
+        sh(["ip", "-n", ns, "link", "set", ifn, "up"])
+        tn.run(ns, ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
+        tn.devs[name] = ns
+        ports.append(port)
+    return ports
+
+
+def lease(tn, name):
+    """udhcpc in the device's namespace, with its host name; returns
+    (address, the script's bound line)."""
+    ns = tn.devs[name]
+    ifn = f"{tn.p}q{NAMES.index(name)}"
+    out = tn.tmp / f"{name}-udhcpc.out"
+    script = tn.tmp / f"{name}-udhcpc.sh"
+    script.write_text(UDHCPC_SCRIPT.format(out=out))
+    script.chmod(0o755)
+    r = tn.run(ns, ["busybox", "udhcpc", "-f", "-i", ifn, "-s", str(script), "-x", f"hostname:{name}",
+                    "-t", "15", "-T", "2", "-q", "-n"], check=False, timeout=60)
+    assert r.returncode == 0, (r, tn.box_log.read_text()[-3000:])
+    bound = [ln for ln in out.read_text().splitlines() if ln.startswith("bound")][-1]
+    addr = bound.split(" ip=", 1)[1].split()[0]
+    return addr, bound
+
+
+def node_map(tn):
+    return {n["given_name"] if n.get("given_name") else n["name"]: n for n in tn.nodes()}
+
+
+def v4(node):
+    return next(a for a in node["ip_addresses"] if "." in a)
+
+
+def ok(tn, ns, cmd):
+    return tn.run(ns, cmd, check=False).returncode == 0
+
+
+def test_each_bridged_device_is_its_own_tailnet_node(tn):
+    tn.auth_key()  # creates alice, whom the policy names
+    policy = tn.tmp / "policy.hujson"
+    policy.write_text(POLICY)
+    tn.run(tn.hs, [str(tn.tools / "headscale"), "-c", str(tn.hs_config), "policy", "set", "-f", str(policy)])
+    # The box's key: reusable and tagged (the devices' nodes use it too).
+    users = {u["name"]: u for u in tn.headscale("users", "list")}
+    key = tn.headscale("preauthkeys", "create", "--user", str(users["alice"]["id"]), "--reusable",
+                       "--expiration", "24h", "--tags", "tag:device")["key"]
+    cli = tn.tailscaled_routes("tlaptop", tn.auth_key())
+    wait_for(lambda: tn.ts_status(cli).get("BackendState") == "Running", timeout=30, what="tailscaled Running")
+    lap_ip = next(a for a in tn.ts_status(cli)["Self"]["TailscaleIPs"] if "." in a)
+
+    ports = add_devices(tn)
+    cfg = tn.write_config(key, devices="nodes")
+    text = cfg.read_text().replace(f'ports = ["{tn.port}"]', "ports = [" + ", ".join(f'"{p}"' for p in ports) + "]")
+    cfg.write_text(text)
+    tn.start_box(cfg)
+    box = wait_for(lambda: node_map(tn).get("tbox"), timeout=30, what="the box on headscale")
+    box_ip = v4(box)
+
+    # 1. Three devices, three nodes named after them; each lease is its
+    # node's tailnet address, with the box (its tailnet address) as router
+    # and DNS server.
+    addrs = {}
+    for name in NAMES:
+        addr, bound = lease(tn, name)
+        assert ipaddress.ip_address(addr) in TAILNET, bound
+        assert f"router={box_ip}" in bound and f"dns={box_ip}" in bound, bound
+        addrs[name] = addr
+    nodes = wait_for(lambda: (m := node_map(tn)) and all(n in m for n in NAMES) and m, timeout=30,
+                     what="the device nodes on headscale")
+    for name in NAMES:
+        assert v4(nodes[name]) == addrs[name], (name, nodes[name], addrs)
+        assert "tag:device" in (nodes[name].get("tags") or nodes[name].get("valid_tags") or
+                                nodes[name].get("forced_tags") or []), nodes[name]
+    assert len(set(addrs.values())) == 3
+
+    # 2. The laptop reaches every device at its own address: ping and HTTP
+    # (real TCP), and MagicDNS names each device after its node.
+    for name, addr in addrs.items():
+        (tn.tmp / f"www-{name}").mkdir()
+        (tn.tmp / f"www-{name}" / "who.txt").write_text(f"I am the {name}\n")
+        tn.spawn(tn.devs[name], ["python3", "-m", "http.server", "8000", "--bind", addr, "--directory",
+                                 str(tn.tmp / f"www-{name}")], tn.tmp / f"http-{name}.log")
+    for name, addr in addrs.items():
+        tn.ping(tn.lap, addr)
+        body = wait_for(lambda: (r := tn.run(tn.lap, ["curl", "-sf", "--max-time", "3", f"http://{addr}:8000/who.txt"],
+                                             check=False)).returncode == 0 and r.stdout,
+                        timeout=30, what=f"HTTP to the {name}")
+        assert body == f"I am the {name}\n", body
+        dig = ["dig", "+short", "+time=2", "+tries=1", "@100.100.100.100", f"{name}.tailnet.test", "A"]
+        got = wait_for(lambda: tn.run(tn.lap, dig, check=False).stdout.split(), timeout=20,
+                       what=f"{name}'s MagicDNS name on the laptop")
+        assert got == [addr], got
+
+    # Each device reaches the laptop by its name, through the box's DNS.
+    for name, ns in tn.devs.items():
+        etc = Path("/etc/netns") / ns
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "resolv.conf").write_text(f"nameserver {box_ip}\n")
+        got = wait_for(lambda: (r := tn.run(ns, ["getent", "ahostsv4", "tlaptop.tailnet.test"], check=False))
+                       .returncode == 0 and r.stdout.split()[0], timeout=20, what=f"the laptop's name on the {name}")
+        assert got == lap_ip, got
+        tn.ping(ns, "tlaptop.tailnet.test")
+
+    # `meshbridge status` lists the device nodes.
+    st = json.loads(tn.run(tn.box, [meshbridge_bin(), "status", "--json", "--config", str(cfg)]).stdout)
+    devs = {d["hostname"]: d for d in st["tailnet"]["devices"]}
+    assert set(devs) == set(NAMES), devs
+    assert all(devs[n]["address"] == addrs[n] and devs[n]["state"] == "logged-in" for n in NAMES), devs
+
+    # 5. Restart, then SIGKILL: the same nodes with the same addresses, no
+    # new ones; the devices renew their addresses and reach the laptop.
+    ids = {n: nodes[n]["id"] for n in NAMES}
+    count = len(tn.nodes())
+    for how in ("restart", "kill"):
+        if how == "restart":
+            tn.stop_box()
+        else:
+            os.killpg(tn.box_proc.pid, signal.SIGKILL)
+            tn.box_proc.wait(timeout=10)
+        tn.start_box(cfg)
+        for name in NAMES:
+            addr, bound = lease(tn, name)
+            assert addr == addrs[name], (how, name, bound)
+        m = wait_for(lambda: (m := node_map(tn)) and all(m[n].get("online") for n in NAMES) and m,
+                     timeout=40, what=f"the device nodes online after the {how}")
+        assert {n: m[n]["id"] for n in NAMES} == ids, (how, m)
+        assert len(tn.nodes()) == count, (how, tn.nodes())
+        for name, addr in addrs.items():
+            tn.ping(tn.lap, addr)
+        tn.ping(tn.devs["printer"], lap_ip)
