@@ -762,6 +762,15 @@ impl LeaseWriter<'_> {
     }
 }
 
+/// The device's name on the page, if it has one.
+fn device_name<'a>(config: &'a Config, mac: &Mac) -> Option<&'a str> {
+    config
+        .device_names
+        .iter()
+        .find(|(m, _)| m == mac)
+        .map(|(_, n)| n.as_str())
+}
+
 /// The device nodes' addresses to the DHCP server and the engine.
 fn set_node_leases(engine: &mut Engine, nodes: &crate::device_nodes::DeviceNodes) {
     if let Err(e) = engine.set_node_leases(nodes.leases(), nodes.hold_new()) {
@@ -784,18 +793,19 @@ fn handle_events(
         match ev {
             Event::Dhcp(dhcp::Event::LeasesChanged) => persist = true,
             Event::Dhcp(dhcp::Event::NewDevice { mac, hostname }) => {
-                nodes.ensure(mac, hostname.as_deref())
+                nodes.ensure(mac, device_name(config, &mac).or(hostname.as_deref()))
             }
             Event::Dhcp(dhcp::Event::Bound { mac, ip, hostname, .. }) => {
                 // A device from before nodes were on gets one too (and moves
                 // to its address when it renews).
                 if !engine.dhcp().config().node_lease_for(&mac).is_some_and(|n| n.ip == ip) {
-                    nodes.ensure(mac, hostname.as_deref());
+                    nodes.ensure(mac, device_name(config, &mac).or(hostname.as_deref()));
                 }
                 tracing::info!("DHCP: {ip} leased");
                 tracing::debug!("DHCP: {ip} leased to {} ({:?})", mac, hostname.as_deref().unwrap_or("no hostname"));
             }
             Event::Dhcp(dhcp::Event::Released { ip, .. }) => tracing::info!("DHCP: {ip} released"),
+            Event::Dhcp(dhcp::Event::Expired { mac, .. }) => nodes.away(&mac),
             Event::Dhcp(dhcp::Event::Declined { ip, .. }) => {
                 tracing::warn!("DHCP: a device declined {ip} (address in use?); it is quarantined for 10 minutes")
             }

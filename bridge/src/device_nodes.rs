@@ -245,9 +245,22 @@ impl DeviceNodes {
         Ok(())
     }
 
-    /// A device asked for an address: make it a node if it is none yet.
+    /// A device asked for an address: make it a node if it is none yet,
+    /// or start its kept node again (a device that was away).
     pub fn ensure(&mut self, mac: Mac, hostname: Option<&str>) {
         if self.base.is_none() || self.nodes.contains_key(&mac) {
+            return;
+        }
+        let path = self.dir.join(file_name(&mac));
+        if path.exists() {
+            match read_file(&path) {
+                Ok((keys, f)) => {
+                    tracing::info!("tailnet: {} is back: its node goes online", f.hostname);
+                    self.spawn(mac, f.hostname, keys);
+                }
+                // Never replaced by new keys: that would be a second node.
+                Err(e) => tracing::warn!("tailnet: device node {}: {e:#}", path.display()),
+            }
             return;
         }
         let hostname = hostname
@@ -265,6 +278,15 @@ impl DeviceNodes {
         }
         tracing::info!("tailnet: registering a node for a bridged device as {hostname}");
         self.spawn(mac, hostname, keys);
+    }
+
+    /// A device is away (its lease ran out): its node goes offline (its
+    /// control session ends) and keeps its keys and address for when the
+    /// device is back.
+    pub fn away(&mut self, mac: &Mac) {
+        if let Some(h) = self.nodes.remove(mac) {
+            tracing::info!("tailnet: {} is away: its node goes offline", h.hostname);
+        }
     }
 
     fn write(&self, mac: &Mac, file: &DeviceFile) -> Result<()> {
@@ -385,23 +407,27 @@ impl DeviceNodes {
         let Some(mut h) = self.nodes.remove(mac) else {
             return false;
         };
-        // The task logs out and ends; it is not aborted on drop.
+        // The task logs out and ends; it is not aborted on drop. Its files
+        // go once it ended (the logout writes its keys one last time).
         let _ = h.forget.try_send(());
         let task = std::mem::replace(&mut h.task, tokio::spawn(async {}));
         drop(h);
+        let files = [
+            self.dir.join(file_name(mac)),
+            self.dir.join(format!("{}.keys", file_name(mac))),
+        ];
         tokio::spawn(async move {
             if tokio::time::timeout(Duration::from_secs(15), task).await.is_err() {
                 tracing::warn!("tailnet: a forgotten device's node did not log out in time");
             }
-        });
-        for name in [file_name(mac), format!("{}.keys", file_name(mac))] {
-            let p = self.dir.join(name);
-            if let Err(e) = std::fs::remove_file(&p) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!("removing {}: {e}", p.display());
+            for p in files {
+                if let Err(e) = std::fs::remove_file(&p) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!("removing {}: {e}", p.display());
+                    }
                 }
             }
-        }
+        });
         true
     }
 
@@ -451,8 +477,13 @@ fn read_file(path: &FsPath) -> Result<(NodeKeys, DeviceFile)> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let f: DeviceFile = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a device node file", path.display()))?;
-    let keys = NodeKeys::from_file(&f.keys)
-        .with_context(|| format!("the keys in {}", path.display()))?;
+    // The control task keeps the node's keys up to date in `<file>.keys`.
+    let newer = path.with_extension("json.keys");
+    let text = match std::fs::read_to_string(&newer) {
+        Ok(t) => t,
+        Err(_) => f.keys.clone(),
+    };
+    let keys = NodeKeys::from_file(&text).with_context(|| format!("the keys of {}", path.display()))?;
     Ok((keys, f))
 }
 

@@ -51,6 +51,11 @@ enum Command {
         #[command(subcommand)]
         action: PeerAction,
     },
+    /// The bridged devices of the running box.
+    Device {
+        #[command(subcommand)]
+        action: DeviceAction,
+    },
     /// The box as a tailnet node (`[tailnet]`).
     Tailnet {
         #[command(subcommand)]
@@ -108,6 +113,23 @@ enum PeerAction {
     Remove {
         /// The peer's name.
         name: String,
+        /// The daemon's config file (to find its socket).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The daemon's API socket.
+        #[arg(long, value_name = "PATH", conflicts_with = "config")]
+        socket: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DeviceAction {
+    /// Forget a device, as the page's Forget button: its lease, reservation
+    /// and name; a device that is a tailnet node of its own is logged out
+    /// and removed from the tailnet.
+    Forget {
+        /// The device's MAC (aa:bb:cc:dd:ee:ff).
+        mac: String,
         /// The daemon's config file (to find its socket).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
@@ -300,6 +322,14 @@ fn real_main(cli: Cli) -> Result<()> {
                     println!("peer {name} removed");
                 }
             }
+            return Ok(());
+        }
+        Some(Command::Device {
+            action: DeviceAction::Forget { mac, config, socket },
+        }) => {
+            let path = socket_path(socket, config.or(cli.config.clone()))?;
+            ask(&path, meshbridge::api::Request::DeviceForget { mac: mac.clone() })?;
+            println!("device {mac} forgotten");
             return Ok(());
         }
         Some(Command::Tailnet {

@@ -28,10 +28,22 @@ from test_tailnet_control import require_gotools
 NAMES = ("printer", "tv", "nas")
 TAILNET = ipaddress.ip_network("100.64.0.0/10")
 
-# Everyone may reach everyone; alice owns the devices' tag.
+# Everyone may reach everyone; alice owns the devices' tags.
 POLICY = """{
-  "tagOwners": {"tag:device": ["alice@"]},
+  "tagOwners": {"tag:device": ["alice@"], "tag:printer": ["alice@"]},
   "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]
+}
+"""
+
+# Alice's laptop may reach the printer only; the devices may reach alice's
+# nodes (so the laptop has tv and nas as peers, and nothing but their own
+# nodes' filters keeps the laptop out).
+POLICY_PRINTER_ONLY = """{
+  "tagOwners": {"tag:device": ["alice@"], "tag:printer": ["alice@"]},
+  "acls": [
+    {"action": "accept", "src": ["alice@"], "dst": ["tag:printer:*"]},
+    {"action": "accept", "src": ["tag:device", "tag:printer"], "dst": ["alice@:*"]}
+  ]
 }
 """
 
@@ -94,15 +106,20 @@ def v4(node):
     return next(a for a in node["ip_addresses"] if "." in a)
 
 
-def ok(tn, ns, cmd):
-    return tn.run(ns, cmd, check=False).returncode == 0
+def set_policy(tn, text, name):
+    path = tn.tmp / f"{name}.hujson"
+    path.write_text(text)
+    tn.run(tn.hs, [str(tn.tools / "headscale"), "-c", str(tn.hs_config), "policy", "set", "-f", str(path)])
+
+
+def fetches(tn, addr):
+    r = tn.run(tn.lap, ["curl", "-sf", "--max-time", "2", f"http://{addr}:8000/who.txt"], check=False)
+    return r.returncode == 0
 
 
 def test_each_bridged_device_is_its_own_tailnet_node(tn):
     tn.auth_key()  # creates alice, whom the policy names
-    policy = tn.tmp / "policy.hujson"
-    policy.write_text(POLICY)
-    tn.run(tn.hs, [str(tn.tools / "headscale"), "-c", str(tn.hs_config), "policy", "set", "-f", str(policy)])
+    set_policy(tn, POLICY, "all")
     # The box's key: reusable and tagged (the devices' nodes use it too).
     users = {u["name"]: u for u in tn.headscale("users", "list")}
     key = tn.headscale("preauthkeys", "create", "--user", str(users["alice"]["id"]), "--reusable",
@@ -170,6 +187,22 @@ def test_each_bridged_device_is_its_own_tailnet_node(tn):
     assert set(devs) == set(NAMES), devs
     assert all(devs[n]["address"] == addrs[n] and devs[n]["state"] == "logged-in" for n in NAMES), devs
 
+    # 3. A policy that lets the laptop reach tag:printer only (the printer's
+    # node tagged so by the admin): the printer answers, tv and nas do not
+    # (real TCP; their nodes' filters in the box drop it), while all three
+    # still reach the laptop.
+    tn.headscale("nodes", "tag", "-i", str(nodes["printer"]["id"]), "-t", "tag:printer")
+    set_policy(tn, POLICY_PRINTER_ONLY, "printer-only")
+    wait_for(lambda: not fetches(tn, addrs["tv"]) and not fetches(tn, addrs["nas"]), timeout=30,
+             what="tv and nas closed to the laptop")
+    assert fetches(tn, addrs["printer"])
+    for _ in range(3):
+        assert not fetches(tn, addrs["tv"]) and not fetches(tn, addrs["nas"])
+    for name in NAMES:
+        tn.ping(tn.devs[name], lap_ip)
+    set_policy(tn, POLICY, "all-again")
+    wait_for(lambda: fetches(tn, addrs["tv"]), timeout=30, what="the tv open again")
+
     # 5. Restart, then SIGKILL: the same nodes with the same addresses, no
     # new ones; the devices renew their addresses and reach the laptop.
     ids = {n: nodes[n]["id"] for n in NAMES}
@@ -191,3 +224,19 @@ def test_each_bridged_device_is_its_own_tailnet_node(tn):
         for name, addr in addrs.items():
             tn.ping(tn.lap, addr)
         tn.ping(tn.devs["printer"], lap_ip)
+
+    # Forgetting a device logs its node out: the control server expires it
+    # and it leaves the laptop's live peers; the others stay.
+    def lap_peers():
+        return {p.get("HostName") for p in (tn.ts_status(cli).get("Peer") or {}).values() if not p.get("Expired")}
+
+    assert set(NAMES) <= lap_peers()
+    mac = tn.run(tn.devs["nas"], ["cat", f"/sys/class/net/{tn.p}q2/address"]).stdout.strip()
+    tn.run(tn.box, [meshbridge_bin(), "device", "forget", mac, "--config", str(cfg)])
+    wait_for(lambda: "nas" not in lap_peers(), timeout=30, what="the nas gone from the laptop's peers")
+    assert {"printer", "tv"} <= lap_peers(), lap_peers()
+    tn.ping(tn.lap, addrs["printer"])
+    nas = node_map(tn).get("nas")
+    assert nas is None or nas.get("expiry"), nas
+    wait_for(lambda: not list((tn.state / "tailnet-devices").glob(mac.replace(":", "") + "*")), timeout=20,
+             what="the nas's keys deleted")
