@@ -93,6 +93,8 @@ struct Sim {
     tun: Vec<Vec<u8>>,
     /// Packets the peer decrypted.
     at_peer: Vec<Vec<u8>>,
+    /// Packets handed to a device's own tailnet node.
+    to_node: Vec<(meshbridge_types::Mac, Vec<u8>)>,
     /// What happened, in order, as text.
     trace: Vec<String>,
 }
@@ -262,6 +264,7 @@ impl Sim {
             tap: vec![],
             tun: vec![],
             at_peer: vec![],
+            to_node: vec![],
             trace: vec![],
         };
         sim.settle();
@@ -355,6 +358,10 @@ impl Sim {
                     Transmit::Udp(to, d) => {
                         assert_eq!(to, self.peer_addr);
                         self.send_udp(Side::Peer, d);
+                    }
+                    Transmit::Node(mac, p) => {
+                        self.log(format!(">node {}", describe_ip(&p)));
+                        self.to_node.push((mac, p));
                     }
                 }
             }
@@ -759,4 +766,81 @@ fn the_tailnet_filter_applies_to_tailnet_peers_only() {
     // Back in the tailnet with a filter that allows nothing.
     sim.engine.set_tailnet_filter(tailnet, Filter::deny_all());
     assert!(!from_peer(&mut sim, ip, 6001, 5000));
+}
+
+/// A device that is a tailnet node of its own: DHCP hands it its node's
+/// address with the tailnet's mask and the box's tailnet address as router;
+/// the box answers ARP for the tailnet's addresses, never for the device's
+/// own; its tailnet traffic goes to its node (never to the box's peers), its
+/// node's packets come to it; a spoofed source is dropped.
+#[test]
+fn a_device_node_gets_its_address_and_its_traffic_goes_through_its_node() {
+    use meshbridge_dhcp::NodeLease;
+    let _seed = SeedOnFailure(seed());
+    let mut sim = Sim::new();
+    let node_ip = Ipv4Addr::new(100, 64, 0, 7);
+    let box_ip = Ipv4Addr::new(100, 64, 0, 1);
+    let laptop = Ipv4Addr::new(100, 64, 0, 9);
+    sim.engine.set_host_addresses(vec![box_ip]);
+    sim.engine
+        .set_node_leases(
+            vec![NodeLease {
+                mac: meshbridge_types::Mac(DEV_MAC),
+                ip: node_ip,
+                subnet_mask: Ipv4Addr::new(255, 192, 0, 0),
+                router: box_ip,
+                dns: vec![box_ip],
+            }],
+            Some(Duration::from_secs(8)),
+        )
+        .unwrap();
+    assert_eq!(sim.lease(), node_ip);
+    // ARP: the router and a peer's address are answered, the device's own
+    // address is not.
+    let arp = |target: Ipv4Addr| {
+        let mut f = Vec::new();
+        f.extend_from_slice(&[0xff; 6]);
+        f.extend_from_slice(&DEV_MAC);
+        f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+        f.extend_from_slice(&DEV_MAC);
+        f.extend_from_slice(&node_ip.octets());
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&target.octets());
+        f
+    };
+    for (target, answered) in [(box_ip, true), (laptop, true), (node_ip, false)] {
+        sim.tap.clear();
+        sim.device_sends(&arp(target));
+        let replied = sim.tap.iter().any(|f| f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[28..32] == target.octets());
+        assert_eq!(replied, answered, "ARP for {target}");
+    }
+    // To a tailnet peer: to the device's node, not to the box's peers.
+    sim.ip_frame_from_device(node_ip, laptop, b"to the laptop");
+    assert_eq!(sim.to_node.len(), 1);
+    assert_eq!(sim.to_node[0].0, meshbridge_types::Mac(DEV_MAC));
+    assert!(sim.at_peer.is_empty() && sim.tun.is_empty());
+    // Even to an address the box's own mesh routes.
+    sim.ip_frame_from_device(node_ip, PEER_IP, b"to the box's peer");
+    assert_eq!(sim.to_node.len(), 2);
+    assert!(sim.at_peer.is_empty());
+    // DNS to the box's tailnet address goes to the host.
+    sim.ip_frame_from_device(node_ip, box_ip, b"dns");
+    assert_eq!(sim.tun.len(), 1);
+    // The node's packet for the device reaches it; one for another address does not.
+    let back = icmp_echo(laptop, node_ip, true, 1, b"pong");
+    sim.tap.clear();
+    sim.engine.handle_node_packet(sim.now, meshbridge_types::Mac(DEV_MAC), &back);
+    sim.settle();
+    assert!(sim.tap.iter().any(|f| echo_reply_seq(f) == Some(1)), "the node's packet reaches the device");
+    let stray = icmp_echo(laptop, Ipv4Addr::new(100, 64, 0, 8), true, 2, b"pong");
+    sim.tap.clear();
+    sim.engine.handle_node_packet(sim.now, meshbridge_types::Mac(DEV_MAC), &stray);
+    sim.settle();
+    assert!(sim.tap.is_empty());
+    assert_eq!(sim.engine.stats().node_misrouted, 1);
+    // Another source address from the device is spoofed.
+    let spoofed = sim.engine.stats().spoofed;
+    sim.ip_frame_from_device(Ipv4Addr::new(100, 64, 0, 8), laptop, b"spoofed");
+    assert_eq!(sim.engine.stats().spoofed, spoofed + 1);
+    assert_eq!(sim.to_node.len(), 2);
 }
