@@ -115,7 +115,12 @@ def run(tmp, binary, n, log):
             names = {x.get("given_name"): x for x in tn.nodes()}
             return sum(1 for _, _, name in devs if names.get(name, {}).get("online"))
 
-        wait_for(lambda: leased() == n and online() == n, timeout=300, interval=1,
+        def done():
+            got = (leased(), online())
+            log(f"devices: {got[0]} leased, {got[1]} online")
+            return got == (n, n)
+
+        wait_for(done, timeout=300, interval=1,
                  what=f"{n} devices with their node addresses, {n} nodes online")
         took = time.monotonic() - t0
         for _, p in clients:

@@ -1047,7 +1047,9 @@ async fn event_loop(
             }
             _ = async { match disco_deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
                 if let Some(t) = tailnet.as_deref_mut() {
-                    t.handle_timeout(std::time::Instant::now());
+                    let now = std::time::Instant::now();
+                    t.note_mesh(now, engine.mesh());
+                    t.handle_timeout(now);
                 }
             }
             Some(input) = async { match tailnet.as_deref_mut() { Some(t) => t.next_input().await, None => std::future::pending().await } } => match input {

@@ -58,6 +58,11 @@ pub const PING_INTERVAL: Duration = Duration::from_secs(5);
 pub const HEARTBEAT: Duration = Duration::from_secs(3);
 /// A confirmed path without a pong for this long is no longer confirmed.
 pub const PATH_TIMEOUT: Duration = Duration::from_secs(15);
+/// A peer with traffic (or pinging us) within this long is active; disco
+/// pings only active peers (as Tailscale's session-active timeout): many
+/// idle nodes in one tailnet cost no pings. An idle peer keeps its
+/// confirmed path, checked again when traffic resumes.
+pub const ACTIVE_TIMEOUT: Duration = Duration::from_secs(45);
 /// A ping without a pong after this long is forgotten.
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -311,6 +316,28 @@ struct PeerState {
     next_ping: Instant,
     relay: Option<SocketAddr>,
     last_call: Option<Instant>,
+    /// Active until then ([`ACTIVE_TIMEOUT`]).
+    active_until: Option<Instant>,
+}
+
+impl PeerState {
+    /// Pinged now: traffic or a ping lately, or no relay to fall back on
+    /// (then disco is the only way to a path).
+    fn is_active(&self, now: Instant) -> bool {
+        self.relay.is_none() || self.active_until.is_some_and(|t| now < t)
+    }
+
+    /// Traffic with the peer: active from now; back from idle, its
+    /// endpoints are pinged at once and a kept path gets a fresh grace.
+    fn activate(&mut self, now: Instant) {
+        if !self.is_active(now) {
+            self.next_ping = now;
+            if self.best.is_some() {
+                self.last_pong = Some(now);
+            }
+        }
+        self.active_until = Some(now + ACTIVE_TIMEOUT);
+    }
 }
 
 /// The disco state of the box: ping, pong, path confirmation.
@@ -361,6 +388,7 @@ impl<R: RngCore + CryptoRng> Disco<R> {
                 next_ping: now,
                 relay: None,
                 last_call: None,
+                active_until: None,
             });
             st.relay = p.relay;
             if st.node_key != p.node_key {
@@ -395,6 +423,7 @@ impl<R: RngCore + CryptoRng> Disco<R> {
         let Some((disco, st)) = self.peers.iter_mut().find(|(_, p)| p.node_key == *node_key) else {
             return;
         };
+        st.activate(now);
         if st.best.is_some()
             || st
                 .last_call
@@ -416,6 +445,14 @@ impl<R: RngCore + CryptoRng> Disco<R> {
             };
             self.stats.calls_sent += 1;
             self.send(relay, disco, &msg);
+        }
+    }
+
+    /// Traffic with the peer with this node key (over any path): disco
+    /// keeps its path checked while it lasts ([`ACTIVE_TIMEOUT`]).
+    pub fn note_active(&mut self, now: Instant, node_key: &NodePublic) {
+        if let Some(st) = self.peers.values_mut().find(|p| p.node_key == *node_key) {
+            st.activate(now);
         }
     }
 
@@ -487,6 +524,10 @@ impl<R: RngCore + CryptoRng> Disco<R> {
         };
         match msg {
             Message::Ping { tx_id, .. } => {
+                // The peer wants to talk: keep our side of the path checked too.
+                if let Some(st) = self.peers.get_mut(&from) {
+                    st.activate(now);
+                }
                 self.stats.pongs_sent += 1;
                 self.send(src, from, &Message::Pong { tx_id, src });
                 if relayed {
@@ -543,6 +584,7 @@ impl<R: RngCore + CryptoRng> Disco<R> {
             Message::CallMeMaybe { endpoints } => {
                 self.stats.calls_received += 1;
                 if let Some(st) = self.peers.get_mut(&from) {
+                    st.activate(now);
                     for e in endpoints {
                         if !st.candidates.contains(&e) {
                             st.candidates.push(e);
@@ -560,6 +602,11 @@ impl<R: RngCore + CryptoRng> Disco<R> {
         for (disco, st) in self.peers.iter_mut() {
             st.sent
                 .retain(|_, (_, at)| now.duration_since(*at) < PING_TIMEOUT);
+            if !st.is_active(now) {
+                // Idle: nothing due until traffic makes it active again.
+                st.next_ping = st.next_ping.max(now);
+                continue;
+            }
             if st.best.is_some()
                 && st
                     .last_pong
@@ -601,6 +648,10 @@ impl<R: RngCore + CryptoRng> Disco<R> {
                     _ => st.next_ping,
                 }
             })
+            .zip(self.peers.values().filter(|st| st.best.is_some() || !st.candidates.is_empty()))
+            // A peer idle by then wakes nothing; traffic makes it active.
+            .filter(|(due, st)| st.relay.is_none() || st.active_until.is_some_and(|t| t > *due))
+            .map(|(due, _)| due)
             .min()
     }
 
