@@ -48,8 +48,11 @@ pub const DEVICE_DIR: &str = "tailnet-devices";
 /// The box's last tailnet address, in [`DEVICE_DIR`].
 const BOX_FILE: &str = "box-address";
 
-/// How long a new device's first DISCOVER waits for its node.
-pub const HOLD_NEW: Duration = Duration::from_secs(8);
+/// How long a new device's first DISCOVER waits for its node (many
+/// devices at once register one after the other, [`STAGGER`] apart); after
+/// that it gets a pool address for a short while
+/// ([`meshbridge_dhcp::WAITING_LEASE_TIME`]).
+pub const HOLD_NEW: Duration = Duration::from_secs(30);
 
 /// Nodes start at least this far apart (many devices at once, or a restart
 /// with many kept nodes): the control server is not hit all at once.

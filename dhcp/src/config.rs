@@ -79,6 +79,10 @@ pub struct ServerConfig {
     pub hold_new: Option<Duration>,
 }
 
+/// The lease time of a pool address for a device whose node is not there
+/// yet (see [`ServerConfig::lease_time_for`]).
+pub const WAITING_LEASE_TIME: Duration = Duration::from_secs(120);
+
 /// A device's address from outside the bridge subnet (its tailnet node's).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeLease {
@@ -505,6 +509,18 @@ impl ServerConfig {
                     .find(|(_, a)| *a == ip)
                     .map(|(m, _)| *m)
             })
+    }
+
+    /// The lease time for `mac`: short ([`WAITING_LEASE_TIME`]) for a pool
+    /// address while devices become nodes ([`ServerConfig::hold_new`]) and
+    /// `mac` has no node lease yet, so that it moves to its node's address
+    /// soon; else `lease_time`.
+    pub fn lease_time_for(&self, mac: &Mac) -> Duration {
+        if self.hold_new.is_some() && self.node_lease_for(mac).is_none() {
+            self.lease_time.min(WAITING_LEASE_TIME)
+        } else {
+            self.lease_time
+        }
     }
 
     /// `mac`'s node lease, if it has one.

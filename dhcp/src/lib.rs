@@ -95,7 +95,7 @@ mod wire;
 use std::time::{Duration, SystemTime};
 
 pub use config::{
-    ConfigError, NodeLease, ServerConfig, MAX_DNS_SERVERS, MAX_DOMAIN_LEN, MAX_LEASE_TIME, MIN_LEASE_TIME,
+    ConfigError, NodeLease, ServerConfig, MAX_DNS_SERVERS, WAITING_LEASE_TIME, MAX_DOMAIN_LEN, MAX_LEASE_TIME, MIN_LEASE_TIME,
     MIN_MTU, MIN_PROBE_INTERVAL,
 };
 pub use guard::{

@@ -274,7 +274,7 @@ pub(crate) fn build_reply(
         return msg;
     }
     if kind != ReplyKind::InformAck {
-        let (lease, t1, t2) = lease_times(cfg.lease_time);
+        let (lease, t1, t2) = lease_times(cfg.lease_time_for(&chaddr));
         opts.insert(DhcpOption::AddressLeaseTime(lease));
         opts.insert(DhcpOption::Renewal(t1));
         opts.insert(DhcpOption::Rebinding(t2));

@@ -112,8 +112,24 @@ fn a_new_device_waits_for_its_node_then_the_pool_when_none_comes() {
     // A device whose node never comes gets a pool address after the hold.
     send(&mut s, now, &discover(mac(2))).unwrap();
     no_reply(&mut s);
-    let pool = dora(&mut s, mac(2), now + Duration::from_secs(11));
+    let later = now + Duration::from_secs(11);
+    let pool = dora(&mut s, mac(2), later);
     assert!(pool >= RANGE_START && pool <= RANGE_END);
+    // ...for a short while: it renews soon and then moves to its node's
+    // address once that is there.
+    let lease = s.leases().find(|l| l.mac == mac(2)).unwrap().expires;
+    assert_eq!(lease, later + meshbridge_dhcp::WAITING_LEASE_TIME);
+    let mut node2 = node_lease(mac(2));
+    node2.ip = Ipv4Addr::new(100, 64, 0, 8);
+    let mut cfg = s.config().clone();
+    cfg.node_leases = vec![node_lease(mac(1)), node2];
+    s.set_config(cfg).unwrap();
+    let renew = later + Duration::from_secs(60);
+    send(&mut s, renew, &request_renew(mac(2), pool)).unwrap();
+    assert_eq!(msg_type(&one_reply(&mut s).1), Some(MessageType::Nak));
+    assert_eq!(dora(&mut s, mac(2), renew), Ipv4Addr::new(100, 64, 0, 8));
+    let lease = s.leases().find(|l| l.mac == mac(2)).unwrap().expires;
+    assert_eq!(lease, renew + LEASE, "a node address gets the full lease time");
     assert_eq!(s.stats().held, 3, "two of mac 1, one of mac 2");
 }
 

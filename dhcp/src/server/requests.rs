@@ -229,7 +229,7 @@ impl Server {
         ip: Ipv4Addr,
     ) -> Result<(), InputError> {
         let hostname = msg.hostname.as_deref().and_then(sanitize_hostname);
-        let expires = after(now, self.config.lease_time);
+        let expires = after(now, self.config.lease_time_for(&chaddr));
         let lease = self.table.bind(chaddr, ip, hostname, expires);
         self.reply(msg, chaddr, src_ip, ReplyKind::Ack, ip)?;
         self.push_event(Event::Bound {
