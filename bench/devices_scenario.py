@@ -131,6 +131,13 @@ def run(tmp, binary, n, log):
         c0, a0, w0 = cpu_ticks(pid), cpu_ticks(ts_proc.pid), time.monotonic()
         time.sleep(30)
         c1, a1, w1 = cpu_ticks(pid), cpu_ticks(ts_proc.pid), time.monotonic()
+        if os.environ.get("MB_PERF"):
+            data = tmp / "perf.data"
+            sh(["perf", "record", "-F", "499", "-g", "-o", str(data), "-p", str(pid), "--", "sleep", "15"],
+               check=False, timeout=60)
+            rep = sh(["perf", "report", "-i", str(data), "--no-children", "--stdio", "--percent-limit", "2"],
+                     check=False, timeout=120)
+            log("perf (idle daemon):\n" + rep.stdout[:8000])
         idle = (c1 - c0) / TICK / (w1 - w0) * 100
         anchor_idle = (a1 - a0) / TICK / (w1 - w0) * 100
         return {
