@@ -25,7 +25,9 @@
 //! the status or the settings the API returns.
 
 use crate::config::{Config, Wifi as WifiConfig};
-use crate::wifi_conf::{hostapd_conf, openwrt_uci, parse_iw_info, parse_sta, Backoff, IwInfo};
+use crate::wifi_conf::{
+    ap_mac, hostapd_conf, openwrt_uci, parse_iw_info, parse_sta, Backoff, IwInfo,
+};
 use meshbridge_web::proto::{DeviceStatus, WifiClient, WifiStatus};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -205,10 +207,15 @@ async fn prepare(job: &Job) -> Result<Option<String>, String> {
             Ok(job.uplink.clone())
         }
         (Some(_), _) => Ok(None),
-        (None, Some(_)) => {
+        (None, Some(sta)) => {
             let uplink = job.uplink.as_deref().unwrap_or_default();
+            let mut args = vec!["dev", uplink, "interface", "add", &job.wifi.interface, "type", "__ap"];
+            let addr = sta.addr.map(|a| ap_mac(a).to_string());
+            if let Some(a) = &addr {
+                args.extend(["addr", a.as_str()]);
+            }
             let out = tokio::process::Command::new("iw")
-                .args(["dev", uplink, "interface", "add", &job.wifi.interface, "type", "__ap"])
+                .args(&args)
                 .output()
                 .await
                 .map_err(|e| format!("running iw: {e}"))?;

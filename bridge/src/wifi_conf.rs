@@ -61,6 +61,8 @@ pub struct IwInfo {
     pub wiphy: Option<u32>,
     /// The channel it is on (a station: only while associated).
     pub channel: Option<u16>,
+    /// Its MAC address.
+    pub addr: Option<meshbridge_types::Mac>,
 }
 
 /// Parse `iw dev <if> info`.
@@ -71,6 +73,7 @@ pub fn parse_iw_info(text: &str) -> IwInfo {
         match words.next() {
             Some("type") => info.iftype = words.collect::<Vec<_>>().join(" "),
             Some("wiphy") => info.wiphy = words.next().and_then(|w| w.parse().ok()),
+            Some("addr") => info.addr = words.next().and_then(|w| w.parse().ok()),
             Some("channel") => {
                 // "channel 6 (2437 MHz), width: 20 MHz, center1: 2437 MHz"
                 let mhz = line
@@ -186,6 +189,15 @@ pub fn openwrt_uci(w: &Wifi, bridge: &str) -> String {
     s
 }
 
+/// The MAC for an AP interface added to a station's radio: the station's
+/// with the locally administered bit set and the next bit flipped, so the
+/// two never share an address (hostapd refuses to start if they do).
+pub fn ap_mac(sta: meshbridge_types::Mac) -> meshbridge_types::Mac {
+    let mut m = sta.0;
+    m[0] = (m[0] | 0x02) ^ 0x04;
+    meshbridge_types::Mac(m)
+}
+
 /// Restart delays after hostapd stops: 1 s, doubling to a minute; a run
 /// that lasted a minute starts the count again.
 #[derive(Debug, Clone, Default)]
@@ -261,7 +273,8 @@ mod tests {
             IwInfo {
                 iftype: "managed".into(),
                 wiphy: Some(0),
-                channel: Some(11)
+                channel: Some(11),
+                addr: Some(meshbridge_types::Mac([2, 0, 0, 0, 0, 0])),
             }
         );
         let idle = "Interface wlan0\n\tifindex 5\n\ttype managed\n\twiphy 2\n";
@@ -336,6 +349,17 @@ uci commit wireless
             .output()
             .unwrap();
         assert_eq!(String::from_utf8(out.stdout).unwrap(), "Café 'mesh'");
+    }
+
+    #[test]
+    fn the_ap_beside_a_station_gets_its_own_local_mac() {
+        use meshbridge_types::Mac;
+        for sta in [[0xb8, 0x27, 0xeb, 1, 2, 3], [2, 0, 0, 0, 0, 0], [6, 0, 0, 0, 0, 0]] {
+            let ap = ap_mac(Mac(sta));
+            assert_ne!(ap.0, sta);
+            assert_eq!(ap.0[0] & 0x03, 0x02, "local, unicast");
+            assert_eq!(ap.0[1..], sta[1..]);
+        }
     }
 
     #[test]

@@ -30,10 +30,10 @@ GUEST = r"""
 ip() { /usr/sbin/ip "$@"; }
 pass() { echo "PASS $1"; }
 fail() { echo "FAIL $1: $2"; }
-# wait_until SECONDS COMMAND...: retry every half second
-wait_until() { t=$(( $1 * 2 )); shift; while [ $t -gt 0 ]; do "$@" >/dev/null 2>&1 && return 0; t=$((t-1)); sleep 0.5; done; return 1; }
+# wait_until SECONDS COMMAND...: retry until it succeeds, for at most SECONDS
+wait_until() { end=$(( $(date +%s) + $1 )); shift; while [ "$(date +%s)" -le $end ]; do "$@" >/dev/null 2>&1 && return 0; sleep 0.5; done; return 1; }
 B="/usr/sbin/ip netns exec box"; C="/usr/sbin/ip netns exec cli"; R="/usr/sbin/ip netns exec router"; P="/usr/sbin/ip netns exec peer"
-status() { $B meshbridge status --json --socket /run/mb/mb.sock 2>/dev/null; }
+status() { timeout 10 $B meshbridge status --json --socket /run/mb/mb.sock 2>/dev/null; }
 wifi_state_is() { status | grep -q "\"state\": \"$1\""; }
 wifi_channel_is() { status | grep -q "\"channel\": $1,"; }
 sta_done() { $C wpa_cli -p /run/wpa-cli -i wlan1 status | grep -q wpa_state=COMPLETED; }
