@@ -118,7 +118,11 @@ pub fn render(w: &WifiStatus) -> String {
             c.ip.as_deref().unwrap_or("-"),
             c.name.as_deref().unwrap_or("-"),
             c.signal_dbm.map_or("-".into(), |s| format!("{s} dBm")),
-            if c.authorized { "" } else { "  (not authorized)" }
+            if c.authorized {
+                ""
+            } else {
+                "  (not authorized)"
+            }
         );
     }
     out
@@ -209,7 +213,15 @@ async fn prepare(job: &Job) -> Result<Option<String>, String> {
         (Some(_), _) => Ok(None),
         (None, Some(sta)) => {
             let uplink = job.uplink.as_deref().unwrap_or_default();
-            let mut args = vec!["dev", uplink, "interface", "add", &job.wifi.interface, "type", "__ap"];
+            let mut args = vec![
+                "dev",
+                uplink,
+                "interface",
+                "add",
+                &job.wifi.interface,
+                "type",
+                "__ap",
+            ];
             let addr = sta.addr.map(|a| ap_mac(a).to_string());
             if let Some(a) = &addr {
                 args.extend(["addr", a.as_str()]);
@@ -400,12 +412,7 @@ async fn run_once(
     stop: &mut oneshot::Receiver<()>,
 ) -> Outcome {
     let ctrl = job.ctrl();
-    let text = hostapd_conf(
-        &job.wifi,
-        &job.bridge,
-        &ctrl.display().to_string(),
-        channel,
-    );
+    let text = hostapd_conf(&job.wifi, &job.bridge, &ctrl.display().to_string(), channel);
     if let Err(e) = crate::persist::write_private(&job.conf(), text.as_bytes()) {
         return Outcome::Died(format!("writing its config: {e:#}"));
     }
@@ -421,7 +428,8 @@ async fn run_once(
         Err(e) => return Outcome::Died(format!("cannot run hostapd (is it installed?): {e}")),
     };
     if let Some(pid) = child.id() {
-        let _ = crate::persist::write_atomic(&job.dir.join("hostapd.pid"), pid.to_string().as_bytes());
+        let _ =
+            crate::persist::write_atomic(&job.dir.join("hostapd.pid"), pid.to_string().as_bytes());
     }
     tracing::info!(
         "wifi: starting hostapd on {} (channel {channel}, in bridge {})",
@@ -433,10 +441,17 @@ async fn run_once(
         s.channel = channel;
         s.error = None;
     });
-    let mut out = child.stdout.take().map(|o| tokio::io::BufReader::new(o).lines());
-    let mut err = child.stderr.take().map(|o| tokio::io::BufReader::new(o).lines());
+    let mut out = child
+        .stdout
+        .take()
+        .map(|o| tokio::io::BufReader::new(o).lines());
+    let mut err = child
+        .stderr
+        .take()
+        .map(|o| tokio::io::BufReader::new(o).lines());
     let mut last_line = String::new();
-    let mut tick = tokio::time::interval(TICK);
+    // Every half second until hostapd is up, then every TICK.
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut was_up = false;
     let outcome = loop {
         tokio::select! {
@@ -470,6 +485,7 @@ async fn run_once(
                 if let Some((up, clients)) = polled {
                     if up && !was_up {
                         tracing::info!("wifi: access point {:?} up on {} channel {channel}", job.wifi.ssid, job.wifi.interface);
+                        tick = tokio::time::interval(TICK);
                     }
                     was_up = up;
                     set_status(|s| {
@@ -571,7 +587,9 @@ pub fn remove_leftovers(state_dir: &Path) {
         let ours = std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
             let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
             args.first().is_some_and(|a| a.ends_with(b"hostapd"))
-                && args.iter().any(|a| *a == conf.as_os_str().as_encoded_bytes())
+                && args
+                    .iter()
+                    .any(|a| *a == conf.as_os_str().as_encoded_bytes())
         });
         if ours {
             tracing::info!("wifi: stopping the hostapd a previous run left (pid {pid})");

@@ -15,7 +15,10 @@ pub fn hostapd_conf(w: &Wifi, bridge: &str, ctrl_dir: &str, channel: u16) -> Str
     let mut s = String::new();
     let hex: String = w.ssid.bytes().map(|b| format!("{b:02x}")).collect();
     let five = channel > 14;
-    let _ = writeln!(s, "# Written by meshbridge from its [wifi] settings; changes here are overwritten.");
+    let _ = writeln!(
+        s,
+        "# Written by meshbridge from its [wifi] settings; changes here are overwritten."
+    );
     let _ = writeln!(s, "interface={}", w.interface);
     let _ = writeln!(s, "bridge={bridge}");
     let _ = writeln!(s, "driver=nl80211");
@@ -113,7 +116,9 @@ pub fn parse_sta(text: &str) -> Option<WifiClient> {
         ..Default::default()
     };
     for l in lines {
-        let Some((k, v)) = l.split_once('=') else { continue };
+        let Some((k, v)) = l.split_once('=') else {
+            continue;
+        };
         match k {
             "flags" => c.authorized = v.contains("[AUTHORIZED]"),
             "signal" => c.signal_dbm = v.parse().ok(),
@@ -242,7 +247,7 @@ mod tests {
             "bridge=br-mesh",
             "driver=nl80211",
             "ctrl_interface=/var/lib/meshbridge/wifi/ctrl",
-            "ssid2=436166c3a92027206d6573682027",
+            "ssid2=436166c3a920276d65736827",
             "country_code=DE",
             "hw_mode=g",
             "channel=11",
@@ -354,7 +359,11 @@ uci commit wireless
     #[test]
     fn the_ap_beside_a_station_gets_its_own_local_mac() {
         use meshbridge_types::Mac;
-        for sta in [[0xb8, 0x27, 0xeb, 1, 2, 3], [2, 0, 0, 0, 0, 0], [6, 0, 0, 0, 0, 0]] {
+        for sta in [
+            [0xb8, 0x27, 0xeb, 1, 2, 3],
+            [2, 0, 0, 0, 0, 0],
+            [6, 0, 0, 0, 0, 0],
+        ] {
             let ap = ap_mac(Mac(sta));
             assert_ne!(ap.0, sta);
             assert_eq!(ap.0[0] & 0x03, 0x02, "local, unicast");

@@ -59,7 +59,7 @@ pub struct Wifi {
 /// minute before it sends beacons there).
 pub fn channel_ok(c: u16) -> bool {
     (1..=13).contains(&c)
-        || matches!(c, 36..=64 | 100..=144 if c % 4 == 0)
+        || matches!(c, 36..=64 | 100..=144 if c.is_multiple_of(4))
         || matches!(c, 149..=177 if c % 4 == 1)
 }
 
@@ -92,9 +92,12 @@ pub(super) fn validate_wifi(
     let Some(w) = w else { return Ok(None) };
     let interface = ifname(
         "wifi.interface",
-        w.interface
-            .as_deref()
-            .ok_or_else(|| bad("wifi.interface", "missing: name the Wi-Fi interface the access point runs on, like \"wlan0\""))?,
+        w.interface.as_deref().ok_or_else(|| {
+            bad(
+                "wifi.interface",
+                "missing: name the Wi-Fi interface the access point runs on, like \"wlan0\"",
+            )
+        })?,
     )?;
     if let Some((k, _)) = taken.iter().find(|(_, n)| *n == interface) {
         return Err(bad(
@@ -198,19 +201,38 @@ mod tests {
         assert_eq!(w.channel, 11);
         assert_eq!(w.security, WifiSecurity::Wpa2Wpa3);
         assert!(w.enabled);
-        assert!(!format!("{w:?}").contains("correct horse"), "Debug hides it");
+        assert!(
+            !format!("{w:?}").contains("correct horse"),
+            "Debug hides it"
+        );
         assert!(with("").unwrap().wifi.is_none());
         let default_channel = with(&WIFI.replace("channel = 11\n", "")).unwrap();
         assert_eq!(default_channel.wifi.unwrap().channel, 6);
 
         for (from, to, key) in [
             ("\"Home mesh\"", "\"\"", "wifi.ssid"),
-            ("\"Home mesh\"", "\"123456789012345678901234567890123\"", "wifi.ssid"),
+            (
+                "\"Home mesh\"",
+                "\"123456789012345678901234567890123\"",
+                "wifi.ssid",
+            ),
             ("\"Home mesh\"", "\"a\\nb\"", "wifi.ssid"),
             ("\"correct horse\"", "\"short\"", "wifi.passphrase"),
-            ("\"correct horse\"", &format!("{:?}", "x".repeat(64)), "wifi.passphrase"),
-            ("\"correct horse\"", "\"caf\u{e9} au lait\"", "wifi.passphrase"),
-            ("\"correct horse\"", "\"new\\nline pass\"", "wifi.passphrase"),
+            (
+                "\"correct horse\"",
+                &format!("{:?}", "x".repeat(64)),
+                "wifi.passphrase",
+            ),
+            (
+                "\"correct horse\"",
+                "\"caf\u{e9} au lait\"",
+                "wifi.passphrase",
+            ),
+            (
+                "\"correct horse\"",
+                "\"new\\nline pass\"",
+                "wifi.passphrase",
+            ),
             ("\"de\"", "\"DEU\"", "wifi.country"),
             ("\"de\"", "\"D1\"", "wifi.country"),
             ("channel = 11", "channel = 14", "wifi.channel"),
