@@ -271,6 +271,7 @@ def test_wifi_settings_from_the_api_are_checked_and_the_passphrase_is_write_only
 
     site.add_device("dev")
     site.start_box()
+    assert site.udhcpc("dev")[0].returncode == 0
     web = Http(site, dev_ns(site), WEB)
     assert web.setup(setup_code(site), PASSWORD)[0] == 200
     cfg = site.tmp / "box.toml"

@@ -88,6 +88,18 @@ def kernel_deb():
     return have[-1]
 
 
+def regdb_deb():
+    """wireless-regdb: the kernel loads regulatory.db when hostapd sets the
+    country; without it every hostapd start waits for a regulatory update
+    that never comes. Optional: None if it cannot be had."""
+    debs = CACHE / "debs"
+    have = sorted(debs.glob("wireless-regdb_*.deb"))
+    if not have:
+        subprocess.run(["apt-get", "download", "wireless-regdb"], cwd=debs, capture_output=True)
+        have = sorted(debs.glob("wireless-regdb_*.deb"))
+    return have[-1] if have else None
+
+
 class Cpio:
     """A newc cpio archive (what the kernel unpacks as initramfs)."""
 
@@ -180,8 +192,10 @@ def _module_deps(kdir, name, index, acc):
 def base(deb):
     """The cached kernel and base initramfs for this kernel and these packages."""
     src = Path(__file__).read_bytes()
+    regdb = regdb_deb()
     key = hashlib.sha256(
-        (deb.name + "|" + "|".join(f"{p}={_version(p)}" for p in PACKAGES)).encode() + src
+        (deb.name + "|" + (regdb.name if regdb else "-") + "|"
+         + "|".join(f"{p}={_version(p)}" for p in PACKAGES)).encode() + src
     ).hexdigest()[:16]
     d = CACHE / key
     if (d / "base.cpio").exists() and (d / "vmlinuz").exists():
@@ -212,6 +226,14 @@ def base(deb):
             add_program(c, path, f"usr/sbin/{name}", seen)
         for m in order:
             c.file(f"lib/modules/{m}.ko", index[m].read_bytes(), 0o644)
+        if regdb:
+            r = Path(t, "regdb")
+            _sh(["dpkg-deb", "-x", str(regdb), str(r)])
+            fw = r / "lib/firmware"
+            for src_name, name in [("regulatory.db-debian", "regulatory.db"),
+                                   ("regulatory.db.p7s-debian", "regulatory.db.p7s")]:
+                if (fw / src_name).exists():
+                    c.file(f"lib/firmware/{name}", (fw / src_name).read_bytes(), 0o644)
         # mac80211_hwsim is loaded by the test, with its radio count.
         c.file("modules.order", "\n".join(m for m in order if m != "mac80211_hwsim").encode() + b"\n", 0o644)
         tmp = d / "base.cpio.tmp"
