@@ -610,3 +610,62 @@ pub fn remove_leftovers(state_dir: &Path) {
     remove_files(&dir);
     remove_created_interface(&dir);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshbridge_types::Mac;
+
+    #[test]
+    fn status_joins_clients_with_their_leases_and_renders_them() {
+        *STATUS.lock().unwrap() = Some(WifiStatus {
+            state: "running".into(),
+            interface: "wlan0".into(),
+            ssid: "Home".into(),
+            channel: 6,
+            security: "wpa2-wpa3".into(),
+            clients: vec![
+                WifiClient {
+                    mac: "02:00:00:00:01:00".into(),
+                    signal_dbm: Some(-40),
+                    authorized: true,
+                    ..Default::default()
+                },
+                WifiClient {
+                    mac: "02:00:00:00:01:01".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        });
+        let devices = vec![DeviceStatus {
+            mac: Mac([2, 0, 0, 0, 1, 0]),
+            ip: "10.77.1.100".into(),
+            hostname: Some("chromecast".into()),
+            name: None,
+            pinned: false,
+            active: true,
+            expires_in_s: 100,
+            last_seen_s: None,
+        }];
+        let s = status(&devices).unwrap();
+        *STATUS.lock().unwrap() = None;
+        assert_eq!(s.clients[0].ip.as_deref(), Some("10.77.1.100"));
+        assert_eq!(s.clients[0].name.as_deref(), Some("chromecast"));
+        assert_eq!(s.clients[1].ip, None, "no lease yet");
+        let text = render(&s);
+        assert!(
+            text.contains("# Wi-Fi: running \"Home\" on wlan0, channel 6, wpa2-wpa3, 2 client(s)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("02:00:00:00:01:00  10.77.1.100  chromecast  -40 dBm\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("02:00:00:00:01:01  -  -  -  (not authorized)"),
+            "{text}"
+        );
+        assert!(status(&devices).is_none(), "no [wifi]: no section");
+    }
+}

@@ -1,4 +1,4 @@
-//! The pure half of the Wi-Fi access point ([`crate::wifi`]): the hostapd
+//! The pure half of the Wi-Fi access point (`wifi.rs`): the hostapd
 //! config meshbridge writes, what it reads back from `iw` and hostapd's
 //! control interface, the OpenWrt `uci` commands, the restart backoff. No
 //! I/O here, so all of it is unit tested.
