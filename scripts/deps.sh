@@ -4,7 +4,8 @@ set -euo pipefail
 
 MB_APT_PACKAGES=(wireguard-go wireguard-tools iperf3 dnsmasq-base isc-dhcp-client busybox udhcpc dhcpcd5
   tcpdump iproute2 nftables iputils-ping iputils-arping dnsutils avahi-daemon avahi-utils cups-ipp-utils dbus util-linux curl python3 ca-certificates build-essential pkg-config
-  chromium zbar-tools)
+  chromium zbar-tools
+  qemu-system-x86 hostapd wpasupplicant iw)
 
 mb_install_deps() {
   local missing=()

@@ -172,6 +172,7 @@ pub fn status(config: &Config, engine: &Engine, input: StatusInput<'_>) -> Statu
         devices,
         health,
         tailnet: None,
+        wifi: None,
     }
 }
 
@@ -340,6 +341,9 @@ pub fn render(s: &Status) -> String {
     }
     if let Some(t) = &s.tailnet {
         out += &render_tailnet(t);
+    }
+    if let Some(w) = &s.wifi {
+        out += &crate::wifi::render(w);
     }
     for h in s.health.iter().filter(|h| !h.ok) {
         out += &format!("\n# Health check {}: {}\n", h.check, h.message);

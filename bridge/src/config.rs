@@ -43,9 +43,11 @@ mod routing;
 mod services;
 mod tailnet;
 mod values;
+mod wifi;
 
 pub use mesh::{Files, Loaded};
 pub use tailnet::{AuthKey, DeviceMode, Tailnet, DEFAULT_CONTROL_URL};
+pub use wifi::{channel_mhz, mhz_channel, Passphrase, Wifi, WifiSecurity};
 
 /// A peer endpoint: an address, or a name the daemon resolves off its event
 /// loop and follows (`peers.rs`).
@@ -264,6 +266,8 @@ pub struct Config {
     pub source: Option<PathBuf>,
     /// `[tailnet]`: the box is a tailnet node (`None`: not).
     pub tailnet: Option<Tailnet>,
+    /// `[wifi]`: the box's access point (`None`: none).
+    pub wifi: Option<Wifi>,
 }
 
 impl Config {
@@ -344,7 +348,11 @@ impl Config {
         #[cfg(feature = "dns")]
         check_names(raw, &mesh.peers, &discovery.mdns_name)?;
         let tailnet = tailnet::validate_tailnet(raw.tailnet.as_ref(), base)?;
+        let mut taken = bridge.names.clone();
+        taken.extend(routing.uplink.iter().map(|u| ("routing.uplink", u.clone())));
+        let wifi = wifi::validate_wifi(raw.wifi.as_ref(), &taken)?;
         Ok(Config {
+            wifi,
             tailnet,
             source: None,
             board,

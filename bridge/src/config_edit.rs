@@ -31,6 +31,13 @@ pub const SETTINGS: &[(&str, Effect)] = &[
     ("discovery.opt_out", Effect::Live),
     ("routing.advertise_routes", Effect::Restart),
     ("routing.exit_node", Effect::Restart),
+    ("wifi.enabled", Effect::Live),
+    ("wifi.interface", Effect::Live),
+    ("wifi.ssid", Effect::Live),
+    ("wifi.passphrase", Effect::Live),
+    ("wifi.security", Effect::Live),
+    ("wifi.country", Effect::Live),
+    ("wifi.channel", Effect::Live),
 ];
 
 fn internal(e: impl std::fmt::Display) -> Failure {
@@ -123,7 +130,23 @@ impl Edit {
                         .ok_or_else(|| Failure::invalid(key, "a UDP port from 1 to 65535"))?;
                     Some((n as i64).into())
                 }
-                "routing.exit_node" => Some(
+                "wifi.interface" | "wifi.ssid" | "wifi.security" | "wifi.country" => {
+                    Some(string(key, value)?.trim().to_string().into())
+                }
+                // Write-only: an empty field keeps the one in the file.
+                "wifi.passphrase" => match string(key, value)? {
+                    p if p.is_empty() => continue,
+                    p => Some(p.into()),
+                },
+                "wifi.channel" => {
+                    let n = value
+                        .as_u64()
+                        .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()))
+                        .filter(|n| *n <= u64::from(u16::MAX))
+                        .ok_or_else(|| Failure::invalid(key, "a Wi-Fi channel number"))?;
+                    Some((n as i64).into())
+                }
+                "routing.exit_node" | "wifi.enabled" => Some(
                     value
                         .as_bool()
                         .ok_or_else(|| Failure::invalid(key, "true or false"))?

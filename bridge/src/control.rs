@@ -99,6 +99,7 @@ pub fn handle(request: Request, ctx: &mut Ctx<'_>) -> Reply {
                     mono: Instant::now(),
                 },
             );
+            s.wifi = crate::wifi::status(&s.devices);
             s.tailnet = ctx.tailnet.map(|t| {
                 let mut st = t.status();
                 st.filter_denied = ctx.engine.stats().tailnet_denied;
@@ -371,6 +372,15 @@ fn settings(c: &Config, host: &HostFacts) -> serde_json::Value {
         "routing.uplink": c.routing.uplink,
         "interfaces": interfaces,
         "endpoint_default": endpoint(c, host),
+        // The passphrase is write-only: only whether one is set.
+        "wifi.configured": c.wifi.is_some(),
+        "wifi.enabled": c.wifi.as_ref().is_some_and(|w| w.enabled),
+        "wifi.interface": c.wifi.as_ref().map(|w| w.interface.clone()).unwrap_or_default(),
+        "wifi.ssid": c.wifi.as_ref().map(|w| w.ssid.clone()).unwrap_or_default(),
+        "wifi.passphrase_set": c.wifi.is_some(),
+        "wifi.security": c.wifi.as_ref().map_or("wpa2-wpa3", |w| w.security.word()),
+        "wifi.country": c.wifi.as_ref().map(|w| w.country.clone()).unwrap_or_default(),
+        "wifi.channel": c.wifi.as_ref().map_or(6, |w| w.channel),
     })
 }
 
@@ -415,6 +425,7 @@ fn apply_live(ctx: &mut Ctx<'_>, new: &Config) {
         }
     }
     ctx.engine.set_snat_from_mesh(new.snat_from_mesh);
+    crate::wifi::reconfigure(new);
     let mut applied = new.clone();
     if *ctx.restart_pending {
         // Keep showing what runs for the settings that wait for a restart.

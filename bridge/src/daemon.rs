@@ -474,6 +474,8 @@ async fn run_inner(mut config: Config, up: &mut bool) -> Result<bool> {
     }
 
     let mut hardware = crate::hw::Hardware::start(&config);
+    // `[wifi]`: hostapd adds the AP's interface to the bridge, so after it exists.
+    let wifi = crate::wifi::Wifi::start(&config, &hardware.board_name);
     let mut discovery = crate::discovery::Discovery::start(&config, &engine, &handle).await;
     engine.start(read_now());
     let (requests_tx, requests) = tokio::sync::mpsc::channel(16);
@@ -509,6 +511,7 @@ async fn run_inner(mut config: Config, up: &mut bool) -> Result<bool> {
     let _ = std::fs::remove_file(&config.api_socket);
     lease_store.close(engine.dhcp().snapshot());
 
+    wifi.stop().await;
     drop(devices);
     let cleaned = netlink::cleanup(&handle, &rec).await;
     match &cleaned {
@@ -1175,6 +1178,7 @@ async fn event_loop(
 /// `meshbridge --cleanup`: remove everything a previous run installed.
 /// `routing` says the config may have installed our nftables table.
 pub async fn cleanup(state_dir: &Path, extra_links: &[String], routing: bool) -> Result<()> {
+    crate::wifi::remove_leftovers(state_dir);
     let handle = netlink::connect().await?;
     let mut rec = netlink::read_record(state_dir)?.unwrap_or_default();
     rec.nft_table |= routing;

@@ -52,3 +52,5 @@ pub mod tailnet_derp;
 #[cfg(feature = "dns")]
 pub mod tailnet_dns;
 pub mod tailnet_rules;
+pub mod wifi;
+pub mod wifi_conf;

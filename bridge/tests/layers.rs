@@ -24,6 +24,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("peers", 2),
     ("faults", 2),
     ("tailnet", 2),
+    ("wifi_conf", 2),
+    ("wifi", 3),
     ("health", 3),
     ("api", 4),
     ("discovery_remote", 4),

@@ -543,6 +543,23 @@ function devicesCard(devices) {
       'No devices yet. Plug a printer or TV into the box\'s bridge port; it appears here when it asks for an address.'));
 }
 
+const WIFI_STATES = { starting: 'starting', running: 'on', restarting: 'restarting', 'waiting-for-uplink': 'waiting for the uplink', off: 'off', openwrt: 'OpenWrt wireless', failed: 'failed' };
+
+function wifiCard(w) {
+  const rows = (w.clients || []).map((c) => h('tr', { dataset: { wifiClient: c.mac } },
+    td('Device', dot(!!c.authorized, ''), h('strong', {}, c.name || c.ip || c.mac)),
+    td('MAC', h('code', {}, c.mac)),
+    td('Mesh address', c.ip || '–'),
+    td('Signal', c.signal_dbm === undefined || c.signal_dbm === null ? '–' : `${c.signal_dbm} dBm`),
+    td('Connected', c.connected_s === undefined || c.connected_s === null ? '–' : fmtSpan(c.connected_s))));
+  return h('section', { class: 'card', id: 'status-wifi' },
+    h('div', { class: 'card-head' }, h('h2', {}, 'Wi-Fi ', h('span', { class: 'tag ' + (w.state === 'running' ? 'ok' : 'bad'), id: 'wifi-state' }, WIFI_STATES[w.state] || w.state)),
+      h('a', { href: '/settings', 'data-link': true, class: 'btn small' }, 'Settings')),
+    h('p', { class: 'muted' }, `“${w.ssid}” on ${w.interface}, channel ${w.channel}` + (w.follows ? ` (the uplink ${w.follows}'s)` : '') + `, ${w.security}.`),
+    w.error ? h('p', { class: 'muted', id: 'wifi-error' }, w.error) : null,
+    table('wifi-clients', ['Device', 'MAC', 'Mesh address', 'Signal', 'Connected'], rows, 'No Wi-Fi clients.'));
+}
+
 const TAILNET_STATES = { starting: 'connecting', 'needs-login': 'needs login', 'logged-in': 'logged in', 'logged-out': 'logged out', error: 'error' };
 
 // The join form (paste an auth key) is made once and kept across the status
@@ -626,7 +643,8 @@ async function viewStatus(m, current) {
     const keep = window.scrollY;
     fill(m, pageHead('Status', h('span', { class: 'muted small live' }, 'live · every 3 s')),
       healthCard((s.health || []).slice().sort((a, c) => a.ok - c.ok)),
-      peersCard(s.peers || []), s.tailnet ? tailnetCard(s.tailnet) : null, devicesCard(s.devices || []), boxCard(b));
+      peersCard(s.peers || []), s.tailnet ? tailnetCard(s.tailnet) : null, devicesCard(s.devices || []),
+      s.wifi ? wifiCard(s.wifi) : null, boxCard(b));
     window.scrollTo(0, keep);
   };
   const poll = async () => {
@@ -838,6 +856,14 @@ const SETTINGS = [
   { group: 'Routing' },
   { key: 'routing.advertise_routes', label: 'Home networks shared with the mesh', kind: 'list', id: 'routing-advertise-routes', hint: 'One prefix per line, e.g. 192.168.1.0/24.' },
   { key: 'routing.exit_node', label: 'Exit node: peers may send their internet traffic through this box', kind: 'bool', id: 'routing-exit-node' },
+  { group: 'Wi-Fi access point' },
+  { key: 'wifi.enabled', label: 'Run a Wi-Fi access point in the bridge', kind: 'bool', id: 'wifi-enabled', hint: 'Wi-Fi devices (a Chromecast) join the bridge and get their address from this box.' },
+  { key: 'wifi.interface', label: 'Wi-Fi interface', kind: 'text', id: 'wifi-interface', hint: 'e.g. wlan0. On a Pi whose Wi-Fi is the uplink, a new name such as uap0 (created on the same radio). On OpenWrt, the radio (radio0).' },
+  { key: 'wifi.ssid', label: 'Network name (SSID)', kind: 'text', id: 'wifi-ssid', hint: '1 to 32 bytes.' },
+  { key: 'wifi.passphrase', label: 'Passphrase', kind: 'secret', id: 'wifi-passphrase', hint: '8 to 63 characters. Never shown; leave empty to keep the current one.' },
+  { key: 'wifi.security', label: 'Security', kind: 'choice', id: 'wifi-security', options: [['wpa2-wpa3', 'WPA2 and WPA3'], ['wpa2', 'WPA2 only'], ['wpa3', 'WPA3 only']] },
+  { key: 'wifi.country', label: 'Country', kind: 'text', id: 'wifi-country', hint: 'Two letters, e.g. DE or US: the channels and power allowed where the box is.' },
+  { key: 'wifi.channel', label: 'Channel', kind: 'channel', id: 'wifi-channel', hint: '1 to 13 (2.4 GHz) or 36 to 177 (5 GHz). When the Wi-Fi is also the uplink, the uplink\'s channel is used.' },
 ];
 
 async function viewSettings(m, current) {
@@ -853,10 +879,28 @@ async function viewSettings(m, current) {
       form.append(fieldset);
       continue;
     }
-    if (!(s.key in cfg)) continue; // this firmware build has no such setting
+    if (!(s.key in cfg) && !(s.kind === 'secret' && `${s.key}_set` in cfg)) continue; // this firmware build has no such setting
     const v = cfg[s.key];
     let el;
-    if (s.kind === 'ports') {
+    if (s.kind === 'secret') {
+      // Write-only: never filled in; empty keeps the one saved.
+      const i = h('input', { id: s.id, name: s.key, type: 'password', autocomplete: 'new-password', value: '',
+        placeholder: cfg[`${s.key}_set`] ? '(unchanged)' : '' });
+      el = field(s.key, s.label, i, s.hint);
+      getters[s.key] = () => i.value || undefined;
+    } else if (s.kind === 'choice') {
+      const sel = h('select', { id: s.id, name: s.key }, ...s.options.map(([val, text]) => h('option', { value: val, selected: val === v }, text)));
+      el = field(s.key, s.label, sel, s.hint);
+      getters[s.key] = () => sel.value;
+    } else if (s.kind === 'channel') {
+      const i = h('input', { id: s.id, name: s.key, type: 'number', min: '1', max: '177', inputmode: 'numeric', value: v === null || v === undefined ? '' : String(v) });
+      el = field(s.key, s.label, i, s.hint);
+      getters[s.key] = () => {
+        const n = Number(i.value);
+        if (!Number.isInteger(n) || n < 1) throw localError('A channel is a whole number, e.g. 6 or 36.', s.key);
+        return n;
+      };
+    } else if (s.kind === 'ports') {
       const ifaces = Array.from(new Set([...(cfg.interfaces || []), ...(v || [])]));
       const boxes = ifaces.map((i) => h('label', { class: 'checkline' },
         h('input', { type: 'checkbox', id: `port-${i}`, name: 'bridge.ports', value: i, checked: (v || []).includes(i) }), h('span', {}, i)));
@@ -899,11 +943,12 @@ async function viewSettings(m, current) {
       const changed = {};
       for (const [k, get] of Object.entries(getters)) {
         const v = get();
-        if (!sameJson(v, base[k])) changed[k] = v;
+        if (v !== undefined && !sameJson(v, base[k])) changed[k] = v;
       }
       if (!Object.keys(changed).length) { $('.form-ok', form).textContent = 'Nothing changed.'; return; }
       const r = await api('PUT', '/api/settings', changed);
       base = { ...base, ...changed };
+      for (const i of $$('input[type="password"]', form)) { i.value = ''; i.placeholder = '(unchanged)'; }
       $('.form-ok', form).textContent = r.message || 'Saved.';
       if (r.applied === 'restart') status.replaceChildren(restartBox('The change is saved and takes effect after a restart of the meshbridge service.'));
     });

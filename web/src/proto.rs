@@ -307,6 +307,60 @@ pub struct Status {
     /// The tailnet (`[tailnet]` set), else absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tailnet: Option<TailnetStatus>,
+    /// The Wi-Fi access point (`[wifi]` set), else absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wifi: Option<WifiStatus>,
+}
+
+/// The box's Wi-Fi access point. The passphrase is never part of it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct WifiStatus {
+    /// What the access point is doing: `starting`, `running`, `restarting`,
+    /// `waiting-for-uplink`, `off`, `openwrt` (the router's own wireless
+    /// config serves it), `failed`.
+    pub state: String,
+    /// The interface hostapd runs on.
+    pub interface: String,
+    /// The network name.
+    pub ssid: String,
+    /// The channel in use (or to be used).
+    pub channel: u16,
+    /// `wpa2`, `wpa2-wpa3` or `wpa3`.
+    pub security: String,
+    /// The uplink station whose channel the AP follows (one radio), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follows: Option<String>,
+    /// What went wrong last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// How often hostapd was started again after it stopped.
+    #[serde(default)]
+    pub restarts: u32,
+    /// Associated clients.
+    #[serde(default)]
+    pub clients: Vec<WifiClient>,
+}
+
+/// A client associated with the access point.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct WifiClient {
+    /// Its MAC address.
+    pub mac: String,
+    /// Its address from the box's DHCP, once leased.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// Its name (the page's, else its DHCP host name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Signal in dBm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal_dbm: Option<i32>,
+    /// Seconds since it associated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected_s: Option<u64>,
+    /// Completed the WPA handshake.
+    #[serde(default)]
+    pub authorized: bool,
 }
 
 /// Where the box's tailnet login stands.

@@ -37,6 +37,28 @@ pub struct File {
     pub web: Web,
     /// `[tailnet]` (absent: the box is no tailnet node).
     pub tailnet: Option<Tailnet>,
+    /// `[wifi]` (absent: no access point).
+    pub wifi: Option<Wifi>,
+}
+
+/// `[wifi]`: the box's Wi-Fi access point, bridged with the wired port(s).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Wifi {
+    /// Run the access point (default true).
+    pub enabled: Option<bool>,
+    /// The interface hostapd runs on ("wlan0"; on OpenWrt the radio, "radio0").
+    pub interface: Option<String>,
+    /// The network name.
+    pub ssid: Option<String>,
+    /// WPA2/WPA3 passphrase, 8 to 63 characters.
+    pub passphrase: Option<String>,
+    /// "wpa2", "wpa2-wpa3" (default) or "wpa3".
+    pub security: Option<String>,
+    /// Two-letter country code.
+    pub country: Option<String>,
+    /// Channel (default 6).
+    pub channel: Option<u16>,
 }
 
 /// `[web]`: the config page.
