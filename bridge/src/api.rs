@@ -428,7 +428,10 @@ pub fn render_tailnet(t: &TailnetStatus) -> String {
                 d.state.words(),
                 d.peers,
                 d.online,
-                d.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+                d.error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
             );
         }
     }

@@ -801,7 +801,7 @@ fn handle_events(
             Event::Dhcp(dhcp::Event::Bound { mac, ip, hostname, .. }) => {
                 // A device from before nodes were on gets one too (and moves
                 // to its address when it renews).
-                if !engine.dhcp().config().node_lease_for(&mac).is_some_and(|n| n.ip == ip) {
+                if engine.dhcp().config().node_lease_for(&mac).is_none_or(|n| n.ip != ip) {
                     nodes.ensure(mac, device_name(config, &mac).or(hostname.as_deref()));
                 }
                 tracing::info!("DHCP: {ip} leased");

@@ -90,7 +90,6 @@ pub struct NodeState {
     pub error: Option<String>,
 }
 
-
 /// One device's file in [`DEVICE_DIR`].
 #[derive(Serialize, Deserialize)]
 struct DeviceFile {
@@ -158,7 +157,13 @@ fn default_hostname(mac: &Mac) -> String {
 fn clean_hostname(h: &str) -> Option<String> {
     let h: String = h
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .take(63)
         .collect();
     let h = h.trim_matches('-').to_string();
@@ -298,7 +303,9 @@ impl DeviceNodes {
     }
 
     fn spawn(&mut self, mac: Mac, hostname: String, keys: NodeKeys) {
-        let Some(base) = self.base.clone() else { return };
+        let Some(base) = self.base.clone() else {
+            return;
+        };
         let now = Instant::now();
         let delay = self.next_start.saturating_duration_since(now);
         self.next_start = now.max(self.next_start) + STAGGER;
@@ -420,7 +427,10 @@ impl DeviceNodes {
             self.dir.join(format!("{}.keys", file_name(mac))),
         ];
         tokio::spawn(async move {
-            if tokio::time::timeout(Duration::from_secs(15), task).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(15), task)
+                .await
+                .is_err()
+            {
                 tracing::warn!("tailnet: a forgotten device's node did not log out in time");
             }
             for p in files {
@@ -446,16 +456,18 @@ impl DeviceNodes {
     pub fn status(&self) -> Vec<meshbridge_web::proto::TailnetDeviceStatus> {
         self.states()
             .into_iter()
-            .map(|(mac, hostname, s)| meshbridge_web::proto::TailnetDeviceStatus {
-                mac: mac.to_string(),
-                hostname,
-                state: s.state,
-                name: s.name.map(|n| n.trim_end_matches('.').to_string()),
-                address: s.address.map(|a| a.to_string()),
-                peers: s.peers,
-                online: s.online,
-                error: s.error,
-            })
+            .map(
+                |(mac, hostname, s)| meshbridge_web::proto::TailnetDeviceStatus {
+                    mac: mac.to_string(),
+                    hostname,
+                    state: s.state,
+                    name: s.name.map(|n| n.trim_end_matches('.').to_string()),
+                    address: s.address.map(|a| a.to_string()),
+                    peers: s.peers,
+                    online: s.online,
+                    error: s.error,
+                },
+            )
             .collect()
     }
 
@@ -477,7 +489,8 @@ fn mac_of_stem(stem: &str) -> Option<Mac> {
 }
 
 fn read_file(path: &FsPath) -> Result<(NodeKeys, DeviceFile)> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let f: DeviceFile = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a device node file", path.display()))?;
     // The control task keeps the node's keys up to date in `<file>.keys`.
@@ -486,7 +499,8 @@ fn read_file(path: &FsPath) -> Result<(NodeKeys, DeviceFile)> {
         Ok(t) => t,
         Err(_) => f.keys.clone(),
     };
-    let keys = NodeKeys::from_file(&text).with_context(|| format!("the keys of {}", path.display()))?;
+    let keys =
+        NodeKeys::from_file(&text).with_context(|| format!("the keys of {}", path.display()))?;
     Ok((keys, f))
 }
 

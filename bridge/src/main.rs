@@ -325,10 +325,18 @@ fn real_main(cli: Cli) -> Result<()> {
             return Ok(());
         }
         Some(Command::Device {
-            action: DeviceAction::Forget { mac, config, socket },
+            action:
+                DeviceAction::Forget {
+                    mac,
+                    config,
+                    socket,
+                },
         }) => {
             let path = socket_path(socket, config.or(cli.config.clone()))?;
-            ask(&path, meshbridge::api::Request::DeviceForget { mac: mac.clone() })?;
+            ask(
+                &path,
+                meshbridge::api::Request::DeviceForget { mac: mac.clone() },
+            )?;
             println!("device {mac} forgotten");
             return Ok(());
         }

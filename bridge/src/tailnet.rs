@@ -678,7 +678,11 @@ impl Tailnet {
         let mut seen = HashMap::with_capacity(self.mesh_bytes.len());
         for p in mesh.peer_status() {
             let bytes = (p.tx_bytes, p.rx_bytes);
-            if self.mesh_bytes.get(&p.public_key).is_some_and(|b| *b != bytes) {
+            if self
+                .mesh_bytes
+                .get(&p.public_key)
+                .is_some_and(|b| *b != bytes)
+            {
                 self.disco
                     .note_active(now, &NodePublic::from_bytes(p.public_key.0));
             }

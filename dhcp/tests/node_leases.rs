@@ -129,7 +129,11 @@ fn a_new_device_waits_for_its_node_then_the_pool_when_none_comes() {
     assert_eq!(msg_type(&one_reply(&mut s).1), Some(MessageType::Nak));
     assert_eq!(dora(&mut s, mac(2), renew), Ipv4Addr::new(100, 64, 0, 8));
     let lease = s.leases().find(|l| l.mac == mac(2)).unwrap().expires;
-    assert_eq!(lease, renew + LEASE, "a node address gets the full lease time");
+    assert_eq!(
+        lease,
+        renew + LEASE,
+        "a node address gets the full lease time"
+    );
     assert_eq!(s.stats().held, 3, "two of mac 1, one of mac 2");
 }
 

@@ -433,7 +433,10 @@ impl Engine {
     }
 
     /// New DHCP settings (range, lease time, reservations) while running.
-    pub fn set_dhcp_config(&mut self, mut config: dhcp::ServerConfig) -> Result<(), dhcp::ConfigError> {
+    pub fn set_dhcp_config(
+        &mut self,
+        mut config: dhcp::ServerConfig,
+    ) -> Result<(), dhcp::ConfigError> {
         config.node_leases = self.config.dhcp.node_leases.clone();
         config.hold_new = self.config.dhcp.hold_new;
         self.dhcp.set_config(config.clone())?;

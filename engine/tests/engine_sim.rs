@@ -811,7 +811,10 @@ fn a_device_node_gets_its_address_and_its_traffic_goes_through_its_node() {
     for (target, answered) in [(box_ip, true), (laptop, true), (node_ip, false)] {
         sim.tap.clear();
         sim.device_sends(&arp(target));
-        let replied = sim.tap.iter().any(|f| f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[28..32] == target.octets());
+        let replied = sim
+            .tap
+            .iter()
+            .any(|f| f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[28..32] == target.octets());
         assert_eq!(replied, answered, "ARP for {target}");
     }
     // To a tailnet peer: to the device's node, not to the box's peers.
@@ -829,12 +832,17 @@ fn a_device_node_gets_its_address_and_its_traffic_goes_through_its_node() {
     // The node's packet for the device reaches it; one for another address does not.
     let back = icmp_echo(laptop, node_ip, true, 1, b"pong");
     sim.tap.clear();
-    sim.engine.handle_node_packet(sim.now, meshbridge_types::Mac(DEV_MAC), &back);
+    sim.engine
+        .handle_node_packet(sim.now, meshbridge_types::Mac(DEV_MAC), &back);
     sim.settle();
-    assert!(sim.tap.iter().any(|f| echo_reply_seq(f) == Some(1)), "the node's packet reaches the device");
+    assert!(
+        sim.tap.iter().any(|f| echo_reply_seq(f) == Some(1)),
+        "the node's packet reaches the device"
+    );
     let stray = icmp_echo(laptop, Ipv4Addr::new(100, 64, 0, 8), true, 2, b"pong");
     sim.tap.clear();
-    sim.engine.handle_node_packet(sim.now, meshbridge_types::Mac(DEV_MAC), &stray);
+    sim.engine
+        .handle_node_packet(sim.now, meshbridge_types::Mac(DEV_MAC), &stray);
     sim.settle();
     assert!(sim.tap.is_empty());
     assert_eq!(sim.engine.stats().node_misrouted, 1);

@@ -648,7 +648,11 @@ impl<R: RngCore + CryptoRng> Disco<R> {
                     _ => st.next_ping,
                 }
             })
-            .zip(self.peers.values().filter(|st| st.best.is_some() || !st.candidates.is_empty()))
+            .zip(
+                self.peers
+                    .values()
+                    .filter(|st| st.best.is_some() || !st.candidates.is_empty()),
+            )
             // A peer idle by then wakes nothing; traffic makes it active.
             .filter(|(due, st)| st.relay.is_none() || st.active_until.is_some_and(|t| t > *due))
             .map(|(due, _)| due)

@@ -227,7 +227,10 @@ mod tests {
             .unwrap();
         assert_eq!(t.devices, DeviceMode::Routes);
         assert_eq!(t.device_tags, vec!["tag:printer", "tag:lan-2"]);
-        assert_eq!(with("devices = \"all\"").unwrap_err().key, "tailnet.devices");
+        assert_eq!(
+            with("devices = \"all\"").unwrap_err().key,
+            "tailnet.devices"
+        );
         for bad in ["printer", "tag:", "tag:a b", "tag:x/y"] {
             let e = with(&format!("device_tags = [{bad:?}]")).unwrap_err();
             assert_eq!(e.key, "tailnet.device_tags", "{bad}");
