@@ -330,7 +330,7 @@ impl Tailnet {
     }
 
     /// Start a node's control task with these settings: the box's, or a
-    /// bridged device's ([`crate::device_nodes`]).
+    /// bridged device's (the device nodes module).
     pub(crate) fn spawn(
         settings: Settings,
         keys: NodeKeys,

@@ -26,6 +26,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("tailnet", 2),
     ("wifi_conf", 2),
     ("wifi", 3),
+    ("device_nodes", 3),
     ("health", 3),
     ("api", 4),
     ("discovery_remote", 4),
