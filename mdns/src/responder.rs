@@ -5,7 +5,7 @@
 //! its own name, never on behalf of other devices. Sans-IO: packets and
 //! time in, packets out.
 
-use crate::probing::{next_announcement, ANNOUNCE_INTERVAL, PROBES, PROBE_INTERVAL};
+use crate::probing::{next_announcement, PROBES, PROBE_INTERVAL};
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::{A, PTR, SRV, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
