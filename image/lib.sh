@@ -7,10 +7,18 @@ set -euo pipefail
 IMG_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 MB_SELF="$IMG_DIR/$(basename "$0")"   # the running script, by absolute path
 REPO="$(cd "$IMG_DIR/.." && pwd)"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target/cross}"
-# zig's cache (musl crt/libc objects per target) also lives under target/.
+# MB_CROSS_TARGET_DIR: cargo's target dir for the cross builds only, e.g. one kept outside the
+# checkout (tests/run: ~/.cache/meshbridge/cargo-cross) so the dependencies are compiled once for
+# every clone; the binaries still land in target/cross/out.
+if [ -n "${MB_CROSS_TARGET_DIR:-}" ]; then
+  export CARGO_TARGET_DIR="$MB_CROSS_TARGET_DIR"
+  OUT_DIR="$REPO/target/cross/out"
+else
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target/cross}"
+  OUT_DIR="$CARGO_TARGET_DIR/out"        # <triple>/meshbridge, <triple>/build.log, <triple>/FAILED
+fi
+# zig's cache (musl crt/libc objects per target) lives beside cargo's.
 export ZIG_GLOBAL_CACHE_DIR="${ZIG_GLOBAL_CACHE_DIR:-$CARGO_TARGET_DIR/zig-cache}"
-OUT_DIR="$CARGO_TARGET_DIR/out"          # <triple>/meshbridge, <triple>/build.log, <triple>/FAILED
 PKG_DIR="${MB_PKG_DIR:-$REPO/target/pkg}"
 VENV="${MB_ZIG_VENV:-$REPO/target/zig-venv}"
 # Pinned so a fresh machine gets the toolchain measured in BENCHMARKS.md (override to try others).

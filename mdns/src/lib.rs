@@ -28,6 +28,7 @@
 
 pub mod cache;
 pub mod names;
+mod probing;
 pub mod proxy;
 pub mod reannounce;
 pub mod remote;

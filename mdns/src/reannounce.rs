@@ -20,6 +20,7 @@
 //! [`Reannouncer::handle_timeout`]; send what [`Reannouncer::poll_transmit`]
 //! returns to the group.
 
+use crate::probing::{next_announcement, ANNOUNCE_INTERVAL, PROBES, PROBE_INTERVAL};
 use crate::remote::RemoteService;
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::{A, PTR, SRV, TXT};
@@ -28,10 +29,6 @@ use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-const PROBE_INTERVAL: Duration = Duration::from_millis(250);
-const PROBES: u8 = 3;
-const ANNOUNCEMENTS: u8 = 2;
-const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(1);
 /// Answers per packet (keeps a packet well under the bridge MTU with
 /// [`crate::remote::MAX_TXT`]-sized TXT records).
 const ANSWERS_PER_PACKET: usize = 6;
@@ -506,13 +503,9 @@ impl Reannouncer {
                     }
                 }
                 State::Announcing { sent, next } if next <= now => {
-                    c.state = if sent + 1 >= ANNOUNCEMENTS {
-                        State::Ready
-                    } else {
-                        State::Announcing {
-                            sent: sent + 1,
-                            next: now + ANNOUNCE_INTERVAL,
-                        }
+                    c.state = match next_announcement(sent, now) {
+                        Some((sent, next)) => State::Announcing { sent, next },
+                        None => State::Ready,
                     };
                     true
                 }

@@ -5,6 +5,7 @@
 //! its own name, never on behalf of other devices. Sans-IO: packets and
 //! time in, packets out.
 
+use crate::probing::{next_announcement, PROBES, PROBE_INTERVAL};
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::{A, PTR, SRV, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
@@ -16,10 +17,6 @@ use std::time::{Duration, Instant};
 pub const HOST_TTL: u32 = 120;
 /// TTL of the web page's PTR and TXT records (RFC 6762 §10: 75 minutes).
 pub const SERVICE_TTL: u32 = 4500;
-const PROBE_INTERVAL: Duration = Duration::from_millis(250);
-const PROBES: u8 = 3;
-const ANNOUNCEMENTS: u8 = 2;
-const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(1);
 /// After this many conflicts in a row, slow down (RFC 6762 §8.1: 15 conflicts in 10 s → wait 5 s).
 const MAX_FAST_CONFLICTS: u32 = 15;
 
@@ -287,13 +284,9 @@ impl Responder {
             }
             State::Announcing { sent, next } if now >= next => {
                 self.out.push_back(self.announcement());
-                self.state = if sent + 1 >= ANNOUNCEMENTS {
-                    State::Ready
-                } else {
-                    State::Announcing {
-                        sent: sent + 1,
-                        next: now + ANNOUNCE_INTERVAL,
-                    }
+                self.state = match next_announcement(sent, now) {
+                    Some((sent, next)) => State::Announcing { sent, next },
+                    None => State::Ready,
                 };
             }
             _ => {}

@@ -788,6 +788,16 @@ mod tests {
         }
     }
 
+    /// `n` as a peer: its keys, these endpoints and this DERP relay.
+    fn peer_of(n: &Node, endpoints: Vec<SocketAddr>, relay: Option<SocketAddr>) -> DiscoPeer {
+        DiscoPeer {
+            node_key: n.node_key,
+            disco_key: n.disco.public(),
+            endpoints,
+            relay,
+        }
+    }
+
     /// Deliver everything `from` wants to send to `to` (if addressed to it).
     fn deliver(now: Instant, from: &mut Node, to: &mut Node) -> usize {
         let mut n = 0;
@@ -809,15 +819,7 @@ mod tests {
         let mut a = node(1, "192.0.2.1:41641");
         let b = node(2, "192.0.2.2:41641");
         let via: SocketAddr = "[100::1]:900".parse().unwrap();
-        a.disco.set_peers(
-            t0,
-            &[DiscoPeer {
-                node_key: b.node_key,
-                disco_key: b.disco.public(),
-                endpoints: vec![],
-                relay: None,
-            }],
-        );
+        a.disco.set_peers(t0, &[peer_of(&b, vec![], None)]);
         let bk = key(2);
         let ping = seal(
             &bk,
@@ -863,22 +865,13 @@ mod tests {
         // a knows b's endpoints (one dead); b knows none of a's.
         a.disco.set_peers(
             t0,
-            &[DiscoPeer {
-                node_key: b.node_key,
-                disco_key: b.disco.public(),
-                endpoints: vec!["198.51.100.9:1".parse().unwrap(), b.addr],
-                relay: None,
-            }],
+            &[peer_of(
+                &b,
+                vec!["198.51.100.9:1".parse().unwrap(), b.addr],
+                None,
+            )],
         );
-        b.disco.set_peers(
-            t0,
-            &[DiscoPeer {
-                node_key: a.node_key,
-                disco_key: a.disco.public(),
-                endpoints: vec![],
-                relay: None,
-            }],
-        );
+        b.disco.set_peers(t0, &[peer_of(&a, vec![], None)]);
         assert_eq!(a.disco.poll_timeout(), Some(t0));
         assert_eq!(b.disco.poll_timeout(), None, "nothing to ping yet");
         a.disco.handle_timeout(t0);
@@ -980,24 +973,10 @@ mod tests {
             let mut b = node(2, "198.51.100.2:41641");
             a.disco.set_own_endpoints(vec![a.addr]);
             b.disco.set_own_endpoints(vec![b.addr]);
-            a.disco.set_peers(
-                t0,
-                &[DiscoPeer {
-                    node_key: b.node_key,
-                    disco_key: b.disco.public(),
-                    endpoints: vec![b.addr],
-                    relay: Some(relay_of_b),
-                }],
-            );
-            b.disco.set_peers(
-                t0,
-                &[DiscoPeer {
-                    node_key: a.node_key,
-                    disco_key: a.disco.public(),
-                    endpoints: vec![],
-                    relay: Some(relay_of_a),
-                }],
-            );
+            a.disco
+                .set_peers(t0, &[peer_of(&b, vec![b.addr], Some(relay_of_b))]);
+            b.disco
+                .set_peers(t0, &[peer_of(&a, vec![], Some(relay_of_a))]);
             // Outbound-opened holes: (owner, remote).
             let mut holes: HashSet<(SocketAddr, SocketAddr)> = HashSet::new();
             let mut now = t0;
@@ -1034,15 +1013,8 @@ mod tests {
         let mut a = node(1, "192.0.2.1:41641");
         let b = node(2, "192.0.2.2:41641");
         let relay: SocketAddr = "[100::2]:900".parse().unwrap();
-        a.disco.set_peers(
-            t0,
-            &[DiscoPeer {
-                node_key: b.node_key,
-                disco_key: b.disco.public(),
-                endpoints: vec![b.addr],
-                relay: Some(relay),
-            }],
-        );
+        a.disco
+            .set_peers(t0, &[peer_of(&b, vec![b.addr], Some(relay))]);
         a.disco.note_traffic(t0, &b.node_key);
         assert!(
             a.disco.poll_transmit().is_some_and(|t| t.to == b.addr),

@@ -231,6 +231,20 @@ class Site:
             script += ["wait"]
         return self.spawn(ns, ["sh", "-c", "\n".join(script)], log=self.tmp / f"{name}-avahi.log")
 
+    def run_ipp_printer(self, name="printer"):
+        """A real IPP Everywhere printer, ippeveprinter "Office" on port 8631, announced by
+        avahi in the device namespace `name`. Returns the directory each printed job is copied to."""
+        spool = self.tmp / "spool"
+        spool.mkdir()
+        printed = self.tmp / "printed"
+        printed.mkdir()
+        cmd = self.tmp / "printcmd.sh"
+        cmd.write_text(f'#!/bin/sh\ncp "$1" {printed}/\nexit 0\n')
+        cmd.chmod(0o755)
+        self.run_avahi_device(name, name, then=(
+            f"exec ippeveprinter -p 8631 -d {spool} -c {cmd} -f application/pdf,image/jpeg,text/plain Office"))
+        return printed
+
     # ---- the box --------------------------------------------------------
     def config_text(self, **over):
         ports = ", ".join(f'"{p}"' for (_, p, _) in self.devices.values())

@@ -22,15 +22,7 @@ def test_peer_finds_the_printer_by_dns_sd_and_prints_to_it(site):
     site.start_peer()
     assert site.udhcpc("printer", hostname="printer")[0].returncode == 0
     ip = site.device_ip("printer")
-    spool = site.tmp / "spool"
-    spool.mkdir()
-    printed = site.tmp / "printed"
-    printed.mkdir()
-    cmd = site.tmp / "printcmd.sh"
-    cmd.write_text(f'#!/bin/sh\ncp "$1" {printed}/\nexit 0\n')
-    cmd.chmod(0o755)
-    site.run_avahi_device("printer", "printer", then=(
-        f"exec ippeveprinter -p 8631 -d {spool} -c {cmd} -f application/pdf,image/jpeg,text/plain Office"))
+    printed = site.run_ipp_printer("printer")
     site.ping_until(site.peer, "10.77.0.1")
     # Domain enumeration points browsers at the domain (RFC 6763 §11).
     assert dig_short(site, site.peer, "b._dns-sd._udp.mesh.home.arpa", "PTR") == ["mesh.home.arpa."]

@@ -263,13 +263,19 @@ def probe():
     return probe_bin()
 
 
-@pytest.fixture
-def tailnet(tmp_path, probe):
-    t = Tailnet(tmp_path, require_gotools())
+def tailnet_in(cls, tmp_path):
+    """The body of a tailnet fixture: `yield from tailnet_in(Tailnet, tmp_path)` gives the test a
+    `cls` (Tailnet or a subclass) with the pinned Go programs and closes it afterwards."""
+    t = cls(tmp_path, require_gotools())
     try:
         yield t
     finally:
         t.close()
+
+
+@pytest.fixture
+def tailnet(tmp_path, probe):
+    yield from tailnet_in(Tailnet, tmp_path)
 
 
 def nodes_named(tailnet, name):

@@ -16,7 +16,7 @@ import pytest
 
 from site_ns import wait_for
 from test_tailnet_box import BOX_PORT, BoxTailnet, box_peer
-from test_tailnet_control import nodes_named, require_gotools
+from test_tailnet_control import nodes_named, tailnet_in
 
 BLOCK = """table inet mbderp {
   chain input { type filter hook input priority 0; ip saddr 10.99.0.20 meta l4proto udp drop; }
@@ -46,11 +46,7 @@ class DerpTailnet(BoxTailnet):
 
 @pytest.fixture
 def tn(tmp_path):
-    t = DerpTailnet(tmp_path, require_gotools())
-    try:
-        yield t
-    finally:
-        t.close()
+    yield from tailnet_in(DerpTailnet, tmp_path)
 
 
 def test_udp_blocked_traffic_flows_over_derp_then_the_path_becomes_direct(tn):

@@ -24,7 +24,7 @@ import pytest
 import test_tailnet_control
 from site_ns import meshbridge_bin, wait_for
 from test_tailnet_box import BoxTailnet, box_peer
-from test_tailnet_control import require_gotools
+from test_tailnet_control import tailnet_in
 
 TWO_REGIONS = """\
 regions:
@@ -91,11 +91,7 @@ class TwoDerpTailnet(BoxTailnet):
 @pytest.fixture
 def tn(tmp_path, monkeypatch):
     monkeypatch.setattr(test_tailnet_control, "DERPMAP", TWO_REGIONS)
-    t = TwoDerpTailnet(tmp_path, require_gotools())
-    try:
-        yield t
-    finally:
-        t.close()
+    yield from tailnet_in(TwoDerpTailnet, tmp_path)
 
 
 def latency(status, region):

@@ -30,7 +30,7 @@ import test_tailnet_control
 
 from site_ns import sh, wait_for
 from test_tailnet_box import BOX_PORT, box_peer
-from test_tailnet_control import CONTROL, nodes_named, require_gotools
+from test_tailnet_control import CONTROL, nodes_named, tailnet_in
 from test_tailnet_derp import DerpTailnet
 
 # Masquerade out; from outside only what answers a flow from inside. An
@@ -121,11 +121,7 @@ def tn(tmp_path, monkeypatch):
     cfg = test_tailnet_control.HEADSCALE_CONFIG.replace('path: ""', f'path: "{policy}"')
     assert cfg != test_tailnet_control.HEADSCALE_CONFIG
     monkeypatch.setattr(test_tailnet_control, "HEADSCALE_CONFIG", cfg)
-    t = NatTailnet(tmp_path, require_gotools())
-    try:
-        yield t
-    finally:
-        t.close()
+    yield from tailnet_in(NatTailnet, tmp_path)
 
 
 def test_call_me_maybe_punches_through_two_stateful_nats_and_the_path_becomes_direct(tn):
