@@ -172,7 +172,12 @@ pub async fn enslave(handle: &Handle, port: &str, bridge_idx: u32) -> Result<()>
 
 /// Add `addr/prefix_len` to interface `idx` (`ip addr replace`: adding one
 /// that is there already is not an error).
-pub async fn add_address_v4(handle: &Handle, idx: u32, addr: Ipv4Addr, prefix_len: u8) -> Result<()> {
+pub async fn add_address_v4(
+    handle: &Handle,
+    idx: u32,
+    addr: Ipv4Addr,
+    prefix_len: u8,
+) -> Result<()> {
     handle
         .address()
         .add(idx, addr.into(), prefix_len)
