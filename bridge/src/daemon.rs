@@ -168,15 +168,15 @@ async fn setup(
     if !exit_v6 {
         crate::host::sysctl::disable_ipv6(&config.tun_name);
     }
-    tun.add_address_v4(config.mesh_address.addr(), config.mesh_address.prefix_len())
-        .context("adding the mesh address to the TUN")?;
-    tun.add_address_v4(
-        config.bridge_address.addr(),
-        config.bridge_address.prefix_len(),
-    )
-    .context("adding the bridge gateway address to the TUN")?;
-    tun.enabled(true).context("bringing the TUN up")?;
     let tun_idx = tun.if_index().context("reading the TUN's index")?;
+    let (mesh, gw) = (config.mesh_address, config.bridge_address);
+    netlink::add_address_v4(handle, tun_idx, mesh.addr(), mesh.prefix_len())
+        .await
+        .context("adding the mesh address to the TUN")?;
+    netlink::add_address_v4(handle, tun_idx, gw.addr(), gw.prefix_len())
+        .await
+        .context("adding the bridge gateway address to the TUN")?;
+    tun.enabled(true).context("bringing the TUN up")?;
     let nets: Vec<_> = config
         .peers
         .iter()
@@ -1070,8 +1070,12 @@ async fn event_loop(
                     t.on_update(now, *update);
                     let own = t.own_ipv4();
                     for ip in own.iter().filter(|ip| !tailnet_host_addrs.contains(ip)) {
-                        if let Err(e) = dev.tun.add_address_v4(*ip, 32) {
-                            tracing::warn!("adding the tailnet address {ip} to {}: {e}", config.tun_name);
+                        let added = match dev.tun.if_index() {
+                            Ok(idx) => netlink::add_address_v4(handle, idx, *ip, 32).await,
+                            Err(e) => Err(e.into()),
+                        };
+                        if let Err(e) = added {
+                            tracing::warn!("adding the tailnet address {ip} to {}: {e:#}", config.tun_name);
                         } else {
                             discovery.serve_dns_on(std::net::IpAddr::V4(*ip)).await;
                         }

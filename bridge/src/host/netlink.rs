@@ -170,6 +170,23 @@ pub async fn enslave(handle: &Handle, port: &str, bridge_idx: u32) -> Result<()>
     Ok(())
 }
 
+/// Add `addr/prefix_len` to interface `idx` (`ip addr replace`: adding one
+/// that is there already is not an error).
+pub async fn add_address_v4(
+    handle: &Handle,
+    idx: u32,
+    addr: Ipv4Addr,
+    prefix_len: u8,
+) -> Result<()> {
+    handle
+        .address()
+        .add(idx, addr.into(), prefix_len)
+        .replace()
+        .execute()
+        .await
+        .with_context(|| format!("adding address {addr}/{prefix_len}"))
+}
+
 /// Route every allowed IPv4 network of the peers to the TUN, except those
 /// the TUN's own subnets already cover and default routes (exit nodes are a
 /// separate feature).
