@@ -810,6 +810,59 @@ mod tests {
         n
     }
 
+    /// Disco pings a peer only while there is traffic with it: an idle
+    /// peer keeps its path but wakes nothing (no timeout in the past, no
+    /// pings); traffic makes it active again, and its path is checked.
+    #[test]
+    fn idle_peers_are_not_pinged_and_never_make_a_busy_loop() {
+        let t0 = Instant::now();
+        let relay: SocketAddr = "[100::1]:900".parse().unwrap();
+        let mut a = node(1, "192.0.2.1:41641");
+        let mut b = node(2, "192.0.2.2:41641");
+        a.disco.set_peers(t0, &[peer_of(&b, vec![b.addr], Some(relay))]);
+        b.disco.set_peers(t0, &[peer_of(&a, vec![a.addr], Some(relay))]);
+        // Nothing to do while idle.
+        a.disco.handle_timeout(t0);
+        assert!(a.disco.poll_transmit().is_none(), "no pings without traffic");
+        assert_eq!(a.disco.poll_timeout(), None);
+        // Traffic: pings, a path.
+        a.disco.note_active(t0, &b.node_key);
+        let mut now = t0;
+        for _ in 0..20 {
+            a.disco.handle_timeout(now);
+            b.disco.handle_timeout(now);
+            deliver(now, &mut a, &mut b);
+            deliver(now, &mut b, &mut a);
+            now += Duration::from_millis(500);
+        }
+        assert_eq!(a.disco.best_path(&b.node_key), Some(b.addr));
+        // Idle again (no more traffic): the timers end; the path stays.
+        let mut t = now;
+        while t < now + ACTIVE_TIMEOUT + PATH_TIMEOUT * 2 {
+            a.disco.handle_timeout(t);
+            deliver(t, &mut a, &mut b);
+            deliver(t, &mut b, &mut a);
+            t += Duration::from_secs(1);
+        }
+        let pings = a.disco.stats().pings_sent;
+        for i in 0..100 {
+            let at = t + Duration::from_millis(i * 100);
+            a.disco.handle_timeout(at);
+            if let Some(due) = a.disco.poll_timeout() {
+                assert!(due > at, "a timeout in the past while idle: a busy loop");
+            }
+        }
+        assert_eq!(a.disco.stats().pings_sent, pings, "no pings while idle");
+        assert_eq!(a.disco.best_path(&b.node_key), Some(b.addr), "the idle path is kept");
+        // Traffic again: pinged at once, the path checked and kept.
+        a.disco.note_active(t, &b.node_key);
+        assert_eq!(a.disco.poll_timeout(), Some(t));
+        a.disco.handle_timeout(t);
+        assert!(deliver(t, &mut a, &mut b) > 0);
+        deliver(t, &mut b, &mut a);
+        assert_eq!(a.disco.best_path(&b.node_key), Some(b.addr));
+    }
+
     /// A ping over DERP gets a pong back over DERP, but the relay address
     /// never becomes a candidate or a confirmed path; call-me-maybe over
     /// DERP gives candidates that are pinged directly.
