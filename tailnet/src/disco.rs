@@ -819,11 +819,16 @@ mod tests {
         let relay: SocketAddr = "[100::1]:900".parse().unwrap();
         let mut a = node(1, "192.0.2.1:41641");
         let mut b = node(2, "192.0.2.2:41641");
-        a.disco.set_peers(t0, &[peer_of(&b, vec![b.addr], Some(relay))]);
-        b.disco.set_peers(t0, &[peer_of(&a, vec![a.addr], Some(relay))]);
+        a.disco
+            .set_peers(t0, &[peer_of(&b, vec![b.addr], Some(relay))]);
+        b.disco
+            .set_peers(t0, &[peer_of(&a, vec![a.addr], Some(relay))]);
         // Nothing to do while idle.
         a.disco.handle_timeout(t0);
-        assert!(a.disco.poll_transmit().is_none(), "no pings without traffic");
+        assert!(
+            a.disco.poll_transmit().is_none(),
+            "no pings without traffic"
+        );
         assert_eq!(a.disco.poll_timeout(), None);
         // Traffic: pings, a path.
         a.disco.note_active(t0, &b.node_key);
@@ -853,7 +858,11 @@ mod tests {
             }
         }
         assert_eq!(a.disco.stats().pings_sent, pings, "no pings while idle");
-        assert_eq!(a.disco.best_path(&b.node_key), Some(b.addr), "the idle path is kept");
+        assert_eq!(
+            a.disco.best_path(&b.node_key),
+            Some(b.addr),
+            "the idle path is kept"
+        );
         // Traffic again: pinged at once, the path checked and kept.
         a.disco.note_active(t, &b.node_key);
         assert_eq!(a.disco.poll_timeout(), Some(t));
