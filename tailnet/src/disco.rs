@@ -524,9 +524,14 @@ impl<R: RngCore + CryptoRng> Disco<R> {
         };
         match msg {
             Message::Ping { tx_id, .. } => {
-                // The peer wants to talk: keep our side of the path checked too.
+                // The peer wants to talk and we have no path to it yet: ping
+                // back for a while (hole punching). With a path, its pings
+                // do not keep ours going (else two peers' heartbeats would
+                // keep each other active forever): only traffic does.
                 if let Some(st) = self.peers.get_mut(&from) {
-                    st.activate(now);
+                    if st.best.is_none() {
+                        st.activate(now);
+                    }
                 }
                 self.stats.pongs_sent += 1;
                 self.send(src, from, &Message::Pong { tx_id, src });
@@ -842,22 +847,31 @@ mod tests {
         }
         assert_eq!(a.disco.best_path(&b.node_key), Some(b.addr));
         // Idle again (no more traffic): the timers end; the path stays.
+        // Both sides' timers run and their pings are delivered: the two
+        // heartbeats must not keep each other going.
         let mut t = now;
-        while t < now + ACTIVE_TIMEOUT + PATH_TIMEOUT * 2 {
+        while t < now + ACTIVE_TIMEOUT * 3 {
             a.disco.handle_timeout(t);
+            b.disco.handle_timeout(t);
             deliver(t, &mut a, &mut b);
             deliver(t, &mut b, &mut a);
             t += Duration::from_secs(1);
         }
-        let pings = a.disco.stats().pings_sent;
+        let (pings_a, pings_b) = (a.disco.stats().pings_sent, b.disco.stats().pings_sent);
         for i in 0..100 {
             let at = t + Duration::from_millis(i * 100);
             a.disco.handle_timeout(at);
-            if let Some(due) = a.disco.poll_timeout() {
-                assert!(due > at, "a timeout in the past while idle: a busy loop");
+            b.disco.handle_timeout(at);
+            deliver(at, &mut a, &mut b);
+            deliver(at, &mut b, &mut a);
+            for d in [&a.disco, &b.disco] {
+                if let Some(due) = d.poll_timeout() {
+                    assert!(due > at, "a timeout in the past while idle: a busy loop");
+                }
             }
         }
-        assert_eq!(a.disco.stats().pings_sent, pings, "no pings while idle");
+        assert_eq!(a.disco.stats().pings_sent, pings_a, "no pings while idle");
+        assert_eq!(b.disco.stats().pings_sent, pings_b, "no pings while idle");
         assert_eq!(
             a.disco.best_path(&b.node_key),
             Some(b.addr),
