@@ -532,25 +532,3 @@ fn a_replayed_transport_packet_from_elsewhere_moves_no_endpoint() {
     );
     assert_eq!(endpoint_of(&net.a), Some(net.b_addr));
 }
-
-/// An idle mesh sleeps: no timer wakeups without traffic (a device node
-/// each in one process); traffic wakes the timers, which tick until every
-/// session is over, then sleep again.
-#[test]
-fn an_idle_mesh_sleeps_and_traffic_wakes_its_timers() {
-    let mut net = Net::new();
-    net.a.handle_timeout(net.now);
-    assert_eq!(net.a.poll_timeout(), None, "no traffic yet: no ticks");
-    net.ping();
-    let due = net.a.poll_timeout().expect("traffic wakes the timers");
-    assert!(due <= net.now + crate::wg::TIMER_TICK);
-    net.advance(Duration::from_secs(60));
-    assert!(net.a.poll_timeout().is_some(), "a session is live: ticking");
-    net.advance(crate::wg::IDLE_AFTER);
-    assert_eq!(net.a.poll_timeout(), None, "every session over: asleep");
-    // And awake again at the next packet, with a new handshake.
-    let inits = net.inits_sent();
-    net.ping();
-    assert!(net.a.poll_timeout().is_some());
-    assert!(net.inits_sent() > inits);
-}
