@@ -126,6 +126,21 @@ devices = "{devices}"
         addr = self.run(self.dev, ["ip", "-4", "-o", "addr", "show", "dev", self.dev_if]).stdout
         return addr.split("inet ", 1)[1].split("/", 1)[0]
 
+    def lease_in(self, ns, ifn, hostname):
+        """udhcpc in `ns` on `ifn` with this host name: the last bound line's
+        fields (ip, mask, router, dns, domain, ...) and the line itself."""
+        out = self.tmp / f"{hostname}-udhcpc.out"
+        script = self.tmp / f"{hostname}-udhcpc.sh"
+        script.write_text(UDHCPC_SCRIPT.format(out=out))
+        script.chmod(0o755)
+        r = self.run(ns, ["busybox", "udhcpc", "-f", "-i", ifn, "-s", str(script), "-x", f"hostname:{hostname}",
+                          "-t", "15", "-T", "2", "-q", "-n"], check=False, timeout=60)
+        assert r.returncode == 0, (r, self.box_log.read_text()[-3000:])
+        bound = [ln for ln in out.read_text().splitlines() if ln.startswith("bound")][-1]
+        fields = dict(f.split("=", 1) for f in bound.split()[1:])
+        fields["line"] = bound
+        return fields
+
     def ping(self, ns, addr, timeout=40):
         def ok():
             return self.run(ns, ["ping", "-c", "1", "-W", "1", addr], check=False).returncode == 0

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import test_tailnet_control
-from site_ns import UDHCPC_SCRIPT, meshbridge_bin, sh, wait_for
+from site_ns import meshbridge_bin, sh, wait_for
 from test_tailnet_box import BoxTailnet
 from test_tailnet_control import require_gotools
 
@@ -84,18 +84,8 @@ def add_devices(tn):
 def lease(tn, name):
     """udhcpc in the device's namespace, with its host name; returns
     (address, the script's bound line)."""
-    ns = tn.devs[name]
-    ifn = f"{tn.p}q{NAMES.index(name)}"
-    out = tn.tmp / f"{name}-udhcpc.out"
-    script = tn.tmp / f"{name}-udhcpc.sh"
-    script.write_text(UDHCPC_SCRIPT.format(out=out))
-    script.chmod(0o755)
-    r = tn.run(ns, ["busybox", "udhcpc", "-f", "-i", ifn, "-s", str(script), "-x", f"hostname:{name}",
-                    "-t", "15", "-T", "2", "-q", "-n"], check=False, timeout=60)
-    assert r.returncode == 0, (r, tn.box_log.read_text()[-3000:])
-    bound = [ln for ln in out.read_text().splitlines() if ln.startswith("bound")][-1]
-    addr = bound.split(" ip=", 1)[1].split()[0]
-    return addr, bound
+    f = tn.lease_in(tn.devs[name], f"{tn.p}q{NAMES.index(name)}", name)
+    return f["ip"], f["line"]
 
 
 def node_map(tn):

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 import test_tailnet_control
-from site_ns import UDHCPC_SCRIPT, Site, meshbridge_bin, sh, wait_for
+from site_ns import Site, meshbridge_bin, sh, wait_for
 from test_tailnet_box import BoxTailnet
 from test_tailnet_control import require_gotools
 
@@ -82,19 +82,7 @@ def swap(text, old, new):
 
 
 def lease(tn, ns, ifn, hostname):
-    """udhcpc in the device's namespace with its host name: the bound line's
-    fields (ip, mask, router, dns, domain, ...)."""
-    out = tn.tmp / f"{hostname}-udhcpc.out"
-    script = tn.tmp / f"{hostname}-udhcpc.sh"
-    script.write_text(UDHCPC_SCRIPT.format(out=out))
-    script.chmod(0o755)
-    r = tn.run(ns, ["busybox", "udhcpc", "-f", "-i", ifn, "-s", str(script), "-x", f"hostname:{hostname}",
-                    "-t", "15", "-T", "2", "-q", "-n"], check=False, timeout=60)
-    assert r.returncode == 0, (r, tn.box_log.read_text()[-3000:])
-    bound = [ln for ln in out.read_text().splitlines() if ln.startswith("bound")][-1]
-    fields = dict(f.split("=", 1) for f in bound.split()[1:])
-    fields["line"] = bound
-    return fields
+    return tn.lease_in(ns, ifn, hostname)
 
 
 def use_box_dns(tn, ns, dns):
