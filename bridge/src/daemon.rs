@@ -1051,6 +1051,7 @@ async fn event_loop(
             _ = async { match disco_deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
                 if let Some(t) = tailnet.as_deref_mut() {
                     let now = std::time::Instant::now();
+                    t.note_mesh(now, engine.mesh());
                     t.handle_timeout(now);
                 }
             }

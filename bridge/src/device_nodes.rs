@@ -627,6 +627,7 @@ async fn run(mut task: Task) {
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
                 let now = Instant::now();
                 mesh.handle_timeout(now);
+                t.note_mesh(now, &mesh);
                 t.handle_timeout(now);
                 publish(&t, own, &task.state);
             }

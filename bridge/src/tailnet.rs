@@ -272,7 +272,14 @@ pub struct Tailnet {
     home_tx: watch::Sender<u32>,
     /// The local endpoints the control task reports, for call-me-maybe.
     local_eps: watch::Receiver<Vec<SocketAddr>>,
+    /// Payload bytes per peer at the last look ([`Tailnet::note_mesh`]).
+    mesh_bytes: HashMap<PublicKey, (u64, u64)>,
+    last_mesh_look: Option<Instant>,
 }
+
+/// How often the mesh's counters are read for traffic over direct paths
+/// (disco keeps checking the paths of peers with traffic only).
+const MESH_LOOK: Duration = Duration::from_secs(3);
 
 impl Drop for Tailnet {
     fn drop(&mut self) {
@@ -377,6 +384,8 @@ impl Tailnet {
             netcheck: Netcheck::new(),
             home_tx,
             local_eps,
+            mesh_bytes: HashMap::new(),
+            last_mesh_look: None,
         }
     }
 
@@ -658,6 +667,30 @@ impl Tailnet {
         self.drain_events();
     }
 
+    /// Traffic with peers over any path, from the mesh's counters: disco
+    /// keeps those peers' paths checked. Call before
+    /// [`Tailnet::handle_timeout`].
+    pub fn note_mesh(&mut self, now: Instant, mesh: &meshbridge_mesh::Mesh) {
+        if self.last_mesh_look.is_some_and(|t| now < t + MESH_LOOK) {
+            return;
+        }
+        self.last_mesh_look = Some(now);
+        let mut seen = HashMap::with_capacity(self.mesh_bytes.len());
+        for p in mesh.peer_status() {
+            let bytes = (p.tx_bytes, p.rx_bytes);
+            if self
+                .mesh_bytes
+                .get(&p.public_key)
+                .is_some_and(|b| *b != bytes)
+            {
+                self.disco
+                    .note_active(now, &NodePublic::from_bytes(p.public_key.0));
+            }
+            seen.insert(p.public_key, bytes);
+        }
+        self.mesh_bytes = seen;
+    }
+
     /// Disco's, STUN's and netcheck's timers.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.disco.handle_timeout(now);
@@ -676,10 +709,15 @@ impl Tailnet {
     /// When [`Tailnet::handle_timeout`] wants to run.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let stun = self.stun.poll_timeout(self.stun_server().is_some());
+        let look = self
+            .last_mesh_look
+            .filter(|_| !self.paths.is_empty())
+            .map(|t| t + MESH_LOOK);
         [
             self.disco.poll_timeout(),
             stun,
             self.netcheck.poll_timeout(),
+            look,
         ]
         .into_iter()
         .flatten()
@@ -1338,6 +1376,8 @@ mod tests {
             netcheck: Netcheck::new(),
             home_tx: watch::channel(0).0,
             local_eps: watch::channel(Vec::new()).1,
+            mesh_bytes: HashMap::new(),
+            last_mesh_look: None,
         }
     }
 

@@ -532,3 +532,42 @@ fn a_replayed_transport_packet_from_elsewhere_moves_no_endpoint() {
     );
     assert_eq!(endpoint_of(&net.a), Some(net.b_addr));
 }
+
+/// An idle mesh sleeps: no timer wakeups without traffic (a device node
+/// each in one process); traffic wakes the timers, which tick until every
+/// session is over, then sleep again.
+#[test]
+fn an_idle_mesh_sleeps_and_traffic_wakes_its_timers() {
+    let mut net = Net::new();
+    net.a.handle_timeout(net.now);
+    assert_eq!(net.a.poll_timeout(), None, "no traffic yet: no ticks");
+    net.ping();
+    let due = net.a.poll_timeout().expect("traffic wakes the timers");
+    assert!(due <= net.now + crate::wg::TIMER_TICK);
+    net.advance(Duration::from_secs(60));
+    assert!(net.a.poll_timeout().is_some(), "a session is live: ticking");
+    net.advance(crate::wg::IDLE_AFTER);
+    assert_eq!(net.a.poll_timeout(), None, "every session over: asleep");
+    // And awake again at the next packet, with a new handshake.
+    let inits = net.inits_sent();
+    net.ping();
+    assert!(net.a.poll_timeout().is_some());
+    assert!(net.inits_sent() > inits);
+}
+
+/// A poke (the daemon's "handshake now", e.g. a kill switch's probe) wakes
+/// an idle, sleeping mesh: the handshake's retries run on its timers.
+#[test]
+fn a_poke_wakes_an_idle_mesh_and_its_handshake_is_retried() {
+    let mut net = Net::new();
+    net.a.handle_timeout(net.now);
+    assert_eq!(net.a.poll_timeout(), None, "no traffic yet: asleep");
+    net.link_up = false;
+    net.a.poke(PeerId(0));
+    net.pump();
+    assert_eq!(net.inits_sent(), 1, "the poke sends an initiation");
+    assert!(net.a.poll_timeout().is_some(), "and wakes the timers");
+    // Unanswered: boringtun retries every 5 s (REKEY_TIMEOUT) on the timers.
+    net.advance(Duration::from_secs(12));
+    assert!(net.inits_sent() >= 3, "retried: {}", net.inits_sent());
+}

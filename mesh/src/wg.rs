@@ -228,8 +228,20 @@ pub struct Mesh {
     out: VecDeque<Output>,
     buf: Vec<u8>,
     next_tick: Option<Instant>,
+    /// Something was sent or received since the last tick.
+    busy: bool,
+    /// Timers tick until then after the last traffic ([`IDLE_AFTER`]);
+    /// an idle mesh (no traffic, no persistent keepalive) sleeps.
+    active_until: Option<Instant>,
     stats: MeshStats,
 }
+
+/// How long the timers keep ticking after the last datagram in or out:
+/// past every session's end (three times Reject-After-Time), so that
+/// handshake retries, keepalives, rekeys and the zeroing of old keys all
+/// happen; after that an idle mesh costs no wakeups (many meshes in one
+/// process: a device node each).
+pub const IDLE_AFTER: Duration = Duration::from_secs(3 * 180 + 30);
 
 impl Mesh {
     /// A mesh with our private key and no peers.
@@ -250,6 +262,8 @@ impl Mesh {
             out: VecDeque::new(),
             buf: vec![0; BUF_LEN],
             next_tick: None,
+            busy: false,
+            active_until: None,
             stats: MeshStats::default(),
         }
     }
@@ -490,6 +504,8 @@ impl Mesh {
     }
 
     fn initiate(&mut self, id: PeerId) {
+        // A handshake needs the timers for its retries (a poke of an idle mesh).
+        self.wake();
         let Some(peer) = self.peers.get_mut(id.0 as usize).and_then(Option::as_mut) else {
             return;
         };
@@ -505,6 +521,7 @@ impl Mesh {
     /// Encrypt an IP packet for `peer`. Without a session the packet is queued
     /// inside boringtun and a handshake starts.
     pub fn send(&mut self, peer: PeerId, packet: &[u8]) -> Result<(), MeshDrop> {
+        self.wake();
         let Some(p) = self.peers.get_mut(peer.0 as usize).and_then(Option::as_mut) else {
             return Err(MeshDrop::UnknownPeer);
         };
@@ -577,6 +594,7 @@ impl Mesh {
     /// since start); a cookie reply never moves anything.
     pub fn handle_datagram(&mut self, src: SocketAddr, datagram: &[u8]) -> Result<(), MeshDrop> {
         self.stats.datagrams_in += 1;
+        self.wake();
         let mut cookie = [0u8; COOKIE_REPLY_LEN];
         let packet = match self
             .rate_limiter
@@ -727,11 +745,24 @@ impl Mesh {
                 }
             }
         }
-        self.next_tick = if self.peers.iter().any(Option::is_some) {
-            Some(now + TIMER_TICK)
-        } else {
-            None
-        };
+        if std::mem::take(&mut self.busy) {
+            self.active_until = Some(now + IDLE_AFTER);
+        }
+        let active = self.active_until.is_some_and(|t| t > now);
+        let keepalive = self
+            .peers
+            .iter()
+            .flatten()
+            .any(|p| p.next_keepalive.is_some());
+        self.next_tick = (active || keepalive).then_some(now + TIMER_TICK);
+    }
+
+    /// Traffic: the timers tick (again) from the next timeout on.
+    fn wake(&mut self) {
+        self.busy = true;
+        if self.next_tick.is_none() && self.peers.iter().any(Option::is_some) {
+            self.next_tick = Some(self.clock.unwrap_or_else(Instant::now));
+        }
     }
 
     /// The next thing to send or deliver.

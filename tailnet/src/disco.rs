@@ -58,6 +58,11 @@ pub const PING_INTERVAL: Duration = Duration::from_secs(5);
 pub const HEARTBEAT: Duration = Duration::from_secs(3);
 /// A confirmed path without a pong for this long is no longer confirmed.
 pub const PATH_TIMEOUT: Duration = Duration::from_secs(15);
+/// A peer with traffic (or pinging us) within this long is active; disco
+/// pings only active peers (as Tailscale's session-active timeout): many
+/// idle nodes in one tailnet cost no pings. An idle peer keeps its
+/// confirmed path, checked again when traffic resumes.
+pub const ACTIVE_TIMEOUT: Duration = Duration::from_secs(45);
 /// A ping without a pong after this long is forgotten.
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -201,14 +206,26 @@ pub fn seal(
     nonce: [u8; NONCE_LEN],
     msg: &Message,
 ) -> Vec<u8> {
+    seal_with(&salsa_box(ours, theirs), &ours.public(), nonce, msg)
+}
+
+/// [`seal`] with the pair's box (its X25519 shared key) and our public key
+/// already computed: what [`Disco`] keeps per peer, so that a ping costs
+/// no X25519 (a box with many device nodes pings many peers).
+fn seal_with(
+    shared: &SalsaBox,
+    ours: &DiscoPublic,
+    nonce: [u8; NONCE_LEN],
+    msg: &Message,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + TAG_LEN + 64);
     out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(ours.public().as_bytes());
+    out.extend_from_slice(ours.as_bytes());
     out.extend_from_slice(&nonce);
     let n = crypto_box::Nonce::from(nonce);
     // Encrypting a small Vec with a valid key cannot fail; an empty box
     // would simply not open at the peer.
-    let sealed = salsa_box(ours, theirs)
+    let sealed = shared
         .encrypt(&n, msg.encode().as_slice())
         .unwrap_or_default();
     out.extend_from_slice(&sealed);
@@ -227,6 +244,15 @@ pub fn sender(p: &[u8]) -> Option<DiscoPublic> {
 /// Opens a datagram sent to `ours`: the sender and the message.
 pub fn open(ours: &DiscoPrivate, p: &[u8]) -> Result<(DiscoPublic, Message), DiscoError> {
     let from = sender(p).ok_or(DiscoError::Short)?;
+    Ok((from, open_with(&salsa_box(ours, &from), p)?))
+}
+
+/// [`open`] with the pair's box already computed (the sender is
+/// [`sender`]'s).
+fn open_with(shared: &SalsaBox, p: &[u8]) -> Result<Message, DiscoError> {
+    if !looks_like_disco(p) {
+        return Err(DiscoError::Short);
+    }
     let nonce: [u8; NONCE_LEN] = p[MAGIC.len() + KEY_LEN..HEADER_LEN]
         .try_into()
         .map_err(|_| DiscoError::Short)?;
@@ -234,10 +260,10 @@ pub fn open(ours: &DiscoPrivate, p: &[u8]) -> Result<(DiscoPublic, Message), Dis
     if sealed.len() < TAG_LEN {
         return Err(DiscoError::Short);
     }
-    let clear = salsa_box(ours, &from)
+    let clear = shared
         .decrypt(&crypto_box::Nonce::from(nonce), sealed)
         .map_err(|_| DiscoError::Crypto)?;
-    Ok((from, Message::decode(&clear)?))
+    Message::decode(&clear)
 }
 
 /// A datagram to send on the WireGuard socket.
@@ -300,8 +326,10 @@ pub struct DiscoPeer {
     pub relay: Option<SocketAddr>,
 }
 
-#[derive(Debug)]
 struct PeerState {
+    /// The box sealing to and opening from this peer (the X25519 shared
+    /// key of our disco key and its), made once per disco key.
+    shared: SalsaBox,
     node_key: NodePublic,
     /// Netmap endpoints, then candidates learnt from pings and call-me-maybe.
     candidates: Vec<SocketAddr>,
@@ -311,11 +339,34 @@ struct PeerState {
     next_ping: Instant,
     relay: Option<SocketAddr>,
     last_call: Option<Instant>,
+    /// Active until then ([`ACTIVE_TIMEOUT`]).
+    active_until: Option<Instant>,
+}
+
+impl PeerState {
+    /// Pinged now: traffic or a ping lately, or no relay to fall back on
+    /// (then disco is the only way to a path).
+    fn is_active(&self, now: Instant) -> bool {
+        self.relay.is_none() || self.active_until.is_some_and(|t| now < t)
+    }
+
+    /// Traffic with the peer: active from now; back from idle, its
+    /// endpoints are pinged at once and a kept path gets a fresh grace.
+    fn activate(&mut self, now: Instant) {
+        if !self.is_active(now) {
+            self.next_ping = now;
+            if self.best.is_some() {
+                self.last_pong = Some(now);
+            }
+        }
+        self.active_until = Some(now + ACTIVE_TIMEOUT);
+    }
 }
 
 /// The disco state of the box: ping, pong, path confirmation.
 pub struct Disco<R> {
     private: DiscoPrivate,
+    public: DiscoPublic,
     node_key: NodePublic,
     rng: R,
     peers: HashMap<DiscoPublic, PeerState>,
@@ -331,6 +382,7 @@ impl<R: RngCore + CryptoRng> Disco<R> {
     /// and nonces.
     pub fn new(private: DiscoPrivate, node_key: NodePublic, rng: R) -> Self {
         Self {
+            public: private.public(),
             private,
             node_key,
             rng,
@@ -344,7 +396,7 @@ impl<R: RngCore + CryptoRng> Disco<R> {
 
     /// Our disco public key.
     pub fn public(&self) -> DiscoPublic {
-        self.private.public()
+        self.public
     }
 
     /// The peers from the latest netmap. Known peers keep their state
@@ -352,16 +404,21 @@ impl<R: RngCore + CryptoRng> Disco<R> {
     pub fn set_peers(&mut self, now: Instant, peers: &[DiscoPeer]) {
         let mut next = HashMap::with_capacity(peers.len());
         for p in peers {
-            let mut st = self.peers.remove(&p.disco_key).unwrap_or(PeerState {
-                node_key: p.node_key,
-                candidates: Vec::new(),
-                sent: HashMap::new(),
-                best: None,
-                last_pong: None,
-                next_ping: now,
-                relay: None,
-                last_call: None,
-            });
+            let mut st = self
+                .peers
+                .remove(&p.disco_key)
+                .unwrap_or_else(|| PeerState {
+                    shared: salsa_box(&self.private, &p.disco_key),
+                    node_key: p.node_key,
+                    candidates: Vec::new(),
+                    sent: HashMap::new(),
+                    best: None,
+                    last_pong: None,
+                    next_ping: now,
+                    relay: None,
+                    last_call: None,
+                    active_until: None,
+                });
             st.relay = p.relay;
             if st.node_key != p.node_key {
                 st.node_key = p.node_key;
@@ -395,6 +452,7 @@ impl<R: RngCore + CryptoRng> Disco<R> {
         let Some((disco, st)) = self.peers.iter_mut().find(|(_, p)| p.node_key == *node_key) else {
             return;
         };
+        st.activate(now);
         if st.best.is_some()
             || st
                 .last_call
@@ -419,6 +477,14 @@ impl<R: RngCore + CryptoRng> Disco<R> {
         }
     }
 
+    /// Traffic with the peer with this node key (over any path): disco
+    /// keeps its path checked while it lasts ([`ACTIVE_TIMEOUT`]).
+    pub fn note_active(&mut self, now: Instant, node_key: &NodePublic) {
+        if let Some(st) = self.peers.values_mut().find(|p| p.node_key == *node_key) {
+            st.activate(now);
+        }
+    }
+
     /// The confirmed path to the peer with this node key.
     pub fn best_path(&self, node_key: &NodePublic) -> Option<SocketAddr> {
         self.peers
@@ -433,9 +499,13 @@ impl<R: RngCore + CryptoRng> Disco<R> {
         n
     }
 
+    /// Seals `msg` to a peer of the netmap (others get nothing).
     fn send(&mut self, to: SocketAddr, theirs: DiscoPublic, msg: &Message) {
         let nonce = self.nonce();
-        let data = seal(&self.private, &theirs, nonce, msg);
+        let Some(st) = self.peers.get(&theirs) else {
+            return;
+        };
+        let data = seal_with(&st.shared, &self.public, nonce, msg);
         self.out.push_back(Transmit { to, data });
     }
 
@@ -474,12 +544,12 @@ impl<R: RngCore + CryptoRng> Disco<R> {
             self.stats.invalid += 1;
             return;
         };
-        if !self.peers.contains_key(&from) {
+        let Some(st) = self.peers.get(&from) else {
             self.stats.unknown_sender += 1;
             return;
-        }
-        let msg = match open(&self.private, p) {
-            Ok((_, m)) => m,
+        };
+        let msg = match open_with(&st.shared, p) {
+            Ok(m) => m,
             Err(_) => {
                 self.stats.invalid += 1;
                 return;
@@ -487,6 +557,15 @@ impl<R: RngCore + CryptoRng> Disco<R> {
         };
         match msg {
             Message::Ping { tx_id, .. } => {
+                // The peer wants to talk and we have no path to it yet: ping
+                // back for a while (hole punching). With a path, its pings
+                // do not keep ours going (else two peers' heartbeats would
+                // keep each other active forever): only traffic does.
+                if let Some(st) = self.peers.get_mut(&from) {
+                    if st.best.is_none() {
+                        st.activate(now);
+                    }
+                }
                 self.stats.pongs_sent += 1;
                 self.send(src, from, &Message::Pong { tx_id, src });
                 if relayed {
@@ -543,6 +622,7 @@ impl<R: RngCore + CryptoRng> Disco<R> {
             Message::CallMeMaybe { endpoints } => {
                 self.stats.calls_received += 1;
                 if let Some(st) = self.peers.get_mut(&from) {
+                    st.activate(now);
                     for e in endpoints {
                         if !st.candidates.contains(&e) {
                             st.candidates.push(e);
@@ -560,6 +640,11 @@ impl<R: RngCore + CryptoRng> Disco<R> {
         for (disco, st) in self.peers.iter_mut() {
             st.sent
                 .retain(|_, (_, at)| now.duration_since(*at) < PING_TIMEOUT);
+            if !st.is_active(now) {
+                // Idle: nothing due until traffic makes it active again.
+                st.next_ping = st.next_ping.max(now);
+                continue;
+            }
             if st.best.is_some()
                 && st
                     .last_pong
@@ -601,6 +686,14 @@ impl<R: RngCore + CryptoRng> Disco<R> {
                     _ => st.next_ping,
                 }
             })
+            .zip(
+                self.peers
+                    .values()
+                    .filter(|st| st.best.is_some() || !st.candidates.is_empty()),
+            )
+            // A peer idle by then wakes nothing; traffic makes it active.
+            .filter(|(due, st)| st.relay.is_none() || st.active_until.is_some_and(|t| t > *due))
+            .map(|(due, _)| due)
             .min()
     }
 
@@ -753,6 +846,77 @@ mod tests {
             }
         }
         n
+    }
+
+    /// Disco pings a peer only while there is traffic with it: an idle
+    /// peer keeps its path but wakes nothing (no timeout in the past, no
+    /// pings); traffic makes it active again, and its path is checked.
+    #[test]
+    fn idle_peers_are_not_pinged_and_never_make_a_busy_loop() {
+        let t0 = Instant::now();
+        let relay: SocketAddr = "[100::1]:900".parse().unwrap();
+        let mut a = node(1, "192.0.2.1:41641");
+        let mut b = node(2, "192.0.2.2:41641");
+        a.disco
+            .set_peers(t0, &[peer_of(&b, vec![b.addr], Some(relay))]);
+        b.disco
+            .set_peers(t0, &[peer_of(&a, vec![a.addr], Some(relay))]);
+        // Nothing to do while idle.
+        a.disco.handle_timeout(t0);
+        assert!(
+            a.disco.poll_transmit().is_none(),
+            "no pings without traffic"
+        );
+        assert_eq!(a.disco.poll_timeout(), None);
+        // Traffic: pings, a path.
+        a.disco.note_active(t0, &b.node_key);
+        let mut now = t0;
+        for _ in 0..20 {
+            a.disco.handle_timeout(now);
+            b.disco.handle_timeout(now);
+            deliver(now, &mut a, &mut b);
+            deliver(now, &mut b, &mut a);
+            now += Duration::from_millis(500);
+        }
+        assert_eq!(a.disco.best_path(&b.node_key), Some(b.addr));
+        // Idle again (no more traffic): the timers end; the path stays.
+        // Both sides' timers run and their pings are delivered: the two
+        // heartbeats must not keep each other going.
+        let mut t = now;
+        while t < now + ACTIVE_TIMEOUT * 3 {
+            a.disco.handle_timeout(t);
+            b.disco.handle_timeout(t);
+            deliver(t, &mut a, &mut b);
+            deliver(t, &mut b, &mut a);
+            t += Duration::from_secs(1);
+        }
+        let (pings_a, pings_b) = (a.disco.stats().pings_sent, b.disco.stats().pings_sent);
+        for i in 0..100 {
+            let at = t + Duration::from_millis(i * 100);
+            a.disco.handle_timeout(at);
+            b.disco.handle_timeout(at);
+            deliver(at, &mut a, &mut b);
+            deliver(at, &mut b, &mut a);
+            for d in [&a.disco, &b.disco] {
+                if let Some(due) = d.poll_timeout() {
+                    assert!(due > at, "a timeout in the past while idle: a busy loop");
+                }
+            }
+        }
+        assert_eq!(a.disco.stats().pings_sent, pings_a, "no pings while idle");
+        assert_eq!(b.disco.stats().pings_sent, pings_b, "no pings while idle");
+        assert_eq!(
+            a.disco.best_path(&b.node_key),
+            Some(b.addr),
+            "the idle path is kept"
+        );
+        // Traffic again: pinged at once, the path checked and kept.
+        a.disco.note_active(t, &b.node_key);
+        assert_eq!(a.disco.poll_timeout(), Some(t));
+        a.disco.handle_timeout(t);
+        assert!(deliver(t, &mut a, &mut b) > 0);
+        deliver(t, &mut b, &mut a);
+        assert_eq!(a.disco.best_path(&b.node_key), Some(b.addr));
     }
 
     /// A ping over DERP gets a pong back over DERP, but the relay address

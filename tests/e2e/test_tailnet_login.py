@@ -145,8 +145,12 @@ def test_without_auth_key_status_shows_the_login_url_until_the_admin_approves(tn
     assert node["ip_addresses"][0] in " ".join(t["addresses"]), (node, t)
     assert t["name"] and t["name"].startswith("tbox."), t
 
-    # A laptop joins: the box's status (CLI and web) lists it online, then direct.
+    # A laptop joins: the box's status (CLI and web) lists it online, then,
+    # once they talk (as with Tailscale, idle peers are not pinged), direct.
     tn.tailscaled_routes("laptop", lap_key)
+    wait_for(lambda: (p := laptop_in(tn.tailnet_status(path))) and p["online"], timeout=40,
+             what="the laptop online in the box's status")
+    tn.ping(tn.lap, node["ip_addresses"][0])
     t = wait_for(lambda: (t := tn.tailnet_status(path)) and (p := laptop_in(t)) and p["online"] and p["direct"] and t,
                  timeout=40, what="the laptop online with a direct path in the box's status")
     assert laptop_in(t)["direct"].startswith("10.99.0.20:"), t
