@@ -118,6 +118,16 @@ pub fn status(config: &Config, engine: &Engine, input: StatusInput<'_>) -> Statu
             .find(|(m, _)| m == mac)
             .map(|(_, n)| n.clone())
     };
+    let switch_of = |mac: &meshbridge_types::Mac| {
+        (config.tailnet.is_some() || config.device_tailnet.iter().any(|(m, _)| m == mac))
+            .then(|| config.device_tailnet_of(mac).as_str().to_string())
+    };
+    let tags_of = |mac: &meshbridge_types::Mac| {
+        config
+            .device_tags_of(mac)
+            .map(<[String]>::to_vec)
+            .unwrap_or_default()
+    };
     let mut devices: Vec<DeviceStatus> = engine
         .dhcp()
         .leases()
@@ -135,20 +145,38 @@ pub fn status(config: &Config, engine: &Engine, input: StatusInput<'_>) -> Statu
             last_seen_s: engine
                 .last_seen(&l.mac)
                 .map(|t| mono.saturating_duration_since(t).as_secs()),
+            tailnet: switch_of(&l.mac),
+            tags: tags_of(&l.mac),
         })
         .collect();
-    // Named or pinned devices without a lease yet.
-    for (mac, ip) in &config.reservations {
-        if !engine.dhcp().leases().any(|l| l.mac == *mac) {
+    // Pinned, named or switched devices without a lease (yet, or since a
+    // switch took their node's address back).
+    let mut listed: Vec<meshbridge_types::Mac> = Vec::new();
+    let entries = config
+        .reservations
+        .iter()
+        .map(|(m, _)| *m)
+        .chain(config.device_names.iter().map(|(m, _)| *m))
+        .chain(config.device_tailnet.iter().map(|(m, _)| *m));
+    for mac in entries {
+        if listed.contains(&mac) {
+            continue;
+        }
+        listed.push(mac);
+        if !engine.dhcp().leases().any(|l| l.mac == mac) {
+            let reserved = config.reservations.iter().find(|(m, _)| *m == mac);
+            let mac = &mac;
             devices.push(DeviceStatus {
                 mac: *mac,
-                ip: ip.to_string(),
+                ip: reserved.map(|(_, ip)| ip.to_string()).unwrap_or_default(),
                 hostname: None,
                 name: name_of(mac),
-                pinned: true,
+                pinned: reserved.is_some(),
                 active: false,
                 expires_in_s: 0,
                 last_seen_s: None,
+                tailnet: switch_of(mac),
+                tags: tags_of(mac),
             });
         }
     }

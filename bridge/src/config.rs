@@ -46,7 +46,7 @@ mod values;
 mod wifi;
 
 pub use mesh::{Files, Loaded};
-pub use tailnet::{AuthKey, DeviceMode, Tailnet, DEFAULT_CONTROL_URL};
+pub use tailnet::{AuthKey, DeviceMode, DeviceTailnet, Tailnet, DEFAULT_CONTROL_URL};
 pub use wifi::{channel_mhz, mhz_channel, Passphrase, Wifi, WifiSecurity};
 
 /// A peer endpoint: an address, or a name the daemon resolves off its event
@@ -246,6 +246,11 @@ pub struct Config {
     pub reservations: Vec<(Mac, Ipv4Addr)>,
     /// MAC → name given on the page.
     pub device_names: Vec<(Mac, String)>,
+    /// MAC → its own switch on the page (`[[dhcp.reservations]] tailnet`):
+    /// own node, behind the box, or not in the tailnet.
+    pub device_tailnet: Vec<(Mac, DeviceTailnet)>,
+    /// MAC → the tags its own node asks for (`[[dhcp.reservations]] tags`).
+    pub device_node_tags: Vec<(Mac, Vec<String>)>,
     /// `host:port` for generated peer configs.
     pub endpoint: Option<String>,
     /// The web page.
@@ -271,6 +276,39 @@ pub struct Config {
 }
 
 impl Config {
+    /// How the device with this MAC is in the tailnet: its own switch, else
+    /// `[tailnet] devices` ("nodes": its own node; "routes" or no tailnet:
+    /// behind the box). A device's "node" needs `devices = "nodes"`.
+    pub fn device_tailnet_of(&self, mac: &Mac) -> DeviceTailnet {
+        let nodes = self
+            .tailnet
+            .as_ref()
+            .is_some_and(|t| t.devices == DeviceMode::Nodes);
+        match self.device_tailnet.iter().find(|(m, _)| m == mac) {
+            Some((_, DeviceTailnet::Off)) => DeviceTailnet::Off,
+            Some((_, DeviceTailnet::Behind)) => DeviceTailnet::Behind,
+            _ if nodes => DeviceTailnet::Node,
+            _ => DeviceTailnet::Behind,
+        }
+    }
+
+    /// The devices kept off the mesh and the tailnet (`tailnet = "off"`).
+    pub fn devices_off_mesh(&self) -> Vec<Mac> {
+        self.device_tailnet
+            .iter()
+            .filter(|(_, t)| *t == DeviceTailnet::Off)
+            .map(|(m, _)| *m)
+            .collect()
+    }
+
+    /// The tags the node of the device with this MAC asks for.
+    pub fn device_tags_of(&self, mac: &Mac) -> Option<&[String]> {
+        self.device_node_tags
+            .iter()
+            .find(|(m, _)| m == mac)
+            .map(|(_, t)| t.as_slice())
+    }
+
     /// Read and validate a config file. Relative paths inside it are relative to its folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = paths::read_limited(path)
@@ -381,6 +419,8 @@ impl Config {
             persist_interval: dhcp.persist_interval,
             reservations: dhcp.reservations,
             device_names: dhcp.device_names,
+            device_tailnet: dhcp.device_tailnet,
+            device_node_tags: dhcp.device_node_tags,
             endpoint,
             web,
             ignored_wg_keys: mesh.ignored_wg_keys,

@@ -225,14 +225,8 @@ impl Edit {
         array_of_tables(self.table("dhcp")?, "dhcp", "reservations")
     }
 
-    /// Set a device's name and/or reserved address (`Some(None)` clears one);
-    /// the entry goes when it has neither.
-    pub fn set_device(
-        &mut self,
-        mac: &Mac,
-        name: Option<Option<&str>>,
-        ip: Option<Option<std::net::Ipv4Addr>>,
-    ) -> Result<(), Failure> {
+    /// The `[[dhcp.reservations]]` entry of `mac`, made if missing.
+    fn device_entry(&mut self, mac: &Mac) -> Result<(usize, &mut ArrayOfTables), Failure> {
         let res = self.reservations_mut()?;
         let found = res.iter().position(|t| {
             t.get("mac")
@@ -250,28 +244,46 @@ impl Edit {
                 res.len() - 1
             }
         };
+        Ok((i, res))
+    }
+
+    /// Set a device's name and/or reserved address (`Some(None)` clears one);
+    /// the entry goes when it has nothing left but its MAC.
+    pub fn set_device(
+        &mut self,
+        mac: &Mac,
+        name: Option<Option<&str>>,
+        ip: Option<Option<std::net::Ipv4Addr>>,
+    ) -> Result<(), Failure> {
+        let (i, res) = self.device_entry(mac)?;
         let t = res.get_mut(i).expect("index exists");
-        match name {
-            Some(Some(n)) => {
-                t.insert("name", toml_edit::value(n));
-            }
-            Some(None) => {
-                t.remove("name");
-            }
-            None => {}
-        }
-        match ip {
-            Some(Some(a)) => {
-                t.insert("ip", toml_edit::value(a.to_string()));
-            }
-            Some(None) => {
-                t.remove("ip");
-            }
-            None => {}
-        }
-        if !t.contains_key("name") && !t.contains_key("ip") {
-            res.remove(i);
-        }
+        set_or_remove(t, "name", name.map(|n| n.map(toml_edit::value)));
+        set_or_remove(
+            t,
+            "ip",
+            ip.map(|a| a.map(|a| toml_edit::value(a.to_string()))),
+        );
+        drop_if_bare(res, i);
+        Ok(())
+    }
+
+    /// Set a device's own tailnet switch (`"node"`, `"behind"`, `"off"`)
+    /// and/or its node's tags (`Some(None)` clears one).
+    pub fn set_device_tailnet(
+        &mut self,
+        mac: &Mac,
+        tailnet: Option<Option<&str>>,
+        tags: Option<Option<&[String]>>,
+    ) -> Result<(), Failure> {
+        let (i, res) = self.device_entry(mac)?;
+        let t = res.get_mut(i).expect("index exists");
+        set_or_remove(t, "tailnet", tailnet.map(|v| v.map(toml_edit::value)));
+        set_or_remove(
+            t,
+            "tags",
+            tags.map(|v| v.map(|tags| toml_edit::value(tags.iter().collect::<toml_edit::Array>()))),
+        );
+        drop_if_bare(res, i);
         Ok(())
     }
 
@@ -422,6 +434,29 @@ pub fn restore(current: &Config, text: &str) -> Result<Restored, Failure> {
             .map_err(from_config_error)?;
     check.source = Some(path.clone());
     Ok((check, out, write_key))
+}
+
+/// `Some(Some(v))` sets `key`, `Some(None)` removes it, `None` leaves it.
+fn set_or_remove(t: &mut Table, key: &str, v: Option<Option<toml_edit::Item>>) {
+    match v {
+        Some(Some(v)) => {
+            t.insert(key, v);
+        }
+        Some(None) => {
+            t.remove(key);
+        }
+        None => {}
+    }
+}
+
+/// A reservation entry with nothing but its MAC goes.
+fn drop_if_bare(res: &mut ArrayOfTables, i: usize) {
+    if res
+        .get(i)
+        .is_some_and(|t| t.iter().all(|(k, _)| k == "mac"))
+    {
+        res.remove(i);
+    }
 }
 
 #[cfg(test)]

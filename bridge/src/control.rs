@@ -67,6 +67,12 @@ pub fn dhcp_config(config: &Config, server_mac: Mac) -> meshbridge_dhcp::ServerC
         // The device nodes' leases are the engine's (`set_node_leases`).
         node_leases: Vec::new(),
         hold_new: None,
+        no_node: config
+            .device_tailnet
+            .iter()
+            .map(|(m, _)| *m)
+            .filter(|m| config.device_tailnet_of(m) != crate::config::DeviceTailnet::Node)
+            .collect(),
     }
 }
 
@@ -204,7 +210,13 @@ pub fn handle(request: Request, ctx: &mut Ctx<'_>) -> Reply {
             let what = if enabled { "enabled" } else { "disabled" };
             commit_and_apply(ctx, e, Effect::Live, &format!("peer {name} {what}"))
         }
-        Request::DeviceSet { mac, name, pin } => {
+        Request::DeviceSet {
+            mac,
+            name,
+            pin,
+            tailnet,
+            tags,
+        } => {
             let m = parse_mac(&mac)?;
             let lease_ip = ctx
                 .engine
@@ -214,7 +226,8 @@ pub fn handle(request: Request, ctx: &mut Ctx<'_>) -> Reply {
                 .map(|l| l.ip);
             let known = lease_ip.is_some()
                 || ctx.config.reservations.iter().any(|(x, _)| *x == m)
-                || ctx.config.device_names.iter().any(|(x, _)| *x == m);
+                || ctx.config.device_names.iter().any(|(x, _)| *x == m)
+                || ctx.config.device_tailnet.iter().any(|(x, _)| *x == m);
             if !known {
                 return Err(Failure::new(404, format!("no device {mac}")));
             }
@@ -236,11 +249,25 @@ pub fn handle(request: Request, ctx: &mut Ctx<'_>) -> Reply {
                 Some(false) => Some(None),
                 None => None,
             };
+            let tailnet = tailnet.map(|t| t.trim().to_string());
+            if let Some(t) = tailnet.as_deref().filter(|t| !t.is_empty()) {
+                if crate::config::DeviceTailnet::parse(t).is_none() {
+                    return Err(Failure::invalid(
+                        "tailnet",
+                        format!("{t:?} is not \"node\", \"behind\" or \"off\""),
+                    ));
+                }
+            }
             let mut e = Edit::open(ctx.config)?;
             e.set_device(
                 &m,
                 name.as_deref().map(|n| (!n.is_empty()).then_some(n)),
                 ip,
+            )?;
+            e.set_device_tailnet(
+                &m,
+                tailnet.as_deref().map(|t| (!t.is_empty()).then_some(t)),
+                tags.as_deref().map(|t| (!t.is_empty()).then_some(t)),
             )?;
             // Field names on the page: "name" and "pin".
             let applied = commit_and_apply(ctx, e, Effect::Live, &format!("device {mac} changed"));
@@ -248,6 +275,10 @@ pub fn handle(request: Request, ctx: &mut Ctx<'_>) -> Reply {
                 if let Some(k) = &f.field {
                     if k.ends_with(".name") {
                         f.field = Some("name".into());
+                    } else if k.ends_with(".tags") {
+                        f.field = Some("tags".into());
+                    } else if k.ends_with(".tailnet") {
+                        f.field = Some("tailnet".into());
                     } else if k.starts_with("dhcp.reservations") {
                         f.field = Some("pin".into());
                     }
@@ -258,7 +289,9 @@ pub fn handle(request: Request, ctx: &mut Ctx<'_>) -> Reply {
         Request::DeviceForget { mac } => {
             let m = parse_mac(&mac)?;
             let named = ctx.config.reservations.iter().any(|(x, _)| *x == m)
-                || ctx.config.device_names.iter().any(|(x, _)| *x == m);
+                || ctx.config.device_names.iter().any(|(x, _)| *x == m)
+                || ctx.config.device_tailnet.iter().any(|(x, _)| *x == m)
+                || ctx.config.device_node_tags.iter().any(|(x, _)| *x == m);
             let leased = ctx.engine.dhcp().leases().any(|l| l.mac == m);
             if !named && !leased {
                 return Err(Failure::new(404, format!("no device {mac}")));
@@ -266,6 +299,7 @@ pub fn handle(request: Request, ctx: &mut Ctx<'_>) -> Reply {
             if named {
                 let mut e = Edit::open(ctx.config)?;
                 e.set_device(&m, Some(None), Some(None))?;
+                e.set_device_tailnet(&m, Some(None), Some(None))?;
                 commit_and_apply(ctx, e, Effect::Live, &format!("device {mac} forgotten"))?;
             }
             if let Some(ip) = ctx
@@ -425,6 +459,16 @@ fn apply_live(ctx: &mut Ctx<'_>, new: &Config) {
         }
     }
     ctx.engine.set_snat_from_mesh(new.snat_from_mesh);
+    ctx.engine.set_off_mesh(new.devices_off_mesh());
+    // Devices switched away from their own tailnet node lose it.
+    if let Some(n) = ctx.nodes.as_deref_mut() {
+        if n.apply_switches(new) {
+            let (leases, hold) = (n.leases(), n.hold_new());
+            if let Err(e) = ctx.engine.set_node_leases(leases, hold) {
+                tracing::warn!("tailnet: device node addresses: {e}");
+            }
+        }
+    }
     crate::wifi::reconfigure(new);
     let mut applied = new.clone();
     if *ctx.restart_pending {

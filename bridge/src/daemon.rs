@@ -425,6 +425,7 @@ async fn run_inner(mut config: Config, up: &mut bool) -> Result<bool> {
         use_exit,
         bridge_internet: config.routing.bridge_internet && config.routing.use_exit_node.is_none(),
         bridge_allow_lan: config.routing.bridge_allow_lan,
+        off_mesh: config.devices_off_mesh(),
     };
     let engine_config = EngineConfig {
         policy,

@@ -35,7 +35,7 @@ use meshbridge_tailnet::keys::NodeKeys;
 use meshbridge_types::Mac;
 use meshbridge_web::proto::TailnetState;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path as FsPath, PathBuf};
 use std::time::{Duration, Instant};
@@ -141,6 +141,11 @@ pub struct DeviceNodes {
     router: Option<Ipv4Addr>,
     /// Packets for a node that was not there or was busy.
     pub dropped: u64,
+    /// Devices whose own switch says they are no node ("behind" the box or
+    /// "off" the tailnet).
+    not_nodes: HashSet<Mac>,
+    /// Devices' own tags, instead of `[tailnet] device_tags`.
+    tags: HashMap<Mac, Vec<String>>,
 }
 
 fn file_name(mac: &Mac) -> String {
@@ -204,7 +209,10 @@ impl DeviceNodes {
             next_start: Instant::now(),
             router: None,
             dropped: 0,
+            not_nodes: HashSet::new(),
+            tags: HashMap::new(),
         };
+        nodes.read_switches(config);
         if nodes.base.is_some() {
             std::fs::create_dir_all(&nodes.dir)
                 .with_context(|| format!("creating {}", nodes.dir.display()))?;
@@ -212,8 +220,54 @@ impl DeviceNodes {
                 .ok()
                 .and_then(|t| t.trim().parse().ok());
             nodes.start_kept()?;
+            // A kept node whose device was switched away meanwhile (the
+            // config edited while the box was off) leaves the tailnet.
+            nodes.apply_switches(config);
         }
         Ok(nodes)
+    }
+
+    fn read_switches(&mut self, config: &Config) {
+        self.not_nodes = config
+            .device_tailnet
+            .iter()
+            .map(|(m, _)| *m)
+            .filter(|m| config.device_tailnet_of(m) != crate::config::DeviceTailnet::Node)
+            .collect();
+        self.tags = config.device_node_tags.iter().cloned().collect();
+    }
+
+    /// The devices' own switches changed (the page): a device switched
+    /// away from its own node is logged out and removed from the tailnet
+    /// (as [`DeviceNodes::forget`]); one switched back gets a node at its
+    /// next lease request. New tags count from a node's next
+    /// registration. Returns whether a node went (the DHCP server's node
+    /// leases changed).
+    pub fn apply_switches(&mut self, config: &Config) -> bool {
+        self.read_switches(config);
+        if self.base.is_none() {
+            return false;
+        }
+        let mut gone: Vec<Mac> = self.not_nodes.iter().copied().collect();
+        gone.sort();
+        let mut any = false;
+        for mac in gone {
+            if !self.nodes.contains_key(&mac) {
+                // A node kept for a device that is away: it logs out too.
+                match read_file(&self.dir.join(file_name(&mac))) {
+                    Ok((keys, f)) => self.spawn(mac, f.hostname, keys),
+                    Err(_) => {
+                        any |= self.addresses.remove(&mac).is_some();
+                        continue;
+                    }
+                }
+            }
+            if self.forget(&mac) {
+                tracing::info!("tailnet: a device switched away from its own node: the node is logged out and removed");
+                any = true;
+            }
+        }
+        any
     }
 
     /// Whether devices become nodes at all.
@@ -256,7 +310,7 @@ impl DeviceNodes {
     /// A device asked for an address: make it a node if it is none yet,
     /// or start its kept node again (a device that was away).
     pub fn ensure(&mut self, mac: Mac, hostname: Option<&str>) {
-        if self.base.is_none() || self.nodes.contains_key(&mac) {
+        if self.base.is_none() || self.nodes.contains_key(&mac) || self.not_nodes.contains(&mac) {
             return;
         }
         let path = self.dir.join(file_name(&mac));
@@ -303,9 +357,12 @@ impl DeviceNodes {
     }
 
     fn spawn(&mut self, mac: Mac, hostname: String, keys: NodeKeys) {
-        let Some(base) = self.base.clone() else {
+        let Some(mut base) = self.base.clone() else {
             return;
         };
+        if let Some(t) = self.tags.get(&mac) {
+            base.tags = t.clone();
+        }
         let now = Instant::now();
         let delay = self.next_start.saturating_duration_since(now);
         self.next_start = now.max(self.next_start) + STAGGER;

@@ -647,6 +647,8 @@ mod tests {
             active: true,
             expires_in_s: 100,
             last_seen_s: None,
+            tailnet: None,
+            tags: Vec::new(),
         }];
         let s = status(&devices).unwrap();
         *STATUS.lock().unwrap() = None;

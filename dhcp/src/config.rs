@@ -77,6 +77,10 @@ pub struct ServerConfig {
     /// meanwhile and [`crate::Event::NewDevice`] says it is there. `None`:
     /// answer at once.
     pub hold_new: Option<Duration>,
+    /// Devices that never become nodes (their own switch on the page says
+    /// "behind the box" or "not in the tailnet"): never held, and their pool
+    /// address gets the full lease time.
+    pub no_node: Vec<Mac>,
 }
 
 /// The lease time of a pool address for a device whose node is not there
@@ -516,7 +520,10 @@ impl ServerConfig {
     /// `mac` has no node lease yet, so that it moves to its node's address
     /// soon; else `lease_time`.
     pub fn lease_time_for(&self, mac: &Mac) -> Duration {
-        if self.hold_new.is_some() && self.node_lease_for(mac).is_none() {
+        if self.hold_new.is_some()
+            && self.node_lease_for(mac).is_none()
+            && !self.no_node.contains(mac)
+        {
             self.lease_time.min(WAITING_LEASE_TIME)
         } else {
             self.lease_time
@@ -575,6 +582,7 @@ mod tests {
             probe_interval: Some(Duration::from_secs(60)),
             node_leases: Vec::new(),
             hold_new: None,
+            no_node: Vec::new(),
             serve: true,
         }
     }

@@ -543,6 +543,7 @@ mod tests {
             probe_interval: None,
             node_leases: Vec::new(),
             hold_new: None,
+            no_node: Vec::new(),
             serve: true,
         };
         let mut t = LeaseTable::default();

@@ -158,3 +158,36 @@ fn node_leases_inside_the_subnet_or_twice_are_refused() {
     cfg.node_leases = vec![own_router];
     assert!(cfg.validate().is_err());
 }
+
+/// A device switched "behind the box" or "not in the tailnet" never
+/// becomes a node: it is not held and its pool address gets the full lease
+/// time; a device that was a node and is switched so leaves its node's
+/// address at its next renewal (NAK, then a pool address).
+#[test]
+fn a_device_that_never_becomes_a_node_is_answered_at_once() {
+    let mut s = server();
+    let mut cfg = s.config().clone();
+    cfg.hold_new = Some(Duration::from_secs(10));
+    cfg.no_node = vec![mac(3)];
+    cfg.node_leases = vec![node_lease(mac(4))];
+    s.set_config(cfg).unwrap();
+    let now = t0();
+    let pool = dora(&mut s, mac(3), now);
+    assert!(pool >= RANGE_START && pool <= RANGE_END);
+    assert!(events(&mut s)
+        .iter()
+        .all(|e| !matches!(e, Event::NewDevice { .. })));
+    let lease = s.leases().find(|l| l.mac == mac(3)).unwrap().expires;
+    assert_eq!(lease, now + LEASE);
+    // mac 4 is a node, then switched: its node lease goes.
+    assert_eq!(dora(&mut s, mac(4), now), NODE_IP);
+    let mut cfg = s.config().clone();
+    cfg.node_leases.clear();
+    cfg.no_node.push(mac(4));
+    s.set_config(cfg).unwrap();
+    let renew = now + Duration::from_secs(60);
+    send(&mut s, renew, &request_renew(mac(4), NODE_IP)).unwrap();
+    assert_eq!(msg_type(&one_reply(&mut s).1), Some(MessageType::Nak));
+    let back = dora(&mut s, mac(4), renew);
+    assert!(back >= RANGE_START && back <= RANGE_END, "{back}");
+}

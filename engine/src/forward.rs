@@ -101,6 +101,10 @@ pub struct Policy {
     pub bridge_allow_lan: bool,
     /// The exit node also serves IPv6 (`::/0`): the uplink has IPv6.
     pub exit_v6: bool,
+    /// Bridged devices kept off the mesh (a device's "not in the tailnet"
+    /// switch): nothing of theirs goes to a peer, nothing from a peer
+    /// reaches them.
+    pub off_mesh: Vec<Mac>,
 }
 
 impl Policy {
@@ -135,6 +139,19 @@ pub fn decide6(topo: &impl Topology, source: Source, dst: Ipv6Addr) -> Forward {
 
 /// Decide where a packet from `source` with these addresses goes.
 pub fn decide(topo: &impl Topology, source: Source, src: Ipv4Addr, dst: Ipv4Addr) -> Forward {
+    let d = decide_route(topo, source, src, dst);
+    let off = &topo.policy().off_mesh;
+    match (source, d) {
+        (Source::Bridge(mac), Forward::ToMesh(_)) | (Source::Mesh(_), Forward::ToBridge(mac))
+            if off.contains(&mac) =>
+        {
+            Forward::Drop(Reason::NotAllowed)
+        }
+        _ => d,
+    }
+}
+
+fn decide_route(topo: &impl Topology, source: Source, src: Ipv4Addr, dst: Ipv4Addr) -> Forward {
     if dst.is_multicast() || dst.is_broadcast() || dst == topo.bridge_broadcast() {
         return Forward::Drop(Reason::Multicast);
     }
@@ -241,6 +258,7 @@ mod tests {
         use_exit: None,
         bridge_internet: false,
         bridge_allow_lan: false,
+        off_mesh: Vec::new(),
     };
     const DEV: Mac = Mac([2, 0, 0, 0, 0, 1]);
     const DEV_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 100);
@@ -399,6 +417,65 @@ mod tests {
             advertised: vec!["192.168.1.0/24".parse().unwrap()],
             ..NO_POLICY
         }
+    }
+
+    /// A device switched "not in the tailnet": nothing to or from a peer,
+    /// even through the exit node; the box, the bridge and the uplink's
+    /// internet stay.
+    #[test]
+    fn a_device_off_the_mesh_neither_reaches_peers_nor_is_reached() {
+        let off = WithPolicy(
+            Policy {
+                off_mesh: vec![DEV],
+                bridge_internet: true,
+                ..NO_POLICY
+            },
+            true,
+        );
+        assert_eq!(
+            decide(&off, Source::Bridge(DEV), DEV_IP, PEER_IP),
+            Forward::Drop(Reason::NotAllowed)
+        );
+        assert_eq!(
+            decide(&off, Source::Mesh(PeerId(0)), PEER_IP, DEV_IP),
+            Forward::Drop(Reason::NotAllowed)
+        );
+        assert_eq!(
+            decide(&off, Source::Bridge(DEV), DEV_IP, GW),
+            Forward::ToHost
+        );
+        assert_eq!(
+            decide(&off, Source::Host, GW, DEV_IP),
+            Forward::ToBridge(DEV)
+        );
+        assert_eq!(
+            decide(&off, Source::Bridge(DEV), DEV_IP, INET),
+            Forward::ToHost
+        );
+        let exit = WithPolicy(
+            Policy {
+                off_mesh: vec![DEV],
+                use_exit: Some(PeerId(1)),
+                ..NO_POLICY
+            },
+            true,
+        );
+        assert_eq!(
+            decide(&exit, Source::Bridge(DEV), DEV_IP, INET),
+            Forward::Drop(Reason::NotAllowed)
+        );
+        // Another device is not affected.
+        let other = WithPolicy(
+            Policy {
+                off_mesh: vec![Mac([2, 0, 0, 0, 0, 7])],
+                ..NO_POLICY
+            },
+            true,
+        );
+        assert_eq!(
+            decide(&other, Source::Bridge(DEV), DEV_IP, PEER_IP),
+            Forward::ToMesh(PeerId(0))
+        );
     }
 
     #[test]

@@ -453,6 +453,12 @@ impl Engine {
         self.config.policy.use_exit = peer;
     }
 
+    /// The bridged devices kept off the mesh (their "not in the tailnet"
+    /// switch), while running.
+    pub fn set_off_mesh(&mut self, macs: Vec<Mac>) {
+        self.config.policy.off_mesh = macs;
+    }
+
     /// The exit node the bridged devices' internet goes to now.
     pub fn exit_peer(&self) -> Option<PeerId> {
         self.config.policy.use_exit

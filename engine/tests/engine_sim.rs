@@ -244,6 +244,7 @@ impl Sim {
                 probe_interval: None,
                 node_leases: Vec::new(),
                 hold_new: None,
+                no_node: Vec::new(),
                 serve: true,
             },
         };

@@ -26,6 +26,7 @@ fn config() -> ServerConfig {
         probe_interval: None,
         node_leases: Vec::new(),
         hold_new: None,
+        no_node: Vec::new(),
         serve: true,
     }
 }

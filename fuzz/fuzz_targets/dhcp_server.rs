@@ -44,6 +44,7 @@ fn config(probing: bool) -> ServerConfig {
         probe_interval: probing.then_some(Duration::from_secs(60)),
         node_leases: Vec::new(),
         hold_new: None,
+        no_node: Vec::new(),
         serve: true,
     }
 }

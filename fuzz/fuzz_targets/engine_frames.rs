@@ -49,6 +49,7 @@ fuzz_target!(|data: &[u8]| {
             probe_interval: Some(Duration::from_secs(60)),
             node_leases: Vec::new(),
             hold_new: None,
+            no_node: Vec::new(),
             serve: true,
         },
     };

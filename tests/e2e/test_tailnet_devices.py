@@ -22,8 +22,9 @@ import pytest
 
 import test_tailnet_control
 from site_ns import meshbridge_bin, sh, wait_for
-from test_tailnet_box import BoxTailnet
+from test_tailnet_box import BoxTailnet, box_peer
 from test_tailnet_control import require_gotools
+from web_client import Http
 
 NAMES = ("printer", "tv", "nas")
 TAILNET = ipaddress.ip_network("100.64.0.0/10")
@@ -107,13 +108,18 @@ def fetches(tn, addr):
     return r.returncode == 0
 
 
-def test_each_bridged_device_is_its_own_tailnet_node(tn):
-    tn.auth_key()  # creates alice, whom the policy names
+def tagged_key(tn):
+    """The box's key: reusable and tagged (the devices' nodes use it too);
+    alice, whom the policies name, is made first."""
+    tn.auth_key()
     set_policy(tn, POLICY, "all")
-    # The box's key: reusable and tagged (the devices' nodes use it too).
     users = {u["name"]: u for u in tn.headscale("users", "list")}
-    key = tn.headscale("preauthkeys", "create", "--user", str(users["alice"]["id"]), "--reusable",
-                       "--expiration", "24h", "--tags", "tag:device")["key"]
+    return tn.headscale("preauthkeys", "create", "--user", str(users["alice"]["id"]), "--reusable",
+                        "--expiration", "24h", "--tags", "tag:device")["key"]
+
+
+def test_each_bridged_device_is_its_own_tailnet_node(tn):
+    key = tagged_key(tn)
     cli = tn.tailscaled_routes("tlaptop", tn.auth_key())
     wait_for(lambda: tn.ts_status(cli).get("BackendState") == "Running", timeout=30, what="tailscaled Running")
     lap_ip = next(a for a in tn.ts_status(cli)["Self"]["TailscaleIPs"] if "." in a)
@@ -230,3 +236,94 @@ def test_each_bridged_device_is_its_own_tailnet_node(tn):
     assert nas is None or nas.get("expiry"), nas
     wait_for(lambda: not list((tn.state / "tailnet-devices").glob(mac.replace(":", "") + "*")), timeout=20,
              what="the nas's keys deleted")
+
+
+WEB = "10.99.0.10:8088"
+PASSWORD = "correct horse battery"
+
+
+def test_the_devices_page_moves_a_device_behind_the_box_or_out_of_the_tailnet(tn):
+    """The Devices page in headless Chromium shows each device's tailnet name,
+    address and state, and its switch: tv set "behind the box" and nas "not
+    in the tailnet" lose their nodes (logged out, gone from the laptop's
+    peers); at their next lease they get bridge addresses; the laptop reaches
+    tv through the box's subnet route, while nas and the laptop cannot reach
+    each other (nas still reaches the box); the printer stays its own node.
+    A restart brings no node back for them."""
+    browser = Path(__file__).resolve().parent / "browser"
+    if not (browser / "node_modules" / "playwright-core").exists() or not shutil.which("node"):
+        pytest.fail("missing for the browser tests (scripts/deps.sh installs them): node, playwright-core")
+    key = tagged_key(tn)
+    cli = tn.tailscaled_routes("tlaptop", tn.auth_key())
+    wait_for(lambda: tn.ts_status(cli).get("BackendState") == "Running", timeout=30, what="tailscaled Running")
+    lap_ip = next(a for a in tn.ts_status(cli)["Self"]["TailscaleIPs"] if "." in a)
+    ports = add_devices(tn)
+    cfg = tn.write_config(key, devices="nodes")
+    text = cfg.read_text().replace(f'ports = ["{tn.port}"]', "ports = [" + ", ".join(f'"{p}"' for p in ports) + "]")
+    assert "[web]\nenabled = false" in text
+    cfg.write_text(text.replace("[web]\nenabled = false", f'[web]\nlisten = ["{WEB}"]'))
+    tn.start_box(cfg)
+    box = wait_for(lambda: node_map(tn).get("tbox"), timeout=30, what="the box on headscale")
+    addrs = {name: lease(tn, name)[0] for name in NAMES}
+    assert all(ipaddress.ip_address(a) in TAILNET for a in addrs.values()), addrs
+    wait_for(lambda: (m := node_map(tn)) and all(m.get(n, {}).get("online") for n in NAMES), timeout=40,
+             what="the device nodes online")
+    macs = {n: tn.run(tn.devs[n], ["cat", f"/sys/class/net/{tn.p}q{i}/address"]).stdout.strip()
+            for i, n in enumerate(NAMES)}
+
+    http = Http(tn, tn.box, f"http://{WEB}")
+    assert http.setup((tn.state / "setup-code").read_text().strip(), PASSWORD)[0] == 200
+    r = tn.run(tn.box, ["node", str(browser / "devices.mjs"), f"http://{WEB}", PASSWORD, str(tn.tmp),
+                        f"{macs['tv']}=behind", f"{macs['nas']}=off"], check=False, timeout=150)
+    assert r.returncode == 0 and r.stdout.strip(), r.stderr[-3000:]
+    res = json.loads(r.stdout)
+    assert res["ok"] and not res["page_errors"], res
+    printer = res["before"][macs["printer"]]
+    assert printer["name"].startswith("printer.") and printer["address"] == addrs["printer"], res
+    assert printer["state"] == "online" and printer["mode"] == "node" and printer["tags_field"] == 1, res
+    assert set(res["confirmations"]) == {macs["tv"], macs["nas"]}, res
+    puts = [q for q in res["requests"] if q["method"] == "PUT"]
+    assert len(puts) == 2 and all(q["path"].startswith("/api/devices/") for q in puts), res
+    saved = cfg.read_text()
+    assert 'tailnet = "behind"' in saved and 'tailnet = "off"' in saved, saved
+
+    # Their nodes are logged out: gone from the laptop's live peers.
+    def lap_peers():
+        return {p.get("HostName") for p in (tn.ts_status(cli).get("Peer") or {}).values() if not p.get("Expired")}
+
+    wait_for(lambda: not {"tv", "nas"} & lap_peers(), timeout=30, what="tv and nas gone from the laptop's peers")
+    assert "printer" in lap_peers()
+    st = json.loads(tn.run(tn.box, [meshbridge_bin(), "status", "--json", "--config", str(cfg)]).stdout)
+    assert {d["hostname"] for d in st["tailnet"]["devices"]} == {"printer"}, st["tailnet"]["devices"]
+    modes = {d["mac"]: d.get("tailnet") for d in st["devices"]}
+    assert modes[macs["tv"]] == "behind" and modes[macs["nas"]] == "off" and modes[macs["printer"]] == "node", modes
+
+    # At their next lease: bridge addresses, the box's bridge address their router.
+    bridge = ipaddress.ip_network("10.77.1.0/24")
+    moved = {}
+    for name in ("tv", "nas"):
+        f = tn.lease_in(tn.devs[name], f"{tn.p}q{NAMES.index(name)}", name)
+        assert ipaddress.ip_address(f["ip"]) in bridge and f["router"] == "10.77.1.1", f["line"]
+        moved[name] = f["ip"]
+    # Behind the box: the laptop reaches tv through the box's subnet route, and back.
+    tn.headscale("nodes", "approve-routes", "-i", str(box["id"]), "-r", "10.77.1.0/24")
+    wait_for(lambda: (p := box_peer(tn, cli)) and "10.77.1.0/24" in (p.get("PrimaryRoutes") or []),
+             timeout=30, what="the box's route on the laptop")
+    tn.ping(tn.lap, moved["tv"])
+    tn.ping(tn.devs["tv"], lap_ip)
+    # Not in the tailnet: nas and the laptop never reach each other, through
+    # the same route; nas still reaches the box.
+    tn.ping(tn.devs["nas"], "10.77.1.1")
+    for _ in range(3):
+        assert tn.run(tn.lap, ["ping", "-c", "1", "-W", "1", moved["nas"]], check=False).returncode != 0
+        assert tn.run(tn.devs["nas"], ["ping", "-c", "1", "-W", "1", lap_ip], check=False).returncode != 0
+    tn.ping(tn.lap, addrs["printer"])
+
+    # A restart: no node comes back for them, the printer's does.
+    count = len(tn.nodes())
+    tn.stop_box()
+    tn.start_box(cfg)
+    assert lease(tn, "printer")[0] == addrs["printer"]
+    wait_for(lambda: node_map(tn).get("printer", {}).get("online"), timeout=40, what="the printer's node back")
+    assert len(tn.nodes()) == count, tn.nodes()
+    assert not {"tv", "nas"} & lap_peers(), lap_peers()

@@ -667,6 +667,55 @@ async function viewStatus(m, current) {
 
 // ---------------------------------------------------------------- devices --
 
+const DEVICE_TAILNET = [
+  ['node', 'Own node'],
+  ['behind', 'Behind the box'],
+  ['off', 'Not in the tailnet'],
+];
+
+// A device's place in the tailnet: its node (name, address, online) and the
+// switch own node / behind the box / not in the tailnet, and its node's tags.
+function deviceTailnet(d, id, box, nodes) {
+  const node = nodes.find((n) => n.mac === d.mac);
+  const mode = h('select', { id: `device-tailnet-${id}`, name: 'tailnet' },
+    ...DEVICE_TAILNET.map(([v, text]) => h('option', { value: v, selected: v === d.tailnet }, text)));
+  mode.addEventListener('change', () => {
+    const want = mode.value;
+    const before = d.tailnet;
+    busy(box, async () => {
+      mode.disabled = true;
+      try {
+        await api('PUT', `/api/devices/${encodeURIComponent(d.mac)}`, { tailnet: want });
+        d.tailnet = want;
+        $('.form-ok', box).textContent = want === 'node'
+          ? 'Saved: the device becomes a tailnet node at its next address renewal.'
+          : 'Saved: its own node (if any) is logged out of the tailnet; the device moves at its next address renewal.';
+      } catch (err) { mode.value = before; throw err; } finally { mode.disabled = false; }
+    });
+  });
+  const tags = h('input', { id: `device-tags-${id}`, name: 'tags', value: (d.tags || []).join(', '), placeholder: 'tag:device', maxlength: '512' });
+  const tagForm = h('form', { novalidate: true },
+    fieldRow('tags', 'Tags of its node', tags, h('button', { class: 'btn', type: 'submit', id: `device-tags-save-${id}` }, 'Save'),
+      'Comma-separated, e.g. tag:printer. Empty: the box\'s device tags. Asked for when its node registers.'));
+  tagForm.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const list = tags.value.split(',').map((t) => t.trim()).filter(Boolean);
+    busy(box, async () => {
+      await api('PUT', `/api/devices/${encodeURIComponent(d.mac)}`, { tags: list });
+      $('.form-ok', box).textContent = 'Tags saved.';
+    });
+  });
+  const state = node ? (node.state === 'logged-in' ? 'online' : (TAILNET_STATES[node.state] || node.state)) : 'no node';
+  return h('div', { class: 'device-tailnet', id: `device-tailnet-info-${id}` },
+    h('dl', { class: 'kv' },
+      h('dt', {}, 'Tailnet name'), h('dd', { class: 'tailnet-name' }, (node && node.name) || '–'),
+      h('dt', {}, 'Tailnet address'), h('dd', { class: 'tailnet-address' }, (node && node.address) || '–'),
+      h('dt', {}, 'Tailnet state'), h('dd', { class: 'tailnet-state' }, state)),
+    field('tailnet', 'In the tailnet', mode, 'Own node: a tailnet member with its own address, name and tags. '
+      + 'Behind the box: reached through the box\'s subnet route. Not in the tailnet: this network and the internet only.'),
+    d.tailnet === 'node' ? tagForm : null);
+}
+
 async function viewDevices(m, current) {
   const s = await api('GET', '/api/status');
   if (!current()) return;
@@ -699,6 +748,7 @@ async function viewDevices(m, current) {
         } catch (err) { pin.checked = !want; throw err; } finally { pin.disabled = false; }
       });
     });
+    const tailnetPart = d.tailnet ? deviceTailnet(d, id, box, (s.tailnet && s.tailnet.devices) || []) : null;
     const forget = h('button', { class: 'btn danger', type: 'button', id: `device-forget-${id}` }, 'Forget');
     forget.addEventListener('click', () => {
       if (!confirm(`Forget ${d.name || d.hostname || d.mac}? Its lease, reservation and name are removed.`)) return;
@@ -714,6 +764,7 @@ async function viewDevices(m, current) {
         h('dt', {}, 'Lease'), h('dd', {}, inSpan(d.expires_in_s)), h('dt', {}, 'Last seen'), h('dd', {}, ago(d.last_seen_s))),
       rename,
       checkField('pin', 'Pin this address (DHCP reservation)', pin, 'The device always gets the same mesh address.'),
+      tailnetPart,
       h('div', { class: 'actions' }, forget),
       formError(), formOk()]);
     return box;

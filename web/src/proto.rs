@@ -51,6 +51,14 @@ pub enum Request {
         /// Reserve (true) or release (false) its address.
         #[serde(default)]
         pin: Option<bool>,
+        /// Its own tailnet switch: "node" (its own node), "behind" (behind
+        /// the box), "off" (not in the tailnet); "" goes back to the
+        /// default (`[tailnet] devices`).
+        #[serde(default)]
+        tailnet: Option<String>,
+        /// The tags its own node asks for (empty: `[tailnet] device_tags`).
+        #[serde(default)]
+        tags: Option<Vec<String>>,
     },
     /// Forget a device: lease, reservation, name.
     DeviceForget {
@@ -279,6 +287,14 @@ pub struct DeviceStatus {
     /// Seconds since the box last saw a frame from it.
     #[serde(default)]
     pub last_seen_s: Option<u64>,
+    /// Its tailnet switch: "node" (a tailnet node of its own), "behind"
+    /// (behind the box), "off" (not in the tailnet or the mesh); `None`
+    /// without a tailnet and no switch set.
+    #[serde(default)]
+    pub tailnet: Option<String>,
+    /// The tags its own node asks for, when set for it alone.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 /// One health check, with a plain-language fix when it fails.
@@ -665,6 +681,8 @@ mod tests {
             active: true,
             expires_in_s: 60,
             last_seen_s: None,
+            tailnet: None,
+            tags: Vec::new(),
         };
         let json = serde_json::to_string(&d).unwrap();
         assert!(

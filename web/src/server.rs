@@ -978,6 +978,10 @@ struct DeviceBody {
     name: Option<String>,
     #[serde(default)]
     pin: Option<bool>,
+    #[serde(default)]
+    tailnet: Option<String>,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
 }
 
 async fn device_set(State(st): State<St>, Path(mac): Path<String>, body: Bytes) -> Response {
@@ -991,6 +995,8 @@ async fn device_set(State(st): State<St>, Path(mac): Path<String>, body: Bytes) 
             mac,
             name: b.name,
             pin: b.pin,
+            tailnet: b.tailnet,
+            tags: b.tags,
         },
     )
     .await

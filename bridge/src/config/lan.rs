@@ -57,6 +57,8 @@ pub(super) struct Dhcp {
     pub probe_interval: Option<Duration>,
     pub reservations: Vec<(Mac, Ipv4Addr)>,
     pub device_names: Vec<(Mac, String)>,
+    pub device_tailnet: Vec<(Mac, super::tailnet::DeviceTailnet)>,
+    pub device_node_tags: Vec<(Mac, Vec<String>)>,
 }
 
 /// Validate `[dhcp]` and `bridge.address` (`b`); the bridge subnet must not
@@ -186,6 +188,8 @@ pub(super) fn validate_dhcp(
     };
     let mut reservations = Vec::new();
     let mut device_names: Vec<(Mac, String)> = Vec::new();
+    let mut device_tailnet = Vec::new();
+    let mut device_node_tags = Vec::new();
     for (i, r) in d.reservations.iter().enumerate() {
         let mac = r.mac.parse::<Mac>().map_err(|_| {
             bad(
@@ -193,6 +197,41 @@ pub(super) fn validate_dhcp(
                 format!("{:?} is not a MAC like aa:bb:cc:dd:ee:ff", r.mac),
             )
         })?;
+        let switches = r.tailnet.is_some() || r.tags.is_some();
+        if switches
+            && d.reservations[..i]
+                .iter()
+                .any(|o| o.mac.parse::<Mac>().ok() == Some(mac))
+        {
+            return Err(bad(
+                format!("dhcp.reservations[{i}].mac"),
+                "this MAC has an entry already: one entry per device",
+            ));
+        }
+        if let Some(t) = &r.tailnet {
+            let mode = super::tailnet::DeviceTailnet::parse(t).ok_or_else(|| {
+                bad(
+                    format!("dhcp.reservations[{i}].tailnet"),
+                    format!("{t:?} is not \"node\" (its own tailnet node), \"behind\" (behind the box) or \"off\" (not in the tailnet)"),
+                )
+            })?;
+            device_tailnet.push((mac, mode));
+        }
+        if let Some(tags) = &r.tags {
+            if let Some(t) = tags.iter().find(|t| !super::tailnet::valid_tag(t)) {
+                return Err(bad(
+                    format!("dhcp.reservations[{i}].tags"),
+                    format!("{t:?} is not a tag like \"tag:printer\""),
+                ));
+            }
+            if tags.len() > 16 {
+                return Err(bad(
+                    format!("dhcp.reservations[{i}].tags"),
+                    "at most 16 tags",
+                ));
+            }
+            device_node_tags.push((mac, tags.clone()));
+        }
         if let Some(n) = &r.name {
             // A display name ("Office printer"); its DNS name is made from it
             // ("office-printer"), so it needs a letter or digit.
@@ -208,7 +247,7 @@ pub(super) fn validate_dhcp(
                 ));
             }
             device_names.push((mac, n.to_string()));
-        } else if r.ip.is_none() {
+        } else if r.ip.is_none() && !switches {
             return Err(bad(
                 format!("dhcp.reservations[{i}]"),
                 "give an ip, a name, or both",
@@ -246,5 +285,7 @@ pub(super) fn validate_dhcp(
         probe_interval,
         reservations,
         device_names,
+        device_tailnet,
+        device_node_tags,
     })
 }

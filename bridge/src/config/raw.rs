@@ -228,6 +228,11 @@ pub struct Reservation {
     pub ip: Option<String>,
     /// The device's name (DNS name and on the page), instead of its DHCP hostname.
     pub name: Option<String>,
+    /// How this device is in the tailnet: "node" (its own), "behind" (the
+    /// box's subnet route) or "off" (not in the tailnet or the mesh).
+    pub tailnet: Option<String>,
+    /// The tags its own node asks for, instead of `[tailnet] device_tags`.
+    pub tags: Option<Vec<String>>,
 }
 
 /// `[tailnet]`: join a Tailscale or Headscale tailnet.

@@ -70,12 +70,47 @@ impl DeviceMode {
     }
 }
 
+/// A device's own switch on the page (`[[dhcp.reservations]] tailnet`):
+/// how that one device is in the tailnet (or the mesh).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceTailnet {
+    /// `"node"`: a tailnet node of its own (with `devices = "nodes"`).
+    Node,
+    /// `"behind"`: behind the box, an address of the bridge subnet that
+    /// the box's node routes (no node of its own).
+    Behind,
+    /// `"off"`: not in the tailnet or the mesh at all: the bridge and the
+    /// box's uplink only; the box drops its packets to and from the mesh.
+    Off,
+}
+
+impl DeviceTailnet {
+    /// The config value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceTailnet::Node => "node",
+            DeviceTailnet::Behind => "behind",
+            DeviceTailnet::Off => "off",
+        }
+    }
+
+    /// A config value: `None` for an unknown one.
+    pub fn parse(s: &str) -> Option<DeviceTailnet> {
+        match s.trim() {
+            "node" => Some(DeviceTailnet::Node),
+            "behind" => Some(DeviceTailnet::Behind),
+            "off" => Some(DeviceTailnet::Off),
+            _ => None,
+        }
+    }
+}
+
 /// The tags device nodes ask for when `device_tags` is not set.
 pub const DEFAULT_DEVICE_TAG: &str = "tag:device";
 
 /// A tag as Tailscale writes them: `tag:` and a name of letters, digits
 /// and '-'.
-fn valid_tag(t: &str) -> bool {
+pub(crate) fn valid_tag(t: &str) -> bool {
     t.strip_prefix("tag:").is_some_and(|n| {
         !n.is_empty() && n.len() <= 63 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
     })

@@ -258,6 +258,11 @@ pub struct Server {
     /// New devices waiting for a node lease ([`ServerConfig::hold_new`]):
     /// when each was first heard.
     held: std::collections::HashMap<Mac, SystemTime>,
+    /// Node addresses taken back by a config change (the device's node is
+    /// gone): a device still renewing one is NAKed, so that it moves to a
+    /// pool address at once instead of when the lease runs out. At most
+    /// [`MAX_HELD`] kept.
+    retired: std::collections::HashMap<Mac, Ipv4Addr>,
 }
 
 /// At most this many new devices wait for a node lease at once; more are
@@ -296,6 +301,7 @@ impl Server {
             stats: Stats::default(),
             last_now: now,
             held: std::collections::HashMap::new(),
+            retired: std::collections::HashMap::new(),
         };
         let mut dropped = false;
         for r in restored.records() {
@@ -540,6 +546,16 @@ impl Server {
     /// The [`ConfigError`] from [`ServerConfig::validate`]; nothing changes.
     pub fn set_config(&mut self, config: ServerConfig) -> Result<(), ConfigError> {
         config.validate()?;
+        for n in &self.config.node_leases {
+            if config.node_lease_for(&n.mac).map(|m| m.ip) != Some(n.ip) {
+                if self.retired.len() >= MAX_HELD {
+                    self.retired.clear();
+                }
+                self.retired.insert(n.mac, n.ip);
+            }
+        }
+        self.retired
+            .retain(|mac, ip| config.node_lease_for(mac).map(|m| m.ip) != Some(*ip));
         let dropped = self.table.retain_for_reconfig(&config, self.last_now);
         self.probe_mac = wire::probe_mac(config.server_mac);
         self.guard.reconfigure(

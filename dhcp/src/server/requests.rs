@@ -141,6 +141,10 @@ impl Server {
             // stay silent, never NAK someone else's client (a box must not
             // break the network it sits in).
             if !self.config.serves(&chaddr, ip) {
+                if self.retired.get(&chaddr) == Some(&ip) {
+                    // Its node's address, taken back: ours to refuse.
+                    return self.reply(msg, chaddr, src_ip, ReplyKind::Nak, Ipv4Addr::UNSPECIFIED);
+                }
                 self.stats.ignored += 1;
                 return Ok(());
             }
@@ -151,6 +155,10 @@ impl Server {
             // the client's remain silent) so another server's clients are
             // never NAKed.
             if !self.config.serves(&chaddr, ip) {
+                if self.retired.get(&chaddr) == Some(&ip) {
+                    // Its node's address, taken back: ours to refuse.
+                    return self.reply(msg, chaddr, src_ip, ReplyKind::Nak, Ipv4Addr::UNSPECIFIED);
+                }
                 self.stats.ignored += 1;
                 return Ok(());
             }
@@ -179,6 +187,7 @@ impl Server {
         if self.table.lease(&mac).is_some()
             || self.table.offer(&mac).is_some()
             || self.config.reservation_for(&mac).is_some()
+            || self.config.no_node.contains(&mac)
         {
             self.held.remove(&mac);
             return false;

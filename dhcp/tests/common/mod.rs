@@ -48,6 +48,7 @@ pub fn config() -> ServerConfig {
         probe_interval: None,
         node_leases: Vec::new(),
         hold_new: None,
+        no_node: Vec::new(),
         serve: true,
     }
 }
