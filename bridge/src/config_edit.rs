@@ -563,6 +563,41 @@ range = "10.77.1.100-10.77.1.200"
             !e.text().contains("02:00:00:00:00:09"),
             "empty entry removed"
         );
+        // A device's tailnet switch and tags alone make an entry too.
+        let tags = vec!["tag:printer".to_string()];
+        e.set_device_tailnet(&mac, Some(Some("off")), Some(Some(&tags)))
+            .unwrap();
+        let (n, _) = e.validate().unwrap();
+        assert_eq!(n.device_tailnet_of(&mac), crate::config::DeviceTailnet::Off);
+        assert_eq!(n.devices_off_mesh(), vec![mac]);
+        assert_eq!(n.device_tags_of(&mac), Some(&tags[..]));
+        let other = Mac([2, 0, 0, 0, 0, 8]);
+        assert_eq!(
+            n.device_tailnet_of(&other),
+            crate::config::DeviceTailnet::Behind,
+            "no tailnet: behind the box"
+        );
+        e.set_device_tailnet(&mac, Some(Some("sideways")), None)
+            .unwrap();
+        let err = e.validate().unwrap_err();
+        assert!(
+            err.field
+                .as_deref()
+                .is_some_and(|f| f.ends_with(".tailnet")),
+            "{err:?}"
+        );
+        e.set_device_tailnet(&mac, Some(None), Some(Some(&["printer".to_string()])))
+            .unwrap();
+        let err = e.validate().unwrap_err();
+        assert!(
+            err.field.as_deref().is_some_and(|f| f.ends_with(".tags")),
+            "{err:?}"
+        );
+        e.set_device_tailnet(&mac, Some(None), Some(None)).unwrap();
+        assert!(
+            !e.text().contains("02:00:00:00:00:09"),
+            "bare entry removed"
+        );
         assert!(e.remove_peer("phone").unwrap());
         assert!(!e.remove_peer("phone").unwrap());
         // Same key twice is caught by validation.

@@ -108,6 +108,10 @@ struct Base {
     auth_key: Option<AuthKey>,
     tags: Vec<String>,
     ca_file: Option<PathBuf>,
+    /// `[routing] use_exit_node`, when it names a tailnet node: each
+    /// device's own node sends the device's internet there (its own ACL
+    /// identity at the exit node), never out of the box's uplink.
+    exit: Option<String>,
 }
 
 struct Handle {
@@ -197,6 +201,11 @@ impl DeviceNodes {
                 auth_key: t.auth_key.clone(),
                 tags: t.device_tags.clone(),
                 ca_file: t.ca_file.clone(),
+                exit: config
+                    .routing
+                    .use_exit_node
+                    .clone()
+                    .filter(|n| !config.peers.iter().any(|p| &p.name == n)),
             })
         });
         let mut nodes = DeviceNodes {
@@ -602,7 +611,12 @@ async fn run(mut task: Task) {
         key_file: task.key_file.clone(),
         ca_file: task.base.ca_file.clone(),
     };
-    let mut t = Tailnet::spawn(settings, task.keys.clone(), false, None);
+    let exit = task
+        .base
+        .exit
+        .clone()
+        .map(crate::tailnet::exit::ExitNode::new);
+    let mut t = Tailnet::spawn(settings, task.keys.clone(), false, exit);
     let mut fw = Firewall::default();
     let mut own: Option<Ipv4Addr> = None;
     let mut buf = vec![0u8; 65536];

@@ -610,7 +610,9 @@ impl Engine {
         // peers, and the ranges off the internet nobody here routes.
         if self.nodes.get(&info.src) == Some(&Mac(eth.source)) {
             let to_node = match decision {
-                Forward::ToMesh(_) => true,
+                // The exit node too: the device's node has its own session
+                // with it (the box's may be down), and its own kill switch.
+                Forward::ToMesh(_) | Forward::Drop(Reason::ExitDown) => true,
                 Forward::Drop(Reason::NoRoute) => rules::is_special(dst),
                 _ => false,
             };

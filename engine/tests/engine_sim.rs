@@ -852,4 +852,13 @@ fn a_device_node_gets_its_address_and_its_traffic_goes_through_its_node() {
     sim.ip_frame_from_device(Ipv4Addr::new(100, 64, 0, 8), laptop, b"spoofed");
     assert_eq!(sim.engine.stats().spoofed, spoofed + 1);
     assert_eq!(sim.to_node.len(), 2);
+    // With an exit node (`use_exit_node`), the device's internet goes to its
+    // node (which has its own session with the exit node), even while the
+    // box's own session with it is down; never to the box's uplink.
+    sim.engine.set_exit_peer(Some(sim.peer_id));
+    let tun = sim.tun.len();
+    sim.ip_frame_from_device(node_ip, Ipv4Addr::new(203, 0, 113, 5), b"internet");
+    assert_eq!(sim.to_node.len(), 3);
+    assert_eq!(sim.tun.len(), tun);
+    assert!(sim.at_peer.is_empty());
 }

@@ -43,9 +43,7 @@ POLICY_LAPTOP_TO_DEVICE_8000 = """{
 @pytest.fixture
 def tn(tmp_path, monkeypatch):
     tools = require_gotools()
-    cfg = test_tailnet_control.HEADSCALE_CONFIG.replace('mode: file\n  path: ""', "mode: database")
-    assert "mode: database" in cfg
-    monkeypatch.setattr(test_tailnet_control, "HEADSCALE_CONFIG", cfg)
+    test_tailnet_control.policy_in_database(monkeypatch)
     t = BoxTailnet(tmp_path, tools)
     try:
         yield t
@@ -53,11 +51,6 @@ def tn(tmp_path, monkeypatch):
         t.close()
         shutil.rmtree(Path("/etc/netns") / t.dev, ignore_errors=True)
 
-
-def set_policy(tn, text, name):
-    path = tn.tmp / f"{name}.hujson"
-    path.write_text(text)
-    tn.run(tn.hs, [str(tn.tools / "headscale"), "-c", str(tn.hs_config), "policy", "set", "-f", str(path)])
 
 
 def reaches(tn, ns, url):
@@ -78,7 +71,7 @@ def never(pred, seconds, what):
 
 def test_headscale_policy_decides_what_reaches_the_bridged_device_and_magicdns_names_resolve(tn):
     key = tn.auth_key()  # creates user alice, whom the policies name
-    set_policy(tn, POLICY_DEVICE_OUT_ONLY, "out-only")
+    tn.set_policy(POLICY_DEVICE_OUT_ONLY, "out-only")
     cli = tn.tailscaled_routes("tlaptop", key)
     wait_for(lambda: tn.ts_status(cli).get("BackendState") == "Running", timeout=30, what="tailscaled Running")
     lap_ip = next(a for a in tn.ts_status(cli)["Self"]["TailscaleIPs"] if "." in a)
@@ -130,7 +123,7 @@ def test_headscale_policy_decides_what_reaches_the_bridged_device_and_magicdns_n
 
     # 3. The laptop may reach the device's port 8000 (and ping it); port
     # 8001 stays closed.
-    set_policy(tn, POLICY_LAPTOP_TO_DEVICE_8000, "to-8000")
+    tn.set_policy(POLICY_LAPTOP_TO_DEVICE_8000, "to-8000")
     wait_for(lambda: reaches(tn, tn.lap, url.format(8000)), timeout=30, what="HTTP :8000 from the laptop")
     tn.ping(tn.lap, dev_ip)
     assert not reaches(tn, tn.lap, url.format(8001)), "port 8001 is not in the policy"
@@ -154,13 +147,13 @@ def test_headscale_policy_decides_what_reaches_the_bridged_device_and_magicdns_n
     dig_box = ["dig", "+short", "+time=2", "+tries=1", f"@{box_ip}", f"printer.{domain}", "A"]
     r = tn.run(tn.lap, dig_box, check=False)
     assert r.returncode != 0 and "timed out" in r.stdout, ("the policy does not open the box's port 53", r)
-    set_policy(tn, POLICY_LAPTOP_TO_DEVICE_8000.replace('"10.77.1.1:53"', f'"10.77.1.1:53", "{box_ip}:53"'),
+    tn.set_policy(POLICY_LAPTOP_TO_DEVICE_8000.replace('"10.77.1.1:53"', f'"10.77.1.1:53", "{box_ip}:53"'),
                "to-8000-dns")
     got = wait_for(lambda: (r := tn.run(tn.lap, dig_box, check=False)).returncode == 0 and r.stdout.split(),
                    timeout=20, what="the device's name from the box's tailnet address")
     assert got == [dev_ip], got
 
     # 4. Back to the first policy: the device is closed again.
-    set_policy(tn, POLICY_DEVICE_OUT_ONLY, "out-only-again")
+    tn.set_policy(POLICY_DEVICE_OUT_ONLY, "out-only-again")
     wait_for(lambda: not reaches(tn, tn.lap, url.format(8000)), timeout=30, what="the device closed again")
     tn.ping(tn.dev, lap_ip)

@@ -117,6 +117,15 @@ logtail:
   enabled: false
 """
 
+
+def policy_in_database(monkeypatch):
+    """Headscale keeps its ACL policy in its database (`policy.mode: database`)
+    for the test that calls this: the test sets it with `set_policy`."""
+    cfg = HEADSCALE_CONFIG.replace('mode: file\n  path: ""', "mode: database")
+    assert "mode: database" in cfg
+    monkeypatch.setattr(f"{__name__}.HEADSCALE_CONFIG", cfg)
+
+
 DERPMAP = """\
 regions:
   900:
@@ -197,6 +206,12 @@ class Tailnet:
     def headscale(self, *args):
         r = self.run(self.hs, [str(self.tools / "headscale"), "-c", str(self.hs_config), *args, "-o", "json"])
         return json.loads(r.stdout)
+
+    def set_policy(self, text, name):
+        """Headscale's ACL policy (with `policy_in_database`): `headscale policy set`."""
+        path = self.tmp / f"{name}.hujson"
+        path.write_text(text)
+        self.run(self.hs, [str(self.tools / "headscale"), "-c", str(self.hs_config), "policy", "set", "-f", str(path)])
 
     def auth_key(self, user="alice", reusable=True):
         users = {u["name"]: u for u in self.headscale("users", "list") or []}

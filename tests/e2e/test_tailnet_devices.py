@@ -52,9 +52,7 @@ POLICY_PRINTER_ONLY = """{
 @pytest.fixture
 def tn(tmp_path, monkeypatch):
     tools = require_gotools()
-    cfg = test_tailnet_control.HEADSCALE_CONFIG.replace('mode: file\n  path: ""', "mode: database")
-    assert "mode: database" in cfg
-    monkeypatch.setattr(test_tailnet_control, "HEADSCALE_CONFIG", cfg)
+    test_tailnet_control.policy_in_database(monkeypatch)
     t = BoxTailnet(tmp_path, tools)
     t.devs = {}
     try:
@@ -97,11 +95,6 @@ def v4(node):
     return next(a for a in node["ip_addresses"] if "." in a)
 
 
-def set_policy(tn, text, name):
-    path = tn.tmp / f"{name}.hujson"
-    path.write_text(text)
-    tn.run(tn.hs, [str(tn.tools / "headscale"), "-c", str(tn.hs_config), "policy", "set", "-f", str(path)])
-
 
 def fetches(tn, addr):
     r = tn.run(tn.lap, ["curl", "-sf", "--max-time", "2", f"http://{addr}:8000/who.txt"], check=False)
@@ -112,7 +105,7 @@ def tagged_key(tn):
     """The box's key: reusable and tagged (the devices' nodes use it too);
     alice, whom the policies name, is made first."""
     tn.auth_key()
-    set_policy(tn, POLICY, "all")
+    tn.set_policy(POLICY, "all")
     users = {u["name"]: u for u in tn.headscale("users", "list")}
     return tn.headscale("preauthkeys", "create", "--user", str(users["alice"]["id"]), "--reusable",
                         "--expiration", "24h", "--tags", "tag:device")["key"]
@@ -188,7 +181,7 @@ def test_each_bridged_device_is_its_own_tailnet_node(tn):
     # (real TCP; their nodes' filters in the box drop it), while all three
     # still reach the laptop.
     tn.headscale("nodes", "tag", "-i", str(nodes["printer"]["id"]), "-t", "tag:printer")
-    set_policy(tn, POLICY_PRINTER_ONLY, "printer-only")
+    tn.set_policy(POLICY_PRINTER_ONLY, "printer-only")
     wait_for(lambda: not fetches(tn, addrs["tv"]) and not fetches(tn, addrs["nas"]), timeout=30,
              what="tv and nas closed to the laptop")
     assert fetches(tn, addrs["printer"])
@@ -196,7 +189,7 @@ def test_each_bridged_device_is_its_own_tailnet_node(tn):
         assert not fetches(tn, addrs["tv"]) and not fetches(tn, addrs["nas"])
     for name in NAMES:
         tn.ping(tn.devs[name], lap_ip)
-    set_policy(tn, POLICY, "all-again")
+    tn.set_policy(POLICY, "all-again")
     wait_for(lambda: fetches(tn, addrs["tv"]), timeout=30, what="the tv open again")
 
     # 5. Restart, then SIGKILL: the same nodes with the same addresses, no

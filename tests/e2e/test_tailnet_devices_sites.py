@@ -43,9 +43,7 @@ POLICY = """{
 @pytest.fixture
 def tn(tmp_path, monkeypatch):
     tools = require_gotools()
-    cfg = test_tailnet_control.HEADSCALE_CONFIG.replace('mode: file\n  path: ""', "mode: database")
-    assert "mode: database" in cfg
-    monkeypatch.setattr(test_tailnet_control, "HEADSCALE_CONFIG", cfg)
+    test_tailnet_control.policy_in_database(monkeypatch)
     t = BoxTailnet(tmp_path, tools)
     t.etc = [Path("/etc/netns") / t.dev]
     try:

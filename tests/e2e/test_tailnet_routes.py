@@ -256,6 +256,62 @@ def test_bridged_device_uses_the_laptop_as_exit_node_with_kill_switch(rt):
     assert rt.run(rt.dev, ["ping", "-n", "-c", "1", "-W", "2", "10.77.1.1"], check=False).returncode == 0
 
 
+@pytest.fixture
+def rt_db(tmp_path, monkeypatch):
+    """`rt` with Headscale's policy in its database (tagged keys for device nodes)."""
+    import test_tailnet_control
+    test_tailnet_control.policy_in_database(monkeypatch)
+    t = RoutesTailnet(tmp_path, require_gotools())
+    try:
+        yield t
+    finally:
+        t.close()
+
+
+def test_a_device_node_uses_the_exit_node_as_itself_with_kill_switch(rt_db):
+    """`devices = "nodes"` and `use_exit_node = "tlaptop"`: the device's own
+    node (not the box's) sends its internet to the laptop's exit node, so the
+    internet host sees the laptop; with the laptop gone nothing of it leaves
+    the box's own uplink."""
+    from test_tailnet_devices import tagged_key
+    rt = rt_db
+    rt.laptop_internet()
+    key = tagged_key(rt)
+    cli, lap_proc = rt.laptop("tlaptop", rt.auth_key(), "--advertise-exit-node")
+    lap = wait_for(lambda: (n := nodes_named(rt, "tlaptop")) and "0.0.0.0/0" in (n[0].get("available_routes") or [])
+                   and n[0], timeout=30, what="the laptop offering an exit node")
+    rt.approve(lap, "0.0.0.0/0", "::/0")
+    cfg = rt.write_config(key, devices="nodes")
+    cfg.write_text(cfg.read_text() + f'[routing]\nuplink = "{rt.uplink}"\nuse_exit_node = "tlaptop"\n')
+    rt.start_box(cfg)
+    dev_ip = rt.udhcpc()
+    assert dev_ip.startswith("100."), dev_ip
+    dev = wait_for(lambda: (n := nodes_named(rt, "printer")) and n[0].get("online") and n[0], timeout=40,
+                   what="the device's node online")
+    assert dev_ip in dev["ip_addresses"], dev
+    page = wait_for(lambda: rt.fetch(rt.dev, f"http://{INET_HOST}:8000/"), timeout=40,
+                    what="the internet host from the device via the laptop")
+    assert page == "internet host\n"
+    assert rt.clients_seen(rt.inet_log)[-1] == "198.51.100.2", "the internet sees the laptop, not the box's uplink"
+    assert "192.168.1.2" not in rt.clients_seen(rt.inet_log)
+
+    cap = rt.tmp / "box-uplink.pcap"
+    tcpd = rt.spawn(rt.box, ["tcpdump", "--immediate-mode", "-Z", "root", "-U", "-i", rt.uplink, "-nn", "-w", str(cap),
+                             "ip"], rt.tmp / "tcpdump.log")
+    time.sleep(1)
+    seen_before = len(rt.clients_seen(rt.inet_log))
+    lap_proc.send_signal(signal.SIGTERM)
+    lap_proc.wait(timeout=15)
+    for _ in range(3):
+        assert rt.fetch(rt.dev, f"http://{INET_HOST}:8000/", timeout=2) is None
+    time.sleep(0.5)
+    tcpd.send_signal(signal.SIGINT)
+    tcpd.wait(timeout=5)
+    leaked = rt.run(rt.box, ["tcpdump", "-nn", "-r", str(cap)]).stdout
+    assert INET_HOST not in leaked and dev_ip not in leaked, leaked
+    assert len(rt.clients_seen(rt.inet_log)) == seen_before
+
+
 def test_accept_routes_gives_bridged_devices_other_nodes_approved_subnet_routes(rt):
     """The laptop's approved subnet route (198.51.100.0/24) becomes a route
     for the bridged device with `accept_routes = true`, and is not used with
