@@ -61,6 +61,10 @@ const STAGGER: Duration = Duration::from_millis(250);
 /// Packets queued between the event loop and one node, each way.
 const QUEUE: usize = 256;
 
+/// The largest datagram a device node reads: a 9,000-byte jumbo frame's
+/// packet in WireGuard, with room to spare.
+const NODE_DATAGRAM: usize = 9216 + 64;
+
 /// The mask handed with a node address: the tailnet's /10.
 const NODE_MASK: Ipv4Addr = Ipv4Addr::new(255, 192, 0, 0);
 
@@ -619,7 +623,10 @@ async fn run(mut task: Task) {
     let mut t = Tailnet::spawn(settings, task.keys.clone(), false, exit);
     let mut fw = Firewall::default();
     let mut own: Option<Ipv4Addr> = None;
-    let mut buf = vec![0u8; 65536];
+    // One datagram at a time (no GRO on a node's socket): WireGuard of a
+    // packet up to a jumbo frame, disco or STUN. A larger one is cut short
+    // and fails to decrypt (counted by the mesh).
+    let mut buf = vec![0u8; NODE_DATAGRAM];
     let mut denied = 0u64;
     loop {
         let now = Instant::now();
