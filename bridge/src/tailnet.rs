@@ -1407,7 +1407,27 @@ mod tests {
             local_eps: watch::channel(Vec::new()).1,
             mesh_bytes: HashMap::new(),
             last_mesh_look: None,
+            services_tx: watch::channel(Vec::new()).0,
         }
+    }
+
+    #[test]
+    fn map_requests_carry_the_dns_sd_service_in_hostinfo() {
+        let keys = NodeKeys::generate(&mut StdRng::seed_from_u64(7));
+        let id = NodeIdentity {
+            hostname: "box".into(),
+            ..Default::default()
+        };
+        let svc = vec![meshbridge_tailnet::netmap::dns_sd_service("mesh.home.arpa")];
+        let req = with_services(control::map_request(&keys, &id, &[]), &svc);
+        let v = serde_json::to_value(&req).unwrap();
+        assert_eq!(v["Hostinfo"]["App"], "meshbridge");
+        assert_eq!(
+            v["Hostinfo"]["Services"],
+            serde_json::json!([{"Proto": "udp", "Port": 53, "Description": "meshbridge-dns-sd mesh.home.arpa"}])
+        );
+        let plain = serde_json::to_value(with_services(control::map_request(&keys, &id, &[]), &[])).unwrap();
+        assert!(plain["Hostinfo"].get("Services").is_none(), "{plain}");
     }
 
     fn peer(n: u8, addrs: &[&str], allowed: &[&str]) -> TailnetPeer {
