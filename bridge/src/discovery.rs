@@ -531,7 +531,10 @@ impl Discovery {
 
     /// The remote boxes browsed, for `meshbridge status`.
     pub fn remotes_status(&self) -> Vec<meshbridge_web::proto::DiscoveryRemoteStatus> {
-        self.remotes.as_ref().map(|r| r.status()).unwrap_or_default()
+        self.remotes
+            .as_ref()
+            .map(|r| r.status())
+            .unwrap_or_default()
     }
 
     /// A tailnet map update: MagicDNS answers the tailnet's names, and

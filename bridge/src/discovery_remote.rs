@@ -160,9 +160,8 @@ impl Remotes {
             self.open_tailnet_socket();
         }
         let configured = |b: &DnsSdBox, rs: &[Remote]| {
-            rs.iter().any(|r| {
-                r.source == Source::Config && (r.server == b.server || r.name == b.name)
-            })
+            rs.iter()
+                .any(|r| r.source == Source::Config && (r.server == b.server || r.name == b.name))
         };
         let wanted: Vec<&DnsSdBox> = boxes
             .iter()
@@ -171,7 +170,9 @@ impl Remotes {
             .take(MAX_TAILNET_BOXES)
             .collect();
         if wanted.len() == MAX_TAILNET_BOXES {
-            tracing::warn!("site-to-site discovery: browsing the first {MAX_TAILNET_BOXES} tailnet boxes only");
+            tracing::warn!(
+                "site-to-site discovery: browsing the first {MAX_TAILNET_BOXES} tailnet boxes only"
+            );
         }
         let mut k = 0;
         while k < self.remotes.len() {

@@ -330,11 +330,12 @@ impl Tailnet {
             .map(exit::ExitNode::new);
         let tailnet = Tailnet::spawn(settings, keys, t.accept_routes, exit);
         // The box's DNS-SD proxy, for other boxes' site-to-site discovery.
-        #[cfg(feature = "dns")]
-        if config.dns_server.enabled && config.discovery.enabled {
+        if cfg!(feature = "dns") && config.dns_server.enabled && config.discovery.enabled {
             tailnet
                 .services_tx
-                .send_replace(vec![meshbridge_tailnet::netmap::dns_sd_service(&config.domain)]);
+                .send_replace(vec![meshbridge_tailnet::netmap::dns_sd_service(
+                    &config.domain,
+                )]);
         }
         Ok(Some(tailnet))
     }
@@ -1177,7 +1178,10 @@ async fn send_endpoints(
             .join(", ")
     );
     let update = with_services(
-        with_public(control::endpoint_update_request(keys, id, endpoints), public),
+        with_public(
+            control::endpoint_update_request(keys, id, endpoints),
+            public,
+        ),
         &services.borrow(),
     );
     let mut answer = client
@@ -1426,7 +1430,8 @@ mod tests {
             v["Hostinfo"]["Services"],
             serde_json::json!([{"Proto": "udp", "Port": 53, "Description": "meshbridge-dns-sd mesh.home.arpa"}])
         );
-        let plain = serde_json::to_value(with_services(control::map_request(&keys, &id, &[]), &[])).unwrap();
+        let plain = serde_json::to_value(with_services(control::map_request(&keys, &id, &[]), &[]))
+            .unwrap();
         assert!(plain["Hostinfo"].get("Services").is_none(), "{plain}");
     }
 

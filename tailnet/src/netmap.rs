@@ -390,10 +390,15 @@ pub fn dns_sd_of(node: &Node) -> Option<(u16, String)> {
             .trim_end_matches('.')
             .to_ascii_lowercase();
         let label_ok = |l: &str| {
-            !l.is_empty() && l.len() <= 63 && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
         };
-        (s.proto == "udp" && s.port != 0 && domain.len() <= MAX_DOMAIN && domain.split('.').all(label_ok))
-            .then_some((s.port, domain))
+        (s.proto == "udp"
+            && s.port != 0
+            && domain.len() <= MAX_DOMAIN
+            && domain.split('.').all(label_ok))
+        .then_some((s.port, domain))
     })
 }
 
@@ -669,17 +674,31 @@ mod tests {
             .unwrap()
         };
         let svc = serde_json::to_string(&dns_sd_service("Site-A.arpa.")).unwrap();
-        assert!(svc.contains(r#""Description":"meshbridge-dns-sd Site-A.arpa""#), "{svc}");
-        let boxa = node(2, &format!(r#"{{"App": "meshbridge", "Services": [{{"Proto": "tcp", "Port": 80}}, {svc}]}}"#));
+        assert!(
+            svc.contains(r#""Description":"meshbridge-dns-sd Site-A.arpa""#),
+            "{svc}"
+        );
+        let boxa = node(
+            2,
+            &format!(
+                r#"{{"App": "meshbridge", "Services": [{{"Proto": "tcp", "Port": 80}}, {svc}]}}"#
+            ),
+        );
         assert_eq!(dns_sd_of(&boxa), Some((53, "site-a.arpa".to_string())));
         // A device node: meshbridge, but no DNS-SD service.
         let device = node(3, r#"{"App": "meshbridge", "Services": null}"#);
         // Another app listing the same service; a bad domain; TCP; port 0.
-        let other = node(4, &format!(r#"{{"App": "tailscale", "Services": [{svc}]}}"#));
+        let other = node(
+            4,
+            &format!(r#"{{"App": "tailscale", "Services": [{svc}]}}"#),
+        );
         let bad = |desc: &str, proto: &str, port: u16| {
-            node(5, &format!(
-                r#"{{"App": "meshbridge", "Services": [{{"Proto": "{proto}", "Port": {port}, "Description": "{desc}"}}]}}"#
-            ))
+            node(
+                5,
+                &format!(
+                    r#"{{"App": "meshbridge", "Services": [{{"Proto": "{proto}", "Port": {port}, "Description": "{desc}"}}]}}"#
+                ),
+            )
         };
         for n in [
             &device,
@@ -689,7 +708,11 @@ mod tests {
             &bad("meshbridge-dns-sdx.arpa", "udp", 53),
             &bad("meshbridge-dns-sd x.arpa", "tcp", 53),
             &bad("meshbridge-dns-sd x.arpa", "udp", 0),
-            &bad(&format!("meshbridge-dns-sd {}", "a.".repeat(120)), "udp", 53),
+            &bad(
+                &format!("meshbridge-dns-sd {}", "a.".repeat(120)),
+                "udp",
+                53,
+            ),
         ] {
             assert_eq!(dns_sd_of(n), None, "{:?}", n.hostinfo);
         }
