@@ -201,6 +201,7 @@ pub fn status(config: &Config, engine: &Engine, input: StatusInput<'_>) -> Statu
         health,
         tailnet: None,
         wifi: None,
+        discovery_remotes: Vec::new(),
     }
 }
 
@@ -338,6 +339,17 @@ pub fn render(s: &Status) -> String {
             p.name.clone(),
             format!("peer {}", p.endpoint.as_deref().unwrap_or("(no endpoint)")),
             state,
+        ]);
+    }
+    for r in &s.discovery_remotes {
+        rows.push([
+            r.server.clone(),
+            r.name.clone(),
+            format!("discovery remote ({}) {}", r.source, r.domain),
+            format!(
+                "{} service(s), {} of {} queries answered",
+                r.services, r.replies, r.queries
+            ),
         ]);
     }
     for d in s.devices.iter().filter(|d| d.active) {

@@ -144,6 +144,9 @@ pub struct Discovery {
     pub announce_on_uplink: bool,
     /// Other boxes whose services are re-announced on this box's link.
     pub remotes: Vec<DiscoveryRemote>,
+    /// With `[tailnet]`: also every meshbridge box among the tailnet's
+    /// peers (found by their `Hostinfo`), added and removed as the map changes.
+    pub tailnet_boxes: bool,
 }
 
 /// `[[discovery.remote]]`, validated.
@@ -381,7 +384,8 @@ impl Config {
         let web = services::validate_web(&raw.web, dhcp.bridge_address, mesh.mesh_address)?;
         let dns_server = services::validate_dns(&raw.dns)?;
         let (state_dir, api_socket) = services::validate_api(raw, base);
-        let discovery = services::validate_discovery(&raw.discovery, &dhcp.domain)?;
+        let discovery =
+            services::validate_discovery(&raw.discovery, &dhcp.domain, raw.tailnet.is_some())?;
         let board = services::validate_board(&raw.board)?;
         #[cfg(feature = "dns")]
         check_names(raw, &mesh.peers, &discovery.mdns_name)?;
@@ -551,6 +555,23 @@ lease_time = "1h"
         assert_eq!(e.key, "discovery.remote.name", "{e}");
         let e = err_of(&text.replace("office.arpa.", "bad domain"));
         assert_eq!(e.key, "discovery.remote.domain", "{e}");
+    }
+
+    #[test]
+    fn tailnet_boxes_default_on_with_a_tailnet_only() {
+        let c = Config::from_toml(&sample(), None).unwrap();
+        assert!(!c.discovery.tailnet_boxes, "no [tailnet]: nothing to find");
+        let with =
+            |extra: &str| Config::from_toml(&(sample() + extra + "[tailnet]\n"), None).unwrap();
+        assert!(with("").discovery.tailnet_boxes);
+        assert!(
+            !with("[discovery]\ntailnet_boxes = false\n")
+                .discovery
+                .tailnet_boxes
+        );
+        let c =
+            Config::from_toml(&(sample() + "[discovery]\ntailnet_boxes = true\n"), None).unwrap();
+        assert!(!c.discovery.tailnet_boxes, "still off without [tailnet]");
     }
 
     #[test]

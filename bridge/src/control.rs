@@ -106,6 +106,7 @@ pub fn handle(request: Request, ctx: &mut Ctx<'_>) -> Reply {
                 },
             );
             s.wifi = crate::wifi::status(&s.devices);
+            s.discovery_remotes = ctx.discovery.remotes_status();
             s.tailnet = ctx.tailnet.map(|t| {
                 let mut st = t.status();
                 st.filter_denied = ctx.engine.stats().tailnet_denied;

@@ -717,6 +717,7 @@ fn tailnet_rules(
         &update.peers,
         rules.dns.as_ref(),
     );
+    discovery.set_tailnet_boxes(&update.addresses, &rules.dns_sd_boxes);
     let (filter, bad) = crate::tailnet_rules::compile_filter(rules.filter.as_deref());
     if bad > 0 {
         tracing::warn!(

@@ -498,6 +498,10 @@ impl Discovery {
     /// so that tailnet peers reach the names the box serves); once per
     /// address, errors logged.
     pub async fn serve_dns_on(&mut self, ip: IpAddr) {
+        // The tailnet address is up: tailnet boxes are browsed from it.
+        if let Some(r) = self.remotes.as_mut() {
+            r.open_tailnet_socket();
+        }
         let Some((handler, added)) = self.dns.as_mut() else {
             return;
         };
@@ -511,6 +515,26 @@ impl Discovery {
             }
             Err(e) => tracing::warn!("DNS on {ip}: {e:#}"),
         }
+    }
+
+    /// A tailnet map update for site-to-site discovery: the box's tailnet
+    /// addresses and the peers that are meshbridge boxes with a DNS-SD proxy.
+    pub fn set_tailnet_boxes(
+        &mut self,
+        addresses: &[ipnet::IpNet],
+        boxes: &[meshbridge_tailnet::netmap::DnsSdBox],
+    ) {
+        if let Some(r) = self.remotes.as_mut() {
+            r.set_tailnet(addresses, boxes);
+        }
+    }
+
+    /// The remote boxes browsed, for `meshbridge status`.
+    pub fn remotes_status(&self) -> Vec<meshbridge_web::proto::DiscoveryRemoteStatus> {
+        self.remotes
+            .as_ref()
+            .map(|r| r.status())
+            .unwrap_or_default()
     }
 
     /// A tailnet map update: MagicDNS answers the tailnet's names, and

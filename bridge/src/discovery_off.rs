@@ -61,6 +61,19 @@ impl Discovery {
     ) {
     }
 
+    /// No site-to-site discovery.
+    pub fn set_tailnet_boxes(
+        &mut self,
+        _addresses: &[ipnet::IpNet],
+        _boxes: &[meshbridge_tailnet::netmap::DnsSdBox],
+    ) {
+    }
+
+    /// No remote boxes.
+    pub fn remotes_status(&self) -> Vec<meshbridge_web::proto::DiscoveryRemoteStatus> {
+        Vec::new()
+    }
+
     /// No DNS server to serve on more addresses.
     pub async fn serve_dns_on(&mut self, _ip: std::net::IpAddr) {}
 

@@ -36,7 +36,7 @@ use meshbridge_tailnet::keys::{MachinePrivate, NodeKeys, NodePrivate, NodePublic
 use meshbridge_tailnet::mapstream::MAP_WATCHDOG;
 use meshbridge_tailnet::netcheck::Netcheck;
 use meshbridge_tailnet::netmap::{Applied, Netmap, TailnetPeer};
-use meshbridge_tailnet::tailcfg::DerpRegion;
+use meshbridge_tailnet::tailcfg::{DerpRegion, Service};
 use meshbridge_web::proto::{DerpRegionStatus, TailnetPeerStatus, TailnetState, TailnetStatus};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -275,6 +275,8 @@ pub struct Tailnet {
     /// Payload bytes per peer at the last look ([`Tailnet::note_mesh`]).
     mesh_bytes: HashMap<PublicKey, (u64, u64)>,
     last_mesh_look: Option<Instant>,
+    /// `Hostinfo.Services` for the control task to report.
+    services_tx: watch::Sender<Vec<Service>>,
 }
 
 /// How often the mesh's counters are read for traffic over direct paths
@@ -326,7 +328,16 @@ impl Tailnet {
             .clone()
             .filter(|n| !config.peers.iter().any(|p| &p.name == n))
             .map(exit::ExitNode::new);
-        Ok(Some(Tailnet::spawn(settings, keys, t.accept_routes, exit)))
+        let tailnet = Tailnet::spawn(settings, keys, t.accept_routes, exit);
+        // The box's DNS-SD proxy, for other boxes' site-to-site discovery.
+        if cfg!(feature = "dns") && config.dns_server.enabled && config.discovery.enabled {
+            tailnet
+                .services_tx
+                .send_replace(vec![meshbridge_tailnet::netmap::dns_sd_service(
+                    &config.domain,
+                )]);
+        }
+        Ok(Some(tailnet))
     }
 
     /// Start a node's control task with these settings: the box's, or a
@@ -351,6 +362,7 @@ impl Tailnet {
         let (public_tx, public_rx) = watch::channel(None);
         let (home_tx, home_rx) = watch::channel(0);
         let (eps_tx, local_eps) = watch::channel(Vec::new());
+        let (services_tx, services_rx) = watch::channel(Vec::new());
         let task = tokio::spawn(control_task(
             settings,
             keys,
@@ -361,6 +373,7 @@ impl Tailnet {
                 public: public_rx,
                 home: home_rx,
                 endpoints: eps_tx,
+                services: services_rx,
             },
         ));
         Tailnet {
@@ -386,6 +399,7 @@ impl Tailnet {
             local_eps,
             mesh_bytes: HashMap::new(),
             last_mesh_look: None,
+            services_tx,
         }
     }
 
@@ -816,6 +830,8 @@ struct Reports {
     home: watch::Receiver<u32>,
     /// Our local endpoints, to the loop (for call-me-maybe).
     endpoints: watch::Sender<Vec<SocketAddr>>,
+    /// `Hostinfo.Services` (set once, before the first session).
+    services: watch::Receiver<Vec<Service>>,
 }
 
 /// The addresses peers should try for the box: the local address toward
@@ -844,6 +860,18 @@ fn with_public(
             // tailcfg.EndpointSTUN
             req.endpoint_types.push(2);
         }
+    }
+    req
+}
+
+/// The map request's `Hostinfo.Services`: a request's Hostinfo replaces
+/// the whole stored one, so each carries them.
+fn with_services(
+    mut req: meshbridge_tailnet::tailcfg::MapRequest,
+    services: &[Service],
+) -> meshbridge_tailnet::tailcfg::MapRequest {
+    if let Some(h) = req.hostinfo.as_mut() {
+        h.services = services.to_vec();
     }
     req
 }
@@ -988,10 +1016,11 @@ async fn session(
             .join(", ")
     );
     let public = *reports.public.borrow_and_update();
+    let services = reports.services.borrow().clone();
     let mut stream = client
-        .map_stream(&with_public(
-            control::map_request(keys, &identity, &endpoints),
-            public,
+        .map_stream(&with_services(
+            with_public(control::map_request(keys, &identity, &endpoints), public),
+            &services,
         ))
         .await
         .context("opening the map stream (POST /machine/map)")?;
@@ -1010,7 +1039,7 @@ async fn session(
                 let now_eps = local_endpoints(&url, settings.listen_port).await;
                 if !now_eps.is_empty() && now_eps != endpoints {
                     let public = *reports.public.borrow();
-                    send_endpoints(&mut client, keys, &identity, &now_eps, public).await?;
+                    send_endpoints(&mut client, keys, &identity, &now_eps, public, &reports.services).await?;
                     endpoints = now_eps;
                     reports.endpoints.send_replace(endpoints.clone());
                 }
@@ -1024,7 +1053,7 @@ async fn session(
                     identity.home_derp = *reports.home.borrow_and_update();
                     tracing::info!("tailnet: reporting home DERP region {}", identity.home_derp);
                 }
-                send_endpoints(&mut client, keys, &identity, &endpoints, public).await?;
+                send_endpoints(&mut client, keys, &identity, &endpoints, public, &reports.services).await?;
                 continue;
             }
             Ok(()) = reports.home.changed() => {
@@ -1033,7 +1062,7 @@ async fn session(
                 identity.home_derp = *reports.home.borrow_and_update();
                 tracing::info!("tailnet: reporting home DERP region {}", identity.home_derp);
                 let public = *reports.public.borrow_and_update();
-                send_endpoints(&mut client, keys, &identity, &endpoints, public).await?;
+                send_endpoints(&mut client, keys, &identity, &endpoints, public, &reports.services).await?;
                 continue;
             }
         };
@@ -1138,6 +1167,7 @@ async fn send_endpoints(
     id: &NodeIdentity,
     endpoints: &[SocketAddr],
     public: Option<SocketAddr>,
+    services: &watch::Receiver<Vec<Service>>,
 ) -> Result<()> {
     tracing::info!(
         "tailnet: endpoints changed to [{}]; telling the control server",
@@ -1147,9 +1177,12 @@ async fn send_endpoints(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let update = with_public(
-        control::endpoint_update_request(keys, id, endpoints),
-        public,
+    let update = with_services(
+        with_public(
+            control::endpoint_update_request(keys, id, endpoints),
+            public,
+        ),
+        &services.borrow(),
     );
     let mut answer = client
         .map_stream(&update)
@@ -1378,7 +1411,28 @@ mod tests {
             local_eps: watch::channel(Vec::new()).1,
             mesh_bytes: HashMap::new(),
             last_mesh_look: None,
+            services_tx: watch::channel(Vec::new()).0,
         }
+    }
+
+    #[test]
+    fn map_requests_carry_the_dns_sd_service_in_hostinfo() {
+        let keys = NodeKeys::generate(&mut StdRng::seed_from_u64(7));
+        let id = NodeIdentity {
+            hostname: "box".into(),
+            ..Default::default()
+        };
+        let svc = vec![meshbridge_tailnet::netmap::dns_sd_service("mesh.home.arpa")];
+        let req = with_services(control::map_request(&keys, &id, &[]), &svc);
+        let v = serde_json::to_value(&req).unwrap();
+        assert_eq!(v["Hostinfo"]["App"], "meshbridge");
+        assert_eq!(
+            v["Hostinfo"]["Services"],
+            serde_json::json!([{"Proto": "udp", "Port": 53, "Description": "meshbridge-dns-sd mesh.home.arpa"}])
+        );
+        let plain = serde_json::to_value(with_services(control::map_request(&keys, &id, &[]), &[]))
+            .unwrap();
+        assert!(plain["Hostinfo"].get("Services").is_none(), "{plain}");
     }
 
     fn peer(n: u8, addrs: &[&str], allowed: &[&str]) -> TailnetPeer {

@@ -20,6 +20,9 @@ pub struct NetmapRules {
     pub self_name: String,
     /// The DNS settings (MagicDNS, search domains, extra records).
     pub dns: Option<DnsConfig>,
+    /// The peers that are meshbridge boxes with a DNS-SD proxy (site-to-site
+    /// discovery browses them with `[discovery] tailnet_boxes`).
+    pub dns_sd_boxes: Vec<meshbridge_tailnet::netmap::DnsSdBox>,
 }
 
 impl NetmapRules {
@@ -29,6 +32,7 @@ impl NetmapRules {
             filter: nm.packet_filter().map(<[FilterRule]>::to_vec),
             self_name: nm.self_node().map(|n| n.name.clone()).unwrap_or_default(),
             dns: nm.dns_config().cloned(),
+            dns_sd_boxes: meshbridge_tailnet::netmap::dns_sd_boxes(nm),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Arbitrary bytes as a tailnet map stream body (u32 LE length-prefixed
 //! JSON MapResponses): the frame decoder, the JSON decoding and the netmap
-//! must never panic, and the peer list must stay well-formed.
+//! must never panic, and the peer list (and the meshbridge boxes found in
+//! it for site-to-site discovery) must stay well-formed.
 //!
 //! The first input byte sets the size of the pieces the rest is fed in, so
 //! one input exercises messages split across reads. The same bytes also go,
@@ -23,6 +24,22 @@ fn check(nm: &Netmap) {
     for p in &peers {
         assert!(!p.node_key.is_zero(), "zero node key listed");
         assert!(p.derp_region != Some(0), "region 0 listed");
+    }
+    // Site-to-site discovery's boxes: peers, each once, with a usable
+    // port and a domain of plain labels.
+    let boxes = meshbridge_tailnet::netmap::dns_sd_boxes(nm);
+    assert!(boxes.len() <= peers.len(), "more boxes than peers");
+    for b in &boxes {
+        assert!(keys.contains(&b.node_key), "a box that is not a peer");
+        assert!(b.server.port() != 0 && b.server.is_ipv4(), "bad box server {}", b.server);
+        assert!(b.domain.len() <= 200, "box domain too long");
+        assert!(
+            b.domain.split('.').all(|l| !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')),
+            "bad box domain {:?}",
+            b.domain
+        );
     }
 }
 

@@ -18,12 +18,14 @@
 //!   `DERP: "127.3.3.40:<region>"`. `AllowedIPs` null means `Addresses`.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use ipnet::IpNet;
 
 use crate::keys::{DiscoPublic, NodePublic};
-use crate::tailcfg::{DerpMap, DerpRegion, DnsConfig, FilterRule, MapResponse, Node, UserProfile};
+use crate::tailcfg::{
+    DerpMap, DerpRegion, DnsConfig, FilterRule, MapResponse, Node, Service, UserProfile,
+};
 
 /// The magic IP of the old DERP address form.
 pub const LEGACY_DERP_MAGIC_IP: &str = "127.3.3.40";
@@ -339,6 +341,94 @@ pub fn derp_region(node: &Node) -> Option<u32> {
     port.parse::<u32>().ok().filter(|r| *r > 0)
 }
 
+/// The `Hostinfo.App` of a meshbridge box (and of its device nodes).
+pub const APP: &str = "meshbridge";
+
+/// The start of the `Description` of the `Hostinfo.Services` entry with
+/// which a meshbridge box says that its DNS server answers DNS-SD (RFC 8766
+/// discovery proxy) on its tailnet address: `"meshbridge-dns-sd <domain>"`.
+/// Device nodes (also `App = "meshbridge"`) do not list it.
+pub const DNS_SD_SERVICE: &str = "meshbridge-dns-sd";
+
+/// The longest browse domain taken from a peer.
+const MAX_DOMAIN: usize = 200;
+
+/// The `Hostinfo.Services` entry a box with a DNS-SD proxy for `domain`
+/// (its `dhcp.domain`) advertises: UDP port 53.
+pub fn dns_sd_service(domain: &str) -> Service {
+    Service {
+        proto: "udp".to_string(),
+        port: 53,
+        description: format!("{DNS_SD_SERVICE} {}", domain.trim_end_matches('.')),
+    }
+}
+
+/// A tailnet peer that is a meshbridge box with a DNS-SD proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsSdBox {
+    /// Its MagicDNS name without the trailing dot.
+    pub name: String,
+    /// Its WireGuard key.
+    pub node_key: NodePublic,
+    /// Its DNS server: its tailnet IPv4 address and the advertised port.
+    pub server: SocketAddr,
+    /// The domain its proxy answers DNS-SD under (lowercase, no trailing dot).
+    pub domain: String,
+}
+
+/// The DNS-SD proxy a node advertises, as (port, domain): `Hostinfo.App`
+/// must be [`APP`] and a UDP service's description `"meshbridge-dns-sd
+/// <domain>"` with a domain of plain labels (letters, digits, '-').
+/// Anything else (another app, a bad domain, port 0): `None`.
+pub fn dns_sd_of(node: &Node) -> Option<(u16, String)> {
+    let hi = node.hostinfo.as_ref().filter(|h| h.app == APP)?;
+    hi.services.iter().find_map(|s| {
+        let domain = s
+            .description
+            .strip_prefix(DNS_SD_SERVICE)?
+            .strip_prefix(' ')?
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+        };
+        (s.proto == "udp"
+            && s.port != 0
+            && domain.len() <= MAX_DOMAIN
+            && domain.split('.').all(label_ok))
+        .then_some((s.port, domain))
+    })
+}
+
+/// The peers that are meshbridge boxes with a DNS-SD proxy (see
+/// [`dns_sd_of`]) and an IPv4 tailnet address, by name. Expired peers and
+/// those without a key are left out, as in [`peers`].
+pub fn dns_sd_boxes(netmap: &Netmap) -> Vec<DnsSdBox> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out: Vec<DnsSdBox> = netmap
+        .peers
+        .values()
+        .filter_map(|node| {
+            let peer = peer_from_node(node)?;
+            let (port, domain) = dns_sd_of(node)?;
+            let v4: Ipv4Addr = peer.addresses.iter().find_map(|a| match a.addr() {
+                IpAddr::V4(v4) => Some(v4),
+                IpAddr::V6(_) => None,
+            })?;
+            seen.insert(peer.node_key).then(|| DnsSdBox {
+                name: peer.name,
+                node_key: peer.node_key,
+                server: SocketAddr::from((v4, port)),
+                domain,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -571,5 +661,85 @@ mod tests {
         assert_eq!(derp_region(&n), None);
         n.home_derp = 3;
         assert_eq!(derp_region(&n), Some(3));
+    }
+
+    #[test]
+    fn a_box_is_a_peer_advertising_its_dns_sd_proxy_device_nodes_and_others_are_not() {
+        let node = |id: i64, hostinfo: &str| -> Node {
+            serde_json::from_str(&format!(
+                r#"{{"ID": {id}, "Name": "n{id}.tailnet.test.", "Key": "{key}",
+                   "Addresses": ["fd7a:115c:a1e0::{id}/128", "100.64.0.{id}/32"], "Hostinfo": {hostinfo}}}"#,
+                key = k("nodekey:", id as u8)
+            ))
+            .unwrap()
+        };
+        let svc = serde_json::to_string(&dns_sd_service("Site-A.arpa.")).unwrap();
+        assert!(
+            svc.contains(r#""Description":"meshbridge-dns-sd Site-A.arpa""#),
+            "{svc}"
+        );
+        let boxa = node(
+            2,
+            &format!(
+                r#"{{"App": "meshbridge", "Services": [{{"Proto": "tcp", "Port": 80}}, {svc}]}}"#
+            ),
+        );
+        assert_eq!(dns_sd_of(&boxa), Some((53, "site-a.arpa".to_string())));
+        // A device node: meshbridge, but no DNS-SD service.
+        let device = node(3, r#"{"App": "meshbridge", "Services": null}"#);
+        // Another app listing the same service; a bad domain; TCP; port 0.
+        let other = node(
+            4,
+            &format!(r#"{{"App": "tailscale", "Services": [{svc}]}}"#),
+        );
+        let bad = |desc: &str, proto: &str, port: u16| {
+            node(
+                5,
+                &format!(
+                    r#"{{"App": "meshbridge", "Services": [{{"Proto": "{proto}", "Port": {port}, "Description": "{desc}"}}]}}"#
+                ),
+            )
+        };
+        for n in [
+            &device,
+            &other,
+            &bad("meshbridge-dns-sd evil domain", "udp", 53),
+            &bad("meshbridge-dns-sd a..b", "udp", 53),
+            &bad("meshbridge-dns-sdx.arpa", "udp", 53),
+            &bad("meshbridge-dns-sd x.arpa", "tcp", 53),
+            &bad("meshbridge-dns-sd x.arpa", "udp", 0),
+            &bad(
+                &format!("meshbridge-dns-sd {}", "a.".repeat(120)),
+                "udp",
+                53,
+            ),
+        ] {
+            assert_eq!(dns_sd_of(n), None, "{:?}", n.hostinfo);
+        }
+        let mut nm = Netmap::new();
+        let msg = format!(
+            r#"{{"Node": {{"ID": 1, "Name": "self.tailnet.test.", "Key": "{}", "Addresses": ["100.64.0.1/32"]}},
+               "Peers": [{}, {}, {}]}}"#,
+            k("nodekey:", 1),
+            serde_json::to_string(&serde_json::json!({"ID": 2, "Name": "n2.tailnet.test.", "Key": k("nodekey:", 2),
+                "Addresses": ["fd7a:115c:a1e0::2/128", "100.64.0.2/32"],
+                "Hostinfo": {"App": "meshbridge", "Services": [serde_json::to_value(dns_sd_service("mesh.home.arpa")).unwrap()]}})).unwrap(),
+            serde_json::to_string(&serde_json::json!({"ID": 3, "Name": "n3.tailnet.test.", "Key": k("nodekey:", 3),
+                "Addresses": ["100.64.0.3/32"], "Hostinfo": {"App": "meshbridge"}})).unwrap(),
+            serde_json::to_string(&serde_json::json!({"ID": 6, "Name": "old.tailnet.test.", "Key": k("nodekey:", 6),
+                "Addresses": ["100.64.0.6/32"], "Expired": true,
+                "Hostinfo": {"App": "meshbridge", "Services": [serde_json::to_value(dns_sd_service("x.arpa")).unwrap()]}})).unwrap(),
+        );
+        let m: MapResponse = serde_json::from_str(&msg).unwrap();
+        nm.apply(m).unwrap();
+        assert_eq!(
+            dns_sd_boxes(&nm),
+            vec![DnsSdBox {
+                name: "n2.tailnet.test".to_string(),
+                node_key: NodePublic::from_bytes([2; 32]),
+                server: "100.64.0.2:53".parse().unwrap(),
+                domain: "mesh.home.arpa".to_string(),
+            }]
+        );
     }
 }

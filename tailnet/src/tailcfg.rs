@@ -96,6 +96,30 @@ pub struct Hostinfo {
     /// Network facts (home DERP region).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net_info: Option<NetInfo>,
+    /// Services the node offers (`tailcfg.Service`); a meshbridge box
+    /// lists its DNS-SD proxy here ([`crate::netmap::DNS_SD_SERVICE`]).
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub services: Vec<Service>,
+}
+
+/// A service a node offers (`tailcfg.Service`): `Proto` is usually "tcp" or
+/// "udp", `Description` free text (Tailscale puts the process name there).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Service {
+    /// "tcp", "udp", or a meta value like "peerapi4".
+    #[serde(default)]
+    pub proto: String,
+    /// The port.
+    #[serde(default)]
+    pub port: u16,
+    /// What it is.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
 }
 
 /// Network facts a node reports (`tailcfg.NetInfo`, subset).
@@ -667,6 +691,9 @@ mod tests {
         let r: MapResponse = serde_json::from_str(json).unwrap();
         let node = r.node.unwrap();
         assert!(node.addresses.is_empty() && node.endpoints.is_empty() && node.key.is_none());
+        let services = &node.hostinfo.as_ref().unwrap().services;
+        assert_eq!(services.len(), 1);
+        assert_eq!((services[0].proto.as_str(), services[0].port), ("tcp", 0));
         assert_eq!(node.allowed_ips, None);
         assert!(r.peers.is_empty() && r.peers_removed.is_empty());
         assert_eq!(r.packet_filter, None);

@@ -95,8 +95,10 @@ root = "{site.tmp / ('board-' + name)}"
 """
 
 
-def two_sites(site, snat=True, remote=True, printer=True):
-    """Box A (with the receiver and the printer) and box B (with the phone)."""
+def two_sites(site, snat=True, remote=True, printer=True, b_uplink=None):
+    """Box A (with the receiver and the printer) and box B (with the phone).
+    `b_uplink` (True/False): box B also has an uplink to a LAN with a host
+    (site.devices["lanhost"]) and `announce_on_uplink` set so."""
     tv, _, _ = site.add_device("tv")
     if printer:
         site.add_device("printer", ipv6=True)
@@ -110,6 +112,15 @@ def two_sites(site, snat=True, remote=True, printer=True):
                         "10.77.1.1/24", "10.77.1.100-10.77.1.200", a_ports, '["10.78.0.0/16"]', 51820, a_extra)
     b_extra = ""
     b_disc = '[discovery]\n[[discovery.remote]]\nname = "home"\nserver = "10.77.0.1"\n' if remote else ""
+    if b_uplink is not None:
+        lan = site._ns("blan")
+        up, host_if = f"{site.p}bw0", f"{site.p}bw1"
+        site._veth(up, site.peer, host_if, lan)
+        site.run(site.peer, ["ip", "addr", "add", "192.168.7.2/24", "dev", up])
+        site.run(lan, ["ip", "addr", "add", "192.168.7.1/24", "dev", host_if])
+        site.devices["lanhost"] = (lan, up, host_if)
+        b_extra = f'[routing]\nuplink = "{up}"'
+        b_disc = b_disc.replace("[discovery]\n", f"[discovery]\nannounce_on_uplink = {str(b_uplink).lower()}\n")
     b_text = box_config(site, "b", site.peer_key, site.box_pub, "198.51.100.1:51820", "10.78.0.1/24",
                         "10.78.1.1/24", "10.78.1.100-10.78.1.200", [f"{site.p}phb"], '["10.77.0.0/16"]', 51820,
                         b_extra) + b_disc
@@ -149,10 +160,17 @@ def phone_avahi(site):
     return phone
 
 
-def browse(site, kind):
-    """avahi-browse on the phone, resolved: [(name, host, address, port, txt)]."""
-    phone = site.devices["phone"][0]
-    r = site.run(phone, ["sh", "-c", f"nsenter --mount=/proc/$(cat {site.tmp}/phone.avahi-pid)/ns/mnt "
+def lanhost_avahi(site):
+    lan = site.devices["lanhost"][0]
+    site.run_avahi_device("lanhost", "lanhost", then=f"echo $$ > {site.tmp}/lanhost.avahi-pid; exec sleep 600")
+    wait_for(lambda: (site.tmp / "lanhost.avahi-pid").exists(), what="avahi on the LAN host")
+    return lan
+
+
+def browse(site, kind, who="phone"):
+    """avahi-browse on the phone (or `who`), resolved: [(name, host, address, port, txt)]."""
+    phone = site.devices[who][0]
+    r = site.run(phone, ["sh", "-c", f"nsenter --mount=/proc/$(cat {site.tmp}/{who}.avahi-pid)/ns/mnt "
                                      f"avahi-browse -rtpk {kind}"], check=False, timeout=30)
     out = []
     for line in r.stdout.splitlines():
@@ -247,3 +265,30 @@ def test_without_snat_and_remote_discovery_the_phone_finds_nothing_and_is_refuse
     # And nothing is announced on box B's bridge.
     time.sleep(10)
     assert browse(site, "_googlecast._tcp") == []
+
+
+def test_announce_on_uplink_puts_the_remote_services_on_box_bs_uplink_lan_too(site):
+    """`[discovery] announce_on_uplink = true`: box B says the remote
+    receiver on its uplink as well; a host on that LAN (its own avahi) lists
+    it. The phone on the bridge sees it either way."""
+    tv_ip, _, b_log = two_sites(site, printer=False, b_uplink=True)
+    phone_avahi(site)
+    lanhost_avahi(site)
+    cast = wait_for(lambda: browse(site, "_googlecast._tcp"), timeout=60, what="the receiver on the phone")
+    assert cast[0][0] == "Living Room TV" and cast[0][2] == tv_ip, cast
+    on_lan = wait_for(lambda: browse(site, "_googlecast._tcp", who="lanhost"), timeout=60,
+                      what="the receiver on box B's uplink LAN")
+    name, host, addr, port, txt = on_lan[0]
+    assert (name, addr, port) == ("Living Room TV", tv_ip, "8009"), on_lan
+    assert "md=Chromecast" in txt and host.endswith(".local"), on_lan
+
+
+def test_without_announce_on_uplink_the_uplink_lan_sees_nothing(site):
+    tv_ip, _, _ = two_sites(site, printer=False, b_uplink=False)
+    phone_avahi(site)
+    lanhost_avahi(site)
+    cast = wait_for(lambda: browse(site, "_googlecast._tcp"), timeout=60, what="the receiver on the phone")
+    assert cast[0][2] == tv_ip, cast
+    # Announced on the bridge for a while now; the uplink LAN still has nothing.
+    time.sleep(5)
+    assert browse(site, "_googlecast._tcp", who="lanhost") == []

@@ -326,6 +326,29 @@ pub struct Status {
     /// The Wi-Fi access point (`[wifi]` set), else absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wifi: Option<WifiStatus>,
+    /// Site-to-site discovery: the remote boxes browsed (configured, and
+    /// found in the tailnet).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub discovery_remotes: Vec<DiscoveryRemoteStatus>,
+}
+
+/// A remote box whose services this box re-announces.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DiscoveryRemoteStatus {
+    /// Its name (`[[discovery.remote]] name`, or its MagicDNS name).
+    pub name: String,
+    /// Its DNS server (`address:port`).
+    pub server: String,
+    /// The domain browsed there.
+    pub domain: String,
+    /// Where it came from: `config` or `tailnet`.
+    pub source: String,
+    /// Complete services it offers now.
+    pub services: usize,
+    /// DNS queries sent to it.
+    pub queries: u64,
+    /// Replies from it that were used.
+    pub replies: u64,
 }
 
 /// The box's Wi-Fi access point. The passphrase is never part of it.

@@ -102,6 +102,9 @@ pub struct Discovery {
     pub mdns_name: Option<String>,
     /// Announce other boxes' services on the uplink too (default false).
     pub announce_on_uplink: Option<bool>,
+    /// Browse every meshbridge box among the tailnet's peers (default true
+    /// with `[tailnet]`).
+    pub tailnet_boxes: Option<bool>,
     /// Other boxes whose discovery proxy is browsed and re-announced here.
     #[serde(default)]
     pub remote: Vec<DiscoveryRemote>,

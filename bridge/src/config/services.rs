@@ -103,6 +103,7 @@ fn default_services() -> Vec<String> {
 pub(super) fn validate_discovery(
     d: &raw::Discovery,
     own_domain: &str,
+    in_tailnet: bool,
 ) -> Result<Discovery, ConfigError> {
     let services = match &d.services {
         Some(list) => list.clone(),
@@ -198,6 +199,7 @@ pub(super) fn validate_discovery(
         enabled: d.enabled.unwrap_or(true),
         announce_on_uplink: d.announce_on_uplink.unwrap_or(false),
         remotes,
+        tailnet_boxes: in_tailnet && d.tailnet_boxes.unwrap_or(true),
         services,
         opt_out: d
             .opt_out
