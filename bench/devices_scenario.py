@@ -133,7 +133,8 @@ def run(tmp, binary, n, log):
         c1, a1, w1 = cpu_ticks(pid), cpu_ticks(ts_proc.pid), time.monotonic()
         if os.environ.get("MB_PERF"):
             data = tmp / "perf.data"
-            sh(["perf", "record", "-F", "499", "-g", "-o", str(data), "-p", str(pid), "--", "sleep", "15"],
+            graph = ["--call-graph", "dwarf"] if os.environ.get("MB_PERF") == "dwarf" else ["-g"]
+            sh(["perf", "record", "-F", "499", *graph, "-o", str(data), "-p", str(pid), "--", "sleep", "15"],
                check=False, timeout=60)
             rep = sh(["perf", "report", "-i", str(data), "--no-children", "--stdio", "--percent-limit", "2"],
                      check=False, timeout=120)

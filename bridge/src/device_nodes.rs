@@ -753,14 +753,14 @@ fn packet_dst(p: &[u8]) -> Option<Ipv4Addr> {
 }
 
 fn publish(t: &Tailnet, own: Option<Ipv4Addr>, state: &watch::Sender<NodeState>) {
-    let st = t.status();
+    let (state_now, name, error, peers, online) = t.summary();
     let next = NodeState {
-        state: st.state,
-        name: st.name,
+        state: state_now,
+        name,
         address: own,
-        peers: st.peers.len(),
-        online: st.peers.iter().filter(|p| p.online == Some(true)).count(),
-        error: st.error,
+        peers,
+        online,
+        error,
     };
     state.send_if_modified(|s| {
         let changed = *s != next;

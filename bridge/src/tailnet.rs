@@ -426,6 +426,28 @@ impl Tailnet {
             .map_err(|e| format!("the tailnet control task is busy or stopped: {e}"))
     }
 
+    /// State, MagicDNS name, last error, peers and of them online: what a
+    /// device node shows, without building [`Tailnet::status`]'s per-peer
+    /// text (a device node publishes it at every wakeup).
+    pub fn summary(&self) -> (TailnetState, Option<String>, Option<String>, usize, usize) {
+        let st = self.state.borrow();
+        let (peers, online) = self.last.as_ref().map_or((0, 0), |u| {
+            (
+                u.peers.len(),
+                u.peers.iter().filter(|p| p.online == Some(true)).count(),
+            )
+        });
+        (
+            st.state,
+            st.name
+                .as_ref()
+                .map(|n| n.trim_end_matches('.').to_string()),
+            st.error.clone(),
+            peers,
+            online,
+        )
+    }
+
     /// The tailnet section of `meshbridge status`.
     pub fn status(&self) -> TailnetStatus {
         let st = self.state.borrow().clone();
@@ -689,20 +711,22 @@ impl Tailnet {
             return;
         }
         self.last_mesh_look = Some(now);
-        let mut seen = HashMap::with_capacity(self.mesh_bytes.len());
-        for p in mesh.peer_status() {
-            let bytes = (p.tx_bytes, p.rx_bytes);
-            if self
-                .mesh_bytes
-                .get(&p.public_key)
-                .is_some_and(|b| *b != bytes)
-            {
-                self.disco
-                    .note_active(now, &NodePublic::from_bytes(p.public_key.0));
+        let mut seen = 0;
+        for (key, tx, rx) in mesh.traffic() {
+            seen += 1;
+            let bytes = (tx, rx);
+            match self.mesh_bytes.insert(key, bytes) {
+                Some(b) if b != bytes => {
+                    self.disco.note_active(now, &NodePublic::from_bytes(key.0));
+                }
+                _ => {}
             }
-            seen.insert(p.public_key, bytes);
         }
-        self.mesh_bytes = seen;
+        if seen < self.mesh_bytes.len() {
+            // Peers gone from the mesh: forget their counters.
+            let keys: std::collections::HashSet<_> = mesh.traffic().map(|(k, _, _)| k).collect();
+            self.mesh_bytes.retain(|k, _| keys.contains(k));
+        }
     }
 
     /// Disco's, STUN's and netcheck's timers.

@@ -475,6 +475,15 @@ impl Mesh {
         self.stats
     }
 
+    /// Every peer's public key and payload bytes sent and received, without
+    /// [`Mesh::peer_status`]'s copies (read every few seconds per node).
+    pub fn traffic(&self) -> impl Iterator<Item = (PublicKey, u64, u64)> + '_ {
+        self.peers.iter().flatten().map(|p| {
+            let (_, tx, rx, _, _) = p.tunn.stats();
+            (p.config.public_key, tx as u64, rx as u64)
+        })
+    }
+
     /// Status of every peer.
     pub fn peer_status(&self) -> Vec<PeerStatus> {
         self.peers
