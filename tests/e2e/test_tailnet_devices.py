@@ -111,17 +111,27 @@ def tagged_key(tn):
                         "--expiration", "24h", "--tags", "tag:device")["key"]
 
 
-def test_each_bridged_device_is_its_own_tailnet_node(tn):
+def laptop_and_box(tn, web=None):
+    """The tailscaled laptop, then the box with devices = "nodes" and the
+    three device ports (its page on `web` if given): (laptop cli, its
+    tailnet address, the box's config)."""
     key = tagged_key(tn)
     cli = tn.tailscaled_routes("tlaptop", tn.auth_key())
     wait_for(lambda: tn.ts_status(cli).get("BackendState") == "Running", timeout=30, what="tailscaled Running")
     lap_ip = next(a for a in tn.ts_status(cli)["Self"]["TailscaleIPs"] if "." in a)
-
     ports = add_devices(tn)
     cfg = tn.write_config(key, devices="nodes")
     text = cfg.read_text().replace(f'ports = ["{tn.port}"]', "ports = [" + ", ".join(f'"{p}"' for p in ports) + "]")
+    if web:
+        assert "[web]\nenabled = false" in text
+        text = text.replace("[web]\nenabled = false", f'[web]\nlisten = ["{web}"]')
     cfg.write_text(text)
     tn.start_box(cfg)
+    return cli, lap_ip, cfg
+
+
+def test_each_bridged_device_is_its_own_tailnet_node(tn):
+    cli, lap_ip, cfg = laptop_and_box(tn)
     box = wait_for(lambda: node_map(tn).get("tbox"), timeout=30, what="the box on headscale")
     box_ip = v4(box)
 
@@ -246,16 +256,7 @@ def test_the_devices_page_moves_a_device_behind_the_box_or_out_of_the_tailnet(tn
     browser = Path(__file__).resolve().parent / "browser"
     if not (browser / "node_modules" / "playwright-core").exists() or not shutil.which("node"):
         pytest.fail("missing for the browser tests (scripts/deps.sh installs them): node, playwright-core")
-    key = tagged_key(tn)
-    cli = tn.tailscaled_routes("tlaptop", tn.auth_key())
-    wait_for(lambda: tn.ts_status(cli).get("BackendState") == "Running", timeout=30, what="tailscaled Running")
-    lap_ip = next(a for a in tn.ts_status(cli)["Self"]["TailscaleIPs"] if "." in a)
-    ports = add_devices(tn)
-    cfg = tn.write_config(key, devices="nodes")
-    text = cfg.read_text().replace(f'ports = ["{tn.port}"]', "ports = [" + ", ".join(f'"{p}"' for p in ports) + "]")
-    assert "[web]\nenabled = false" in text
-    cfg.write_text(text.replace("[web]\nenabled = false", f'[web]\nlisten = ["{WEB}"]'))
-    tn.start_box(cfg)
+    cli, lap_ip, cfg = laptop_and_box(tn, web=WEB)
     box = wait_for(lambda: node_map(tn).get("tbox"), timeout=30, what="the box on headscale")
     addrs = {name: lease(tn, name)[0] for name in NAMES}
     assert all(ipaddress.ip_address(a) in TAILNET for a in addrs.values()), addrs

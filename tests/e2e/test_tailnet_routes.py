@@ -136,6 +136,39 @@ class RoutesTailnet(BoxTailnet):
     def approve(self, node, *routes):
         self.headscale("nodes", "approve-routes", "-i", str(node["id"]), "-r", ",".join(routes))
 
+    def exit_laptop(self, key):
+        """The laptop with its own way to the internet host, offering an
+        approved exit node: (cli, process, its node)."""
+        self.laptop_internet()
+        cli, proc = self.laptop("tlaptop", key, "--advertise-exit-node")
+        lap = wait_for(lambda: (n := nodes_named(self, "tlaptop")) and "0.0.0.0/0" in (n[0].get("available_routes") or [])
+                       and n[0], timeout=30, what="the laptop offering an exit node")
+        self.approve(lap, "0.0.0.0/0", "::/0")
+        return cli, proc, lap
+
+    def internet_via_laptop(self):
+        """The device fetches from the internet host, which sees the laptop, not the box's uplink."""
+        page = wait_for(lambda: self.fetch(self.dev, f"http://{INET_HOST}:8000/"), timeout=40,
+                        what="the internet host from the device via the laptop")
+        assert page == "internet host\n"
+        assert self.clients_seen(self.inet_log)[-1] == "198.51.100.2", "the internet sees the laptop, not the box's uplink"
+        assert "192.168.1.2" not in self.clients_seen(self.inet_log)
+
+    def capture_uplink(self):
+        """tcpdump on the box's uplink from now on: (process, pcap path)."""
+        cap = self.tmp / "box-uplink.pcap"
+        tcpd = self.spawn(self.box, ["tcpdump", "--immediate-mode", "-Z", "root", "-U", "-i", self.uplink, "-nn", "-w",
+                                     str(cap), "ip"], self.tmp / "tcpdump.log")
+        time.sleep(1)
+        return tcpd, cap
+
+    def uplink_seen(self, tcpd, cap):
+        """Stop the capture; what crossed the box's uplink, as text."""
+        time.sleep(0.5)
+        tcpd.send_signal(signal.SIGINT)
+        tcpd.wait(timeout=5)
+        return self.run(self.box, ["tcpdump", "-nn", "-r", str(cap)]).stdout
+
 
 @pytest.fixture
 def rt(tmp_path):
@@ -200,12 +233,8 @@ def test_bridged_device_uses_the_laptop_as_exit_node_with_kill_switch(rt):
     """`use_exit_node = "tlaptop"`: the device's internet goes via the laptop's
     approved exit node, not the box's own uplink; with the laptop gone, none
     of it leaks out of the box's uplink."""
-    rt.laptop_internet()
     key = rt.auth_key()
-    cli, lap_proc = rt.laptop("tlaptop", key, "--advertise-exit-node")
-    lap = wait_for(lambda: (n := nodes_named(rt, "tlaptop")) and "0.0.0.0/0" in (n[0].get("available_routes") or [])
-                   and n[0], timeout=30, what="the laptop offering an exit node")
-    rt.approve(lap, "0.0.0.0/0", "::/0")
+    cli, lap_proc, lap = rt.exit_laptop(key)
     cfg = rt.routing_config(key, 'use_exit_node = "tlaptop"\n')
     r = rt.run(rt.box, [meshbridge_bin(), "--check-config", str(cfg)], check=False)
     assert r.returncode == 0, r
@@ -219,18 +248,11 @@ def test_bridged_device_uses_the_laptop_as_exit_node_with_kill_switch(rt):
              what="the box to pick the laptop as exit node")
     dev_ip = rt.udhcpc()
     assert dev_ip.startswith("10.77.1."), dev_ip
-    page = wait_for(lambda: rt.fetch(rt.dev, f"http://{INET_HOST}:8000/"), timeout=40,
-                    what="the internet host from the device via the laptop")
-    assert page == "internet host\n"
-    assert rt.clients_seen(rt.inet_log)[-1] == "198.51.100.2", "the internet sees the laptop, not the box's uplink"
-    assert "192.168.1.2" not in rt.clients_seen(rt.inet_log)
+    rt.internet_via_laptop()
 
     # The laptop's tailscaled stops: the device's internet stops, and none
     # of it leaves through the box's uplink.
-    cap = rt.tmp / "box-uplink.pcap"
-    tcpd = rt.spawn(rt.box, ["tcpdump", "--immediate-mode", "-Z", "root", "-U", "-i", rt.uplink, "-nn", "-w", str(cap),
-                             "ip"], rt.tmp / "tcpdump.log")
-    time.sleep(1)
+    tcpd, cap = rt.capture_uplink()
     seen_before = len(rt.clients_seen(rt.inet_log))
     lap_proc.send_signal(signal.SIGTERM)
     lap_proc.wait(timeout=15)
@@ -246,10 +268,7 @@ def test_bridged_device_uses_the_laptop_as_exit_node_with_kill_switch(rt):
              what="the box to learn that its exit node is gone")
     for _ in range(3):
         assert rt.fetch(rt.dev, f"http://{INET_HOST}:8000/", timeout=2) is None
-    time.sleep(0.5)
-    tcpd.send_signal(signal.SIGINT)
-    tcpd.wait(timeout=5)
-    leaked = rt.run(rt.box, ["tcpdump", "-nn", "-r", str(cap)]).stdout
+    leaked = rt.uplink_seen(tcpd, cap)
     assert INET_HOST not in leaked and "10.77.1." not in leaked, leaked
     assert len(rt.clients_seen(rt.inet_log)) == seen_before
     # The device still reaches the box itself.
@@ -275,12 +294,8 @@ def test_a_device_node_uses_the_exit_node_as_itself_with_kill_switch(rt_db):
     the box's own uplink."""
     from test_tailnet_devices import tagged_key
     rt = rt_db
-    rt.laptop_internet()
     key = tagged_key(rt)
-    cli, lap_proc = rt.laptop("tlaptop", rt.auth_key(), "--advertise-exit-node")
-    lap = wait_for(lambda: (n := nodes_named(rt, "tlaptop")) and "0.0.0.0/0" in (n[0].get("available_routes") or [])
-                   and n[0], timeout=30, what="the laptop offering an exit node")
-    rt.approve(lap, "0.0.0.0/0", "::/0")
+    cli, lap_proc, _ = rt.exit_laptop(rt.auth_key())
     cfg = rt.write_config(key, devices="nodes")
     cfg.write_text(cfg.read_text() + f'[routing]\nuplink = "{rt.uplink}"\nuse_exit_node = "tlaptop"\n')
     rt.start_box(cfg)
@@ -289,25 +304,15 @@ def test_a_device_node_uses_the_exit_node_as_itself_with_kill_switch(rt_db):
     dev = wait_for(lambda: (n := nodes_named(rt, "printer")) and n[0].get("online") and n[0], timeout=40,
                    what="the device's node online")
     assert dev_ip in dev["ip_addresses"], dev
-    page = wait_for(lambda: rt.fetch(rt.dev, f"http://{INET_HOST}:8000/"), timeout=40,
-                    what="the internet host from the device via the laptop")
-    assert page == "internet host\n"
-    assert rt.clients_seen(rt.inet_log)[-1] == "198.51.100.2", "the internet sees the laptop, not the box's uplink"
-    assert "192.168.1.2" not in rt.clients_seen(rt.inet_log)
+    rt.internet_via_laptop()
 
-    cap = rt.tmp / "box-uplink.pcap"
-    tcpd = rt.spawn(rt.box, ["tcpdump", "--immediate-mode", "-Z", "root", "-U", "-i", rt.uplink, "-nn", "-w", str(cap),
-                             "ip"], rt.tmp / "tcpdump.log")
-    time.sleep(1)
+    tcpd, cap = rt.capture_uplink()
     seen_before = len(rt.clients_seen(rt.inet_log))
     lap_proc.send_signal(signal.SIGTERM)
     lap_proc.wait(timeout=15)
     for _ in range(3):
         assert rt.fetch(rt.dev, f"http://{INET_HOST}:8000/", timeout=2) is None
-    time.sleep(0.5)
-    tcpd.send_signal(signal.SIGINT)
-    tcpd.wait(timeout=5)
-    leaked = rt.run(rt.box, ["tcpdump", "-nn", "-r", str(cap)]).stdout
+    leaked = rt.uplink_seen(tcpd, cap)
     assert INET_HOST not in leaked and dev_ip not in leaked, leaked
     assert len(rt.clients_seen(rt.inet_log)) == seen_before
 
