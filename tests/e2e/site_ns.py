@@ -37,6 +37,22 @@ def sh(cmd, check=True, timeout=30, input=None):
     return r
 
 
+def avahi_browse(run, ns, pidfile, kind):
+    """avahi-browse in `ns`, inside the mount namespace of the avahi daemon
+    whose pid is in `pidfile`, resolved: [(name, host, address, port, txt)];
+    `run` is a site's or tailnet's run(ns, cmd, ...)."""
+    r = run(ns, ["sh", "-c", f"nsenter --mount=/proc/$(cat {pidfile})/ns/mnt avahi-browse -rtpk {kind}"],
+            check=False, timeout=30)
+    out = []
+    for line in r.stdout.splitlines():
+        f = line.split(";")
+        if f[0] == "=" and f[2] == "IPv4":
+            # avahi-browse -p escapes names (RFC 1035 \DDD); a real backslash would be \\.
+            name = re.sub(r"\\(\d{3})", lambda m: chr(int(m.group(1))), f[3])
+            out.append((name, f[6], f[7], f[8], f[9] if len(f) > 9 else ""))
+    return out
+
+
 def wait_for(pred, timeout=20.0, interval=0.2, what="condition"):
     deadline = time.monotonic() + timeout
     last = None

@@ -16,11 +16,10 @@ Topology: the fixture's box namespace is box A (bridge 10.77.1.0/24, mesh
 10.78.0.1) on the underlay 198.51.100.0/24."""
 
 import os
-import re
 import signal
 import time
 
-from site_ns import sh, wait_for
+from site_ns import avahi_browse, sh, wait_for
 from web_client import Http
 
 CAST_TXT = ["id=0123456789abcdef0123456789abcdef", "cd=0123456789ABCDEF0123456789ABCDEF", "rm=",
@@ -169,17 +168,7 @@ def lanhost_avahi(site):
 
 def browse(site, kind, who="phone"):
     """avahi-browse on the phone (or `who`), resolved: [(name, host, address, port, txt)]."""
-    phone = site.devices[who][0]
-    r = site.run(phone, ["sh", "-c", f"nsenter --mount=/proc/$(cat {site.tmp}/{who}.avahi-pid)/ns/mnt "
-                                     f"avahi-browse -rtpk {kind}"], check=False, timeout=30)
-    out = []
-    for line in r.stdout.splitlines():
-        f = line.split(";")
-        if f[0] == "=" and f[2] == "IPv4":
-            # avahi-browse -p escapes names (RFC 1035 \DDD); a real backslash would be \\.
-            name = re.sub(r"\\(\d{3})", lambda m: chr(int(m.group(1))), f[3])
-            out.append((name, f[6], f[7], f[8], f[9] if len(f) > 9 else ""))
-    return out
+    return avahi_browse(site.run, site.devices[who][0], site.tmp / f"{who}.avahi-pid", kind)
 
 
 def connect(site, ns, addr):

@@ -24,11 +24,10 @@ one box A advertises). Needs the pinned Go programs; SKIPS only when absent.
 
 import json
 import os
-import re
 import signal
 import time
 
-from site_ns import Site, meshbridge_bin, sh, wait_for
+from site_ns import Site, avahi_browse, meshbridge_bin, sh, wait_for
 from test_tailnet_devices_sites import add_box_b, http_get, node_map, serve_http, tagged_key, tn, v4  # noqa: F401
 
 ROUTES = {"tbox": "10.77.1.0/24", "tboxb": "10.78.1.0/24"}
@@ -69,15 +68,7 @@ def phone_avahi(tn, ns, ifn):
 
 def browse(tn, ns, kind):
     """avahi-browse on the phone, resolved: [(name, host, address, port, txt)]."""
-    r = tn.run(ns, ["sh", "-c", f"nsenter --mount=/proc/$(cat {tn.tmp}/phone.avahi-pid)/ns/mnt "
-                                f"avahi-browse -rtpk {kind}"], check=False, timeout=30)
-    out = []
-    for line in r.stdout.splitlines():
-        f = line.split(";")
-        if f[0] == "=" and f[2] == "IPv4":
-            name = re.sub(r"\\(\d{3})", lambda m: chr(int(m.group(1))), f[3])
-            out.append((name, f[6], f[7], f[8], f[9] if len(f) > 9 else ""))
-    return out
+    return avahi_browse(tn.run, ns, tn.tmp / "phone.avahi-pid", kind)
 
 
 def status(tn, ns, cfg):

@@ -170,13 +170,17 @@ class RoutesTailnet(BoxTailnet):
         return self.run(self.box, ["tcpdump", "-nn", "-r", str(cap)]).stdout
 
 
-@pytest.fixture
-def rt(tmp_path):
+def routes_tailnet(tmp_path):
     t = RoutesTailnet(tmp_path, require_gotools())
     try:
         yield t
     finally:
         t.close()
+
+
+@pytest.fixture
+def rt(tmp_path):
+    yield from routes_tailnet(tmp_path)
 
 
 def test_laptop_reaches_the_home_lan_through_the_boxs_approved_subnet_route(rt):
@@ -280,11 +284,7 @@ def rt_db(tmp_path, monkeypatch):
     """`rt` with Headscale's policy in its database (tagged keys for device nodes)."""
     import test_tailnet_control
     test_tailnet_control.policy_in_database(monkeypatch)
-    t = RoutesTailnet(tmp_path, require_gotools())
-    try:
-        yield t
-    finally:
-        t.close()
+    yield from routes_tailnet(tmp_path)
 
 
 def test_a_device_node_uses_the_exit_node_as_itself_with_kill_switch(rt_db):
