@@ -571,3 +571,61 @@ fn a_poke_wakes_an_idle_mesh_and_its_handshake_is_retried() {
     net.advance(Duration::from_secs(12));
     assert!(net.inits_sent() >= 3, "retried: {}", net.inits_sent());
 }
+
+#[test]
+fn a_peer_gets_its_session_state_only_when_used() {
+    let mut net = Net::new();
+    // Many peers that never talk (a tailnet node's netmap): no session state.
+    let mut set: PeerSet = [peer_b("198.51.100.2:51820")].into_iter().collect();
+    for n in 10..60u8 {
+        set.insert(PeerConfig {
+            name: format!("idle{n}"),
+            public_key: key(n).public_key(),
+            preshared_key: None,
+            endpoint: Some(addr(&format!("198.51.100.{n}:41641"))),
+            allowed_ips: vec![format!("100.64.0.{n}/32").parse().unwrap()],
+            persistent_keepalive: None,
+        });
+    }
+    net.a.apply(net.now, &set);
+    net.advance(Duration::from_secs(30));
+    assert_eq!((net.a.sessions(), net.b.sessions()), (0, 0));
+    assert!(net
+        .a
+        .peer_status()
+        .iter()
+        .all(|p| p.last_handshake.is_none()));
+    // Data for a session nobody started is dropped, not decrypted.
+    let before = net.b.stats().unknown_peer;
+    // A data message (type 4) to receiver index 1: b's peer 0, "a".
+    let mut forged = vec![0u8; 48];
+    forged[0] = 4;
+    forged[4] = 1;
+    assert_eq!(
+        net.b.handle_datagram(net.a_addr, &forged),
+        Err(MeshDrop::UnknownPeer)
+    );
+    assert_eq!(net.b.stats().unknown_peer, before + 1);
+    // A packet makes the sender's; the initiation makes the responder's.
+    net.ping();
+    assert_eq!((net.a.sessions(), net.b.sessions()), (1, 1));
+    assert!(net.a.last_handshake(PeerId(0)).is_some());
+    // The answer flows back over the responder's session.
+    net.b
+        .send(PeerId(0), &ipv4_packet([10, 77, 0, 2], [10, 77, 0, 1]))
+        .unwrap();
+    net.pump();
+    assert_eq!(net.at_a.len(), 1);
+    // A persistent keepalive needs one too: turned on for an idle peer, it is sent.
+    let mut keep = set.clone();
+    let mut p = keep.get(&key(10).public_key()).unwrap().clone();
+    p.persistent_keepalive = Some(25);
+    keep.insert(p);
+    net.a.apply(net.now, &keep);
+    net.advance(Duration::from_secs(1));
+    assert_eq!(net.a.sessions(), 2);
+    assert!(net
+        .sent_by_a
+        .iter()
+        .any(|(path, t)| *path == Path::Udp(addr("198.51.100.10:41641")) && *t == INIT));
+}

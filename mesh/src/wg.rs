@@ -181,7 +181,12 @@ impl Applied {
 struct Peer {
     /// As last applied.
     config: PeerConfig,
-    tunn: Tunn,
+    /// The WireGuard session state (11 KB in boringtun), made when the
+    /// peer is first used: a packet to send, a handshake to start or
+    /// answer, a keepalive due. A tailnet node has every node of the
+    /// tailnet as a peer and talks to few of them; device nodes are many
+    /// meshes in one process.
+    tunn: Option<Box<Tunn>>,
     /// Where datagrams go now: the configured endpoint, or the address the
     /// peer last sent an authenticated datagram from (roaming).
     endpoint: Option<SocketAddr>,
@@ -273,8 +278,8 @@ impl Mesh {
         PublicKey(self.public.to_bytes())
     }
 
-    fn new_tunn(&self, config: &PeerConfig, id: PeerId) -> Tunn {
-        Tunn::new(
+    fn new_tunn(&self, config: &PeerConfig, id: PeerId) -> Box<Tunn> {
+        Box::new(Tunn::new(
             self.private.clone(),
             x25519::PublicKey::from(config.public_key.0),
             config.preshared_key.as_ref().map(|k| k.0),
@@ -282,7 +287,28 @@ impl Mesh {
             None,
             id.0,
             Some(self.tunn_limiter.clone()),
-        )
+        ))
+    }
+
+    /// Gives peer `id` its session state if it has none yet (see
+    /// [`Peer::tunn`]).
+    fn use_peer(&mut self, id: PeerId) {
+        let fresh = match self.peer(id) {
+            Some(p) if p.tunn.is_none() => self.new_tunn(&p.config, id),
+            _ => return,
+        };
+        if let Some(p) = self.peers.get_mut(id.0 as usize).and_then(Option::as_mut) {
+            p.tunn = Some(fresh);
+        }
+    }
+
+    /// Peers with session state.
+    pub fn sessions(&self) -> usize {
+        self.peers
+            .iter()
+            .flatten()
+            .filter(|p| p.tunn.is_some())
+            .count()
     }
 
     /// Add a peer. If it has an endpoint and a keepalive, the handshake
@@ -296,7 +322,6 @@ impl Mesh {
             .position(Option::is_none)
             .unwrap_or(self.peers.len());
         let id = PeerId(slot as u32);
-        let tunn = self.new_tunn(&config, id);
         let mut allowed = AllowedIps::new();
         for net in &config.allowed_ips {
             allowed.insert(*net, ());
@@ -306,7 +331,7 @@ impl Mesh {
             endpoint: config.endpoint,
             next_keepalive: keepalive_due(now, config.persistent_keepalive),
             config,
-            tunn,
+            tunn: None,
             allowed,
         };
         if slot == self.peers.len() {
@@ -355,10 +380,10 @@ impl Mesh {
                 applied.added.push(self.add_peer(now, want.clone()));
                 continue;
             };
-            let new_tunn = self
+            // A new preshared key: a new session (made when next used).
+            let rekey = self
                 .peer(id)
-                .filter(|p| p.config.preshared_key != want.preshared_key)
-                .map(|_| self.new_tunn(want, id));
+                .is_some_and(|p| p.config.preshared_key != want.preshared_key);
             let Some(peer) = self.peers.get_mut(id.0 as usize).and_then(Option::as_mut) else {
                 continue;
             };
@@ -381,12 +406,11 @@ impl Mesh {
             }
             peer.config = want.clone();
             let keepalive = peer.endpoint.is_some() && peer.next_keepalive.is_some();
-            match new_tunn {
-                Some(tunn) => {
-                    peer.tunn = tunn;
-                    applied.rekeyed.push(id);
-                }
-                None => applied.updated.push(id),
+            if rekey {
+                peer.tunn = None;
+                applied.rekeyed.push(id);
+            } else {
+                applied.updated.push(id);
             }
             // As `add_peer`: a keepalive peer handshakes as soon as it can
             // be reached (a new session, or an endpoint name just resolved).
@@ -479,7 +503,10 @@ impl Mesh {
     /// [`Mesh::peer_status`]'s copies (read every few seconds per node).
     pub fn traffic(&self) -> impl Iterator<Item = (PublicKey, u64, u64)> + '_ {
         self.peers.iter().flatten().map(|p| {
-            let (_, tx, rx, _, _) = p.tunn.stats();
+            let (tx, rx) = p.tunn.as_ref().map_or((0, 0), |t| {
+                let (_, tx, rx, _, _) = t.stats();
+                (tx, rx)
+            });
             (p.config.public_key, tx as u64, rx as u64)
         })
     }
@@ -491,7 +518,10 @@ impl Mesh {
             .enumerate()
             .filter_map(|(i, p)| p.as_ref().map(|p| (i, p)))
             .map(|(i, p)| {
-                let (last_handshake, tx, rx, _, _) = p.tunn.stats();
+                let (last_handshake, tx, rx) = p.tunn.as_ref().map_or((None, 0, 0), |t| {
+                    let (last_handshake, tx, rx, _, _) = t.stats();
+                    (last_handshake, tx, rx)
+                });
                 PeerStatus {
                     id: PeerId(i as u32),
                     name: p.config.name.clone(),
@@ -509,17 +539,21 @@ impl Mesh {
     /// Time since the last handshake with `id`, if it has a session.
     pub fn last_handshake(&self, id: PeerId) -> Option<Duration> {
         self.peer(id)
-            .and_then(|p| p.tunn.time_since_last_handshake())
+            .and_then(|p| p.tunn.as_ref()?.time_since_last_handshake())
     }
 
     fn initiate(&mut self, id: PeerId) {
         // A handshake needs the timers for its retries (a poke of an idle mesh).
         self.wake();
+        self.use_peer(id);
         let Some(peer) = self.peers.get_mut(id.0 as usize).and_then(Option::as_mut) else {
             return;
         };
+        let Some(tunn) = peer.tunn.as_deref_mut() else {
+            return;
+        };
         if let TunnResult::WriteToNetwork(b) =
-            peer.tunn.format_handshake_initiation(&mut self.buf, false)
+            tunn.format_handshake_initiation(&mut self.buf, false)
         {
             if let Some(path) = peer.path() {
                 self.out.push_back(Output::Datagram(path, b.to_vec()));
@@ -531,14 +565,23 @@ impl Mesh {
     /// inside boringtun and a handshake starts.
     pub fn send(&mut self, peer: PeerId, packet: &[u8]) -> Result<(), MeshDrop> {
         self.wake();
-        let Some(p) = self.peers.get_mut(peer.0 as usize).and_then(Option::as_mut) else {
+        let Some(p) = self.peer(peer) else {
             return Err(MeshDrop::UnknownPeer);
         };
         let Some(path) = p.path() else {
             self.stats.no_endpoint += 1;
             return Err(MeshDrop::NoEndpoint);
         };
-        match p.tunn.encapsulate(packet, &mut self.buf) {
+        self.use_peer(peer);
+        let Some(tunn) = self
+            .peers
+            .get_mut(peer.0 as usize)
+            .and_then(Option::as_mut)
+            .and_then(|p| p.tunn.as_deref_mut())
+        else {
+            return Err(MeshDrop::UnknownPeer);
+        };
+        match tunn.encapsulate(packet, &mut self.buf) {
             TunnResult::WriteToNetwork(b) => self.out.push_back(Output::Datagram(path, b.to_vec())),
             TunnResult::Err(_) => {
                 self.stats.invalid += 1;
@@ -644,13 +687,21 @@ impl Mesh {
             Ok(id) => id,
             Err(e) => return Err(self.count(e)),
         };
+        if answers_only {
+            // An initiation from a known peer: its session starts here.
+            self.use_peer(id);
+        }
         let Some(peer) = self.peers.get_mut(id.0 as usize).and_then(Option::as_mut) else {
+            return Err(self.count(MeshDrop::UnknownPeer));
+        };
+        // Anything else names a session we started: none, nothing to decrypt.
+        let Some(tunn) = peer.tunn.as_deref_mut() else {
             return Err(self.count(MeshDrop::UnknownPeer));
         };
         let mut first = true;
         loop {
             let input: &[u8] = if first { datagram } else { &[] };
-            let result = peer.tunn.decapsulate(Some(src.ip()), input, &mut self.buf);
+            let result = tunn.decapsulate(Some(src.ip()), input, &mut self.buf);
             match result {
                 TunnResult::Done => {
                     if first && roams {
@@ -676,7 +727,7 @@ impl Mesh {
                     let path = if answers_only && first {
                         Path::Udp(src)
                     } else {
-                        match peer.path() {
+                        match peer.endpoint.map(Path::Udp) {
                             Some(path) => path,
                             None => Path::Udp(src),
                         }
@@ -733,10 +784,26 @@ impl Mesh {
         if self.next_tick.is_none_or(|t| t > now) {
             return;
         }
+        let mut due = Vec::new();
+        for (i, slot) in self.peers.iter().enumerate() {
+            if slot
+                .as_ref()
+                .is_some_and(|p| p.tunn.is_none() && p.next_keepalive.is_some_and(|t| t <= now))
+            {
+                // A keepalive due to a peer never used yet: it needs a session.
+                due.push(PeerId(i as u32));
+            }
+        }
+        for id in due.drain(..) {
+            self.use_peer(id);
+        }
         for peer in self.peers.iter_mut().flatten() {
-            match peer.tunn.update_timers(&mut self.buf) {
+            let Some(tunn) = peer.tunn.as_deref_mut() else {
+                continue;
+            };
+            match tunn.update_timers(&mut self.buf) {
                 TunnResult::WriteToNetwork(b) => {
-                    if let Some(path) = peer.path() {
+                    if let Some(path) = peer.endpoint.map(Path::Udp) {
                         self.out.push_back(Output::Datagram(path, b.to_vec()));
                     }
                 }
@@ -747,8 +814,8 @@ impl Mesh {
                 peer.next_keepalive = keepalive_due(now, peer.config.persistent_keepalive);
                 // An empty packet: a keepalive on a session, else queued
                 // while a handshake starts (as boringtun's own timer does).
-                if let TunnResult::WriteToNetwork(b) = peer.tunn.encapsulate(&[], &mut self.buf) {
-                    if let Some(path) = peer.path() {
+                if let TunnResult::WriteToNetwork(b) = tunn.encapsulate(&[], &mut self.buf) {
+                    if let Some(path) = peer.endpoint.map(Path::Udp) {
                         self.out.push_back(Output::Datagram(path, b.to_vec()));
                     }
                 }
