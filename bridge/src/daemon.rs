@@ -991,6 +991,9 @@ async fn event_loop(
             flush_tailnet(t, config, engine, static_peers, udp, dual).await;
         }
         let mdns_deadline = discovery.poll_timeout();
+        if let Some(t) = tailnet.as_deref() {
+            nodes.set_home(t.derp_home());
+        }
         let disco_deadline = tailnet
             .as_deref()
             .and_then(|t| t.poll_timeout())

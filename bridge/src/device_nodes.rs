@@ -116,6 +116,8 @@ struct Base {
     /// device's own node sends the device's internet there (its own ACL
     /// identity at the exit node), never out of the box's uplink.
     exit: Option<String>,
+    /// The box's home DERP region (0: none yet), every node's home too.
+    home: watch::Receiver<u32>,
 }
 
 struct Handle {
@@ -154,6 +156,8 @@ pub struct DeviceNodes {
     not_nodes: HashSet<Mac>,
     /// Devices' own tags, instead of `[tailnet] device_tags`.
     tags: HashMap<Mac, Vec<String>>,
+    /// The box's home DERP region, for the nodes ([`DeviceNodes::set_home`]).
+    home: watch::Sender<u32>,
 }
 
 fn file_name(mac: &Mac) -> String {
@@ -189,6 +193,7 @@ impl DeviceNodes {
     /// interactively). Starts every node kept in `state_dir`.
     pub fn start(config: &Config) -> Result<DeviceNodes> {
         let (tx, rx) = mpsc::channel(QUEUE);
+        let (home, home_rx) = watch::channel(0);
         let dir = config.state_dir.join(DEVICE_DIR);
         let base = config.tailnet.as_ref().and_then(|t| {
             if t.devices != DeviceMode::Nodes {
@@ -210,6 +215,7 @@ impl DeviceNodes {
                     .use_exit_node
                     .clone()
                     .filter(|n| !config.peers.iter().any(|p| &p.name == n)),
+                home: home_rx,
             })
         });
         let mut nodes = DeviceNodes {
@@ -224,6 +230,7 @@ impl DeviceNodes {
             dropped: 0,
             not_nodes: HashSet::new(),
             tags: HashMap::new(),
+            home,
         };
         nodes.read_switches(config);
         if nodes.base.is_some() {
@@ -404,6 +411,14 @@ impl DeviceNodes {
                 forget,
             },
         );
+    }
+
+    /// The box's home DERP region (its netcheck's): the nodes connect
+    /// there too, and measure nothing themselves.
+    pub fn set_home(&self, region: Option<u16>) {
+        let region = region.map(u32::from).unwrap_or(0);
+        self.home
+            .send_if_modified(|h| std::mem::replace(h, region) != region);
     }
 
     /// A packet from a device for its node.
@@ -621,6 +636,7 @@ async fn run(mut task: Task) {
         .clone()
         .map(crate::tailnet::exit::ExitNode::new);
     let mut t = Tailnet::spawn(settings, task.keys.clone(), false, exit);
+    t.follow_home(task.base.home.clone());
     let mut fw = Firewall::default();
     let mut own: Option<Ipv4Addr> = None;
     // One datagram at a time (no GRO on a node's socket): WireGuard of a

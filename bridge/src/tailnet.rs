@@ -277,6 +277,11 @@ pub struct Tailnet {
     last_mesh_look: Option<Instant>,
     /// `Hostinfo.Services` for the control task to report.
     services_tx: watch::Sender<Vec<Service>>,
+    /// A device node ([`Tailnet::follow_home`]): the box's home DERP
+    /// region (0: none yet) instead of a netcheck of its own.
+    follow: Option<watch::Receiver<u32>>,
+    /// When the mesh's counters last moved ([`Tailnet::note_mesh`]).
+    last_traffic: Option<Instant>,
 }
 
 /// How often the mesh's counters are read for traffic over direct paths
@@ -400,7 +405,38 @@ impl Tailnet {
             mesh_bytes: HashMap::new(),
             last_mesh_look: None,
             services_tx,
+            follow: None,
+            last_traffic: None,
         }
+    }
+
+    /// Make this a device node: its home DERP region is the box's (sent on
+    /// `home`) and it runs no netcheck; it asks STUN for its public
+    /// endpoint until it has one, then only while it has traffic, as
+    /// Tailscale re-STUNs only for 45 s after the last packet. Fifty idle
+    /// device nodes then cost no wakeups of their own.
+    pub(crate) fn follow_home(&mut self, home: watch::Receiver<u32>) {
+        self.follow = Some(home);
+        self.update_home();
+    }
+
+    /// The home DERP region, once chosen.
+    pub fn derp_home(&self) -> Option<u16> {
+        self.derp.home()
+    }
+
+    /// Whether the node had traffic in the last [`disco::ACTIVE_TIMEOUT`]
+    /// before `t`.
+    fn active_at(&self, t: Instant) -> bool {
+        self.last_traffic
+            .is_some_and(|a| t <= a + disco::ACTIVE_TIMEOUT)
+    }
+
+    /// Whether a STUN request due at `due` should go out: always for the
+    /// box; for a device node until it knows its public endpoint, then
+    /// while it is active.
+    fn stun_wanted(&self, due: Instant) -> bool {
+        self.follow.is_none() || self.public_tx.borrow().is_none() || self.active_at(due)
     }
 
     /// Ask the control task to log out (answered at once; the state
@@ -551,12 +587,27 @@ impl Tailnet {
     /// change connects it and goes to the control task.
     fn update_home(&mut self) {
         let measured = self.netcheck.targets().is_empty() || self.netcheck.rounds() > 0;
-        let home = self.netcheck.home().or_else(|| {
-            self.last
-                .as_ref()
-                .filter(|_| measured)
-                .and_then(|u| tailnet_derp::choose_home(&u.derp_regions))
-        });
+        let home = match &self.follow {
+            // The box's region, when this node's map has it; else the map's
+            // first (a region the box measured that the node's map lacks).
+            Some(boxes) => u16::try_from(*boxes.borrow())
+                .ok()
+                .filter(|h| *h > 0)
+                .and_then(|h| {
+                    let regions = &self.last.as_ref()?.derp_regions;
+                    if regions.contains_key(&i32::from(h)) {
+                        Some(h)
+                    } else {
+                        tailnet_derp::choose_home(regions)
+                    }
+                }),
+            None => self.netcheck.home().or_else(|| {
+                self.last
+                    .as_ref()
+                    .filter(|_| measured)
+                    .and_then(|u| tailnet_derp::choose_home(&u.derp_regions))
+            }),
+        };
         if home != self.derp.home() {
             self.derp.set_home(home);
             self.home_tx.send_replace(home.map(u32::from).unwrap_or(0));
@@ -622,9 +673,18 @@ impl Tailnet {
 
     /// The next map update or packet from a DERP region (cancel-safe).
     pub async fn next_input(&mut self) -> Option<TailnetInput> {
-        tokio::select! {
-            u = self.updates.recv() => u.map(|u| TailnetInput::Update(Box::new(u))),
-            Some(r) = self.derp.next() => Some(TailnetInput::Relayed(r)),
+        loop {
+            tokio::select! {
+                u = self.updates.recv() => return u.map(|u| TailnetInput::Update(Box::new(u))),
+                Some(r) = self.derp.next() => return Some(TailnetInput::Relayed(r)),
+                // A device node follows the box's home region (cancel-safe).
+                Ok(()) = async {
+                    match &mut self.follow {
+                        Some(home) => home.changed().await,
+                        None => std::future::pending().await,
+                    }
+                } => self.update_home(),
+            }
         }
     }
 
@@ -718,6 +778,7 @@ impl Tailnet {
             match self.mesh_bytes.insert(key, bytes) {
                 Some(b) if b != bytes => {
                     self.disco.note_active(now, &NodePublic::from_bytes(key.0));
+                    self.last_traffic = Some(now);
                 }
                 _ => {}
             }
@@ -733,33 +794,40 @@ impl Tailnet {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.disco.handle_timeout(now);
         self.drain_events();
-        let server = self.stun_server();
+        let server = self.stun_server().filter(|_| self.stun_wanted(now));
         if let Some((to, data)) = self.stun.handle_timeout(now, server, rand::random()) {
             self.stun_out.push_back(disco::Transmit { to, data });
         }
-        self.netcheck.handle_timeout(now, &mut rand::thread_rng());
-        while let Some((to, data)) = self.netcheck.poll_transmit() {
-            self.stun_out.push_back(disco::Transmit { to, data });
+        if self.follow.is_none() {
+            self.netcheck.handle_timeout(now, &mut rand::thread_rng());
+            while let Some((to, data)) = self.netcheck.poll_transmit() {
+                self.stun_out.push_back(disco::Transmit { to, data });
+            }
         }
         self.update_home();
     }
 
     /// When [`Tailnet::handle_timeout`] wants to run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let stun = self.stun.poll_timeout(self.stun_server().is_some());
+        let stun = self
+            .stun
+            .poll_timeout(self.stun_server().is_some())
+            .filter(|t| self.stun_wanted(*t));
+        // A device node's traffic wakes it through its mesh's timers: it
+        // looks at the counters only while it is active.
         let look = self
             .last_mesh_look
             .filter(|_| !self.paths.is_empty())
-            .map(|t| t + MESH_LOOK);
-        [
-            self.disco.poll_timeout(),
-            stun,
-            self.netcheck.poll_timeout(),
-            look,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+            .map(|t| t + MESH_LOOK)
+            .filter(|t| self.follow.is_none() || self.active_at(*t));
+        let netcheck = self
+            .netcheck
+            .poll_timeout()
+            .filter(|_| self.follow.is_none());
+        [self.disco.poll_timeout(), stun, netcheck, look]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The next disco or STUN datagram to send on the WireGuard socket.
@@ -1436,7 +1504,111 @@ mod tests {
             mesh_bytes: HashMap::new(),
             last_mesh_look: None,
             services_tx: watch::channel(Vec::new()).0,
+            follow: None,
+            last_traffic: None,
         }
+    }
+
+    /// A STUN success from `server` telling `mapped`, for request `req`.
+    fn stun_answer(req: &[u8], mapped: std::net::SocketAddrV4) -> Vec<u8> {
+        let mut p = vec![0x01, 0x01, 0, 12];
+        p.extend_from_slice(&req[4..20]);
+        p.extend_from_slice(&[0x00, 0x20, 0, 8, 0, 1]);
+        p.extend_from_slice(&(mapped.port() ^ 0x2112).to_be_bytes());
+        let ip = u32::from(*mapped.ip()) ^ 0x2112_a442;
+        p.extend_from_slice(&ip.to_be_bytes());
+        p
+    }
+
+    /// A device node measures nothing: its home region is the box's (and
+    /// follows it), it asks STUN for its public endpoint once, then only
+    /// while it has traffic; idle, it has no timer at all.
+    #[tokio::test]
+    async fn a_device_node_follows_the_box_home_and_stuns_only_while_active() {
+        use meshbridge_tailnet::tailcfg::DerpNode;
+        let (_tx, updates) = mpsc::channel(1);
+        let mut t = fixture(
+            updates,
+            meshbridge_tailnet::keys::DiscoPrivate::from_bytes([11; 32]),
+            "dev",
+        );
+        let (home_tx, home_rx) = watch::channel(0u32);
+        t.follow_home(home_rx);
+        let mut regions = BTreeMap::new();
+        for (id, stun) in [(900, 3478), (901, 3479)] {
+            regions.insert(
+                id,
+                DerpRegion {
+                    region_id: id,
+                    nodes: vec![DerpNode {
+                        host_name: "127.0.0.1".into(),
+                        ipv4: "127.0.0.1".into(),
+                        stun_port: stun,
+                        derp_port: 9,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+            );
+        }
+        let t0 = Instant::now();
+        t.on_update(
+            t0,
+            Update {
+                addresses: vec!["100.64.0.9/32".parse().unwrap()],
+                peers: vec![],
+                derp_regions: regions,
+                rules: Default::default(),
+            },
+        );
+        assert_eq!(t.derp_home(), None, "none until the box has one");
+        home_tx.send_replace(901);
+        tokio::time::timeout(Duration::from_secs(1), async {
+            tokio::select! {
+                _ = t.next_input() => panic!("no input expected"),
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(t.derp_home(), Some(901), "the box's region");
+        // One STUN request, to the home region's port; no netcheck probes.
+        t.handle_timeout(t0);
+        let sent: Vec<_> = std::iter::from_fn(|| t.poll_transmit()).collect();
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0].to, "127.0.0.1:3479".parse().unwrap());
+        let answer = stun_answer(&sent[0].data, "198.51.100.7:40001".parse().unwrap());
+        assert!(t.is_stun_response(&answer));
+        t.handle_stun(&answer);
+        assert_eq!(
+            *t.public_tx.borrow(),
+            Some("198.51.100.7:40001".parse().unwrap())
+        );
+        // Idle: nothing is due, however late it gets.
+        assert_eq!(t.poll_timeout(), None);
+        t.handle_timeout(t0 + Duration::from_secs(600));
+        assert!(t.poll_transmit().is_none());
+        // Traffic: STUN is due again (the interval since the last one).
+        let later = t0 + Duration::from_secs(600);
+        t.last_traffic = Some(later);
+        let due = t.poll_timeout().expect("STUN due while active");
+        assert!(due <= later, "overdue, sent at once");
+        t.handle_timeout(later);
+        assert_eq!(
+            t.poll_transmit().map(|x| x.to),
+            Some("127.0.0.1:3479".parse().unwrap())
+        );
+        // The box moved: so does the node.
+        home_tx.send_replace(900);
+        tokio::time::timeout(Duration::from_secs(1), async {
+            tokio::select! {
+                _ = t.next_input() => panic!("no input expected"),
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(t.derp_home(), Some(900));
     }
 
     #[test]
