@@ -546,13 +546,16 @@ fn an_idle_mesh_sleeps_and_traffic_wakes_its_timers() {
     assert!(due <= net.now + crate::wg::TIMER_TICK);
     net.advance(Duration::from_secs(60));
     assert!(net.a.poll_timeout().is_some(), "a session is live: ticking");
+    assert_eq!(net.a.work_buffer(), crate::wg::BUF_LEN, "awake: its buffer");
     net.advance(crate::wg::IDLE_AFTER);
     assert_eq!(net.a.poll_timeout(), None, "every session over: asleep");
+    assert_eq!(net.a.work_buffer(), 0, "asleep: the buffer given back");
     // And awake again at the next packet, with a new handshake.
     let inits = net.inits_sent();
     net.ping();
     assert!(net.a.poll_timeout().is_some());
     assert!(net.inits_sent() > inits);
+    assert_eq!(net.a.work_buffer(), crate::wg::BUF_LEN);
 }
 
 /// A poke (the daemon's "handshake now", e.g. a kill switch's probe) wakes

@@ -38,7 +38,7 @@ pub const HANDSHAKE_RATE_LIMIT: u64 = 100;
 /// The window [`HANDSHAKE_RATE_LIMIT`] counts in.
 const LIMIT_WINDOW: Duration = Duration::from_secs(1);
 /// Room for the largest packet plus WireGuard overhead.
-const BUF_LEN: usize = 65535 + 64;
+pub(crate) const BUF_LEN: usize = 65535 + 64;
 /// A cookie reply message (type 3): 4 + 4 + 24 + 32 bytes.
 const COOKIE_REPLY_LEN: usize = 64;
 
@@ -265,7 +265,7 @@ impl Mesh {
             peers: Vec::new(),
             routes: AllowedIps::new(),
             out: VecDeque::new(),
-            buf: vec![0; BUF_LEN],
+            buf: Vec::new(),
             next_tick: None,
             busy: false,
             active_until: None,
@@ -300,6 +300,21 @@ impl Mesh {
         if let Some(p) = self.peers.get_mut(id.0 as usize).and_then(Option::as_mut) {
             p.tunn = Some(fresh);
         }
+        self.buf_ready();
+    }
+
+    /// The work buffer exists while the mesh is awake and has sessions
+    /// (64 KB; an idle mesh gives it back).
+    fn buf_ready(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = vec![0; BUF_LEN];
+        }
+    }
+
+    /// The work buffer's size (0 while asleep or without sessions).
+    #[cfg(test)]
+    pub(crate) fn work_buffer(&self) -> usize {
+        self.buf.len()
     }
 
     /// Peers with session state.
@@ -797,6 +812,9 @@ impl Mesh {
         for id in due.drain(..) {
             self.use_peer(id);
         }
+        if self.sessions() > 0 {
+            self.buf_ready();
+        }
         for peer in self.peers.iter_mut().flatten() {
             let Some(tunn) = peer.tunn.as_deref_mut() else {
                 continue;
@@ -831,11 +849,17 @@ impl Mesh {
             .flatten()
             .any(|p| p.next_keepalive.is_some());
         self.next_tick = (active || keepalive).then_some(now + TIMER_TICK);
+        if self.next_tick.is_none() {
+            self.buf = Vec::new();
+        }
     }
 
     /// Traffic: the timers tick (again) from the next timeout on.
     fn wake(&mut self) {
         self.busy = true;
+        if self.sessions() > 0 {
+            self.buf_ready();
+        }
         if self.next_tick.is_none() && self.peers.iter().any(Option::is_some) {
             self.next_tick = Some(self.clock.unwrap_or_else(Instant::now));
         }

@@ -393,6 +393,7 @@ impl AsyncRead for NoiseIo {
                 if this.plain_pos == this.plain.len() {
                     this.plain.clear();
                     this.plain_pos = 0;
+                    crate::trim_buffer(&mut this.plain);
                 }
                 return Poll::Ready(Ok(()));
             }

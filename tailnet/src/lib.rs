@@ -25,6 +25,10 @@
 //! * [`disco`]: the disco messages (ping, pong, call-me-maybe in NaCl
 //!   boxes) and the state that confirms a direct UDP path to each peer.
 //!
+//! Buffers that a burst grew (a full map, a batch of records) are given
+//! back once drained ([`trim_buffer`]): the daemon runs one node per
+//! bridged device, each with its own connections.
+//!
 //! HTTP/2 runs inside the Noise stream (requests `POST /machine/register`
 //! and `POST /machine/map`); this crate does not implement HTTP/2 — the
 //! optional async shell ([`client`], feature `client`) uses the `h2` crate
@@ -70,3 +74,14 @@ pub mod ts2021;
 pub mod client;
 #[cfg(feature = "client")]
 pub mod tls;
+
+/// Bytes a drained connection buffer keeps ([`trim_buffer`]).
+pub const BUFFER_KEEP: usize = 4096;
+
+/// Gives back the memory of a buffer that a burst grew, once it holds
+/// little again (at most [`BUFFER_KEEP`] bytes are kept).
+pub fn trim_buffer(v: &mut Vec<u8>) {
+    if v.capacity() > 2 * BUFFER_KEEP && v.len() <= BUFFER_KEEP {
+        v.shrink_to(BUFFER_KEEP);
+    }
+}

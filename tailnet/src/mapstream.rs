@@ -120,6 +120,12 @@ impl FrameDecoder {
         }
         let frame = rest[4..4 + len].to_vec();
         self.start += 4 + len;
+        if self.start == self.buf.len() {
+            // Drained: the memory of a large map goes back.
+            self.buf.clear();
+            self.start = 0;
+            crate::trim_buffer(&mut self.buf);
+        }
         // Compact once the consumed part dominates.
         if self.start > 64 * 1024 && self.start * 2 > self.buf.len() {
             self.buf.drain(..self.start);
@@ -268,5 +274,24 @@ mod tests {
             "capacity {}",
             d.buf.capacity()
         );
+    }
+
+    #[test]
+    fn a_large_map_s_memory_goes_back_once_read() {
+        let mut d = FrameDecoder::default();
+        let big = stream(&[&format!("{{\"Domain\":\"{}\"}}", "a".repeat(100_000))]);
+        for part in big.chunks(16 * 1024) {
+            d.push(part).unwrap();
+        }
+        assert!(d.buf.capacity() > 100_000);
+        assert_eq!(d.next_frame().unwrap().map(|f| f.len()), Some(100_000 + 13));
+        assert!(
+            d.buf.capacity() <= crate::BUFFER_KEEP,
+            "capacity {}",
+            d.buf.capacity()
+        );
+        // The next message still arrives whole.
+        d.push(&stream(&["{}"])).unwrap();
+        assert_eq!(d.next_frame().unwrap(), Some(b"{}".to_vec()));
     }
 }

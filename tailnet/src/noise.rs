@@ -481,6 +481,7 @@ impl Transport {
             pos += total;
         }
         self.rx_buf.drain(..pos);
+        crate::trim_buffer(&mut self.rx_buf);
         Ok(())
     }
 }
