@@ -156,8 +156,10 @@ pub struct DeviceNodes {
     not_nodes: HashSet<Mac>,
     /// Devices' own tags, instead of `[tailnet] device_tags`.
     tags: HashMap<Mac, Vec<String>>,
-    /// The box's home DERP region, for the nodes ([`DeviceNodes::set_home`]).
+    /// The box's home DERP region, for the nodes ([`DeviceNodes::set_home`]),
+    /// and its last value (checked at every turn of the event loop).
     home: watch::Sender<u32>,
+    home_now: u32,
 }
 
 fn file_name(mac: &Mac) -> String {
@@ -231,6 +233,7 @@ impl DeviceNodes {
             not_nodes: HashSet::new(),
             tags: HashMap::new(),
             home,
+            home_now: 0,
         };
         nodes.read_switches(config);
         if nodes.base.is_some() {
@@ -415,10 +418,12 @@ impl DeviceNodes {
 
     /// The box's home DERP region (its netcheck's): the nodes connect
     /// there too, and measure nothing themselves.
-    pub fn set_home(&self, region: Option<u16>) {
+    pub fn set_home(&mut self, region: Option<u16>) {
         let region = region.map(u32::from).unwrap_or(0);
-        self.home
-            .send_if_modified(|h| std::mem::replace(h, region) != region);
+        if region != self.home_now {
+            self.home_now = region;
+            self.home.send_replace(region);
+        }
     }
 
     /// A packet from a device for its node.

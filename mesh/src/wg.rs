@@ -812,7 +812,7 @@ impl Mesh {
         for id in due.drain(..) {
             self.use_peer(id);
         }
-        if self.sessions() > 0 {
+        if self.buf.is_empty() && self.sessions() > 0 {
             self.buf_ready();
         }
         for peer in self.peers.iter_mut().flatten() {
@@ -857,7 +857,8 @@ impl Mesh {
     /// Traffic: the timers tick (again) from the next timeout on.
     fn wake(&mut self) {
         self.busy = true;
-        if self.sessions() > 0 {
+        // Only a sleeping mesh lacks its buffer: no walk over the peers per packet.
+        if self.buf.is_empty() && self.sessions() > 0 {
             self.buf_ready();
         }
         if self.next_tick.is_none() && self.peers.iter().any(Option::is_some) {

@@ -57,9 +57,37 @@ fn stun_answer(req: &[u8], mapped: std::net::SocketAddrV4) -> Vec<u8> {
 /// A device node measures nothing: its home region is the box's (and
 /// follows it), it asks STUN for its public endpoint once, then only
 /// while it has traffic; idle, it has no timer at all.
+/// A DERP region on loopback: the region task's connection attempt
+/// (refused on the discard port) never leaves the host.
+fn loopback_region(id: i32, stun_port: i32) -> DerpRegion {
+    DerpRegion {
+        region_id: id,
+        nodes: vec![meshbridge_tailnet::tailcfg::DerpNode {
+            host_name: "127.0.0.1".into(),
+            ipv4: "127.0.0.1".into(),
+            stun_port,
+            derp_port: 9,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// Lets `t` take what its inputs bring that is no input for the caller
+/// (the box's home region), failing on anything else.
+async fn settle(t: &mut Tailnet) {
+    tokio::time::timeout(Duration::from_secs(1), async {
+        tokio::select! {
+            _ = t.next_input() => panic!("no input expected"),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn a_device_node_follows_the_box_home_and_stuns_only_while_active() {
-    use meshbridge_tailnet::tailcfg::DerpNode;
     let (_tx, updates) = mpsc::channel(1);
     let mut t = fixture(
         updates,
@@ -68,23 +96,10 @@ async fn a_device_node_follows_the_box_home_and_stuns_only_while_active() {
     );
     let (home_tx, home_rx) = watch::channel(0u32);
     t.follow_home(home_rx);
-    let mut regions = BTreeMap::new();
-    for (id, stun) in [(900, 3478), (901, 3479)] {
-        regions.insert(
-            id,
-            DerpRegion {
-                region_id: id,
-                nodes: vec![DerpNode {
-                    host_name: "127.0.0.1".into(),
-                    ipv4: "127.0.0.1".into(),
-                    stun_port: stun,
-                    derp_port: 9,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            },
-        );
-    }
+    let regions: BTreeMap<_, _> = [(900, 3478), (901, 3479)]
+        .into_iter()
+        .map(|(id, stun)| (id, loopback_region(id, stun)))
+        .collect();
     let t0 = Instant::now();
     t.on_update(
         t0,
@@ -97,14 +112,7 @@ async fn a_device_node_follows_the_box_home_and_stuns_only_while_active() {
     );
     assert_eq!(t.derp_home(), None, "none until the box has one");
     home_tx.send_replace(901);
-    tokio::time::timeout(Duration::from_secs(1), async {
-        tokio::select! {
-            _ = t.next_input() => panic!("no input expected"),
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-        }
-    })
-    .await
-    .unwrap();
+    settle(&mut t).await;
     assert_eq!(t.derp_home(), Some(901), "the box's region");
     // One STUN request, to the home region's port; no netcheck probes.
     t.handle_timeout(t0);
@@ -134,14 +142,7 @@ async fn a_device_node_follows_the_box_home_and_stuns_only_while_active() {
     );
     // The box moved: so does the node.
     home_tx.send_replace(900);
-    tokio::time::timeout(Duration::from_secs(1), async {
-        tokio::select! {
-            _ = t.next_input() => panic!("no input expected"),
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-        }
-    })
-    .await
-    .unwrap();
+    settle(&mut t).await;
     assert_eq!(t.derp_home(), Some(900));
 }
 
@@ -312,7 +313,6 @@ async fn a_confirmed_disco_path_becomes_the_peers_endpoint() {
 #[tokio::test]
 async fn peers_without_a_direct_path_are_relayed_and_fall_back_to_derp() {
     use meshbridge_tailnet::keys::DiscoPrivate;
-    use meshbridge_tailnet::tailcfg::DerpNode;
     let box_disco = DiscoPrivate::from_bytes([11; 32]);
     let lap_disco = DiscoPrivate::from_bytes([12; 32]);
     let (_tx, updates) = mpsc::channel(1);
@@ -323,22 +323,7 @@ async fn peers_without_a_direct_path_are_relayed_and_fall_back_to_derp() {
     lap.endpoints = vec![lap_addr];
     lap.derp_region = Some(901);
     let mut regions = BTreeMap::new();
-    regions.insert(
-        900,
-        DerpRegion {
-            region_id: 900,
-            nodes: vec![DerpNode {
-                // Loopback: the region task's connection attempt
-                // (refused on the discard port) never leaves the host.
-                host_name: "127.0.0.1".into(),
-                ipv4: "127.0.0.1".into(),
-                stun_port: 3478,
-                derp_port: 9,
-                ..Default::default()
-            }],
-            ..Default::default()
-        },
-    );
+    regions.insert(900, loopback_region(900, 3478));
     let t0 = Instant::now();
     t.on_update(
         t0,
