@@ -247,19 +247,32 @@ fn the_bridge_subnet_and_routing_section_are_advertised() {
     assert!(advertised_routes(&config("", "")).is_empty());
 }
 
-/// A map update plus a disco exchange with a (simulated) laptop: the
-/// pong makes the laptop's address its WireGuard endpoint in the set.
-#[tokio::test]
-async fn a_confirmed_disco_path_becomes_the_peers_endpoint() {
+/// The box (no control task) and a laptop peer with a disco key and one
+/// endpoint: (box, box's disco key, laptop's disco key, its endpoint, its peer).
+fn box_and_laptop() -> (
+    Tailnet,
+    meshbridge_tailnet::keys::DiscoPrivate,
+    meshbridge_tailnet::keys::DiscoPrivate,
+    SocketAddr,
+    TailnetPeer,
+) {
     use meshbridge_tailnet::keys::DiscoPrivate;
     let box_disco = DiscoPrivate::from_bytes([11; 32]);
     let lap_disco = DiscoPrivate::from_bytes([12; 32]);
     let (_tx, updates) = mpsc::channel(1);
-    let mut t = fixture(updates, box_disco.clone(), "box");
+    let t = fixture(updates, box_disco.clone(), "box");
     let lap_addr: SocketAddr = "10.99.0.20:41641".parse().unwrap();
     let mut lap = peer(1, &["100.64.0.1/32"], &["100.64.0.1/32"]);
     lap.disco_key = Some(lap_disco.public());
     lap.endpoints = vec![lap_addr];
+    (t, box_disco, lap_disco, lap_addr, lap)
+}
+
+/// A map update plus a disco exchange with a (simulated) laptop: the
+/// pong makes the laptop's address its WireGuard endpoint in the set.
+#[tokio::test]
+async fn a_confirmed_disco_path_becomes_the_peers_endpoint() {
+    let (mut t, box_disco, lap_disco, lap_addr, lap) = box_and_laptop();
     let now = Instant::now();
     t.on_update(
         now,
@@ -312,15 +325,7 @@ async fn a_confirmed_disco_path_becomes_the_peers_endpoint() {
 /// over DERP; a confirmed path replaces the relay, a lost one falls back.
 #[tokio::test]
 async fn peers_without_a_direct_path_are_relayed_and_fall_back_to_derp() {
-    use meshbridge_tailnet::keys::DiscoPrivate;
-    let box_disco = DiscoPrivate::from_bytes([11; 32]);
-    let lap_disco = DiscoPrivate::from_bytes([12; 32]);
-    let (_tx, updates) = mpsc::channel(1);
-    let mut t = fixture(updates, box_disco.clone(), "box");
-    let lap_addr: SocketAddr = "10.99.0.20:41641".parse().unwrap();
-    let mut lap = peer(1, &["100.64.0.1/32"], &["100.64.0.1/32"]);
-    lap.disco_key = Some(lap_disco.public());
-    lap.endpoints = vec![lap_addr];
+    let (mut t, box_disco, lap_disco, lap_addr, mut lap) = box_and_laptop();
     lap.derp_region = Some(901);
     let mut regions = BTreeMap::new();
     regions.insert(900, loopback_region(900, 3478));
