@@ -96,6 +96,9 @@ struct Devices {
     /// `virtio_net_hdr` precedes every frame (`host::vnet`).
     tap_vnet: bool,
     tun: AsyncDevice,
+    /// The TUN has offloads on (`IFF_VNET_HDR`, TSO, checksum): a
+    /// `virtio_net_hdr` precedes every packet (`host::vnet`).
+    tun_vnet: bool,
     /// The bridge's interface index (for adding ports that appear later).
     bridge_idx: u32,
 }
@@ -159,12 +162,26 @@ async fn setup(
     // starts without it, says so, and adds it when it appears.
     check_ports(config, handle, bridge_idx).await;
 
-    let tun = DeviceBuilder::new()
-        .name(config.tun_name.clone())
-        .layer(Layer::L3)
-        .mtu(config.mtu)
-        .build_async()
-        .with_context(|| format!("creating TUN device {}", config.tun_name))?;
+    // Likewise the TUN: what the kernel forwards to the mesh (the home LAN,
+    // the internet through the exit node) arrives 64 KB at a time, and a
+    // stream's packets from the mesh leave in one write.
+    let tun_builder = |offload: bool| {
+        DeviceBuilder::new()
+            .name(config.tun_name.clone())
+            .layer(Layer::L3)
+            .mtu(config.mtu)
+            .offload(offload)
+            .build_async()
+    };
+    let (tun, tun_vnet) = match tun_builder(true) {
+        Ok(t) => (Ok(t), true),
+        Err(e) => {
+            tracing::info!("TUN offloads not available ({e}); one packet per read");
+            (tun_builder(false), false)
+        }
+    };
+    tracing::debug!("TUN offloads (TSO, checksum): {tun_vnet}");
+    let tun = tun.with_context(|| format!("creating TUN device {}", config.tun_name))?;
     if !exit_v6 {
         crate::host::sysctl::disable_ipv6(&config.tun_name);
     }
@@ -195,6 +212,7 @@ async fn setup(
             tap,
             tap_vnet,
             tun,
+            tun_vnet,
             bridge_idx,
         },
         bridge_idx,
@@ -564,9 +582,25 @@ fn write_factory_config(config: &Config, old_text: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// A TCP stream's frames to the TAP and packets to the TUN, held for one
+/// TSO write each (`host::vnet`).
+struct Runs {
+    tap: vnet::Coalescer,
+    tun: vnet::Coalescer,
+}
+
+impl Runs {
+    fn new() -> Self {
+        Self {
+            tap: vnet::Coalescer::new(vnet::Link::Ethernet),
+            tun: vnet::Coalescer::new(vnet::Link::Ip),
+        }
+    }
+}
+
 async fn flush(
     engine: &mut Engine,
-    (dev, coal): (&Devices, &mut vnet::Coalescer),
+    (dev, coal): (&Devices, &mut Runs),
     (udp, off): (&UdpSocket, &mut UdpOffload),
     dual: bool,
     mut tailnet: Option<&mut crate::tailnet::Tailnet>,
@@ -593,22 +627,24 @@ async fn flush(
         if let Err(e) = off.flush(udp).await {
             tracing::debug!("write failed: {e}");
         }
-        // Likewise a TCP stream's frames to the TAP (one TSO write).
-        if let Transmit::Tap(f) = &t {
-            if dev.tap_vnet && coal.push(f) {
-                continue;
-            }
+        // Likewise a TCP stream's frames to the TAP or packets to the TUN
+        // (one TSO write).
+        match &t {
+            Transmit::Tap(f) if dev.tap_vnet && coal.tap.push(f) => continue,
+            Transmit::Tun(p) if dev.tun_vnet && coal.tun.push(p) => continue,
+            _ => {}
         }
-        tap_flush(dev, coal).await;
+        runs_flush(dev, coal).await;
+        let plain = |f| {
+            [
+                std::io::IoSlice::new(&vnet::PLAIN_HDR),
+                std::io::IoSlice::new(f),
+            ]
+        };
         let r = match &t {
-            Transmit::Tap(f) if dev.tap_vnet => {
-                let parts = [
-                    std::io::IoSlice::new(&vnet::PLAIN_HDR),
-                    std::io::IoSlice::new(f),
-                ];
-                dev.tap.send_vectored(&parts).await.map(drop)
-            }
+            Transmit::Tap(f) if dev.tap_vnet => dev.tap.send_vectored(&plain(f)).await.map(drop),
             Transmit::Tap(f) => dev.tap.send(f).await.map(drop),
+            Transmit::Tun(p) if dev.tun_vnet => dev.tun.send_vectored(&plain(p)).await.map(drop),
             Transmit::Tun(p) => dev.tun.send(p).await.map(drop),
             // A peer reached over DERP (its relay stand-in address).
             Transmit::Udp(to, d) if crate::tailnet::Tailnet::is_relay(to) => {
@@ -627,13 +663,18 @@ async fn flush(
     if let Err(e) = off.flush(udp).await {
         tracing::debug!("write failed: {e}");
     }
-    tap_flush(dev, coal).await;
+    runs_flush(dev, coal).await;
 }
 
-/// Writes the TCP frames held for one TSO write to the TAP.
-async fn tap_flush(dev: &Devices, coal: &mut vnet::Coalescer) {
-    if let Some(w) = coal.take() {
+/// Writes the TCP frames and packets held for one TSO write each.
+async fn runs_flush(dev: &Devices, coal: &mut Runs) {
+    if let Some(w) = coal.tap.take() {
         if let Err(e) = dev.tap.send(w).await {
+            tracing::debug!("write failed: {e}");
+        }
+    }
+    if let Some(w) = coal.tun.take() {
+        if let Err(e) = dev.tun.send(w).await {
             tracing::debug!("write failed: {e}");
         }
     }
@@ -647,8 +688,25 @@ fn tap_read(engine: &mut Engine, vnet_hdr: bool, read: &mut [u8], scratch: &mut 
         return;
     }
     let now = read_now();
-    if let Err(e) = vnet::split(read, scratch, |f| engine.handle_tap_frame(now, f)) {
+    if let Err(e) = vnet::split(read, vnet::Link::Ethernet, scratch, |f| {
+        engine.handle_tap_frame(now, f)
+    }) {
         tracing::debug!("TAP read dropped: {e:?}");
+    }
+}
+
+/// One TUN read into the engine: a packet, or with offloads the packets of
+/// a TSO segment (`host::vnet`).
+fn tun_read(engine: &mut Engine, vnet_hdr: bool, read: &mut [u8], scratch: &mut Vec<u8>) {
+    let now = read_now();
+    if !vnet_hdr {
+        engine.handle_tun_packet(now, read);
+        return;
+    }
+    if let Err(e) = vnet::split(read, vnet::Link::Ip, scratch, |p| {
+        engine.handle_tun_packet(now, p)
+    }) {
+        tracing::debug!("TUN read dropped: {e:?}");
     }
 }
 
@@ -957,9 +1015,10 @@ async fn event_loop(
     } = signals;
     // A TSO segment: up to 64 KB of IP, its Ethernet header, the vnet header.
     let mut tap_buf = vec![0u8; 65536 + 64];
-    let mut tap_scratch = Vec::with_capacity(2048);
-    let mut tap_coal = vnet::Coalescer::default();
-    let mut tun_buf = vec![0u8; 65536];
+    let mut scratch = Vec::with_capacity(2048);
+    let mut runs = Runs::new();
+    // A TSO segment: up to 64 KB of IP and the vnet header.
+    let mut tun_buf = vec![0u8; 65536 + 64];
     let mut udp_buf = vec![0u8; 65536];
     let mut udp_off = UdpOffload::new(udp);
     let mut stats_log = tokio::time::interval(Duration::from_secs(300));
@@ -980,7 +1039,7 @@ async fn event_loop(
         handle_events(config, engine, discovery, &mut leases, nodes);
         flush(
             engine,
-            (dev, &mut tap_coal),
+            (dev, &mut runs),
             (udp, &mut udp_off),
             dual,
             tailnet.as_deref_mut(),
@@ -1005,22 +1064,22 @@ async fn event_loop(
         tokio::select! {
             r = dev.tap.recv(&mut tap_buf) => match r {
                 Ok(n) => {
-                    tap_read(engine, dev.tap_vnet, &mut tap_buf[..n], &mut tap_scratch);
+                    tap_read(engine, dev.tap_vnet, &mut tap_buf[..n], &mut scratch);
                     // What else is queued, before the loop's other work: one
                     // wakeup per frame would cost more than the frame.
                     for _ in 1..DEV_BATCH {
                         let Ok(n) = dev.tap.try_recv(&mut tap_buf) else { break };
-                        tap_read(engine, dev.tap_vnet, &mut tap_buf[..n], &mut tap_scratch);
+                        tap_read(engine, dev.tap_vnet, &mut tap_buf[..n], &mut scratch);
                     }
                 }
                 Err(e) => tracing::warn!("reading the TAP: {e}"),
             },
             r = dev.tun.recv(&mut tun_buf) => match r {
                 Ok(n) => {
-                    engine.handle_tun_packet(read_now(), &tun_buf[..n]);
+                    tun_read(engine, dev.tun_vnet, &mut tun_buf[..n], &mut scratch);
                     for _ in 1..DEV_BATCH {
                         let Ok(n) = dev.tun.try_recv(&mut tun_buf) else { break };
-                        engine.handle_tun_packet(read_now(), &tun_buf[..n]);
+                        tun_read(engine, dev.tun_vnet, &mut tun_buf[..n], &mut scratch);
                     }
                 }
                 Err(e) => tracing::warn!("reading the TUN: {e}"),
@@ -1163,7 +1222,7 @@ async fn event_loop(
                 if restart_now {
                     // Let the answer reach the page before the sockets close.
                     tokio::time::sleep(Duration::from_millis(300)).await;
-                    flush(engine, (dev, &mut tap_coal), (udp, &mut udp_off), dual, tailnet.as_deref_mut(), nodes).await;
+                    flush(engine, (dev, &mut runs), (udp, &mut udp_off), dual, tailnet.as_deref_mut(), nodes).await;
                     return Ok(Stop::Restart);
                 }
             }

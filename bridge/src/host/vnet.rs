@@ -1,12 +1,14 @@
-//! The TAP's offloads (`IFF_VNET_HDR` + `TUNSETOFFLOAD`): the kernel hands
-//! the box a TCP stream's frames as one segment of up to 64 KB (TSO) and
-//! leaves checksums to it (checksum offload); the box cuts the segment into
-//! the frames the device's stack would have sent (TCP segmentation; UDP
-//! segmentation for USO) and fills in the checksums, before the engine sees
-//! them. One read per 64 KB instead of one per 1,500 bytes.
+//! The offloads of the TAP and the TUN (`IFF_VNET_HDR` + `TUNSETOFFLOAD`):
+//! the kernel hands the box a TCP stream's frames (TAP) or packets (TUN) as
+//! one segment of up to 64 KB (TSO) and leaves checksums to it (checksum
+//! offload); the box cuts the segment into the frames the sender's stack
+//! would have sent (TCP segmentation; UDP segmentation for USO) and fills
+//! in the checksums, before the engine sees them. One read per 64 KB
+//! instead of one per 1,500 bytes. The other way, [`Coalescer`] joins a
+//! stream's packets into one write.
 //!
-//! Every read and write on the TAP carries a 10-byte `virtio_net_hdr` in
-//! front of the frame. Frames the box writes carry an empty one (no
+//! Every read and write carries a 10-byte `virtio_net_hdr` in front of the
+//! frame or packet. What the box writes as it is carries an empty one (no
 //! offload asked: whole frames with their checksums).
 //!
 //! Pure functions, no I/O: [`split`] takes what one read returned and hands
@@ -25,6 +27,13 @@ const GSO_TCPV6: u8 = 4;
 const GSO_UDP_L4: u8 = 5;
 const GSO_ECN: u8 = 0x80;
 
+/// What a device carries: Ethernet frames (the TAP) or IP packets (the TUN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    Ethernet,
+    Ip,
+}
+
 /// Why a read was dropped.
 #[derive(Debug, PartialEq, Eq)]
 pub enum VnetDrop {
@@ -34,12 +43,13 @@ pub enum VnetDrop {
     UnknownGso,
 }
 
-/// Hands out the frames in one TAP read (`virtio_net_hdr` + frame): the
-/// frame itself, with its checksum completed if the kernel left it to the
-/// box, or the frames of a TSO/USO segment. `buf` is rewritten in place for
-/// the checksum; `scratch` holds one segmented frame at a time.
+/// Hands out the frames in one read (`virtio_net_hdr` + frame or packet):
+/// the frame itself, with its checksum completed if the kernel left it to
+/// the box, or the frames of a TSO/USO segment. `buf` is rewritten in place
+/// for the checksum; `scratch` holds one segmented frame at a time.
 pub fn split(
     buf: &mut [u8],
+    link: Link,
     scratch: &mut Vec<u8>,
     mut each: impl FnMut(&[u8]),
 ) -> Result<(), VnetDrop> {
@@ -60,7 +70,7 @@ pub fn split(
             Ok(())
         }
         GSO_TCPV4 | GSO_TCPV6 | GSO_UDP_L4 if gso_size > 0 => {
-            segment(frame, gso_size, scratch, each)
+            segment(frame, link, gso_size, scratch, each)
         }
         GSO_UDP => Err(VnetDrop::UnknownGso),
         _ => Err(VnetDrop::Malformed),
@@ -79,8 +89,8 @@ fn complete_checksum(frame: &mut [u8], start: usize, offset: usize) -> Result<()
     Ok(())
 }
 
-/// The layout of a frame's headers: Ethernet (with an optional VLAN tag),
-/// IPv4 or IPv6 (no extension headers), TCP or UDP.
+/// The layout of a frame's headers: Ethernet (with an optional VLAN tag;
+/// none on the TUN), IPv4 or IPv6 (no extension headers), TCP or UDP.
 struct Layout {
     /// Start of the IP header.
     ip: usize,
@@ -92,13 +102,22 @@ struct Layout {
     payload: usize,
 }
 
-fn layout(frame: &[u8]) -> Option<Layout> {
-    let mut ip = 14;
-    let mut ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
-    if ethertype == 0x8100 {
-        ethertype = u16::from_be_bytes([*frame.get(16)?, *frame.get(17)?]);
-        ip = 18;
-    }
+fn layout(frame: &[u8], link: Link) -> Option<Layout> {
+    let (ip, ethertype) = match link {
+        Link::Ethernet => {
+            let t = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+            if t == 0x8100 {
+                (18, u16::from_be_bytes([*frame.get(16)?, *frame.get(17)?]))
+            } else {
+                (14, t)
+            }
+        }
+        Link::Ip => match *frame.first()? >> 4 {
+            4 => (0, 0x0800),
+            6 => (0, 0x86dd),
+            _ => return None,
+        },
+    };
     let (v4, l4, proto) = match ethertype {
         0x0800 => {
             let ihl = (*frame.get(ip)? & 0x0f) as usize * 4;
@@ -138,11 +157,12 @@ fn layout(frame: &[u8]) -> Option<Layout> {
 /// length) and checksums.
 fn segment(
     frame: &[u8],
+    link: Link,
     mss: usize,
     scratch: &mut Vec<u8>,
     mut each: impl FnMut(&[u8]),
 ) -> Result<(), VnetDrop> {
-    let l = layout(frame).ok_or(VnetDrop::Malformed)?;
+    let l = layout(frame, link).ok_or(VnetDrop::Malformed)?;
     let payload = &frame[l.payload..];
     if payload.is_empty() {
         return Err(VnetDrop::Malformed);
@@ -211,9 +231,11 @@ fn segment(
 /// (same headers but for the sequence number, in order, full-sized but for
 /// the last) leave as one TSO write with a `virtio_net_hdr`; the kernel
 /// cuts them apart again where a device needs it (software segmentation
-/// for a device without TSO). Anything else goes out as it is.
-#[derive(Default)]
+/// for a device without TSO, or for a route with a smaller MTU). Anything
+/// else goes out as it is.
 pub struct Coalescer {
+    /// Start of the IP header: 14 on the TAP, 0 on the TUN.
+    ip: usize,
     /// vnet header + frame being built (or last taken).
     buf: Vec<u8>,
     /// Frames held; 0 = none.
@@ -231,10 +253,24 @@ pub struct Coalescer {
 const MAX_COALESCED: usize = 65_535;
 
 impl Coalescer {
+    pub fn new(link: Link) -> Self {
+        Self {
+            ip: if link == Link::Ethernet { 14 } else { 0 },
+            buf: Vec::new(),
+            count: 0,
+            mss: 0,
+            next_seq: 0,
+            l4: 0,
+            payload: 0,
+            closed: false,
+        }
+    }
+
     /// Takes `frame` into the run held, or says no: the caller then writes
     /// what [`Self::take`] gives first, and offers the frame again.
     pub fn push(&mut self, frame: &[u8]) -> bool {
-        let Some((l4, payload, seq, flags)) = tcp4_data_frame(frame) else {
+        let ip = self.ip;
+        let Some((l4, payload, seq, flags)) = tcp4_data_frame(frame, ip) else {
             return false;
         };
         let len = frame.len() - payload;
@@ -252,16 +288,15 @@ impl Coalescer {
         let same_headers = l4 == self.l4
             && payload == self.payload
             // Ethernet, then IPv4 but for total length, id and checksum.
-            && frame[..16] == held[..16]
-            && frame[20..22] == held[20..22]
-            && frame[22..24] == held[22..24]
-            && frame[26..l4] == held[26..l4]
+            && frame[..ip + 2] == held[..ip + 2]
+            && frame[ip + 6..ip + 10] == held[ip + 6..ip + 10]
+            && frame[ip + 12..l4] == held[ip + 12..l4]
             // TCP but for the sequence number, PSH and the checksum.
             && frame[l4..l4 + 4] == held[l4..l4 + 4]
             && frame[l4 + 8..l4 + 13] == held[l4 + 8..l4 + 13]
             && frame[l4 + 14..l4 + 16] == held[l4 + 14..l4 + 16]
             && frame[l4 + 18..payload] == held[l4 + 18..payload];
-        let ip_len = self.buf.len() - HDR_LEN - 14 + len;
+        let ip_len = self.buf.len() - HDR_LEN - ip + len;
         if self.closed
             || !same_headers
             || seq != self.next_seq
@@ -285,13 +320,13 @@ impl Coalescer {
         if self.count == 0 {
             return None;
         }
-        let (l4, count) = (self.l4, std::mem::take(&mut self.count));
+        let (ip, l4, count) = (self.ip, self.l4, std::mem::take(&mut self.count));
         let f = &mut self.buf[HDR_LEN..];
-        let ip_len = f.len() - 14;
-        f[16..18].copy_from_slice(&(ip_len as u16).to_be_bytes());
-        f[24..26].copy_from_slice(&[0, 0]);
-        let c = !fold(sum(&f[14..l4], 0));
-        f[24..26].copy_from_slice(&c.to_be_bytes());
+        let ip_len = f.len() - ip;
+        f[ip + 2..ip + 4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+        f[ip + 10..ip + 12].copy_from_slice(&[0, 0]);
+        let c = !fold(sum(&f[ip..l4], 0));
+        f[ip + 10..ip + 12].copy_from_slice(&c.to_be_bytes());
         if count == 1 {
             // One frame: as it came, with its own checksum; no offload.
             self.buf[..HDR_LEN].copy_from_slice(&PLAIN_HDR);
@@ -299,7 +334,7 @@ impl Coalescer {
             // The TCP checksum field holds the pseudo-header sum; the
             // kernel completes it per segment.
             let tcp_len = (f.len() - l4) as u32;
-            let pseudo = fold(sum(&f[26..34], 0) + 6 + tcp_len);
+            let pseudo = fold(sum(&f[ip + 12..ip + 20], 0) + 6 + tcp_len);
             f[l4 + 16..l4 + 18].copy_from_slice(&pseudo.to_be_bytes());
             let mut h = [0u8; HDR_LEN];
             h[0] = F_NEEDS_CSUM;
@@ -314,24 +349,24 @@ impl Coalescer {
     }
 }
 
-/// An untagged Ethernet + IPv4 (no options, not a fragment) + TCP frame
-/// with payload and only ACK (and PSH) set: (TCP start, payload start,
-/// sequence number, flags).
-fn tcp4_data_frame(frame: &[u8]) -> Option<(usize, usize, u32, u8)> {
-    let l4 = 34;
+/// An untagged Ethernet frame (`ip` = 14) or a packet (`ip` = 0) of IPv4
+/// (no options, not a fragment) + TCP with payload and only ACK (and PSH)
+/// set: (TCP start, payload start, sequence number, flags).
+fn tcp4_data_frame(frame: &[u8], ip: usize) -> Option<(usize, usize, u32, u8)> {
+    let l4 = ip + 20;
     if frame.len() <= l4 + 20
-        || frame[12..14] != [0x08, 0x00]
-        || frame[14] != 0x45
-        || frame[23] != 6
+        || (ip == 14 && frame[12..14] != [0x08, 0x00])
+        || frame[ip] != 0x45
+        || frame[ip + 9] != 6
     {
         return None;
     }
     // Not a fragment: MF clear and no offset (DF may be set).
-    if u16::from_be_bytes([frame[20], frame[21]]) & 0x3fff != 0 {
+    if u16::from_be_bytes([frame[ip + 6], frame[ip + 7]]) & 0x3fff != 0 {
         return None;
     }
-    let ip_len = u16::from_be_bytes([frame[16], frame[17]]) as usize;
-    if ip_len + 14 != frame.len() {
+    let ip_len = u16::from_be_bytes([frame[ip + 2], frame[ip + 3]]) as usize;
+    if ip_len + ip != frame.len() {
         return None;
     }
     let payload = l4 + (frame[l4 + 12] >> 4) as usize * 4;
@@ -344,20 +379,31 @@ fn tcp4_data_frame(frame: &[u8]) -> Option<(usize, usize, u32, u8)> {
 }
 
 /// Ones' complement sum of 16-bit big-endian words (odd byte padded), not
-/// folded, starting from `acc`.
-fn sum(data: &[u8], mut acc: u32) -> u32 {
-    let mut words = data.chunks_exact(2);
+/// folded, starting from `acc`. Eight bytes at a time with the carry
+/// added back in (2^64 and 2^16 are both 1 modulo 0xffff, so the folded
+/// result is the 16-bit sum): a 64 KB segment's checksums are most of what
+/// cutting it into packets costs.
+fn sum(data: &[u8], acc: u32) -> u32 {
+    let mut wide = u64::from(acc);
+    let mut words = data.chunks_exact(8);
     for w in &mut words {
-        acc = acc.wrapping_add(u32::from(u16::from_be_bytes([w[0], w[1]])));
-        // Fold early so the sum of 64 KB cannot overflow.
-        if acc > 0xffff_0000 {
-            acc = (acc & 0xffff) + (acc >> 16);
-        }
+        let (s, carry) = wide.overflowing_add(u64::from_be_bytes(w.try_into().unwrap_or_default()));
+        wide = s + u64::from(carry);
     }
-    if let [b] = words.remainder() {
-        acc = acc.wrapping_add(u32::from(*b) << 8);
+    // Down to 33 bits, so the last few words cannot overflow.
+    wide = (wide & 0xffff_ffff) + (wide >> 32);
+    let mut rest = words.remainder().chunks_exact(2);
+    for w in &mut rest {
+        wide += u64::from(u16::from_be_bytes([w[0], w[1]]));
     }
-    acc
+    if let [b] = rest.remainder() {
+        wide += u64::from(*b) << 8;
+    }
+    // Down to at most 17 bits, so callers may add a few words more.
+    while wide > 0xffff {
+        wide = (wide & 0xffff) + (wide >> 16);
+    }
+    wide as u32
 }
 
 fn fold(mut acc: u32) -> u16 {
@@ -426,7 +472,10 @@ mod tests {
         let mut read = vnet(F_NEEDS_CSUM, GSO_TCPV4, MSS as u16, 34, 16);
         read.extend(tcp_v4(&payload, true));
         let (mut frames, mut scratch) = (Vec::new(), Vec::new());
-        split(&mut read, &mut scratch, |f| frames.push(f.to_vec())).unwrap();
+        split(&mut read, Link::Ethernet, &mut scratch, |f| {
+            frames.push(f.to_vec())
+        })
+        .unwrap();
         assert_eq!(frames.len(), 65_000usize.div_ceil(MSS));
         let mut got = Vec::new();
         for (i, f) in frames.iter().enumerate() {
@@ -463,7 +512,10 @@ mod tests {
         let mut read = vnet(F_NEEDS_CSUM, GSO_UDP_L4, 1200, 34, 6);
         read.extend(f);
         let (mut frames, mut scratch) = (Vec::new(), Vec::new());
-        split(&mut read, &mut scratch, |f| frames.push(f.to_vec())).unwrap();
+        split(&mut read, Link::Ethernet, &mut scratch, |f| {
+            frames.push(f.to_vec())
+        })
+        .unwrap();
         let sizes: Vec<usize> = frames.iter().map(|f| f.len() - 42).collect();
         assert_eq!(sizes, vec![1200, 1200, 600]);
         assert!(frames.iter().all(|f| checksums_ok(f)));
@@ -484,7 +536,10 @@ mod tests {
         let mut read = vnet(F_NEEDS_CSUM, GSO_NONE, 0, 34, 16);
         read.extend(frame);
         let mut out = Vec::new();
-        split(&mut read, &mut Vec::new(), |f| out.push(f.to_vec())).unwrap();
+        split(&mut read, Link::Ethernet, &mut Vec::new(), |f| {
+            out.push(f.to_vec())
+        })
+        .unwrap();
         assert_eq!(out, vec![good]);
     }
 
@@ -494,24 +549,27 @@ mod tests {
         let mut read = vnet(0, GSO_NONE, 0, 0, 0);
         read.extend(&frame);
         let mut out = Vec::new();
-        split(&mut read, &mut Vec::new(), |f| out.push(f.to_vec())).unwrap();
+        split(&mut read, Link::Ethernet, &mut Vec::new(), |f| {
+            out.push(f.to_vec())
+        })
+        .unwrap();
         assert_eq!(out, vec![frame.clone()]);
 
         let mut s = Vec::new();
         assert_eq!(
-            split(&mut [0u8; 4], &mut s, |_| panic!()),
+            split(&mut [0u8; 4], Link::Ethernet, &mut s, |_| panic!()),
             Err(VnetDrop::Malformed)
         );
         let mut bad = vnet(F_NEEDS_CSUM, GSO_NONE, 0, 60_000, 16);
         bad.extend(&frame);
         assert_eq!(
-            split(&mut bad, &mut s, |_| panic!()),
+            split(&mut bad, Link::Ethernet, &mut s, |_| panic!()),
             Err(VnetDrop::Malformed)
         );
         let mut ufo = vnet(0, GSO_UDP, 1000, 34, 6);
         ufo.extend(&frame);
         assert_eq!(
-            split(&mut ufo, &mut s, |_| panic!()),
+            split(&mut ufo, Link::Ethernet, &mut s, |_| panic!()),
             Err(VnetDrop::UnknownGso)
         );
         // A TSO read whose segment is shorter than its IP length says.
@@ -519,14 +577,14 @@ mod tests {
         let mut cut = vnet(F_NEEDS_CSUM, GSO_TCPV4, 1000, 34, 16);
         cut.extend(&big[..big.len() - 1]);
         assert_eq!(
-            split(&mut cut, &mut s, |_| panic!()),
+            split(&mut cut, Link::Ethernet, &mut s, |_| panic!()),
             Err(VnetDrop::Malformed)
         );
         // A TSO read whose frame is cut short in its headers.
         let mut short = vnet(F_NEEDS_CSUM, GSO_TCPV4, 1000, 34, 16);
         short.extend(&frame[..40]);
         assert_eq!(
-            split(&mut short, &mut s, |_| panic!()),
+            split(&mut short, Link::Ethernet, &mut s, |_| panic!()),
             Err(VnetDrop::Malformed)
         );
     }
@@ -563,7 +621,7 @@ mod tests {
             ));
             seq = seq.wrapping_add(*n as u32);
         }
-        let mut c = Coalescer::default();
+        let mut c = Coalescer::new(Link::Ethernet);
         for f in &frames {
             assert!(c.push(f));
         }
@@ -572,7 +630,10 @@ mod tests {
         assert_eq!((write[0], write[1]), (F_NEEDS_CSUM, GSO_TCPV4));
         assert_eq!(write.len(), HDR_LEN + 54 + 4 * MSS + 500);
         let mut back = Vec::new();
-        split(&mut write, &mut Vec::new(), |f| back.push(f.to_vec())).unwrap();
+        split(&mut write, Link::Ethernet, &mut Vec::new(), |f| {
+            back.push(f.to_vec())
+        })
+        .unwrap();
         assert_eq!(back, frames);
         assert!(back.iter().all(|f| checksums_ok(f)));
     }
@@ -582,7 +643,7 @@ mod tests {
         let p = vec![1u8; MSS];
         let first = data_frame(1000, 1, &p, false);
         // A single frame is written as it came, without offload.
-        let mut c = Coalescer::default();
+        let mut c = Coalescer::new(Link::Ethernet);
         assert!(c.push(&first));
         let one = c.take().unwrap().to_vec();
         assert_eq!(
@@ -619,21 +680,102 @@ mod tests {
             }),
         ];
         for (what, f) in refused {
-            let mut c = Coalescer::default();
+            let mut c = Coalescer::new(Link::Ethernet);
             assert!(c.push(&first));
             assert!(!c.push(&f), "{what}");
         }
         // Nothing after a shorter (last) frame.
-        let mut c = Coalescer::default();
+        let mut c = Coalescer::new(Link::Ethernet);
         assert!(c.push(&first));
         assert!(c.push(&data_frame(1000 + MSS as u32, 2, &[1; 100], false)));
         assert!(!c.push(&data_frame(1100 + MSS as u32, 3, &[1; 100], false)));
         // At most 64 KB of IP.
-        let mut c = Coalescer::default();
+        let mut c = Coalescer::new(Link::Ethernet);
         let mut n = 0;
         while c.push(&data_frame(1000 + (n * MSS) as u32, n as u16, &p, false)) {
             n += 1;
         }
         assert_eq!(n, (MAX_COALESCED - 40) / MSS);
+    }
+
+    /// The TUN carries IP packets: a TSO segment the kernel forwards to it
+    /// (a download through the exit node) becomes MSS-sized packets, and a
+    /// run of packets from the peer (an upload) leaves as one write that
+    /// cuts back into the same packets.
+    #[test]
+    fn on_the_tun_segments_and_runs_are_ip_packets() {
+        let payload: Vec<u8> = (0..10_000u32).map(|i| (i % 241) as u8).collect();
+        let mut read = vnet(F_NEEDS_CSUM, GSO_TCPV4, MSS as u16, 20, 16);
+        read.extend(&tcp_v4(&payload, false)[14..]);
+        let mut packets = Vec::new();
+        split(&mut read, Link::Ip, &mut Vec::new(), |p| {
+            packets.push(p.to_vec())
+        })
+        .unwrap();
+        assert_eq!(packets.len(), 10_000usize.div_ceil(MSS));
+        let mut got = Vec::new();
+        for p in &packets {
+            let mut framed = tcp_v4(b"", false)[..14].to_vec();
+            framed.extend(p);
+            assert!(checksums_ok(&framed));
+            let s = SlicedPacket::from_ip(p).unwrap();
+            let Some(TransportSlice::Tcp(t)) = &s.transport else {
+                panic!()
+            };
+            got.extend_from_slice(t.payload());
+        }
+        assert_eq!(got, payload);
+
+        let mut c = Coalescer::new(Link::Ip);
+        for p in &packets {
+            assert!(c.push(p));
+        }
+        let mut write = c.take().unwrap().to_vec();
+        assert_eq!((write[0], write[1]), (F_NEEDS_CSUM, GSO_TCPV4));
+        let mut back = Vec::new();
+        split(&mut write, Link::Ip, &mut Vec::new(), |p| {
+            back.push(p.to_vec())
+        })
+        .unwrap();
+        assert_eq!(back, packets);
+        // An Ethernet frame is not an IP packet.
+        let mut c = Coalescer::new(Link::Ip);
+        assert!(!c.push(&tcp_v4(&[1; 100], false)));
+        // Neither IPv4 nor IPv6.
+        let mut junk = vnet(F_NEEDS_CSUM, GSO_TCPV4, 100, 20, 16);
+        junk.extend([0x15; 200]);
+        assert_eq!(
+            split(&mut junk, Link::Ip, &mut Vec::new(), |_| panic!()),
+            Err(VnetDrop::Malformed)
+        );
+    }
+
+    /// The eight-bytes-at-a-time sum folds to what the plain 16-bit word
+    /// sum gives, for every length (odd ones too) and for data that
+    /// carries on every add.
+    #[test]
+    fn the_wide_checksum_sum_matches_the_word_sum() {
+        let plain = |d: &[u8], acc: u32| {
+            let mut a = u64::from(acc);
+            for w in d.chunks(2) {
+                a += u64::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));
+            }
+            while a > 0xffff {
+                a = (a & 0xffff) + (a >> 16);
+            }
+            a as u16
+        };
+        let mixed: Vec<u8> = (0..70_000u32).map(|i| (i * 7919 % 256) as u8).collect();
+        for data in [vec![0xff; 70_000], mixed] {
+            for len in (0..80).chain([1499, 1500, 65_535, 70_000]) {
+                for acc in [0, 0x1_2345] {
+                    assert_eq!(
+                        fold(sum(&data[..len], acc)),
+                        plain(&data[..len], acc),
+                        "{len}"
+                    );
+                }
+            }
+        }
     }
 }
