@@ -107,7 +107,7 @@ async fn setup(
     config: &Config,
     macs: &Macs,
     rec: &mut Installed,
-    handle: &rtnetlink::Handle,
+    handle: &crate::host::netlink::Handle,
     exit_v6: bool,
 ) -> Result<(Devices, u32)> {
     // Record the intent first, so a crash half-way is still cleaned up.
@@ -223,7 +223,7 @@ async fn setup(
 /// others are shown on the status page (health check `bridge_ports`).
 /// Called at start and every few seconds, so a port that appears later (or
 /// comes back after it was unplugged) is picked up.
-async fn check_ports(config: &Config, handle: &rtnetlink::Handle, bridge_idx: u32) {
+async fn check_ports(config: &Config, handle: &crate::host::netlink::Handle, bridge_idx: u32) {
     let mut missing = Vec::new();
     for port in &config.bridge_ports {
         if netlink::port_of(handle, port, bridge_idx).await {
@@ -964,7 +964,7 @@ struct Io<'a> {
     /// The UDP socket is dual-stack (IPv4 peers as mapped addresses).
     dual: bool,
     /// Netlink, for bridge ports that appear later.
-    handle: &'a rtnetlink::Handle,
+    handle: &'a crate::host::netlink::Handle,
     /// The lease file.
     leases: &'a mut crate::lease_store::LeaseStore,
 }
@@ -980,7 +980,7 @@ struct ControlPlane<'a> {
     /// The bridged devices that are tailnet nodes of their own.
     nodes: &'a mut crate::device_nodes::DeviceNodes,
     /// For routes to the tailnet's peers on the TUN.
-    netlink: rtnetlink::Handle,
+    netlink: crate::host::netlink::Handle,
 }
 
 async fn event_loop(

@@ -22,7 +22,7 @@ pub struct MdnsLinks {
 }
 
 impl MdnsLinks {
-    pub(crate) async fn start(config: &Config, handle: &rtnetlink::Handle) -> MdnsLinks {
+    pub(crate) async fn start(config: &Config, handle: &crate::host::netlink::Handle) -> MdnsLinks {
         if !config.discovery.enabled {
             return MdnsLinks::default();
         }
@@ -315,7 +315,11 @@ pub struct Discovery {
 impl Discovery {
     /// Start the DNS server and the box's mDNS names (errors are logged: the
     /// box still bridges without them).
-    pub async fn start(config: &Config, engine: &Engine, handle: &rtnetlink::Handle) -> Discovery {
+    pub async fn start(
+        config: &Config,
+        engine: &Engine,
+        handle: &crate::host::netlink::Handle,
+    ) -> Discovery {
         let (names, dns) = match start_dns(config, engine).await {
             Ok(Some((n, h))) => (Some(n), Some((h, Vec::new()))),
             Ok(None) => (None, None),

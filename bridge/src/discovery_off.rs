@@ -13,7 +13,7 @@ impl Discovery {
     pub async fn start(
         config: &Config,
         _engine: &Engine,
-        _handle: &rtnetlink::Handle,
+        _handle: &crate::host::netlink::Handle,
     ) -> Discovery {
         if config.dns_server.enabled || config.discovery.enabled {
             tracing::warn!("this build has no DNS server and no discovery (built without the `dns` feature); bridged devices get dhcp.dns as their resolver");

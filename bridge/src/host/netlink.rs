@@ -3,15 +3,14 @@
 //! before it is made, and removed by [`cleanup`] (on stop and by
 //! `meshbridge --cleanup`), so a crash mid-change recovers by starting again.
 
+use super::rtnl::{self, Link};
 use anyhow::{anyhow, Context, Result};
-use futures_util::TryStreamExt;
 use ipnet::{IpNet, Ipv4Net};
 use meshbridge_types::Mac;
-use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, RouteMessageBuilder};
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// What the daemon has installed, written to `<state_dir>/installed.json`
 /// before the change is made.
@@ -65,49 +64,60 @@ pub fn write_record(state_dir: &Path, rec: &Installed) -> Result<()> {
     crate::persist::write_atomic(&record_path(state_dir), json.as_bytes())
 }
 
-/// A netlink connection.
-pub async fn connect() -> Result<Handle> {
-    let (conn, handle, _) = rtnetlink::new_connection().context("opening a netlink socket")?;
-    tokio::spawn(conn);
-    Ok(handle)
+/// A netlink connection (cheap to clone; one request at a time).
+#[derive(Clone)]
+pub struct Handle(Arc<Mutex<rtnl::Socket>>);
+
+impl Handle {
+    fn request(&self, msg: rtnl::Msg) -> std::io::Result<Vec<(u16, Vec<u8>)>> {
+        let sock = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        sock.request(msg)
+    }
 }
 
-fn is_not_found(e: &rtnetlink::Error) -> bool {
-    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -libc::ENODEV)
+/// A netlink connection.
+pub async fn connect() -> Result<Handle> {
+    let sock = rtnl::Socket::open().context("opening a netlink socket")?;
+    Ok(Handle(Arc::new(Mutex::new(sock))))
 }
 
 /// The link called `name`, if there is one.
-pub async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkMessage>> {
-    let mut links = handle.link().get().match_name(name.to_string()).execute();
-    match links.try_next().await {
-        Ok(l) => Ok(l),
-        Err(e) if is_not_found(&e) => Ok(None),
+pub async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<Link>> {
+    let mut ifname = name.as_bytes().to_vec();
+    ifname.push(0);
+    let msg = rtnl::Msg::link(rtnl::RTM_GETLINK, rtnl::NLM_F_ACK, 0, 0, 0)
+        .attr(rtnl::IFLA_IFNAME, &ifname);
+    match handle.request(msg) {
+        Ok(replies) => Ok(replies
+            .iter()
+            .filter(|(kind, _)| *kind == rtnl::RTM_NEWLINK)
+            .find_map(|(_, body)| rtnl::parse_link(body))),
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
         Err(e) => Err(anyhow!("looking up interface {name}: {e}")),
     }
 }
 
-fn has_kind(link: &LinkMessage, kind: &InfoKind) -> bool {
-    link.attributes.iter().any(|a| match a {
-        LinkAttribute::LinkInfo(infos) => infos
-            .iter()
-            .any(|i| matches!(i, LinkInfo::Kind(k) if k == kind)),
-        _ => false,
-    })
+fn is_bridge(link: &Link) -> bool {
+    link.kind.as_deref() == Some("bridge")
 }
 
-fn is_bridge(link: &LinkMessage) -> bool {
-    has_kind(link, &InfoKind::Bridge)
+fn is_tun(link: &Link) -> bool {
+    link.kind.as_deref() == Some("tun")
 }
 
-fn is_tun(link: &LinkMessage) -> bool {
-    has_kind(link, &InfoKind::Tun)
+/// Sets `index` up, and its bridge (`Some(0)`: none) if given.
+fn set_link(handle: &Handle, index: u32, master: Option<u32>, up: bool) -> std::io::Result<()> {
+    let flags = if up { rtnl::IFF_UP } else { 0 };
+    let mut msg = rtnl::Msg::link(rtnl::RTM_SETLINK, rtnl::NLM_F_ACK, index, flags, flags);
+    if let Some(m) = master {
+        msg = msg.attr(rtnl::IFLA_MASTER, &m.to_ne_bytes());
+    }
+    handle.request(msg).map(drop)
 }
 
-fn controller(link: &LinkMessage) -> Option<u32> {
-    link.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Controller(i) => Some(*i),
-        _ => None,
-    })
+fn del_link(handle: &Handle, index: u32) -> std::io::Result<()> {
+    let msg = rtnl::Msg::link(rtnl::RTM_DELLINK, rtnl::NLM_F_ACK, index, 0, 0);
+    handle.request(msg).map(drop)
 }
 
 /// Make sure bridge `name` exists and is up; create it (with `mac`) if missing.
@@ -117,32 +127,36 @@ pub async fn ensure_bridge(handle: &Handle, name: &str, mac: Mac) -> Result<(u32
         if !is_bridge(&link) {
             return Err(anyhow!("interface {name} exists and is not a bridge; set bridge.name to a bridge or a free name"));
         }
-        let idx = link.header.index;
-        handle
-            .link()
-            .set(LinkUnspec::new_with_index(idx).up().build())
-            .execute()
-            .await
+        set_link(handle, link.index, None, true)
             .with_context(|| format!("bringing bridge {name} up"))?;
-        return Ok((idx, false));
+        return Ok((link.index, false));
     }
+    let mut ifname = name.as_bytes().to_vec();
+    ifname.push(0);
+    let msg = rtnl::Msg::link(
+        rtnl::RTM_NEWLINK,
+        rtnl::NLM_F_ACK | rtnl::NLM_F_CREATE | rtnl::NLM_F_EXCL,
+        0,
+        rtnl::IFF_UP,
+        rtnl::IFF_UP,
+    )
+    .attr(rtnl::IFLA_IFNAME, &ifname)
+    .attr(rtnl::IFLA_ADDRESS, &mac.0)
+    .nested(rtnl::IFLA_LINKINFO, &[(rtnl::IFLA_INFO_KIND, b"bridge")]);
     handle
-        .link()
-        .add(LinkBridge::new(name).address(mac.0.to_vec()).up().build())
-        .execute()
-        .await
+        .request(msg)
         .with_context(|| format!("creating bridge {name}"))?;
     // The host itself has no address on the bridge: no IPv6 either.
     super::sysctl::disable_ipv6(name);
     let link = link_by_name(handle, name)
         .await?
         .ok_or_else(|| anyhow!("bridge {name} vanished after creation"))?;
-    Ok((link.header.index, true))
+    Ok((link.index, true))
 }
 
 /// Is `port` a port of bridge `bridge_idx` now? (False when it does not exist.)
 pub async fn port_of(handle: &Handle, port: &str, bridge_idx: u32) -> bool {
-    matches!(link_by_name(handle, port).await, Ok(Some(l)) if controller(&l) == Some(bridge_idx))
+    matches!(link_by_name(handle, port).await, Ok(Some(l)) if l.master == Some(bridge_idx))
 }
 
 /// Put interface `port` into bridge `bridge_idx` and bring it up.
@@ -150,22 +164,12 @@ pub async fn enslave(handle: &Handle, port: &str, bridge_idx: u32) -> Result<()>
     let link = link_by_name(handle, port)
         .await?
         .ok_or_else(|| anyhow!("bridge port {port} does not exist; check bridge.ports"))?;
-    let idx = link.header.index;
-    if let Some(c) = controller(&link) {
+    if let Some(c) = link.master {
         if c != bridge_idx {
             return Err(anyhow!("interface {port} is already a port of another bridge or bond; remove it there first"));
         }
     }
-    handle
-        .link()
-        .set(
-            LinkUnspec::new_with_index(idx)
-                .controller(bridge_idx)
-                .up()
-                .build(),
-        )
-        .execute()
-        .await
+    set_link(handle, link.index, Some(bridge_idx), true)
         .with_context(|| format!("adding {port} to the bridge"))?;
     Ok(())
 }
@@ -178,12 +182,20 @@ pub async fn add_address_v4(
     addr: Ipv4Addr,
     prefix_len: u8,
 ) -> Result<()> {
+    let mut fixed = [0u8; 8];
+    fixed[0] = libc::AF_INET as u8;
+    fixed[1] = prefix_len;
+    fixed[4..8].copy_from_slice(&idx.to_ne_bytes());
+    let msg = rtnl::Msg::new(
+        rtnl::RTM_NEWADDR,
+        rtnl::NLM_F_ACK | rtnl::NLM_F_CREATE | rtnl::NLM_F_REPLACE,
+        &fixed,
+    )
+    .attr(rtnl::IFA_LOCAL, &addr.octets())
+    .attr(rtnl::IFA_ADDRESS, &addr.octets());
     handle
-        .address()
-        .add(idx, addr.into(), prefix_len)
-        .replace()
-        .execute()
-        .await
+        .request(msg)
+        .map(drop)
         .with_context(|| format!("adding address {addr}/{prefix_len}"))
 }
 
@@ -197,32 +209,40 @@ pub async fn add_peer_routes(
     own: &[Ipv4Net],
 ) -> Result<()> {
     for net in nets {
-        let route = match net.trunc() {
+        let (family, dst, len) = match net.trunc() {
             IpNet::V4(v4) => {
                 if v4.prefix_len() == 0 || own.iter().any(|o| o.trunc().contains(&v4)) {
                     continue;
                 }
-                RouteMessageBuilder::<Ipv4Addr>::new()
-                    .destination_prefix(v4.network(), v4.prefix_len())
-                    .output_interface(tun_idx)
-                    .build()
+                (
+                    libc::AF_INET,
+                    v4.network().octets().to_vec(),
+                    v4.prefix_len(),
+                )
             }
             IpNet::V6(v6) => {
                 if v6.prefix_len() == 0 {
                     continue;
                 }
-                RouteMessageBuilder::<std::net::Ipv6Addr>::new()
-                    .destination_prefix(v6.network(), v6.prefix_len())
-                    .output_interface(tun_idx)
-                    .build()
+                (
+                    libc::AF_INET6,
+                    v6.network().octets().to_vec(),
+                    v6.prefix_len(),
+                )
             }
         };
+        // rtmsg: family, dst_len, src_len, tos, table main, protocol
+        // static, scope universe, type unicast, flags.
+        let fixed = [family as u8, len, 0, 0, 254, 4, 0, 1, 0, 0, 0, 0];
+        let msg = rtnl::Msg::new(
+            rtnl::RTM_NEWROUTE,
+            rtnl::NLM_F_ACK | rtnl::NLM_F_CREATE | rtnl::NLM_F_REPLACE,
+            &fixed,
+        )
+        .attr(rtnl::RTA_DST, &dst)
+        .attr(rtnl::RTA_OIF, &tun_idx.to_ne_bytes());
         handle
-            .route()
-            .add(route)
-            .replace()
-            .execute()
-            .await
+            .request(msg)
             .with_context(|| format!("adding route {net} to the mesh"))?;
     }
     Ok(())
@@ -248,26 +268,17 @@ pub async fn cleanup(handle: &Handle, rec: &Installed) -> Result<()> {
     for name in &rec.links {
         // Only ever delete TUN/TAP devices: never a real interface that happens to share a name.
         if let Some(l) = link_by_name(handle, name).await?.filter(is_tun) {
-            if let Err(e) = handle.link().del(l.header.index).execute().await {
+            if let Err(e) = del_link(handle, l.index) {
                 errors.push(format!("deleting {name}: {e}"));
             }
         }
     }
     if let Some(bridge) = &rec.bridge {
-        let bridge_idx = link_by_name(handle, bridge).await?.map(|l| l.header.index);
+        let bridge_idx = link_by_name(handle, bridge).await?.map(|l| l.index);
         for port in &rec.ports {
             if let Some(l) = link_by_name(handle, port).await? {
-                if bridge_idx.is_some() && controller(&l) == bridge_idx {
-                    if let Err(e) = handle
-                        .link()
-                        .set(
-                            LinkUnspec::new_with_index(l.header.index)
-                                .nocontroller()
-                                .build(),
-                        )
-                        .execute()
-                        .await
-                    {
+                if bridge_idx.is_some() && l.master == bridge_idx {
+                    if let Err(e) = set_link(handle, l.index, Some(0), false) {
                         errors.push(format!("removing {port} from {bridge}: {e}"));
                     }
                 }
@@ -280,7 +291,7 @@ pub async fn cleanup(handle: &Handle, rec: &Installed) -> Result<()> {
         }
         if rec.bridge_created {
             if let Some(idx) = bridge_idx {
-                if let Err(e) = handle.link().del(idx).execute().await {
+                if let Err(e) = del_link(handle, idx) {
                     errors.push(format!("deleting bridge {bridge}: {e}"));
                 }
             }
@@ -295,29 +306,17 @@ pub async fn cleanup(handle: &Handle, rec: &Installed) -> Result<()> {
 
 /// The first IPv4 address (with prefix) of interface `name`.
 pub async fn ipv4_of(handle: &Handle, name: &str) -> Result<Option<Ipv4Net>> {
-    use rtnetlink::packet_route::address::AddressAttribute;
     let Some(link) = link_by_name(handle, name).await? else {
         return Ok(None);
     };
-    let mut addrs = handle
-        .address()
-        .get()
-        .set_link_index_filter(link.header.index)
-        .execute();
-    while let Some(msg) = addrs
-        .try_next()
-        .await
-        .map_err(|e| anyhow!("reading addresses of {name}: {e}"))?
-    {
-        for a in &msg.attributes {
-            if let AddressAttribute::Local(std::net::IpAddr::V4(v4))
-            | AddressAttribute::Address(std::net::IpAddr::V4(v4)) = a
-            {
-                if let Ok(net) = Ipv4Net::new(*v4, msg.header.prefix_len) {
-                    return Ok(Some(net));
-                }
-            }
-        }
-    }
-    Ok(None)
+    let fixed = [libc::AF_INET as u8, 0, 0, 0, 0, 0, 0, 0];
+    let msg = rtnl::Msg::new(rtnl::RTM_GETADDR, rtnl::NLM_F_DUMP, &fixed);
+    let replies = handle
+        .request(msg)
+        .map_err(|e| anyhow!("reading addresses of {name}: {e}"))?;
+    Ok(replies
+        .iter()
+        .filter(|(kind, _)| *kind == rtnl::RTM_NEWADDR)
+        .filter_map(|(_, body)| rtnl::parse_addr_v4(body, link.index))
+        .find_map(|(a, len)| Ipv4Net::new(a, len).ok()))
 }
