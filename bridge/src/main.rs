@@ -1,174 +1,14 @@
 //! `meshbridge`: the daemon binary and its small commands.
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
 use meshbridge::config::{Config, DEFAULT_STATE_DIR};
 use meshbridge_mesh::PrivateKey;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Puts devices that cannot run a VPN client (printers, TVs, consoles) onto a WireGuard mesh.
-#[derive(Parser, Debug)]
-#[command(name = "meshbridge", version, about)]
-struct Cli {
-    /// Run the daemon in the foreground with this config file.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Validate this config file and exit (0 if valid).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["config", "cleanup"])]
-    check_config: Option<PathBuf>,
-    /// Remove every link, address, route and rule meshbridge installed (uses --config's state_dir if given).
-    #[arg(long)]
-    cleanup: bool,
-    /// Log filter: "info", "debug", or per module like "debug,boringtun=info" (RUST_LOG overrides).
-    #[arg(long, value_name = "FILTER", default_value = "info")]
-    log: String,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Print a new private key (like `wg genkey`).
-    Genkey,
-    /// Read a private key on stdin, print its public key (like `wg pubkey`).
-    Pubkey,
-    /// Show the running box: peers, bridged devices, health (like `tailscale status`).
-    Status {
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// The daemon's config file (to find its socket).
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// The daemon's API socket.
-        #[arg(long, value_name = "PATH", conflicts_with = "config")]
-        socket: Option<PathBuf>,
-    },
-    /// Add or remove mesh peers on the running box.
-    Peer {
-        #[command(subcommand)]
-        action: PeerAction,
-    },
-    /// The bridged devices of the running box.
-    Device {
-        #[command(subcommand)]
-        action: DeviceAction,
-    },
-    /// The box as a tailnet node (`[tailnet]`).
-    Tailnet {
-        #[command(subcommand)]
-        action: TailnetAction,
-    },
-    /// Factory reset: erase config, keys and state of the running box and
-    /// restart it unconfigured, to its first-start page (like a long press of
-    /// the reset button; for boards whose buttons belong to /etc/rc.button).
-    FactoryReset {
-        /// Really erase everything.
-        #[arg(long)]
-        yes: bool,
-        /// The daemon's config file (to find its socket).
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// The daemon's API socket.
-        #[arg(long, value_name = "PATH", conflicts_with = "config")]
-        socket: Option<PathBuf>,
-    },
-    /// Set the web page's admin password (console recovery). Reads it from the
-    /// terminal, or the first line of stdin when that is not a terminal.
-    SetPassword {
-        /// The daemon's config file (to find its state folder).
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// The state folder (default /var/lib/meshbridge).
-        #[arg(long, value_name = "DIR", conflicts_with = "config")]
-        state_dir: Option<PathBuf>,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum PeerAction {
-    /// Generate a key pair for a new peer, add it, print its config and QR code.
-    Add {
-        /// The peer's name (letters, digits, '-', '_', '.').
-        name: String,
-        /// The client sends all its internet traffic through the box (exit node).
-        #[arg(long)]
-        route_all: bool,
-        /// host:port the client reaches the box at (default: mesh.endpoint or the uplink address).
-        #[arg(long, value_name = "HOST:PORT")]
-        endpoint: Option<String>,
-        /// Print only the config (no QR code).
-        #[arg(long)]
-        no_qr: bool,
-        /// The daemon's config file (to find its socket).
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// The daemon's API socket.
-        #[arg(long, value_name = "PATH", conflicts_with = "config")]
-        socket: Option<PathBuf>,
-    },
-    /// Remove a peer.
-    Remove {
-        /// The peer's name.
-        name: String,
-        /// The daemon's config file (to find its socket).
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// The daemon's API socket.
-        #[arg(long, value_name = "PATH", conflicts_with = "config")]
-        socket: Option<PathBuf>,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum DeviceAction {
-    /// Forget a device, as the page's Forget button: its lease, reservation
-    /// and name; a device that is a tailnet node of its own is logged out
-    /// and removed from the tailnet.
-    Forget {
-        /// The device's MAC (aa:bb:cc:dd:ee:ff).
-        mac: String,
-        /// The daemon's config file (to find its socket).
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// The daemon's API socket.
-        #[arg(long, value_name = "PATH", conflicts_with = "config")]
-        socket: Option<PathBuf>,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum TailnetAction {
-    /// Join the tailnet again without a restart (after `tailnet logout`, or
-    /// while the box waits for a login): with the pre-auth key in
-    /// --auth-key-file (sent to the daemon, kept in its memory only), else
-    /// as at start: the configured auth key, or an interactive login whose
-    /// URL this prints.
-    Login {
-        /// A file holding the pre-auth key ("-": standard input).
-        #[arg(long, value_name = "PATH")]
-        auth_key_file: Option<PathBuf>,
-        /// The daemon's config file (to find its socket).
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// The daemon's API socket.
-        #[arg(long, value_name = "PATH", conflicts_with = "config")]
-        socket: Option<PathBuf>,
-    },
-    /// Log the box out of the tailnet: the control server expires its node,
-    /// its tailnet peers leave the mesh; `tailnet login` (or the next start)
-    /// registers again.
-    Logout {
-        /// The daemon's config file (to find its socket).
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// The daemon's API socket.
-        #[arg(long, value_name = "PATH", conflicts_with = "config")]
-        socket: Option<PathBuf>,
-    },
-}
+mod cli;
+use cli::{Cli, Command, Parsed, Target};
 
 /// The tailnet section of the running box's status.
 fn tailnet_status(path: &std::path::Path) -> Result<meshbridge::api::TailnetStatus> {
@@ -179,8 +19,8 @@ fn tailnet_status(path: &std::path::Path) -> Result<meshbridge::api::TailnetStat
         .context("the box is not in a tailnet (no [tailnet] section in its config)")
 }
 
-fn socket_path(socket: Option<PathBuf>, config: Option<PathBuf>) -> Result<PathBuf> {
-    Ok(match (socket, config) {
+fn socket_path(target: Target, fallback: &Option<PathBuf>) -> Result<PathBuf> {
+    Ok(match (target.socket, target.config.or(fallback.clone())) {
         (Some(s), _) => s,
         (None, Some(c)) => {
             Config::load(&c)
@@ -261,12 +101,8 @@ fn real_main(cli: Cli) -> Result<()> {
             println!("{}", key.public_key());
             return Ok(());
         }
-        Some(Command::Status {
-            json,
-            config,
-            socket,
-        }) => {
-            let path = socket_path(socket, config.or(cli.config.clone()))?;
+        Some(Command::Status { json, target }) => {
+            let path = socket_path(target, &cli.config)?;
             let v = ask(&path, meshbridge::api::Request::Status)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
@@ -277,62 +113,47 @@ fn real_main(cli: Cli) -> Result<()> {
             }
             return Ok(());
         }
-        Some(Command::Peer { action }) => {
-            match action {
-                PeerAction::Add {
+        Some(Command::PeerAdd {
+            name,
+            route_all,
+            endpoint,
+            no_qr,
+            target,
+        }) => {
+            let path = socket_path(target, &cli.config)?;
+            let v = ask(
+                &path,
+                meshbridge::api::Request::PeerAdd {
                     name,
                     route_all,
                     endpoint,
-                    no_qr,
-                    config,
-                    socket,
-                } => {
-                    let path = socket_path(socket, config.or(cli.config.clone()))?;
-                    let v = ask(
-                        &path,
-                        meshbridge::api::Request::PeerAdd {
-                            name,
-                            route_all,
-                            endpoint,
-                        },
-                    )?;
-                    let added: meshbridge_web::proto::PeerAdded =
-                        serde_json::from_value(v).context("reading the daemon's answer")?;
-                    if !no_qr {
-                        if let Some(qr) = meshbridge_web::peerconf::qr_terminal(&added.config) {
-                            println!("{qr}");
-                        }
-                    }
-                    println!(
-                        "# {} — the private key is shown only now; it is not kept on the box.",
-                        added.filename
-                    );
-                    print!("{}", added.config);
-                }
-                PeerAction::Remove {
-                    name,
-                    config,
-                    socket,
-                } => {
-                    let path = socket_path(socket, config.or(cli.config.clone()))?;
-                    ask(
-                        &path,
-                        meshbridge::api::Request::PeerRemove { name: name.clone() },
-                    )?;
-                    println!("peer {name} removed");
+                },
+            )?;
+            let added: meshbridge_web::proto::PeerAdded =
+                serde_json::from_value(v).context("reading the daemon's answer")?;
+            if !no_qr {
+                if let Some(qr) = meshbridge_web::peerconf::qr_terminal(&added.config) {
+                    println!("{qr}");
                 }
             }
+            println!(
+                "# {} — the private key is shown only now; it is not kept on the box.",
+                added.filename
+            );
+            print!("{}", added.config);
             return Ok(());
         }
-        Some(Command::Device {
-            action:
-                DeviceAction::Forget {
-                    mac,
-                    config,
-                    socket,
-                },
-        }) => {
-            let path = socket_path(socket, config.or(cli.config.clone()))?;
+        Some(Command::PeerRemove { name, target }) => {
+            let path = socket_path(target, &cli.config)?;
+            ask(
+                &path,
+                meshbridge::api::Request::PeerRemove { name: name.clone() },
+            )?;
+            println!("peer {name} removed");
+            return Ok(());
+        }
+        Some(Command::DeviceForget { mac, target }) => {
+            let path = socket_path(target, &cli.config)?;
             ask(
                 &path,
                 meshbridge::api::Request::DeviceForget { mac: mac.clone() },
@@ -340,10 +161,8 @@ fn real_main(cli: Cli) -> Result<()> {
             println!("device {mac} forgotten");
             return Ok(());
         }
-        Some(Command::Tailnet {
-            action: TailnetAction::Logout { config, socket },
-        }) => {
-            let path = socket_path(socket, config.or(cli.config.clone()))?;
+        Some(Command::TailnetLogout { target }) => {
+            let path = socket_path(target, &cli.config)?;
             ask(&path, meshbridge::api::Request::TailnetLogout)?;
             // The control task logs out in the background: wait for it.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -365,15 +184,11 @@ fn real_main(cli: Cli) -> Result<()> {
                 std::thread::sleep(std::time::Duration::from_millis(200));
             }
         }
-        Some(Command::Tailnet {
-            action:
-                TailnetAction::Login {
-                    auth_key_file,
-                    config,
-                    socket,
-                },
+        Some(Command::TailnetLogin {
+            auth_key_file,
+            target,
         }) => {
-            let path = socket_path(socket, config.or(cli.config.clone()))?;
+            let path = socket_path(target, &cli.config)?;
             let auth_key = match auth_key_file {
                 Some(f) => {
                     let text = if f.as_os_str() == "-" {
@@ -428,16 +243,12 @@ fn real_main(cli: Cli) -> Result<()> {
                 );
             }
         }
-        Some(Command::FactoryReset {
-            yes,
-            config,
-            socket,
-        }) => {
+        Some(Command::FactoryReset { yes, target }) => {
             anyhow::ensure!(
                 yes,
                 "this erases the box's config, keys, peers, leases and password: run again with --yes"
             );
-            let path = socket_path(socket, config.or(cli.config.clone()))?;
+            let path = socket_path(target, &cli.config)?;
             ask(&path, meshbridge::api::Request::FactoryReset)?;
             println!("factory reset: meshbridge restarts unconfigured (first-start page, setup code in its state folder)");
             return Ok(());
@@ -554,7 +365,17 @@ fn real_main(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(Parsed::Run(cli)) => cli,
+        Ok(Parsed::Print(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
