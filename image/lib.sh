@@ -37,7 +37,7 @@ mb_version() {
 # Which targets need nightly -Zbuild-std (no prebuilt musl std for them on stable).
 mb_needs_build_std() {
   case "$1" in
-    aarch64-unknown-linux-musl | x86_64-unknown-linux-musl) return 1 ;;
+    x86_64-unknown-linux-musl) return 1 ;;
     *) return 0 ;;
   esac
 }

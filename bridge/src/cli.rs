@@ -76,7 +76,7 @@ const TARGET_OPTS: &str =
       --socket <PATH>         The daemon's API socket
 ";
 
-const MAIN_HELP: &str = "Puts devices that cannot run a VPN client (printers, TVs, consoles) onto a WireGuard mesh.
+const MAIN_HELP: &str = "meshbridge daemon: puts devices that cannot run a VPN client onto a WireGuard mesh
 
 Usage: meshbridge [OPTIONS] [COMMAND]
 

@@ -33,6 +33,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("discovery", 5),
     ("control", 6),
     ("daemon", 7),
+    // The binary's command line (main.rs), above everything.
+    ("cli", 8),
 ];
 
 fn layer(module: &str) -> Option<u8> {
