@@ -103,6 +103,24 @@ struct Devices {
     bridge_idx: u32,
 }
 
+/// A TAP or TUN with offloads (`IFF_VNET_HDR`, TSO, checksum) where the
+/// kernel takes them, else without: the device, and whether it has them.
+fn with_offloads(
+    what: &str,
+    unit: &str,
+    build: impl Fn(bool) -> std::io::Result<AsyncDevice>,
+) -> (std::io::Result<AsyncDevice>, bool) {
+    let (dev, on) = match build(true) {
+        Ok(d) => (Ok(d), true),
+        Err(e) => {
+            tracing::info!("{what} offloads not available ({e}); one {unit} per read");
+            (build(false), false)
+        }
+    };
+    tracing::debug!("{what} offloads (TSO, checksum): {on}");
+    (dev, on)
+}
+
 async fn setup(
     config: &Config,
     macs: &Macs,
@@ -142,14 +160,7 @@ async fn setup(
             .offload(offload)
             .build_async()
     };
-    let (tap, tap_vnet) = match tap_builder(true) {
-        Ok(t) => (Ok(t), true),
-        Err(e) => {
-            tracing::info!("TAP offloads not available ({e}); one frame per read");
-            (tap_builder(false), false)
-        }
-    };
-    tracing::debug!("TAP offloads (TSO, checksum): {tap_vnet}");
+    let (tap, tap_vnet) = with_offloads("TAP", "frame", tap_builder);
     let tap = tap.with_context(|| {
         format!(
             "creating TAP device {} (is /dev/net/tun available and are we root?)",
@@ -173,14 +184,7 @@ async fn setup(
             .offload(offload)
             .build_async()
     };
-    let (tun, tun_vnet) = match tun_builder(true) {
-        Ok(t) => (Ok(t), true),
-        Err(e) => {
-            tracing::info!("TUN offloads not available ({e}); one packet per read");
-            (tun_builder(false), false)
-        }
-    };
-    tracing::debug!("TUN offloads (TSO, checksum): {tun_vnet}");
+    let (tun, tun_vnet) = with_offloads("TUN", "packet", tun_builder);
     let tun = tun.with_context(|| format!("creating TUN device {}", config.tun_name))?;
     if !exit_v6 {
         crate::host::sysctl::disable_ipv6(&config.tun_name);
